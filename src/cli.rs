@@ -1,0 +1,79 @@
+//! The `ucoder-flow` command line: parses arguments and hands each subcommand to the module that
+//! owns it. This is the only place that uses `anyhow`; library modules return typed errors.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::{fetch, models};
+
+#[derive(Debug, Parser)]
+#[command(name = "ucoder-flow", version, about = "Self-improving code LLM data pipeline (UCoder / IPC)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage models: list the registry, fetch weights into the cache.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsCommand {
+    /// List the models the registry knows and whether each is cached.
+    List,
+    /// Fetch a registry model (default: the default model) into the cache, verifying its checksum.
+    Fetch {
+        /// Registry name.
+        #[arg(default_value = models::DEFAULT_MODEL)]
+        name: String,
+    },
+}
+
+/// Runs the command line and maps errors to a non-zero exit code with the full cause chain.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn say(line: &str) {
+    eprintln!("[ucoder-flow] {line}");
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Models { command } => match command {
+            ModelsCommand::List => {
+                let cache = fetch::cache_dir();
+                for m in models::REGISTRY {
+                    let cached = cache.join(m.artifact.file_name).is_file();
+                    println!(
+                        "{:<30} {:<8} {}",
+                        m.name,
+                        if cached { "cached" } else { "-" },
+                        m.description
+                    );
+                }
+                Ok(())
+            }
+            ModelsCommand::Fetch { name } => {
+                let model = models::lookup(&name).ok_or_else(|| models::ModelError::Unknown(name.clone()))?;
+                let path = fetch::ensure(&fetch::cache_dir(), &model.artifact, &say)?;
+                println!("{}", path.display());
+                Ok(())
+            }
+        },
+    }
+}

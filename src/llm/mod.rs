@@ -1,0 +1,1 @@
+//! The in-process LLM engine (candle): GGUF loading, tokenizer, chat template, sampling.
