@@ -7,9 +7,11 @@
 //! - [`models`]: the model registry and user-supplied model paths.
 //! - [`llm`]: the in-process candle engine (GGUF loading, tokenizer, chat template, sampling).
 //! - [`sandbox`]: the pool of isolated Python workers that executes generated code.
+//! - [`eval`]: public benchmarks (HumanEval), pass@k and the `ucoder-flow eval` job.
 //! - [`cli`]: the `ucoder-flow` command line.
 
 pub mod cli;
+pub mod eval;
 pub mod fetch;
 pub mod llm;
 pub mod models;

@@ -1,0 +1,3 @@
+//! Evaluation on public benchmarks: loading them, pass@k, and the `ucoder-flow eval` job.
+
+pub mod humaneval;
