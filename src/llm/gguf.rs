@@ -1,10 +1,10 @@
 //! Opening and validating a GGUF model file before any tensor is loaded.
 //!
-//! [`GgufModel::open`] reads the header with candle's [`gguf_file::Content`] and then checks what
-//! candle leaves to the first tensor read: that the file starts with the GGUF magic, that it is
-//! long enough to hold every tensor its header declares (sizes computed from each tensor's ggml
-//! dtype and shape), that `general.architecture` is one the engine implements, and that the
-//! hyper-parameters the engine needs are present. Every error names the file. The typed metadata
+//! [`GgufModel::open`] checks that the file starts with the GGUF magic, reads the header with
+//! candle's [`gguf_file::Content`], checks that `general.architecture` is one the engine
+//! implements and that the hyper-parameters and tokenizer keys the engine needs are present, and
+//! finally what candle leaves to the first tensor read: that the file is long enough to hold every
+//! tensor its header declares (sizes computed from each tensor's ggml dtype and shape). Every error names the file. The typed metadata
 //! accessors ([`meta_str`], [`meta_u64`], ...) are shared with the tokenizer and the chat template,
 //! which read their own keys from the same [`gguf_file::Content`].
 
@@ -334,8 +334,6 @@ impl GgufModel {
             reason: e.to_string(),
         })?;
 
-        check_tensor_extents(&path, file_len, &content)?;
-
         let metadata = |source| GgufError::Metadata {
             path: path.clone(),
             source,
@@ -359,6 +357,7 @@ impl GgufModel {
                 }));
             }
         }
+        check_tensor_extents(&path, file_len, &content)?;
         Ok(Self {
             path,
             file_len,
