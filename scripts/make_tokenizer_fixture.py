@@ -11,7 +11,8 @@ through llama-cpp-python, loading only the vocabulary of the same GGUF files.
 Writes <out>/<model>.jsonl.gz for each model: a header line
   {"model", "gguf_file", "gguf_sha256", "llama_cpp_python", "seed", "bos", "eos", "eog", "add_bos"}
 then one line per string: {"text", "ids"} (ids from tokenize(text, add_bos=False, special=True)),
-plus "detok" (llama.cpp's detokenize(ids, special=True)) only where that differs from text.
+plus "detok" (llama.cpp's token_to_piece(special=True) of every id, joined) only where that
+differs from text.
 The strings are the same for every model and are generated deterministically from SEED.
 """
 
@@ -208,6 +209,24 @@ def sha256(path):
     return h.hexdigest()
 
 
+def detokenize(llama_cpp, vocab, ids):
+    """llama.cpp's text for `ids`, special tokens rendered. (Llama.detokenize truncates pieces
+    longer than 32 bytes, e.g. long whitespace tokens, so the pieces are fetched here.)"""
+    import ctypes
+
+    out = b""
+    size = 256
+    buf = (ctypes.c_char * size)()
+    for token in ids:
+        n = llama_cpp.llama_token_to_piece(vocab, llama_cpp.llama_token(token), buf, size, 0, True)
+        if n < 0:
+            size = -n
+            buf = (ctypes.c_char * size)()
+            n = llama_cpp.llama_token_to_piece(vocab, llama_cpp.llama_token(token), buf, size, 0, True)
+        out += bytes(buf[:n])
+    return out.decode("utf-8", errors="replace")
+
+
 def reference(model_name, gguf_path, strings, out_dir):
     import llama_cpp
 
@@ -236,7 +255,7 @@ def reference(model_name, gguf_path, strings, out_dir):
             ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
             tokens += len(ids)
             row = {"text": text, "ids": ids}
-            detok = llm.detokenize(ids, special=True).decode("utf-8", errors="replace")
+            detok = detokenize(llama_cpp, vocab, ids)
             if detok != text:
                 row["detok"] = detok
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

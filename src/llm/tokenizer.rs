@@ -143,22 +143,79 @@ mod token_type {
     pub const USER_DEFINED: i64 = 4;
 }
 
-/// Token texts that end a generation when present (llama.cpp's end-of-generation list, plus its
-/// FIM repo/file/pad markers, which also end an answer).
+/// Token texts that end a generation (llama.cpp's end-of-generation list, including its FIM
+/// pad/repo/file-separator markers, which also end an answer).
 const END_OF_GENERATION_TEXTS: &[&str] = &[
     "<|eot_id|>",
     "<|im_end|>",
     "<|end|>",
-    "<|endoftext|>",
-    "<|end_of_text|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
     "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
     "<|eom_id|>",
     "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<｜end▁of▁sentence｜>",
+    "[e~[",
     "<|fim_pad|>",
+    "<fim-pad>",
+    "<fim_pad>",
+    "<PAD>",
+    "[PAD]",
+    "<|fim_repo|>",
     "<|repo_name|>",
-    "<|file_sep|>",
+    "<fim-repo>",
+    "<REPO>",
     "<reponame>",
+    "<|file_sep|>",
 ];
+
+/// Token texts that llama.cpp treats as control tokens even when the GGUF types them as normal
+/// (its FIM markers; the end-of-generation texts above are treated the same way). The one that
+/// matters for the registry models: Qwen2.5's vocabulary has `</s>` as a *normal* token (128247),
+/// which llama.cpp, and therefore this tokenizer, matches in text as a special token and treats
+/// as end of generation.
+const FIM_MARKER_TEXTS: &[&str] = &[
+    "<|fim_prefix|>",
+    "<fim-prefix>",
+    "<fim_prefix>",
+    "<｜fim▁begin｜>",
+    "<PRE>",
+    "▁<PRE>",
+    "<|code_prefix|>",
+    "<|prefix|>",
+    "<|fim_suffix|>",
+    "<fim-suffix>",
+    "<fim_suffix>",
+    "<｜fim▁hole｜>",
+    "<SUF>",
+    "▁<SUF>",
+    "<|code_suffix|>",
+    "<|suffix|>",
+    "<|fim_middle|>",
+    "<fim-middle>",
+    "<fim_middle>",
+    "<｜fim▁end｜>",
+    "<MID>",
+    "▁<MID>",
+    "<|code_middle|>",
+    "<|middle|>",
+];
+
+fn forced_control(text: &str) -> bool {
+    END_OF_GENERATION_TEXTS.contains(&text) || FIM_MARKER_TEXTS.contains(&text)
+}
 
 /// GPT-2's byte-to-character alphabet: printable Latin-1 bytes stand for themselves, the other
 /// bytes for the characters from U+0100 on, in byte order.
@@ -302,8 +359,7 @@ impl Tokenizer {
         let mut special = Vec::new();
         let mut user_defined = Vec::new();
         for (id, (&text, &kind)) in tokens.iter().zip(&token_types).enumerate() {
-            let forced_control = END_OF_GENERATION_TEXTS.contains(&text);
-            if kind == token_type::CONTROL || kind == token_type::UNKNOWN || forced_control {
+            if kind == token_type::CONTROL || kind == token_type::UNKNOWN || forced_control(text) {
                 special.push((id, AddedToken::from(text, true).normalized(false)));
             } else if kind == token_type::USER_DEFINED {
                 user_defined.push((id, AddedToken::from(text, false).normalized(false)));
@@ -342,7 +398,13 @@ impl Tokenizer {
         let add_eos = meta_bool(content, "tokenizer.ggml.add_eos_token")?.unwrap_or(false);
 
         let mut end_of_generation: BTreeSet<u32> = eos.into_iter().collect();
-        for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+        for key in [
+            "tokenizer.ggml.eot_token_id",
+            "tokenizer.ggml.eom_token_id",
+            "tokenizer.ggml.fim_pad_token_id",
+            "tokenizer.ggml.fim_rep_token_id",
+            "tokenizer.ggml.fim_sep_token_id",
+        ] {
             end_of_generation
                 .extend(meta_u32(content, key)?.filter(|&id| (id as usize) < vocab_size));
         }
