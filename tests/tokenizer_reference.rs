@@ -83,14 +83,13 @@ fn describe_mismatch(tok: &Tokenizer, text: &str, expected: &[u32], got: &[u32])
     )
 }
 
-fn check_model(model: &str) {
+fn check_model(model: &str, tok: &Tokenizer) {
     let (header, rows) = read_fixture(model);
     assert!(
         rows.len() >= 1000,
         "{model}: only {} fixture strings",
         rows.len()
     );
-    let tok = tokenizer_for(model);
 
     assert_eq!(tok.vocab_size(), header.n_vocab, "{model}: vocabulary size");
     assert_eq!(
@@ -112,7 +111,7 @@ fn check_model(model: &str) {
         if ids != row.ids {
             mismatches.push(format!(
                 "#{i}: {}",
-                describe_mismatch(&tok, &row.text, &row.ids, &ids)
+                describe_mismatch(tok, &row.text, &row.ids, &ids)
             ));
         }
         assert_eq!(
@@ -159,10 +158,29 @@ fn check_model(model: &str) {
 
 #[test]
 fn test_model_matches_llama_cpp() {
-    check_model(TEST_MODEL);
+    check_model(TEST_MODEL, &tokenizer_for(TEST_MODEL));
 }
 
 #[test]
 fn default_model_matches_llama_cpp() {
-    check_model(DEFAULT_MODEL);
+    check_model(DEFAULT_MODEL, &tokenizer_for(DEFAULT_MODEL));
+}
+
+/// The tokenizer saved as tokenizer.json (how fine-tuned safetensors models carry it) and loaded
+/// back, with BOS/EOS from a config.json beside it, still gives llama.cpp's ids.
+#[test]
+fn saved_tokenizer_json_matches_llama_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    tokenizer_for(TEST_MODEL)
+        .save_json(&path)
+        .expect("save tokenizer.json");
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"bos_token_id": 1, "eos_token_id": 2}"#,
+    )
+    .unwrap();
+    let tok = Tokenizer::from_json_file(&path).expect("load tokenizer.json");
+    assert!(tok.token_bytes(0).is_some(), "byte-level decoding");
+    check_model(TEST_MODEL, &tok);
 }

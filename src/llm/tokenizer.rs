@@ -20,6 +20,7 @@ use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 use super::gguf::{MetadataError, meta_bool, meta_int_array, meta_str, meta_str_array, meta_u32};
@@ -355,6 +356,8 @@ impl Tokenizer {
             .map_err(build_error)?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(pre_tokenizer(pre.regexes)?));
+        // Decoding uses `token_bytes`; the decoder only matters for `save_json`.
+        inner.with_decoder(Some(ByteLevel::new(false, false, false)));
 
         let mut special = Vec::new();
         let mut user_defined = Vec::new();
@@ -414,14 +417,23 @@ impl Tokenizer {
             }
         }
 
+        let add_bos = add_bos && bos.is_some();
+        let add_eos = add_eos && eos.is_some();
+        if add_bos || add_eos {
+            // `encode` adds them itself; the post-processor only matters for `save_json`.
+            let bos = bos.filter(|_| add_bos).map(|id| (tokens[id as usize], id));
+            let eos = eos.filter(|_| add_eos).map(|id| (tokens[id as usize], id));
+            inner.with_post_processor(Some(bos_eos_processor(bos, eos)?));
+        }
+
         Ok(Self {
             inner,
             token_bytes: Some(token_bytes),
             own_specials: true,
             bos,
-            add_bos: add_bos && bos.is_some(),
+            add_bos,
             eos,
-            add_eos: add_eos && eos.is_some(),
+            add_eos,
             end_of_generation: end_of_generation.into_iter().collect(),
             vocab_size,
         })
@@ -485,6 +497,32 @@ impl Tokenizer {
             end_of_generation: end_of_generation.into_iter().collect(),
             vocab_size,
         })
+    }
+
+    /// Writes the tokenizer as a Hugging Face `tokenizer.json` (for safetensors model directories,
+    /// e.g. fine-tuned weights), atomically: a temp file in the same folder, fsynced, renamed.
+    /// [`Tokenizer::from_json_file`] reads it back with the same ids.
+    pub fn save_json(&self, path: impl AsRef<Path>) -> Result<(), TokenizerError> {
+        let path = path.as_ref();
+        let file_error = |reason: String| TokenizerError::File {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let json = self
+            .inner
+            .to_string(false)
+            .map_err(|e| file_error(e.to_string()))?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(dir).map_err(|e| file_error(e.to_string()))?;
+        std::io::Write::write_all(&mut tmp, json.as_bytes())
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(|e| file_error(e.to_string()))?;
+        tmp.persist(path).map_err(|e| file_error(e.to_string()))?;
+        Ok(())
     }
 
     /// Token ids for `text`. Special tokens written in the text (`<|im_start|>`, ...) become their
@@ -615,6 +653,30 @@ fn pre_tokenizer(regexes: &[&str]) -> Result<PreTokenizerWrapper, TokenizerError
     // Only the byte-to-character mapping: the splitting is done by the regexes above.
     steps.push(ByteLevel::new(false, false, false).into());
     Ok(Sequence::new(steps).into())
+}
+
+/// A post-processor that adds BOS and/or EOS around a single sequence.
+fn bos_eos_processor(
+    bos: Option<(&str, u32)>,
+    eos: Option<(&str, u32)>,
+) -> Result<TemplateProcessing, TokenizerError> {
+    let mut single = Vec::new();
+    let mut specials = Vec::new();
+    if let Some((text, id)) = bos {
+        single.push(text.to_string());
+        specials.push((text.to_string(), id));
+    }
+    single.push("$A".to_string());
+    if let Some((text, id)) = eos {
+        single.push(text.to_string());
+        specials.push((text.to_string(), id));
+    }
+    TemplateProcessing::builder()
+        .try_single(single)
+        .map_err(build_error)?
+        .special_tokens(specials)
+        .build()
+        .map_err(build_error)
 }
 
 fn id_or_ids(value: Option<&serde_json::Value>) -> Vec<u32> {
