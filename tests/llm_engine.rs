@@ -4,7 +4,9 @@
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use ucoder_flow::llm::{Engine, EngineOptions, FinishReason, GenerationRequest, LlmError, SamplingParams};
+use ucoder_flow::llm::{
+    Engine, EngineOptions, FinishReason, GenerationRequest, LlmError, SamplingParams,
+};
 
 /// One engine for the whole file (loading takes a while; the CPU pool is process-wide).
 fn engine() -> MutexGuard<'static, Engine> {
@@ -27,7 +29,9 @@ const PROMPT: &str = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci num
 #[test]
 fn greedy_generation_is_sane() {
     let mut e = engine();
-    let out = e.generate_n(PROMPT, 1, &SamplingParams::greedy(24)).unwrap();
+    let out = e
+        .generate_n(PROMPT, 1, &SamplingParams::greedy(24))
+        .unwrap();
     eprintln!("{:?}", out[0]);
     assert_eq!(out[0].token_ids.len(), out[0].logprobs.len());
     assert!(!out[0].text.is_empty());

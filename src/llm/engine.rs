@@ -20,11 +20,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::chat::{ChatError, ChatMessage, ChatTemplate};
 use super::error::LlmError;
+use super::gguf::GgufModel;
 use super::kv_cache::{KvSegment, SeqKv};
 use super::model::{Architecture, LogitsWanted, Requantize, SeqInput, Transformer};
 use super::sampler::{Sampler, SamplingParams};
-use super::stopgap::{ChatMessage, ChatTemplate, Tokenizer};
+use super::tokenizer::Tokenizer;
 use crate::models::ModelSource;
 
 /// Where the engine runs.
@@ -102,7 +104,8 @@ impl Completion {
         if self.logprobs.is_empty() {
             return None;
         }
-        let mean = self.logprobs.iter().map(|&l| l as f64).sum::<f64>() / self.logprobs.len() as f64;
+        let mean =
+            self.logprobs.iter().map(|&l| l as f64).sum::<f64>() / self.logprobs.len() as f64;
         Some((-mean).exp())
     }
 }
@@ -131,9 +134,17 @@ pub struct Engine {
 
 fn resolve_threads(requested: Option<usize>) -> usize {
     requested
-        .or_else(|| std::env::var("CANDLE_NUM_THREADS").ok().and_then(|s| s.parse().ok()))
+        .or_else(|| {
+            std::env::var("CANDLE_NUM_THREADS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+        })
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
 }
 
 /// Sizes candle's process-wide CPU worker pool to `threads` (before its first use) and checks
@@ -180,23 +191,29 @@ impl Engine {
         }
         let path = match source {
             ModelSource::Gguf(p) => p.clone(),
-            ModelSource::Safetensors(p) => return Err(LlmError::SafetensorsNotSupported { path: p.clone() }),
+            ModelSource::Safetensors(p) => {
+                return Err(LlmError::SafetensorsNotSupported { path: p.clone() });
+            }
         };
         let threads = resolve_threads(opts.threads);
         apply_thread_budget(threads)?;
         let start = Instant::now();
-        let (content, mut reader, architecture) = super::stopgap::open_gguf(&path)?;
-        let model = Transformer::from_gguf(&content, &mut reader, architecture, opts.requantize)
-            .map_err(|message| LlmError::InvalidModel {
-                path: path.clone(),
-                message,
-            })?;
-        let tokenizer = Tokenizer::from_gguf(&content).map_err(|e| LlmError::Tokenizer {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        let chat = ChatTemplate::from_gguf(&content).map_err(|e| LlmError::ChatTemplate(e.to_string()))?;
-        let eos = tokenizer.eos_token_ids();
+        let gguf = GgufModel::open(&path)?;
+        let content = gguf.content();
+        let mut reader = gguf.reader()?;
+        let model =
+            Transformer::from_gguf(content, &mut reader, gguf.architecture(), opts.requantize)
+                .map_err(|message| LlmError::InvalidModel {
+                    path: path.clone(),
+                    message,
+                })?;
+        let tokenizer = Tokenizer::from_gguf(content)?;
+        let chat = match ChatTemplate::from_gguf(content) {
+            Ok(t) => Some(t),
+            Err(ChatError::NoTemplate) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let eos = tokenizer.eos_token_ids().to_vec();
         Ok(Engine {
             model,
             tokenizer,
@@ -240,16 +257,20 @@ impl Engine {
     }
 
     /// (tensor, stored type, type used) of every matmul weight.
-    pub fn weight_types(&self) -> &[(String, candle_core::quantized::GgmlDType, candle_core::quantized::GgmlDType)] {
+    pub fn weight_types(
+        &self,
+    ) -> &[(
+        String,
+        candle_core::quantized::GgmlDType,
+        candle_core::quantized::GgmlDType,
+    )] {
         self.model.weight_types()
     }
 
     /// Renders `messages` with the model's chat template, ending with the assistant's turn.
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String, LlmError> {
-        let chat = self.chat.as_ref().ok_or_else(|| {
-            LlmError::ChatTemplate("the model file has no tokenizer.chat_template; pass a raw prompt".into())
-        })?;
-        chat.render(messages, true).map_err(|e| LlmError::ChatTemplate(e.to_string()))
+        let chat = self.chat.as_ref().ok_or(ChatError::NoTemplate)?;
+        Ok(chat.render(messages, true)?)
     }
 
     /// Whether the model has a chat template.
@@ -259,15 +280,17 @@ impl Engine {
 
     /// Tokenizes a prompt as generation does (with the model's BOS when it wants one).
     pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>, LlmError> {
-        self.tokenizer.encode(prompt, true).map_err(|e| LlmError::Tokenizer {
-            path: std::path::PathBuf::from("<prompt>"),
-            message: e.to_string(),
-        })
+        Ok(self.tokenizer.encode(prompt, true)?)
     }
 
     /// `n` completions of one prompt: the prompt is prefilled once and the samples decode as one
     /// batch. Sample i uses the random stream (params.seed, i).
-    pub fn generate_n(&mut self, prompt: &str, n: usize, params: &SamplingParams) -> Result<Vec<Completion>, LlmError> {
+    pub fn generate_n(
+        &mut self,
+        prompt: &str,
+        n: usize,
+        params: &SamplingParams,
+    ) -> Result<Vec<Completion>, LlmError> {
         let mut out = self.generate_batch(&[GenerationRequest {
             prompt: prompt.to_string(),
             n,
@@ -277,7 +300,10 @@ impl Engine {
     }
 
     /// Completions of several prompts, batched together; `result[r]` holds request r's `n`.
-    pub fn generate_batch(&mut self, requests: &[GenerationRequest]) -> Result<Vec<Vec<Completion>>, LlmError> {
+    pub fn generate_batch(
+        &mut self,
+        requests: &[GenerationRequest],
+    ) -> Result<Vec<Vec<Completion>>, LlmError> {
         let ctx = self.context_length();
         let mut prompts = Vec::with_capacity(requests.len());
         for req in requests {
@@ -298,10 +324,15 @@ impl Engine {
         self.generate_from_ids(&ids, requests)
     }
 
-    fn generate_from_ids(&mut self, prompts: &[&[u32]], requests: &[GenerationRequest]) -> Result<Vec<Vec<Completion>>, LlmError> {
+    fn generate_from_ids(
+        &mut self,
+        prompts: &[&[u32]],
+        requests: &[GenerationRequest],
+    ) -> Result<Vec<Vec<Completion>>, LlmError> {
         let ctx = self.context_length();
         let mut stats = GenerationStats::default();
-        let mut results: Vec<Vec<Option<Completion>>> = requests.iter().map(|r| vec![None; r.n]).collect();
+        let mut results: Vec<Vec<Option<Completion>>> =
+            requests.iter().map(|r| vec![None; r.n]).collect();
         // Rows waiting for admission, in request order.
         let mut pending: std::collections::VecDeque<(usize, usize)> = requests
             .iter()
@@ -309,7 +340,8 @@ impl Engine {
             .flat_map(|(r, req)| (0..req.n).map(move |i| (r, i)))
             .collect();
         let mut unadmitted: Vec<usize> = requests.iter().map(|r| r.n).collect();
-        let mut prefixes: Vec<Option<(Arc<KvSegment>, Vec<f32>)>> = (0..requests.len()).map(|_| None).collect();
+        let mut prefixes: Vec<Option<(Arc<KvSegment>, Vec<f32>)>> =
+            (0..requests.len()).map(|_| None).collect();
         let max_new: Vec<usize> = requests
             .iter()
             .zip(prompts)
@@ -326,7 +358,11 @@ impl Engine {
                     None => break,
                 }
             }
-            let mut to_prefill: Vec<usize> = admit.iter().map(|&(r, _)| r).filter(|&r| prefixes[r].is_none()).collect();
+            let mut to_prefill: Vec<usize> = admit
+                .iter()
+                .map(|&(r, _)| r)
+                .filter(|&r| prefixes[r].is_none())
+                .collect();
             to_prefill.dedup();
             self.prefill(prompts, &to_prefill, &mut prefixes, &mut stats)?;
             for (r, i) in admit {
@@ -342,14 +378,14 @@ impl Engine {
                     finished: None,
                     text: String::new(),
                 };
-                row.accept(logits, params, max_new[r], &self.eos, &self.tokenizer);
+                row.accept(logits, params, max_new[r], &self.eos, &self.tokenizer)?;
                 stats.generated_tokens += 1;
                 unadmitted[r] -= 1;
                 if unadmitted[r] == 0 {
                     prefixes[r] = None;
                 }
                 if row.finished.is_some() {
-                    let (r, i, c) = row.into_completion(&self.tokenizer);
+                    let (r, i, c) = row.into_completion(&self.tokenizer)?;
                     results[r][i] = Some(c);
                 } else {
                     active.push(row);
@@ -360,7 +396,10 @@ impl Engine {
             }
             // One decode step for every active row.
             let t0 = Instant::now();
-            let last: Vec<u32> = active.iter().map(|r| *r.tokens.last().expect("active rows have a token")).collect();
+            let last: Vec<u32> = active
+                .iter()
+                .map(|r| *r.tokens.last().expect("active rows have a token"))
+                .collect();
             let logits = {
                 let mut inputs: Vec<SeqInput<'_>> = active
                     .iter_mut()
@@ -376,7 +415,13 @@ impl Engine {
             let vocab = self.model.config().vocab_size;
             for (row, l) in active.iter_mut().zip(logits.chunks_exact(vocab)) {
                 let r = row.request;
-                row.accept(l, &requests[r].params, max_new[r], &self.eos, &self.tokenizer);
+                row.accept(
+                    l,
+                    &requests[r].params,
+                    max_new[r],
+                    &self.eos,
+                    &self.tokenizer,
+                )?;
             }
             stats.generated_tokens += active.len();
             stats.decode_steps += 1;
@@ -384,7 +429,7 @@ impl Engine {
             let mut still = Vec::with_capacity(active.len());
             for row in active.drain(..) {
                 if row.finished.is_some() {
-                    let (r, i, c) = row.into_completion(&self.tokenizer);
+                    let (r, i, c) = row.into_completion(&self.tokenizer)?;
                     results[r][i] = Some(c);
                 } else {
                     still.push(row);
@@ -395,7 +440,11 @@ impl Engine {
         self.stats = stats;
         Ok(results
             .into_iter()
-            .map(|rs| rs.into_iter().map(|c| c.expect("every row finishes")).collect())
+            .map(|rs| {
+                rs.into_iter()
+                    .map(|c| c.expect("every row finishes"))
+                    .collect()
+            })
             .collect())
     }
 
@@ -412,12 +461,17 @@ impl Engine {
             // A group of prompts within the prefill token budget (at least one prompt).
             let mut end = start + 1;
             let mut tokens = prompts[which[start]].len();
-            while end < which.len() && tokens + prompts[which[end]].len() <= self.opts.max_prefill_tokens {
+            while end < which.len()
+                && tokens + prompts[which[end]].len() <= self.opts.max_prefill_tokens
+            {
                 tokens += prompts[which[end]].len();
                 end += 1;
             }
             let t0 = Instant::now();
-            let mut seqs: Vec<SeqKv> = which[start..end].iter().map(|&r| self.model.new_seq(prompts[r].len())).collect();
+            let mut seqs: Vec<SeqKv> = which[start..end]
+                .iter()
+                .map(|&r| self.model.new_seq(prompts[r].len()))
+                .collect();
             let logits = {
                 let mut inputs: Vec<SeqInput<'_>> = seqs
                     .iter_mut()
@@ -430,7 +484,11 @@ impl Engine {
                     .collect();
                 self.model.forward(&mut inputs)?
             };
-            for ((kv, &r), l) in seqs.into_iter().zip(&which[start..end]).zip(logits.chunks_exact(vocab)) {
+            for ((kv, &r), l) in seqs
+                .into_iter()
+                .zip(&which[start..end])
+                .zip(logits.chunks_exact(vocab))
+            {
                 prefixes[r] = Some((kv.into_prefix(), l.to_vec()));
             }
             stats.prompt_tokens += tokens;
@@ -442,7 +500,11 @@ impl Engine {
 
     /// Teacher-forced scoring: `log p(continuation[j] | prompt, continuation[..j])` for every j,
     /// in one forward pass over `prompt_ids ++ continuation`.
-    pub fn score(&mut self, prompt_ids: &[u32], continuation: &[u32]) -> Result<Vec<f32>, LlmError> {
+    pub fn score(
+        &mut self,
+        prompt_ids: &[u32],
+        continuation: &[u32],
+    ) -> Result<Vec<f32>, LlmError> {
         if prompt_ids.is_empty() {
             return Err(LlmError::EmptyPrompt);
         }
@@ -465,7 +527,8 @@ impl Engine {
             .iter()
             .enumerate()
             .map(|(j, &t)| {
-                let row = &logits[(prompt_ids.len() - 1 + j) * vocab..(prompt_ids.len() + j) * vocab];
+                let row =
+                    &logits[(prompt_ids.len() - 1 + j) * vocab..(prompt_ids.len() + j) * vocab];
                 row[t as usize] - super::sampler::log_sum_exp(row)
             })
             .collect())
@@ -491,31 +554,48 @@ struct Row {
 
 impl Row {
     /// Samples the next token from `logits` and decides whether the row is done.
-    fn accept(&mut self, logits: &[f32], params: &SamplingParams, max_new: usize, eos: &[u32], tok: &Tokenizer) {
+    fn accept(
+        &mut self,
+        logits: &[f32],
+        params: &SamplingParams,
+        max_new: usize,
+        eos: &[u32],
+        tok: &Tokenizer,
+    ) -> Result<(), LlmError> {
         let (t, lp) = self.sampler.sample(logits, params);
         if eos.contains(&t) {
             self.finished = Some(FinishReason::Eos);
-            return;
+            return Ok(());
         }
         self.tokens.push(t);
         self.logprobs.push(lp);
         if !params.stop.is_empty() {
-            let text = tok.decode(&self.tokens);
-            if let Some(cut) = params.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+            let text = tok.decode(&self.tokens)?;
+            if let Some(cut) = params
+                .stop
+                .iter()
+                .filter_map(|s| text.find(s.as_str()))
+                .min()
+            {
                 self.text = text[..cut].to_string();
                 self.finished = Some(FinishReason::Stop);
-                return;
+                return Ok(());
             }
         }
         if self.tokens.len() >= max_new {
             self.finished = Some(FinishReason::Length);
         }
+        Ok(())
     }
 
-    fn into_completion(self, tok: &Tokenizer) -> (usize, usize, Completion) {
+    fn into_completion(self, tok: &Tokenizer) -> Result<(usize, usize, Completion), LlmError> {
         let reason = self.finished.expect("finished row");
-        let text = if reason == FinishReason::Stop { self.text } else { tok.decode(&self.tokens) };
-        (
+        let text = if reason == FinishReason::Stop {
+            self.text
+        } else {
+            tok.decode(&self.tokens)?
+        };
+        Ok((
             self.request,
             self.index,
             Completion {
@@ -524,6 +604,6 @@ impl Row {
                 logprobs: self.logprobs,
                 finish_reason: reason,
             },
-        )
+        ))
     }
 }

@@ -26,7 +26,13 @@ pub struct KvSegment {
 
 impl KvSegment {
     /// An empty segment for positions from `start`, with room for `cap` of them.
-    pub fn new(n_layer: usize, n_kv_head: usize, head_dim: usize, start: usize, cap: usize) -> Self {
+    pub fn new(
+        n_layer: usize,
+        n_kv_head: usize,
+        head_dim: usize,
+        start: usize,
+        cap: usize,
+    ) -> Self {
         let size = n_layer * n_kv_head * cap * head_dim;
         KvSegment {
             start,
@@ -132,7 +138,10 @@ impl SeqKv {
 
     /// Turns a prefilled sequence into a shareable prefix.
     pub fn into_prefix(self) -> Arc<KvSegment> {
-        debug_assert!(self.prefix.is_none(), "only a fresh sequence becomes a prefix");
+        debug_assert!(
+            self.prefix.is_none(),
+            "only a fresh sequence becomes a prefix"
+        );
         Arc::new(self.own)
     }
 
@@ -190,8 +199,14 @@ mod tests {
         assert_eq!(Arc::strong_count(&prefix), 3);
         assert_eq!((a.len(), a.own().start(), b.room()), (3, 3, 5));
         // Head 1 of layer 1 holds the second half of each written row.
-        assert_eq!(&a.prefix().unwrap().keys(1, 1, 1)[..], &[4.0, 5.0, 6.0, 7.0]);
-        assert_eq!(&a.prefix().unwrap().values(1, 0, 2)[4..], &[-0.0, -1.0, -2.0, -3.0]);
+        assert_eq!(
+            &a.prefix().unwrap().keys(1, 1, 1)[..],
+            &[4.0, 5.0, 6.0, 7.0]
+        );
+        assert_eq!(
+            &a.prefix().unwrap().values(1, 0, 2)[4..],
+            &[-0.0, -1.0, -2.0, -3.0]
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! model's own chat template, quantized qwen2/llama forward passes with a batched KV cache, and
 //! sampling with per-token log-probabilities.
 //!
+//! - [`gguf`]: opening and validating a GGUF file; typed metadata accessors.
 //! - [`tokenizer`]: byte-level BPE tokenizer from `tokenizer.ggml.*` metadata (or tokenizer.json).
 //! - [`chat`]: the model's chat template (`tokenizer.chat_template`) rendered with minijinja.
 //! - [`model`]: the quantized qwen2/llama transformer with a ragged batched forward pass.
@@ -13,16 +14,18 @@
 pub mod chat;
 pub mod engine;
 pub mod error;
+pub mod gguf;
 pub mod kv_cache;
 pub mod model;
 pub mod sampler;
-mod stopgap;
 pub mod tokenizer;
 
+pub use chat::{ChatMessage, ChatTemplate};
 pub use engine::{
-    Completion, DeviceChoice, Engine, EngineOptions, FinishReason, GenerationRequest, GenerationStats,
+    Completion, DeviceChoice, Engine, EngineOptions, FinishReason, GenerationRequest,
+    GenerationStats,
 };
 pub use error::LlmError;
 pub use model::Requantize;
 pub use sampler::SamplingParams;
-pub use stopgap::ChatMessage;
+pub use tokenizer::Tokenizer;

@@ -23,24 +23,8 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
 use candle_core::{Device, Module, Tensor};
 
 use super::error::LlmError;
+pub use super::gguf::Architecture;
 use super::kv_cache::SeqKv;
-
-/// The transformer families this engine runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Architecture {
-    Qwen2,
-    Llama,
-}
-
-impl Architecture {
-    /// The GGUF `general.architecture` value.
-    pub fn gguf_name(self) -> &'static str {
-        match self {
-            Architecture::Qwen2 => "qwen2",
-            Architecture::Llama => "llama",
-        }
-    }
-}
 
 /// How rotary embeddings pair up the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +90,9 @@ impl ModelConfig {
         let head_dim = hidden / n_head;
         let rope_dim = get_u32("rope.dimension_count").unwrap_or(head_dim);
         if rope_dim > head_dim || rope_dim % 2 != 0 {
-            return Err(format!("rope dimension {rope_dim} does not fit head dimension {head_dim}"));
+            return Err(format!(
+                "rope dimension {rope_dim} does not fit head dimension {head_dim}"
+            ));
         }
         let embd = ct
             .tensor_infos
@@ -174,7 +160,10 @@ pub struct Transformer {
 }
 
 fn needs_requant(dtype: GgmlDType) -> bool {
-    matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q8_1)
+    matches!(
+        dtype,
+        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q8_1
+    )
 }
 
 struct Loader<'a, R> {
@@ -211,8 +200,11 @@ impl<R: Read + Seek> Loader<'_, R> {
     fn prepare(&mut self, name: &str, t: QTensor) -> Result<QMatMul, String> {
         let stored = t.dtype();
         let t = if self.requantize == Requantize::ScalarToQ8_0 && needs_requant(stored) {
-            let dense = t.dequantize(&Device::Cpu).map_err(|e| format!("tensor `{name}`: {e}"))?;
-            QTensor::quantize(&dense, GgmlDType::Q8_0).map_err(|e| format!("tensor `{name}`: {e}"))?
+            let dense = t
+                .dequantize(&Device::Cpu)
+                .map_err(|e| format!("tensor `{name}`: {e}"))?;
+            QTensor::quantize(&dense, GgmlDType::Q8_0)
+                .map_err(|e| format!("tensor `{name}`: {e}"))?
         } else {
             t
         };
@@ -257,7 +249,11 @@ impl Transformer {
         for i in 0..cfg.n_layer {
             let p = format!("blk.{i}");
             let bias = |ld: &mut Loader<'_, R>, name: String| -> Result<Option<Vec<f32>>, String> {
-                if ld.has(&name) { ld.vector(&name).map(Some) } else { Ok(None) }
+                if ld.has(&name) {
+                    ld.vector(&name).map(Some)
+                } else {
+                    Ok(None)
+                }
             };
             layers.push(Layer {
                 attn_norm: ld.vector(&format!("{p}.attn_norm.weight"))?,
@@ -309,7 +305,11 @@ impl Transformer {
     }
 
     /// A cache continuing after a shared prefix with room for `cap` more positions.
-    pub fn seq_after(&self, prefix: std::sync::Arc<super::kv_cache::KvSegment>, cap: usize) -> SeqKv {
+    pub fn seq_after(
+        &self,
+        prefix: std::sync::Arc<super::kv_cache::KvSegment>,
+        cap: usize,
+    ) -> SeqKv {
         SeqKv::after_prefix(prefix, self.cfg.n_layer, cap)
     }
 
@@ -352,7 +352,11 @@ impl Transformer {
             return Ok(Vec::new());
         }
         let ids_t = Tensor::new(ids.as_slice(), &Device::Cpu)?;
-        let mut x = self.embed.embedding(&ids_t)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut x = self
+            .embed
+            .embedding(&ids_t)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let mut xn = vec![0f32; n_rows * d];
         let mut attn = vec![0f32; n_rows * nh * hd];
         let scale = 1.0 / (hd as f32).sqrt();
@@ -544,10 +548,16 @@ fn attention(
         let mut from_prefix = 0;
         if let Some(p) = kv.prefix() {
             from_prefix = p.len().min(visible);
-            segments[0] = (p.keys(layer, g, from_prefix), p.values(layer, g, from_prefix));
+            segments[0] = (
+                p.keys(layer, g, from_prefix),
+                p.values(layer, g, from_prefix),
+            );
         }
         let own_n = visible - from_prefix;
-        segments[1] = (kv.own().keys(layer, g, own_n), kv.own().values(layer, g, own_n));
+        segments[1] = (
+            kv.own().keys(layer, g, own_n),
+            kv.own().values(layer, g, own_n),
+        );
         let mut i = 0;
         for (keys, _) in segments.iter() {
             for key in keys.chunks_exact(hd) {

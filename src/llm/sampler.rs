@@ -63,13 +63,20 @@ impl SamplingParams {
             )));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(LlmError::InvalidParams(format!("top_p must be in (0, 1], got {}", self.top_p)));
+            return Err(LlmError::InvalidParams(format!(
+                "top_p must be in (0, 1], got {}",
+                self.top_p
+            )));
         }
         if self.max_tokens == 0 {
-            return Err(LlmError::InvalidParams("max_tokens must be at least 1".into()));
+            return Err(LlmError::InvalidParams(
+                "max_tokens must be at least 1".into(),
+            ));
         }
         if self.stop.iter().any(|s| s.is_empty()) {
-            return Err(LlmError::InvalidParams("stop sequences must not be empty strings".into()));
+            return Err(LlmError::InvalidParams(
+                "stop sequences must not be empty strings".into(),
+            ));
         }
         Ok(())
     }
@@ -126,7 +133,11 @@ impl Sampler {
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let weight = |l: f32| ((l - max) * inv_t).exp();
         let vocab = logits.len();
-        let top_k = if params.top_k == 0 { vocab } else { params.top_k.min(vocab) };
+        let top_k = if params.top_k == 0 {
+            vocab
+        } else {
+            params.top_k.min(vocab)
+        };
         if top_k == vocab && params.top_p >= 1.0 {
             // The full distribution, walked in token order.
             let total: f32 = logits.iter().map(|&l| weight(l)).sum();
