@@ -25,7 +25,7 @@ use super::error::LlmError;
 use super::gguf::GgufModel;
 use super::kv_cache::{KvSegment, SeqKv};
 use super::model::{Architecture, LogitsWanted, Requantize, SeqInput, Transformer};
-use super::sampler::{Sampler, SamplingParams};
+use super::sampler::{Sampler, SamplingParams, sample_all};
 use super::tokenizer::Tokenizer;
 use crate::models::ModelSource;
 
@@ -51,6 +51,8 @@ pub struct EngineOptions {
     pub max_batch_rows: usize,
     /// Most prompt tokens prefilled in one forward pass (several short prompts share one).
     pub max_prefill_tokens: usize,
+    /// Caps the context window below the model's own (`None` = the model's).
+    pub context_length: Option<usize>,
 }
 
 impl Default for EngineOptions {
@@ -61,6 +63,7 @@ impl Default for EngineOptions {
             requantize: Requantize::default(),
             max_batch_rows: 64,
             max_prefill_tokens: 2048,
+            context_length: None,
         }
     }
 }
@@ -115,7 +118,10 @@ impl Completion {
 pub struct GenerationStats {
     pub prompt_tokens: usize,
     pub prefill_time: Duration,
+    /// Tokens sampled in all (first tokens from the prefill's logits included).
     pub generated_tokens: usize,
+    /// Tokens produced by decode steps (each step yields one per active row).
+    pub decode_tokens: usize,
     pub decode_time: Duration,
     pub decode_steps: usize,
 }
@@ -127,6 +133,7 @@ pub struct Engine {
     chat: Option<ChatTemplate>,
     eos: Vec<u32>,
     opts: EngineOptions,
+    context_length: usize,
     threads: usize,
     load_time: Duration,
     stats: GenerationStats,
@@ -214,7 +221,10 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         let eos = tokenizer.eos_token_ids().to_vec();
+        let model_ctx = model.config().context_length;
+        let context_length = opts.context_length.unwrap_or(model_ctx).min(model_ctx);
         Ok(Engine {
+            context_length,
             model,
             tokenizer,
             chat,
@@ -238,7 +248,7 @@ impl Engine {
 
     /// The model's context window in tokens.
     pub fn context_length(&self) -> usize {
-        self.model.config().context_length
+        self.context_length
     }
 
     /// Threads of the forward pass.
@@ -378,7 +388,8 @@ impl Engine {
                     finished: None,
                     text: String::new(),
                 };
-                row.accept(logits, params, max_new[r], &self.eos, &self.tokenizer)?;
+                let (t, lp) = row.sampler.sample(logits, params);
+                row.accept(t, lp, params, max_new[r], &self.eos, &self.tokenizer)?;
                 stats.generated_tokens += 1;
                 unadmitted[r] -= 1;
                 if unadmitted[r] == 0 {
@@ -413,10 +424,19 @@ impl Engine {
                 self.model.forward(&mut inputs)?
             };
             let vocab = self.model.config().vocab_size;
-            for (row, l) in active.iter_mut().zip(logits.chunks_exact(vocab)) {
+            let picks = {
+                let mut jobs: Vec<(&mut Sampler, &[f32], &SamplingParams)> = active
+                    .iter_mut()
+                    .zip(logits.chunks_exact(vocab))
+                    .map(|(row, l)| (&mut row.sampler, l, &requests[row.request].params))
+                    .collect();
+                sample_all(&mut jobs)
+            };
+            for (row, (t, lp)) in active.iter_mut().zip(picks) {
                 let r = row.request;
                 row.accept(
-                    l,
+                    t,
+                    lp,
                     &requests[r].params,
                     max_new[r],
                     &self.eos,
@@ -424,6 +444,7 @@ impl Engine {
                 )?;
             }
             stats.generated_tokens += active.len();
+            stats.decode_tokens += active.len();
             stats.decode_steps += 1;
             stats.decode_time += t0.elapsed();
             let mut still = Vec::with_capacity(active.len());
@@ -553,17 +574,17 @@ struct Row {
 }
 
 impl Row {
-    /// Samples the next token from `logits` and decides whether the row is done.
+    /// Takes the sampled token `t` (log-probability `lp`) and decides whether the row is done.
     fn accept(
         &mut self,
-        logits: &[f32],
+        t: u32,
+        lp: f32,
         params: &SamplingParams,
         max_new: usize,
         eos: &[u32],
         tok: &Tokenizer,
     ) -> Result<(), LlmError> {
-        let (t, lp) = self.sampler.sample(logits, params);
-        if eos.contains(&t) {
+        if !params.ignore_eos && eos.contains(&t) {
             self.finished = Some(FinishReason::Eos);
             return Ok(());
         }

@@ -10,7 +10,9 @@
 //! - [`sampler`]: sampling parameters, greedy/temperature/top-k/top-p, log-probabilities, seeds.
 //! - [`engine`]: [`Engine`], continuous batching of requests and dense sampling.
 //! - [`error`]: [`LlmError`].
+//! - [`bench`]: the `generate` and `bench llm` commands.
 
+pub mod bench;
 pub mod chat;
 pub mod engine;
 pub mod error;

@@ -29,6 +29,8 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
     /// Seed of the request; sample i draws from the stream [`sample_seed`]`(seed, i)`.
     pub seed: u64,
+    /// Keep sampling past end-of-sequence tokens (benchmarks: fixed-length completions).
+    pub ignore_eos: bool,
 }
 
 impl Default for SamplingParams {
@@ -40,6 +42,7 @@ impl Default for SamplingParams {
             max_tokens: 256,
             stop: Vec::new(),
             seed: 0,
+            ignore_eos: false,
         }
     }
 }
@@ -192,6 +195,39 @@ impl Sampler {
         }
         kept[kept.len() - 1].0
     }
+}
+
+/// Samples one token for each (sampler, logits, params) job, the jobs split across candle's CPU
+/// pool. Each job uses only its own sampler, so the result does not depend on the split.
+pub fn sample_all(jobs: &mut [(&mut Sampler, &[f32], &SamplingParams)]) -> Vec<(u32, f32)> {
+    struct Shared<T>(*mut T);
+    impl<T> Clone for Shared<T> {
+        fn clone(&self) -> Self {
+            *self
+        }
+    }
+    impl<T> Copy for Shared<T> {}
+    unsafe impl<T> Send for Shared<T> {}
+    unsafe impl<T> Sync for Shared<T> {}
+    let mut out = vec![(0u32, 0f32); jobs.len()];
+    let out_ptr = Shared(out.as_mut_ptr());
+    let jobs_ptr = Shared(jobs.as_mut_ptr());
+    let run = |range: std::ops::Range<usize>| {
+        let (out_ptr, jobs_ptr) = (out_ptr, jobs_ptr);
+        for i in range {
+            // SAFETY: every index is handed to exactly one worker; job i and out[i] are touched
+            // only by that worker.
+            let job = unsafe { &mut *jobs_ptr.0.add(i) };
+            let picked = job.0.sample(job.1, job.2);
+            unsafe { *out_ptr.0.add(i) = picked };
+        }
+    };
+    if jobs.len() < 2 {
+        run(0..jobs.len());
+    } else {
+        candle_core::utils::barrier_pool().execute_chunked(jobs.len(), run);
+    }
+    out
 }
 
 fn cmp_desc(logits: &[f32], a: usize, b: usize) -> std::cmp::Ordering {
