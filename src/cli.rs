@@ -26,6 +26,19 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Sample completions of a prompt with the in-process engine and print them with tokens/s.
+    Generate(crate::llm::bench::GenerateArgs),
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// LLM engine throughput: load, prefill, decode, dense sampling (optionally vs llama.cpp).
+    Llm(crate::llm::bench::LlmBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +71,10 @@ fn say(line: &str) {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Generate(args) => Ok(crate::llm::bench::generate_command(&args)?),
+        Command::Bench { command } => match command {
+            BenchCommand::Llm(args) => Ok(crate::llm::bench::bench_command(&args)?),
+        },
         Command::Models { command } => match command {
             ModelsCommand::List => {
                 let cache = fetch::cache_dir();

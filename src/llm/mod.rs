@@ -5,7 +5,29 @@
 //! - [`gguf`]: opening and validating a GGUF file; typed metadata accessors.
 //! - [`tokenizer`]: byte-level BPE tokenizer from `tokenizer.ggml.*` metadata (or tokenizer.json).
 //! - [`chat`]: the model's chat template (`tokenizer.chat_template`) rendered with minijinja.
+//! - [`model`]: the quantized qwen2/llama transformer with a ragged batched forward pass.
+//! - [`kv_cache`]: preallocated per-sequence KV segments with shared prompt prefixes.
+//! - [`sampler`]: sampling parameters, greedy/temperature/top-k/top-p, log-probabilities, seeds.
+//! - [`engine`]: [`Engine`], continuous batching of requests and dense sampling.
+//! - [`error`]: [`LlmError`].
+//! - [`bench`]: the `generate` and `bench llm` commands.
 
+pub mod bench;
 pub mod chat;
+pub mod engine;
+pub mod error;
 pub mod gguf;
+pub mod kv_cache;
+pub mod model;
+pub mod sampler;
 pub mod tokenizer;
+
+pub use chat::{ChatMessage, ChatTemplate};
+pub use engine::{
+    Completion, DeviceChoice, Engine, EngineOptions, FinishReason, GenerationRequest,
+    GenerationStats,
+};
+pub use error::LlmError;
+pub use model::Requantize;
+pub use sampler::SamplingParams;
+pub use tokenizer::Tokenizer;

@@ -1,0 +1,639 @@
+//! The quantized decoder-only transformer of the GGUF `qwen2` and `llama` architectures, with a
+//! ragged batched forward pass over many sequences at once.
+//!
+//! The weights and the math follow candle-transformers' `quantized_qwen2` / `quantized_llama`
+//! (RMSNorm, rotary embeddings — NEOX halves for qwen2, interleaved pairs for llama as GGUF stores
+//! it —, grouped-query attention, SwiGLU MLP, optional q/k/v biases, tied embeddings), but the
+//! forward pass is our own: one call takes any mix of prompts to prefill and sequences to extend
+//! by one token, flattens all their tokens into one matrix for the quantized matmuls (so weights
+//! are streamed once per step, not once per sequence), and runs attention per (token, KV head)
+//! straight from the [`SeqKv`] caches: the query heads that share a KV head are scored together
+//! without materialising repeated K/V, and prefill never builds an L×L attention matrix (each
+//! query row scores only its causal prefix).
+//!
+//! At load, matmul weights whose CPU dot product is scalar in candle (Q4_1, Q5_0, Q5_1, Q8_1) are
+//! re-quantized to Q8_0, whose dot product is SIMD; see [`Requantize`].
+//!
+//! All CPU work is split across candle's process-wide worker pool (the engine's thread budget),
+//! so no second set of threads competes with candle's busy-waiting workers.
+
+use std::io::{Read, Seek};
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
+use candle_core::{Device, Module, Tensor};
+
+use super::error::LlmError;
+pub use super::gguf::Architecture;
+use super::kv_cache::SeqKv;
+
+/// How rotary embeddings pair up the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RopeStyle {
+    /// Pairs (i, i + d/2): qwen2 (GGML's NEOX mode).
+    Neox,
+    /// Pairs (2i, 2i + 1): llama as stored in GGUF (GGML's normal mode).
+    Interleaved,
+}
+
+/// Which matmul weights are re-quantized when loading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Requantize {
+    /// Types whose candle CPU dot product is scalar (Q4_1, Q5_0, Q5_1, Q8_1) become Q8_0.
+    #[default]
+    ScalarToQ8_0,
+    /// Keep every tensor as stored.
+    Never,
+}
+
+/// Shape hyper-parameters read from the GGUF metadata.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub architecture: Architecture,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub hidden: usize,
+    pub vocab_size: usize,
+    pub context_length: usize,
+    pub rms_eps: f32,
+    pub rope_base: f32,
+    pub rope_dim: usize,
+}
+
+impl ModelConfig {
+    /// Reads the hyper-parameters of a `qwen2` or `llama` GGUF.
+    pub fn from_gguf(ct: &gguf_file::Content, architecture: Architecture) -> Result<Self, String> {
+        let prefix = architecture.gguf_name();
+        let get_u32 = |key: &str| -> Result<usize, String> {
+            let full = format!("{prefix}.{key}");
+            ct.metadata
+                .get(&full)
+                .ok_or_else(|| format!("metadata key `{full}` is missing"))?
+                .to_u32()
+                .map(|v| v as usize)
+                .map_err(|e| format!("metadata key `{full}`: {e}"))
+        };
+        let get_f32 = |key: &str| -> Option<f32> {
+            ct.metadata
+                .get(&format!("{prefix}.{key}"))
+                .and_then(|v| v.to_f32().ok())
+        };
+        let n_head = get_u32("attention.head_count")?;
+        let n_kv_head = get_u32("attention.head_count_kv").unwrap_or(n_head);
+        let hidden = get_u32("embedding_length")?;
+        if n_head == 0 || hidden % n_head != 0 || n_kv_head == 0 || n_head % n_kv_head != 0 {
+            return Err(format!(
+                "inconsistent attention shape: {n_head} heads, {n_kv_head} KV heads, hidden size {hidden}"
+            ));
+        }
+        let head_dim = hidden / n_head;
+        let rope_dim = get_u32("rope.dimension_count").unwrap_or(head_dim);
+        if rope_dim > head_dim || rope_dim % 2 != 0 {
+            return Err(format!(
+                "rope dimension {rope_dim} does not fit head dimension {head_dim}"
+            ));
+        }
+        let embd = ct
+            .tensor_infos
+            .get("token_embd.weight")
+            .ok_or("tensor `token_embd.weight` is missing")?;
+        let vocab_size = embd.shape.dims()[0];
+        Ok(ModelConfig {
+            architecture,
+            n_layer: get_u32("block_count")?,
+            n_head,
+            n_kv_head,
+            head_dim,
+            hidden,
+            vocab_size,
+            context_length: get_u32("context_length")?,
+            rms_eps: get_f32("attention.layer_norm_rms_epsilon").unwrap_or(1e-6),
+            rope_base: get_f32("rope.freq_base").unwrap_or(10_000.0),
+            rope_dim,
+        })
+    }
+}
+
+/// What logits a sequence wants back from a forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsWanted {
+    /// Only after its last token (sampling).
+    Last,
+    /// After every token (teacher-forced scoring).
+    All,
+}
+
+/// One sequence's part of a batched forward pass: tokens appended at the end of its cache.
+pub struct SeqInput<'a> {
+    pub kv: &'a mut SeqKv,
+    pub tokens: &'a [u32],
+    pub logits: LogitsWanted,
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    bq: Option<Vec<f32>>,
+    bk: Option<Vec<f32>>,
+    bv: Option<Vec<f32>>,
+    wo: QMatMul,
+    ffn_norm: Vec<f32>,
+    w_gate: QMatMul,
+    w_up: QMatMul,
+    w_down: QMatMul,
+}
+
+/// A loaded model: weights, rotary tables and the forward pass.
+pub struct Transformer {
+    cfg: ModelConfig,
+    rope: RopeStyle,
+    embed: QTensor,
+    layers: Vec<Layer>,
+    out_norm: Vec<f32>,
+    output: QMatMul,
+    rope_cos: Vec<f32>,
+    rope_sin: Vec<f32>,
+    weight_types: Vec<(String, GgmlDType, GgmlDType)>,
+}
+
+fn needs_requant(dtype: GgmlDType) -> bool {
+    matches!(
+        dtype,
+        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q8_1
+    )
+}
+
+struct Loader<'a, R> {
+    ct: &'a gguf_file::Content,
+    reader: &'a mut R,
+    requantize: Requantize,
+    types: Vec<(String, GgmlDType, GgmlDType)>,
+}
+
+impl<R: Read + Seek> Loader<'_, R> {
+    fn qtensor(&mut self, name: &str) -> Result<QTensor, String> {
+        self.ct
+            .tensor(self.reader, name, &Device::Cpu)
+            .map_err(|e| format!("tensor `{name}`: {e}"))
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.ct.tensor_infos.contains_key(name)
+    }
+
+    fn vector(&mut self, name: &str) -> Result<Vec<f32>, String> {
+        let t = self.qtensor(name)?;
+        t.dequantize(&Device::Cpu)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| format!("tensor `{name}`: {e}"))
+    }
+
+    fn matmul_weight(&mut self, name: &str) -> Result<QMatMul, String> {
+        let t = self.qtensor(name)?;
+        self.prepare(name, t)
+    }
+
+    fn prepare(&mut self, name: &str, t: QTensor) -> Result<QMatMul, String> {
+        let stored = t.dtype();
+        let t = if self.requantize == Requantize::ScalarToQ8_0 && needs_requant(stored) {
+            let dense = t
+                .dequantize(&Device::Cpu)
+                .map_err(|e| format!("tensor `{name}`: {e}"))?;
+            QTensor::quantize(&dense, GgmlDType::Q8_0)
+                .map_err(|e| format!("tensor `{name}`: {e}"))?
+        } else {
+            t
+        };
+        self.types.push((name.to_string(), stored, t.dtype()));
+        QMatMul::from_qtensor(t).map_err(|e| format!("tensor `{name}`: {e}"))
+    }
+}
+
+impl Transformer {
+    /// Loads the weights of a `qwen2` or `llama` GGUF onto the CPU. Errors are plain messages
+    /// naming the tensor or key; the caller adds the file.
+    pub fn from_gguf<R: Read + Seek>(
+        ct: &gguf_file::Content,
+        reader: &mut R,
+        architecture: Architecture,
+        requantize: Requantize,
+    ) -> Result<Self, String> {
+        let cfg = ModelConfig::from_gguf(ct, architecture)?;
+        let mut ld = Loader {
+            ct,
+            reader,
+            requantize,
+            types: Vec::new(),
+        };
+        let embed = ld.qtensor("token_embd.weight")?;
+        if cfg.hidden % embed.dtype().block_size() != 0 {
+            return Err(format!(
+                "token_embd.weight: hidden size {} is not a multiple of the {:?} block size",
+                cfg.hidden,
+                embed.dtype()
+            ));
+        }
+        let out_norm = ld.vector("output_norm.weight")?;
+        let output = if ld.has("output.weight") {
+            ld.matmul_weight("output.weight")?
+        } else {
+            // Tied embeddings: the output head is the embedding matrix.
+            let tied = ld.qtensor("token_embd.weight")?;
+            ld.prepare("output.weight (tied to token_embd.weight)", tied)?
+        };
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let p = format!("blk.{i}");
+            let bias = |ld: &mut Loader<'_, R>, name: String| -> Result<Option<Vec<f32>>, String> {
+                if ld.has(&name) {
+                    ld.vector(&name).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            layers.push(Layer {
+                attn_norm: ld.vector(&format!("{p}.attn_norm.weight"))?,
+                wq: ld.matmul_weight(&format!("{p}.attn_q.weight"))?,
+                wk: ld.matmul_weight(&format!("{p}.attn_k.weight"))?,
+                wv: ld.matmul_weight(&format!("{p}.attn_v.weight"))?,
+                bq: bias(&mut ld, format!("{p}.attn_q.bias"))?,
+                bk: bias(&mut ld, format!("{p}.attn_k.bias"))?,
+                bv: bias(&mut ld, format!("{p}.attn_v.bias"))?,
+                wo: ld.matmul_weight(&format!("{p}.attn_output.weight"))?,
+                ffn_norm: ld.vector(&format!("{p}.ffn_norm.weight"))?,
+                w_gate: ld.matmul_weight(&format!("{p}.ffn_gate.weight"))?,
+                w_up: ld.matmul_weight(&format!("{p}.ffn_up.weight"))?,
+                w_down: ld.matmul_weight(&format!("{p}.ffn_down.weight"))?,
+            });
+        }
+        let weight_types = std::mem::take(&mut ld.types);
+        let rope = match architecture {
+            Architecture::Qwen2 => RopeStyle::Neox,
+            Architecture::Llama => RopeStyle::Interleaved,
+        };
+        let (rope_cos, rope_sin) = rope_tables(cfg.rope_dim, cfg.rope_base, cfg.context_length);
+        Ok(Transformer {
+            cfg,
+            rope,
+            embed,
+            layers,
+            out_norm,
+            output,
+            rope_cos,
+            rope_sin,
+            weight_types,
+        })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// (tensor, type in the file, type used) for every matmul weight.
+    pub fn weight_types(&self) -> &[(String, GgmlDType, GgmlDType)] {
+        &self.weight_types
+    }
+
+    /// A fresh cache for a sequence starting at position 0 with room for `cap` positions.
+    pub fn new_seq(&self, cap: usize) -> SeqKv {
+        SeqKv::fresh(self.cfg.n_layer, self.cfg.n_kv_head, self.cfg.head_dim, cap)
+    }
+
+    /// A cache continuing after a shared prefix with room for `cap` more positions.
+    pub fn seq_after(
+        &self,
+        prefix: std::sync::Arc<super::kv_cache::KvSegment>,
+        cap: usize,
+    ) -> SeqKv {
+        SeqKv::after_prefix(prefix, self.cfg.n_layer, cap)
+    }
+
+    /// Runs the model over `seqs` in one batch, appending their tokens to their caches, and
+    /// returns the logits each asked for, row after row (`vocab_size` floats each), in order.
+    pub fn forward(&self, seqs: &mut [SeqInput<'_>]) -> Result<Vec<f32>, LlmError> {
+        let cfg = &self.cfg;
+        let (hd, nh, nkv, d) = (cfg.head_dim, cfg.n_head, cfg.n_kv_head, cfg.hidden);
+        // Every token of the batch is one row: (sequence, absolute position).
+        let mut rows: Vec<(usize, usize)> = Vec::new();
+        let mut ids: Vec<u32> = Vec::new();
+        for (s, seq) in seqs.iter().enumerate() {
+            if seq.tokens.len() > seq.kv.room() {
+                return Err(LlmError::Unsupported(format!(
+                    "internal: sequence cache has room for {} positions, {} requested",
+                    seq.kv.room(),
+                    seq.tokens.len()
+                )));
+            }
+            let start = seq.kv.len();
+            if start + seq.tokens.len() > cfg.context_length {
+                return Err(LlmError::PromptTooLong {
+                    prompt_tokens: start + seq.tokens.len(),
+                    context_length: cfg.context_length,
+                });
+            }
+            for (j, &t) in seq.tokens.iter().enumerate() {
+                if t as usize >= cfg.vocab_size {
+                    return Err(LlmError::InvalidParams(format!(
+                        "token id {t} is outside the vocabulary ({} tokens)",
+                        cfg.vocab_size
+                    )));
+                }
+                rows.push((s, start + j));
+                ids.push(t);
+            }
+        }
+        let n_rows = rows.len();
+        if n_rows == 0 {
+            return Ok(Vec::new());
+        }
+        let ids_t = Tensor::new(ids.as_slice(), &Device::Cpu)?;
+        let mut x = self
+            .embed
+            .embedding(&ids_t)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut xn = vec![0f32; n_rows * d];
+        let mut attn = vec![0f32; n_rows * nh * hd];
+        let scale = 1.0 / (hd as f32).sqrt();
+
+        for (l, layer) in self.layers.iter().enumerate() {
+            rms_norm_rows(&x, &layer.attn_norm, cfg.rms_eps, &mut xn);
+            let mut q = matmul(&layer.wq, &xn, n_rows)?;
+            let mut k = matmul(&layer.wk, &xn, n_rows)?;
+            let mut v = matmul(&layer.wv, &xn, n_rows)?;
+            add_bias_rows(&mut q, layer.bq.as_deref());
+            add_bias_rows(&mut k, layer.bk.as_deref());
+            add_bias_rows(&mut v, layer.bv.as_deref());
+            for (r, &(_, pos)) in rows.iter().enumerate() {
+                self.rope_row(&mut q[r * nh * hd..(r + 1) * nh * hd], nh, pos);
+                self.rope_row(&mut k[r * nkv * hd..(r + 1) * nkv * hd], nkv, pos);
+            }
+            // Append this layer's keys and values to each sequence's own segment.
+            for (r, &(s, pos)) in rows.iter().enumerate() {
+                let kv = &mut *seqs[s].kv;
+                let index = pos - kv.own().start();
+                kv.own_mut().write(
+                    l,
+                    index,
+                    &k[r * nkv * hd..(r + 1) * nkv * hd],
+                    &v[r * nkv * hd..(r + 1) * nkv * hd],
+                );
+            }
+            let kvs: Vec<&SeqKv> = seqs.iter().map(|s| &*s.kv).collect();
+            attention(&kvs, &rows, &q, l, cfg, scale, &mut attn);
+            let o = matmul(&layer.wo, &attn, n_rows)?;
+            add_rows(&mut x, &o);
+
+            rms_norm_rows(&x, &layer.ffn_norm, cfg.rms_eps, &mut xn);
+            let mut gate = matmul(&layer.w_gate, &xn, n_rows)?;
+            let up = matmul(&layer.w_up, &xn, n_rows)?;
+            for (g, u) in gate.iter_mut().zip(up.iter()) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+            let down = matmul(&layer.w_down, &gate, n_rows)?;
+            add_rows(&mut x, &down);
+        }
+        for seq in seqs.iter_mut() {
+            seq.kv.own_mut().commit(seq.tokens.len());
+        }
+
+        // Logits for the rows that want them.
+        let mut picked: Vec<f32> = Vec::new();
+        let mut r = 0;
+        for seq in seqs.iter() {
+            let n = seq.tokens.len();
+            match seq.logits {
+                LogitsWanted::Last => picked.extend_from_slice(&x[(r + n - 1) * d..(r + n) * d]),
+                LogitsWanted::All => picked.extend_from_slice(&x[r * d..(r + n) * d]),
+            }
+            r += n;
+        }
+        let n_out = picked.len() / d;
+        let mut normed = vec![0f32; picked.len()];
+        rms_norm_rows(&picked, &self.out_norm, cfg.rms_eps, &mut normed);
+        matmul(&self.output, &normed, n_out)
+    }
+
+    fn rope_row(&self, row: &mut [f32], n_heads: usize, pos: usize) {
+        let hd = self.cfg.head_dim;
+        let half = self.cfg.rope_dim / 2;
+        let cos = &self.rope_cos[pos * half..(pos + 1) * half];
+        let sin = &self.rope_sin[pos * half..(pos + 1) * half];
+        for h in 0..n_heads {
+            let x = &mut row[h * hd..(h + 1) * hd];
+            match self.rope {
+                RopeStyle::Neox => {
+                    for i in 0..half {
+                        let (a, b) = (x[i], x[i + half]);
+                        x[i] = a * cos[i] - b * sin[i];
+                        x[i + half] = a * sin[i] + b * cos[i];
+                    }
+                }
+                RopeStyle::Interleaved => {
+                    for i in 0..half {
+                        let (a, b) = (x[2 * i], x[2 * i + 1]);
+                        x[2 * i] = a * cos[i] - b * sin[i];
+                        x[2 * i + 1] = a * sin[i] + b * cos[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn rope_tables(rope_dim: usize, base: f32, context: usize) -> (Vec<f32>, Vec<f32>) {
+    let half = rope_dim / 2;
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| 1.0 / base.powf((2 * i) as f32 / rope_dim as f32))
+        .collect();
+    let mut cos = Vec::with_capacity(context * half);
+    let mut sin = Vec::with_capacity(context * half);
+    for pos in 0..context {
+        for &f in &inv_freq {
+            let angle = pos as f32 * f;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    (cos, sin)
+}
+
+/// `x (rows × k) · wᵀ` through candle's quantized matmul.
+fn matmul(w: &QMatMul, x: &[f32], rows: usize) -> Result<Vec<f32>, LlmError> {
+    let k = x.len() / rows;
+    let t = Tensor::from_slice(x, (rows, k), &Device::Cpu)?;
+    Ok(w.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for ((o, &xv), &wv) in or.iter_mut().zip(xr).zip(w) {
+            *o = xv * inv * wv;
+        }
+    }
+}
+
+fn add_bias_rows(x: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        for row in x.chunks_exact_mut(b.len()) {
+            for (v, bv) in row.iter_mut().zip(b) {
+                *v += bv;
+            }
+        }
+    }
+}
+
+fn add_rows(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for c in 0..chunks {
+        for j in 0..8 {
+            acc[j] += a[c * 8 + j] * b[c * 8 + j];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in chunks * 8..a.len() {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+/// A raw pointer that worker threads may share because each writes a disjoint range.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+/// Causal grouped-query attention for every row, one work item per (row, KV head): the `rep`
+/// query heads sharing that KV head are scored against its keys in one pass over the cache.
+fn attention(
+    kvs: &[&SeqKv],
+    rows: &[(usize, usize)],
+    q: &[f32],
+    layer: usize,
+    cfg: &ModelConfig,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let (hd, nh, nkv) = (cfg.head_dim, cfg.n_head, cfg.n_kv_head);
+    let rep = nh / nkv;
+    let out_ptr = SharedOut(out.as_mut_ptr());
+    let n_items = rows.len() * nkv;
+    let item = |it: usize, scores: &mut Vec<f32>| {
+        let out_ptr = out_ptr;
+        let (r, g) = (it / nkv, it % nkv);
+        let (s, pos) = rows[r];
+        let kv = kvs[s];
+        let visible = pos + 1;
+        scores.clear();
+        scores.resize(rep * visible, 0.0);
+        let q_row = &q[r * nh * hd..(r + 1) * nh * hd];
+        // Keys from the shared prefix, then from the sequence's own segment.
+        let mut segments: [(&[f32], &[f32]); 2] = [(&[], &[]), (&[], &[])];
+        let mut from_prefix = 0;
+        if let Some(p) = kv.prefix() {
+            from_prefix = p.len().min(visible);
+            segments[0] = (
+                p.keys(layer, g, from_prefix),
+                p.values(layer, g, from_prefix),
+            );
+        }
+        let own_n = visible - from_prefix;
+        segments[1] = (
+            kv.own().keys(layer, g, own_n),
+            kv.own().values(layer, g, own_n),
+        );
+        let mut i = 0;
+        for (keys, _) in segments.iter() {
+            for key in keys.chunks_exact(hd) {
+                for j in 0..rep {
+                    let h = g * rep + j;
+                    scores[j * visible + i] = dot(&q_row[h * hd..(h + 1) * hd], key) * scale;
+                }
+                i += 1;
+            }
+        }
+        for j in 0..rep {
+            let sc = &mut scores[j * visible..(j + 1) * visible];
+            let max = sc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for v in sc.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            let h = g * rep + j;
+            // SAFETY: item (r, g) alone writes heads g*rep .. (g+1)*rep of row r.
+            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add((r * nh + h) * hd), hd) };
+            o.fill(0.0);
+            let mut i = 0;
+            for (_, values) in segments.iter() {
+                for val in values.chunks_exact(hd) {
+                    let p = sc[i] * inv;
+                    for (ov, vv) in o.iter_mut().zip(val) {
+                        *ov += p * vv;
+                    }
+                    i += 1;
+                }
+            }
+        }
+    };
+    let run = |range: std::ops::Range<usize>| {
+        let mut scores = Vec::new();
+        for it in range {
+            item(it, &mut scores);
+        }
+    };
+    if n_items < 4 {
+        run(0..n_items);
+    } else {
+        candle_core::utils::barrier_pool().execute_chunked(n_items, run);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_matches_definition() {
+        let x = [1.0f32, 2.0, 3.0, 4.0];
+        let w = [1.0f32, 0.5, 2.0, 1.0];
+        let mut out = [0f32; 4];
+        rms_norm_rows(&x, &w, 0.0, &mut out);
+        let rms = (30.0f32 / 4.0).sqrt();
+        for i in 0..4 {
+            assert!((out[i] - x[i] / rms * w[i]).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn rope_tables_start_at_identity() {
+        let (cos, sin) = rope_tables(8, 10_000.0, 3);
+        assert_eq!(cos.len(), 12);
+        assert!(cos[..4].iter().all(|&c| c == 1.0) && sin[..4].iter().all(|&s| s == 0.0));
+        // Position 1, first pair: angle 1 radian.
+        assert!((cos[4] - 1f32.cos()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn dot_handles_tails() {
+        let a: Vec<f32> = (0..11).map(|x| x as f32).collect();
+        assert_eq!(dot(&a, &a), (0..11).map(|x| (x * x) as f32).sum::<f32>());
+    }
+}
