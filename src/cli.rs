@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use crate::{fetch, models};
 
 #[derive(Debug, Parser)]
-#[command(name = "ucoder-flow", version, about = "Self-improving code LLM data pipeline (UCoder / IPC)")]
+#[command(
+    name = "ucoder-flow",
+    version,
+    about = "Self-improving code LLM data pipeline (UCoder / IPC)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -93,16 +97,27 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
             ModelsCommand::Fetch { name } => {
-                let model = models::lookup(&name).ok_or_else(|| models::ModelError::Unknown(name.clone()))?;
+                let model = models::lookup(&name)
+                    .ok_or_else(|| models::ModelError::Unknown(name.clone()))?;
                 let path = fetch::ensure(&fetch::cache_dir(), &model.artifact, &say)?;
                 println!("{}", path.display());
                 Ok(())
             }
         },
         Command::Bench { command } => match command {
-            BenchCommand::Sandbox { rounds, workers, no_human_eval, json } => {
+            BenchCommand::Sandbox {
+                rounds,
+                workers,
+                no_human_eval,
+                json,
+            } => {
                 crate::sandbox::run_bench(
-                    &crate::sandbox::BenchOptions { rounds, workers, human_eval: !no_human_eval, json_path: json },
+                    &crate::sandbox::BenchOptions {
+                        rounds,
+                        workers,
+                        human_eval: !no_human_eval,
+                        json_path: json,
+                    },
                     &say,
                 )?;
                 Ok(())

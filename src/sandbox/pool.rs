@@ -16,7 +16,8 @@ use super::host::{self, WorkerCgroup};
 use super::protocol::{FrameError, FrameReader, PROTOCOL_VERSION, write_frame};
 use super::value::Value;
 use super::{
-    IsolationReport, Job, JobResult, Limits, ProgramError, SandboxConfig, SandboxError, TestCase, TestResult, Verdict,
+    IsolationReport, Job, JobResult, Limits, ProgramError, SandboxConfig, SandboxError, TestCase,
+    TestResult, Verdict,
 };
 
 const WORKER_SOURCE: &str = include_str!("worker.py");
@@ -108,7 +109,11 @@ impl SandboxPool {
                     pool.python = hello.python;
                 }
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(SandboxError::WorkerStart("a slot thread ended during start-up".into())),
+                Err(_) => {
+                    return Err(SandboxError::WorkerStart(
+                        "a slot thread ended during start-up".into(),
+                    ));
+                }
             }
         }
         for (feature, state) in &pool.isolation {
@@ -121,7 +126,9 @@ impl SandboxPool {
 
     /// Runs a job and waits for its result.
     pub fn run(&self, job: Job) -> Result<JobResult, SandboxError> {
-        self.submit(job).recv().unwrap_or(Err(SandboxError::ShutDown))
+        self.submit(job)
+            .recv()
+            .unwrap_or(Err(SandboxError::ShutDown))
     }
 
     /// Queues a job; the result arrives on the returned channel.
@@ -160,7 +167,14 @@ impl SandboxPool {
 
     /// Host pids of the workers' outer processes (every process of a job descends from one).
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.shared.worker_pids.lock().expect("pid lock").iter().flatten().copied().collect()
+        self.shared
+            .worker_pids
+            .lock()
+            .expect("pid lock")
+            .iter()
+            .flatten()
+            .copied()
+            .collect()
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -242,15 +256,22 @@ impl WorkerProcess {
         // SAFETY: prctl is async-signal-safe. The worker dies with this (long-lived) slot thread.
         unsafe {
             cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| SandboxError::WorkerStart(format!("spawning {}: {e}", spec.python.display())))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            SandboxError::WorkerStart(format!("spawning {}: {e}", spec.python.display()))
+        })?;
         let stdin = child.stdin.take().expect("piped stdin");
         let mut reader = FrameReader::new(child.stdout.take().expect("piped stdout"));
         let hello = match reader.read(Instant::now() + START_TIMEOUT) {
@@ -263,7 +284,9 @@ impl WorkerProcess {
                 )));
             }
         };
-        if hello.get("hello") != Some(&Json::Bool(true)) || hello.get("protocol") != Some(&json!(PROTOCOL_VERSION)) {
+        if hello.get("hello") != Some(&Json::Bool(true))
+            || hello.get("protocol") != Some(&json!(PROTOCOL_VERSION))
+        {
             let _ = child.kill();
             let _ = child.wait();
             return Err(SandboxError::Protocol(format!("unexpected hello {hello}")));
@@ -271,15 +294,27 @@ impl WorkerProcess {
         let mut features: IsolationReport = hello
             .get("features")
             .and_then(|f| f.as_object())
-            .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("?").to_string())).collect())
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("?").to_string()))
+                    .collect()
+            })
             .unwrap_or_default();
         let seeded = hello.get("hash_seed_fixed") == Some(&Json::Bool(true));
         features.insert(
             "fixed hash seed".into(),
-            if seeded { "ok".into() } else { "refused: the interpreter ignored PYTHONHASHSEED".into() },
+            if seeded {
+                "ok".into()
+            } else {
+                "refused: the interpreter ignored PYTHONHASHSEED".into()
+            },
         );
         features.insert("clean environment, -s -S -P".into(), "ok".into());
-        let python = hello.get("python").and_then(|p| p.as_str()).unwrap_or("?").to_string();
+        let python = hello
+            .get("python")
+            .and_then(|p| p.as_str())
+            .unwrap_or("?")
+            .to_string();
         Ok((
             WorkerProcess {
                 child,
@@ -300,7 +335,12 @@ impl WorkerProcess {
     }
 }
 
-fn slot_main(spec: WorkerSpec, tasks: Receiver<Task>, ready: Sender<Result<Hello, SandboxError>>, shared: Arc<Shared>) {
+fn slot_main(
+    spec: WorkerSpec,
+    tasks: Receiver<Task>,
+    ready: Sender<Result<Hello, SandboxError>>,
+    shared: Arc<Shared>,
+) {
     let mut worker = match WorkerProcess::start(&spec) {
         Ok((w, hello)) => {
             shared.worker_pids.lock().expect("pid lock")[spec.slot] = Some(w.child.id());
@@ -335,7 +375,10 @@ fn run_task(
     id: u64,
 ) -> Result<JobResult, SandboxError> {
     let started = Instant::now();
-    let limits = job.limits.clone().unwrap_or_else(|| spec.config.limits.clone());
+    let limits = job
+        .limits
+        .clone()
+        .unwrap_or_else(|| spec.config.limits.clone());
     let request = json!({
         "id": id,
         "program": job.program,
@@ -361,9 +404,13 @@ fn run_task(
         match outcome {
             Ok(resp) => {
                 if resp.get("id") != Some(&json!(id)) {
-                    events.push(format!("attempt {attempt}: worker answered another job; worker replaced"));
+                    events.push(format!(
+                        "attempt {attempt}: worker answered another job; worker replaced"
+                    ));
                 } else if let Some(err) = resp.get("worker_error") {
-                    return Err(SandboxError::Worker(err.as_str().unwrap_or("?").to_string()));
+                    return Err(SandboxError::Worker(
+                        err.as_str().unwrap_or("?").to_string(),
+                    ));
                 } else {
                     let mut result = decode_response(&resp, job.tests.len())?;
                     events.append(&mut result.events);
@@ -379,7 +426,9 @@ fn run_task(
                     FrameError::Eof => "died".to_string(),
                     other => format!("failed ({other})"),
                 };
-                events.push(format!("attempt {attempt}: worker {what}; killed and replaced"));
+                events.push(format!(
+                    "attempt {attempt}: worker {what}; killed and replaced"
+                ));
             }
         }
         if let Some(w) = worker.take() {
@@ -432,29 +481,55 @@ fn protocol(what: &str) -> SandboxError {
 
 /// Turns the worker's answer into a [`JobResult`], deciding split verdicts here.
 fn decode_response(resp: &Json, n_tests: usize) -> Result<JobResult, SandboxError> {
-    let tests = resp.get("tests").and_then(|t| t.as_array()).ok_or_else(|| protocol("no tests array"))?;
+    let tests = resp
+        .get("tests")
+        .and_then(|t| t.as_array())
+        .ok_or_else(|| protocol("no tests array"))?;
     if tests.len() != n_tests {
         return Err(protocol("test count differs from the job"));
     }
     let program_error = match resp.get("program_error") {
         None | Some(Json::Null) => None,
         Some(e) => Some(ProgramError {
-            kind: e.get("kind").and_then(|k| k.as_str()).unwrap_or("?").to_string(),
-            message: e.get("msg").and_then(|k| k.as_str()).unwrap_or("").to_string(),
+            kind: e
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or("?")
+                .to_string(),
+            message: e
+                .get("msg")
+                .and_then(|k| k.as_str())
+                .unwrap_or("")
+                .to_string(),
         }),
     };
-    let results = tests.iter().map(decode_test).collect::<Result<Vec<_>, _>>()?;
-    let text = |k: &str| resp.get(k).and_then(|s| s.as_str()).unwrap_or("").to_string();
+    let results = tests
+        .iter()
+        .map(decode_test)
+        .collect::<Result<Vec<_>, _>>()?;
+    let text = |k: &str| {
+        resp.get(k)
+            .and_then(|s| s.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
     Ok(JobResult {
         program_error,
         tests: results,
         stdout: text("stdout"),
         stderr: text("stderr"),
-        output_bytes: resp.get("output_bytes").and_then(|b| b.as_u64()).unwrap_or(0),
+        output_bytes: resp
+            .get("output_bytes")
+            .and_then(|b| b.as_u64())
+            .unwrap_or(0),
         events: resp
             .get("events")
             .and_then(|e| e.as_array())
-            .map(|e| e.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+            .map(|e| {
+                e.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default(),
         attempts: 1,
         wall: Duration::ZERO,
@@ -462,7 +537,10 @@ fn decode_response(resp: &Json, n_tests: usize) -> Result<JobResult, SandboxErro
 }
 
 fn decode_test(t: &Json) -> Result<TestResult, SandboxError> {
-    let status = t.get("s").and_then(|s| s.as_str()).ok_or_else(|| protocol("test without status"))?;
+    let status = t
+        .get("s")
+        .and_then(|s| s.as_str())
+        .ok_or_else(|| protocol("test without status"))?;
     let in_child = t.get("child").and_then(|c| c.as_bool()).unwrap_or(true);
     let duration = t
         .get("cpu")
@@ -478,10 +556,14 @@ fn decode_test(t: &Json) -> Result<TestResult, SandboxError> {
         checked_in_child: in_child,
         detail: t.get("why").and_then(|w| w.as_str()).map(String::from),
     };
-    let error = |kind: &str| Verdict::Error { kind: kind.to_string() };
+    let error = |kind: &str| Verdict::Error {
+        kind: kind.to_string(),
+    };
     result.verdict = match status {
         "v" => {
-            let raw = t.get("v").ok_or_else(|| protocol("value result without value"))?;
+            let raw = t
+                .get("v")
+                .ok_or_else(|| protocol("value result without value"))?;
             match Value::from_json(raw) {
                 Err(e) => {
                     result.detail = Some(e.to_string());
@@ -518,9 +600,15 @@ fn judge(value: &Value, t: &Json) -> Result<Verdict, SandboxError> {
     };
     let expected = match t.get("expected") {
         None | Some(Json::Null) => None,
-        Some(e) => Some(Value::from_json(e).map_err(|e| protocol(&format!("expected value: {e}")))?),
+        Some(e) => {
+            Some(Value::from_json(e).map_err(|e| protocol(&format!("expected value: {e}")))?)
+        }
     };
-    let need = || expected.as_ref().ok_or_else(|| protocol("comparison without expected value"));
+    let need = || {
+        expected
+            .as_ref()
+            .ok_or_else(|| protocol("comparison without expected value"))
+    };
     let ok = match cmp {
         "eq" => value.py_eq(need()?),
         "ne" => !value.py_eq(need()?) && !matches!(value, Value::Opaque(_)),

@@ -50,14 +50,18 @@ pub struct FrameReader<R: AsRawFd> {
 
 impl<R: AsRawFd> FrameReader<R> {
     pub fn new(source: R) -> Self {
-        FrameReader { source, buf: Vec::new() }
+        FrameReader {
+            source,
+            buf: Vec::new(),
+        }
     }
 
     /// Reads the next frame, waiting at most until `deadline`.
     pub fn read(&mut self, deadline: Instant) -> Result<serde_json::Value, FrameError> {
         loop {
             if let Some(frame) = self.take_frame()? {
-                return serde_json::from_slice(&frame).map_err(|e| FrameError::Bad(format!("payload is not JSON: {e}")));
+                return serde_json::from_slice(&frame)
+                    .map_err(|e| FrameError::Bad(format!("payload is not JSON: {e}")));
             }
             let now = Instant::now();
             if now >= deadline {
@@ -69,10 +73,18 @@ impl<R: AsRawFd> FrameReader<R> {
             }
             let mut chunk = vec![0u8; 1 << 16];
             // SAFETY: reading into a buffer we own from a descriptor owned by `source`.
-            let n = unsafe { libc::read(self.source.as_raw_fd(), chunk.as_mut_ptr().cast(), chunk.len()) };
+            let n = unsafe {
+                libc::read(
+                    self.source.as_raw_fd(),
+                    chunk.as_mut_ptr().cast(),
+                    chunk.len(),
+                )
+            };
             if n < 0 {
                 let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted || err.kind() == io::ErrorKind::WouldBlock {
+                if err.kind() == io::ErrorKind::Interrupted
+                    || err.kind() == io::ErrorKind::WouldBlock
+                {
                     continue;
                 }
                 return Err(FrameError::Io(err));
@@ -99,7 +111,9 @@ impl<R: AsRawFd> FrameReader<R> {
         }
         let len = u32::from_le_bytes(self.buf[8..12].try_into().expect("4 bytes")) as usize;
         if len > MAX_FRAME {
-            return Err(FrameError::Bad(format!("frame of {len} bytes is over the limit")));
+            return Err(FrameError::Bad(format!(
+                "frame of {len} bytes is over the limit"
+            )));
         }
         if self.buf.len() < HEADER + len {
             return Ok(None);

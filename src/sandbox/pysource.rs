@@ -25,7 +25,9 @@ pub fn top_level_statements(block: &str) -> Vec<String> {
             scanner.feed(line);
             continue;
         }
-        let clause = ["else", "elif ", "except", "finally"].iter().any(|k| line.trim_start().starts_with(k));
+        let clause = ["else", "elif ", "except", "finally"]
+            .iter()
+            .any(|k| line.trim_start().starts_with(k));
         if at_boundary && line_indent <= indent && !clause || statements.is_empty() {
             statements.push(Vec::new());
         }
@@ -37,7 +39,13 @@ pub fn top_level_statements(block: &str) -> Vec<String> {
         .map(|lines| {
             lines
                 .iter()
-                .map(|l| if l.len() >= indent && l[..indent].trim().is_empty() { &l[indent..] } else { l.trim_start() })
+                .map(|l| {
+                    if l.len() >= indent && l[..indent].trim().is_empty() {
+                        &l[indent..]
+                    } else {
+                        l.trim_start()
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join("\n")
                 .trim_end()
@@ -144,7 +152,8 @@ pub fn check_function_tests(test_source: &str, entry_point: &str) -> Vec<TestCas
     prelude.push_str(&format!("candidate = {entry_point}\n"));
     let mut tests = Vec::new();
     for statement in top_level_statements(&body) {
-        let is_test = statement.starts_with("assert") || (is_compound(&statement) && statement.contains("assert"));
+        let is_test = statement.starts_with("assert")
+            || (is_compound(&statement) && statement.contains("assert"));
         if is_test {
             tests.push(TestCase::Assert {
                 source: format!("{prelude}{statement}\n"),
@@ -158,7 +167,9 @@ pub fn check_function_tests(test_source: &str, entry_point: &str) -> Vec<TestCas
 }
 
 fn is_compound(statement: &str) -> bool {
-    ["for ", "while ", "if ", "with ", "try:"].iter().any(|k| statement.starts_with(k))
+    ["for ", "while ", "if ", "with ", "try:"]
+        .iter()
+        .any(|k| statement.starts_with(k))
 }
 
 #[cfg(test)]
@@ -186,10 +197,20 @@ mod tests {
         let src = "\n\nMETADATA = {\n    'author': 'jt'\n}\n\n\ndef check(candidate):\n    import math\n    assert candidate(1) == 2\n    lst = [1]\n    assert abs(candidate(lst) - 1) < 1e-6\n";
         let tests = check_function_tests(src, "inc");
         assert_eq!(tests.len(), 2);
-        let TestCase::Assert { source } = &tests[1] else { panic!() };
+        let TestCase::Assert { source } = &tests[1] else {
+            panic!()
+        };
         assert!(source.starts_with("METADATA = {"), "{source}");
-        assert!(source.contains("candidate = inc\nimport math\nlst = [1]\nassert abs("), "{source}");
-        let TestCase::Assert { source } = &tests[0] else { panic!() };
-        assert!(source.ends_with("import math\nassert candidate(1) == 2\n"), "{source}");
+        assert!(
+            source.contains("candidate = inc\nimport math\nlst = [1]\nassert abs("),
+            "{source}"
+        );
+        let TestCase::Assert { source } = &tests[0] else {
+            panic!()
+        };
+        assert!(
+            source.ends_with("import math\nassert candidate(1) == 2\n"),
+            "{source}"
+        );
     }
 }

@@ -68,7 +68,10 @@ impl Value {
             return Err(bad("nesting"));
         }
         let arr = v.as_array().ok_or_else(|| bad("not an array"))?;
-        let tag = arr.first().and_then(|t| t.as_str()).ok_or_else(|| bad("missing tag"))?;
+        let tag = arr
+            .first()
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| bad("missing tag"))?;
         let arg = |i: usize| arr.get(i).ok_or_else(|| bad("missing field"));
         let text = |i: usize| arg(i)?.as_str().ok_or_else(|| bad("field is not a string"));
         let items = |i: usize| -> Result<Vec<Value>, MalformedValue> {
@@ -99,7 +102,9 @@ impl Value {
                     .iter()
                     .map(|c| {
                         c.as_u64()
-                            .map(|c| char::from_u32(c as u32).unwrap_or(char::REPLACEMENT_CHARACTER))
+                            .map(|c| {
+                                char::from_u32(c as u32).unwrap_or(char::REPLACEMENT_CHARACTER)
+                            })
                             .ok_or_else(|| bad("code point"))
                     })
                     .collect::<Result<String, _>>()?,
@@ -123,7 +128,10 @@ impl Value {
                 let entries = arg(1)?.as_array().ok_or_else(|| bad("dict entries"))?;
                 let mut out = Vec::with_capacity(entries.len());
                 for e in entries {
-                    let pair = e.as_array().filter(|p| p.len() == 2).ok_or_else(|| bad("dict entry"))?;
+                    let pair = e
+                        .as_array()
+                        .filter(|p| p.len() == 2)
+                        .ok_or_else(|| bad("dict entry"))?;
                     out.push((
                         Self::from_json_depth(&pair[0], depth + 1)?,
                         Self::from_json_depth(&pair[1], depth + 1)?,
@@ -176,10 +184,13 @@ impl Value {
             (Value::List(a), Value::List(b)) | (Value::Tuple(a), Value::Tuple(b)) => {
                 a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.py_eq(y))
             }
-            (Value::Set(a) | Value::FrozenSet(a), Value::Set(b) | Value::FrozenSet(b)) => set_eq(a, b),
+            (Value::Set(a) | Value::FrozenSet(a), Value::Set(b) | Value::FrozenSet(b)) => {
+                set_eq(a, b)
+            }
             (Value::Dict(a), Value::Dict(b)) => {
                 a.len() == b.len()
-                    && a.iter().all(|(k, v)| b.iter().any(|(k2, v2)| k.py_eq(k2) && v.py_eq(v2)))
+                    && a.iter()
+                        .all(|(k, v)| b.iter().any(|(k2, v2)| k.py_eq(k2) && v.py_eq(v2)))
             }
             _ => false,
         }
@@ -189,7 +200,9 @@ impl Value {
     pub fn is_same_singleton(&self, other: &Value) -> bool {
         matches!(
             (self, other),
-            (Value::None, Value::None) | (Value::Bool(true), Value::Bool(true)) | (Value::Bool(false), Value::Bool(false))
+            (Value::None, Value::None)
+                | (Value::Bool(true), Value::Bool(true))
+                | (Value::Bool(false), Value::Bool(false))
         )
     }
 
@@ -225,13 +238,21 @@ impl Value {
             Value::Int(s) => text(out, b'i', s.as_bytes()),
             Value::Float(f) => {
                 out.push(b'f');
-                let bits = if f.is_nan() { f64::NAN.to_bits() } else { f.to_bits() };
+                let bits = if f.is_nan() {
+                    f64::NAN.to_bits()
+                } else {
+                    f.to_bits()
+                };
                 out.extend_from_slice(&bits.to_le_bytes());
             }
             Value::Complex(re, im) => {
                 out.push(b'c');
                 for f in [re, im] {
-                    let bits = if f.is_nan() { f64::NAN.to_bits() } else { f.to_bits() };
+                    let bits = if f.is_nan() {
+                        f64::NAN.to_bits()
+                    } else {
+                        f.to_bits()
+                    };
                     out.extend_from_slice(&bits.to_le_bytes());
                 }
             }
@@ -276,7 +297,9 @@ impl Value {
 /// Set equality under Python's `==`: every element of each side has an equal one on the other
 /// (set elements are unique, so equal sizes plus one-way containment would also do).
 fn set_eq(a: &[Value], b: &[Value]) -> bool {
-    a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| x.py_eq(y))) && b.iter().all(|y| a.iter().any(|x| x.py_eq(y)))
+    a.len() == b.len()
+        && a.iter().all(|x| b.iter().any(|y| x.py_eq(y)))
+        && b.iter().all(|y| a.iter().any(|x| x.py_eq(y)))
 }
 
 enum Number<'a> {
@@ -289,7 +312,9 @@ impl Number<'_> {
     fn eq(&self, other: &Number<'_>) -> bool {
         match (self, other) {
             (Number::Int(a), Number::Int(b)) => a == b,
-            (Number::Int(i), Number::Real(f)) | (Number::Real(f), Number::Int(i)) => int_eq_float(i, *f),
+            (Number::Int(i), Number::Real(f)) | (Number::Real(f), Number::Int(i)) => {
+                int_eq_float(i, *f)
+            }
             (Number::Real(a), Number::Real(b)) => a == b,
             (Number::Complex(re, im), other) | (other, Number::Complex(re, im)) => match other {
                 Number::Complex(re2, im2) => re == re2 && im == im2,
@@ -333,8 +358,14 @@ mod tests {
         assert!(!v(json!(["i", "3"])).py_eq(&v(json!(["f", "3.5"]))));
         assert!(v(json!(["c", "2.0", "0.0"])).py_eq(&v(json!(["i", "2"]))));
         let big = "1".to_string() + &"0".repeat(40);
-        assert!(v(json!(["i", big])).py_eq(&v(json!(["f", "1e+40"]))) == (format!("{:.0}", 1e40) == big));
-        assert!(!v(json!(["i", "12345678901234567890123"])).py_eq(&v(json!(["i", "12345678901234567890124"]))));
+        assert!(
+            v(json!(["i", big])).py_eq(&v(json!(["f", "1e+40"])))
+                == (format!("{:.0}", 1e40) == big)
+        );
+        assert!(
+            !v(json!(["i", "12345678901234567890123"]))
+                .py_eq(&v(json!(["i", "12345678901234567890124"])))
+        );
     }
 
     #[test]
@@ -346,8 +377,14 @@ mod tests {
         let s1 = v(json!(["S", [["i", "1"], ["i", "2"]]]));
         let s2 = v(json!(["F", [["i", "2"], ["i", "1"]]]));
         assert!(s1.py_eq(&s2));
-        let d1 = v(json!(["d", [[["s", "a"], ["i", "1"]], [["s", "b"], ["N"]]]]));
-        let d2 = v(json!(["d", [[["s", "b"], ["N"]], [["s", "a"], ["b", true]]]]));
+        let d1 = v(json!([
+            "d",
+            [[["s", "a"], ["i", "1"]], [["s", "b"], ["N"]]]
+        ]));
+        let d2 = v(json!([
+            "d",
+            [[["s", "b"], ["N"]], [["s", "a"], ["b", true]]]
+        ]));
         assert!(d1.py_eq(&d2));
         assert!(!v(json!(["o", "AlwaysEqual"])).py_eq(&v(json!(["o", "AlwaysEqual"]))));
         assert!(!Value::Truncated.py_eq(&Value::Truncated));
@@ -359,13 +396,25 @@ mod tests {
         assert_ne!(h(json!(["i", "1"])), h(json!(["f", "1.0"])));
         assert_ne!(h(json!(["i", "1"])), h(json!(["b", true])));
         assert_ne!(h(json!(["f", "0.0"])), h(json!(["f", "-0.0"])));
-        assert_eq!(h(json!(["S", [["i", "1"], ["i", "2"]]])), h(json!(["S", [["i", "2"], ["i", "1"]]])));
-        assert_ne!(h(json!(["l", [["i", "1"], ["i", "2"]]])), h(json!(["l", [["i", "2"], ["i", "1"]]])));
+        assert_eq!(
+            h(json!(["S", [["i", "1"], ["i", "2"]]])),
+            h(json!(["S", [["i", "2"], ["i", "1"]]]))
+        );
+        assert_ne!(
+            h(json!(["l", [["i", "1"], ["i", "2"]]])),
+            h(json!(["l", [["i", "2"], ["i", "1"]]]))
+        );
     }
 
     #[test]
     fn malformed_values_are_rejected() {
-        for j in [json!("x"), json!(["i", "1.5"]), json!(["zz"]), json!(["d", [[["N"]]]]), json!(["y", "abc"])] {
+        for j in [
+            json!("x"),
+            json!(["i", "1.5"]),
+            json!(["zz"]),
+            json!(["d", [[["N"]]]]),
+            json!(["y", "abc"]),
+        ] {
             assert!(Value::from_json(&j).is_err(), "{j}");
         }
     }
