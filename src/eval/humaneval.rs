@@ -43,6 +43,12 @@ impl Problem {
     pub fn canonical_program(&self) -> String {
         format!("{}{}", self.prompt, self.canonical_solution)
     }
+
+    /// The problem's `check(candidate)` as sandbox tests, one per assert (or per loop of asserts),
+    /// with `candidate` bound to the entry point and the test module's own code kept.
+    pub fn tests(&self) -> Vec<crate::sandbox::TestCase> {
+        crate::sandbox::pysource::check_function_tests(&self.test, &self.entry_point)
+    }
 }
 
 /// Why HumanEval could not be loaded.
@@ -122,6 +128,9 @@ mod tests {
                 .canonical_program()
                 .contains("def generate_integers")
         );
+        let asserts: usize = problems.iter().map(|p| p.tests().len()).sum();
+        assert!(problems.iter().all(|p| !p.tests().is_empty()));
+        assert!(asserts > 1000, "{asserts} tests");
     }
 
     #[test]

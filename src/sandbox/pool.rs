@@ -1,0 +1,622 @@
+//! The pool: W worker slots, each a long-lived thread that owns one warm worker process, takes
+//! jobs from a shared queue, and kills and replaces its worker when it dies or hangs.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use serde_json::{Value as Json, json};
+
+use super::host::{self, WorkerCgroup};
+use super::protocol::{FrameError, FrameReader, PROTOCOL_VERSION, write_frame};
+use super::value::Value;
+use super::{
+    IsolationReport, Job, JobResult, Limits, ProgramError, SandboxConfig, SandboxError, TestCase,
+    TestResult, Verdict,
+};
+
+const WORKER_SOURCE: &str = include_str!("worker.py");
+/// Time a worker gets to start (interpreter, namespaces, pre-imports) before it counts as failed.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Slack on top of the job's wall deadline before the pool declares the worker hung.
+const HANG_GRACE: Duration = Duration::from_secs(3);
+/// Times a job is sent to a (fresh) worker before it is reported as killed.
+const MAX_ATTEMPTS: u32 = 2;
+
+struct Task {
+    job: Job,
+    reply: Sender<Result<JobResult, SandboxError>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Host pid of each slot's current worker process (outer process of the worker).
+    worker_pids: Mutex<Vec<Option<u32>>>,
+    restarts: AtomicU64,
+    jobs: AtomicU64,
+}
+
+/// A pool of warm, isolated Python workers. `run` and `submit` may be called from many threads.
+pub struct SandboxPool {
+    tasks: Option<Sender<Task>>,
+    threads: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    isolation: IsolationReport,
+    python: String,
+    default_limits: Limits,
+}
+
+/// Counters for diagnostics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub jobs: u64,
+    /// Workers killed and replaced because they died or hung.
+    pub worker_restarts: u64,
+}
+
+impl SandboxPool {
+    /// Starts `config.workers` workers and waits until all are ready.
+    pub fn new(config: SandboxConfig) -> Result<SandboxPool, SandboxError> {
+        if config.workers == 0 {
+            return Err(SandboxError::Config("workers must be at least 1".into()));
+        }
+        let python = match &config.python {
+            Some(p) => p.clone(),
+            None => host::real_python()?,
+        };
+        let shared = Arc::new(Shared {
+            worker_pids: Mutex::new(vec![None; config.workers]),
+            ..Default::default()
+        });
+        let (task_tx, task_rx) = unbounded::<Task>();
+        let (ready_tx, ready_rx) = unbounded::<Result<Hello, SandboxError>>();
+        let mut threads = Vec::new();
+        for slot in 0..config.workers {
+            let spec = WorkerSpec {
+                python: python.clone(),
+                config: config.clone(),
+                uid: (config.drop_uid && host::is_root()).then(host::slot_uid),
+                slot,
+            };
+            let rx = task_rx.clone();
+            let ready = ready_tx.clone();
+            let shared = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("sandbox-slot-{slot}"))
+                    .spawn(move || slot_main(spec, rx, ready, shared))
+                    .map_err(|e| SandboxError::WorkerStart(format!("spawning slot thread: {e}")))?,
+            );
+        }
+        drop(ready_tx);
+        let mut pool = SandboxPool {
+            tasks: Some(task_tx),
+            threads,
+            shared,
+            isolation: BTreeMap::new(),
+            python: String::new(),
+            default_limits: config.limits.clone(),
+        };
+        for _ in 0..config.workers {
+            match ready_rx.recv() {
+                Ok(Ok(hello)) => {
+                    pool.isolation = hello.features;
+                    pool.python = hello.python;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(SandboxError::WorkerStart(
+                        "a slot thread ended during start-up".into(),
+                    ));
+                }
+            }
+        }
+        for (feature, state) in &pool.isolation {
+            if let Some(why) = state.strip_prefix("refused: ") {
+                host::log_refusal_once(feature, why);
+            }
+        }
+        Ok(pool)
+    }
+
+    /// Runs a job and waits for its result.
+    pub fn run(&self, job: Job) -> Result<JobResult, SandboxError> {
+        self.submit(job)
+            .recv()
+            .unwrap_or(Err(SandboxError::ShutDown))
+    }
+
+    /// Queues a job; the result arrives on the returned channel.
+    pub fn submit(&self, job: Job) -> Receiver<Result<JobResult, SandboxError>> {
+        let (tx, rx) = bounded(1);
+        match &self.tasks {
+            Some(tasks) => {
+                if let Err(e) = tasks.send(Task { job, reply: tx }) {
+                    let _ = e.0.reply.send(Err(SandboxError::ShutDown));
+                }
+            }
+            None => {
+                let _ = tx.send(Err(SandboxError::ShutDown));
+            }
+        }
+        rx
+    }
+
+    /// Isolation features as the workers reported them (`ok` or `refused: why`).
+    pub fn isolation(&self) -> &IsolationReport {
+        &self.isolation
+    }
+
+    /// Python version of the workers.
+    pub fn python_version(&self) -> &str {
+        &self.python
+    }
+
+    pub fn workers(&self) -> usize {
+        self.threads.len()
+    }
+
+    pub fn default_limits(&self) -> &Limits {
+        &self.default_limits
+    }
+
+    /// Host pids of the workers' outer processes (every process of a job descends from one).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.shared
+            .worker_pids
+            .lock()
+            .expect("pid lock")
+            .iter()
+            .flatten()
+            .copied()
+            .collect()
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            jobs: self.shared.jobs.load(Ordering::Relaxed),
+            worker_restarts: self.shared.restarts.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for SandboxPool {
+    fn drop(&mut self) {
+        self.tasks = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+struct WorkerSpec {
+    python: std::path::PathBuf,
+    config: SandboxConfig,
+    uid: Option<u32>,
+    slot: usize,
+}
+
+struct Hello {
+    features: IsolationReport,
+    python: String,
+}
+
+/// A running worker process.
+struct WorkerProcess {
+    child: Child,
+    stdin: ChildStdin,
+    reader: FrameReader<ChildStdout>,
+    _cgroup: Option<WorkerCgroup>,
+    _scratch: Option<tempfile::TempDir>,
+}
+
+impl WorkerProcess {
+    fn start(spec: &WorkerSpec) -> Result<(WorkerProcess, Hello), SandboxError> {
+        let limits = &spec.config.limits;
+        let (cgroup, cgroup_why) = if spec.config.cgroup {
+            match WorkerCgroup::create(spec.uid.unwrap_or(spec.slot as u32), limits.processes) {
+                Ok(c) => (Some(c), String::new()),
+                Err(why) => (None, why),
+            }
+        } else {
+            (None, "disabled by configuration".to_string())
+        };
+        let scratch = tempfile::Builder::new()
+            .prefix("ucoder-sandbox-")
+            .tempdir()
+            .map_err(|e| SandboxError::WorkerStart(format!("creating scratch dir: {e}")))?;
+        let uid_why = if !spec.config.drop_uid {
+            "disabled by configuration"
+        } else {
+            "the pool does not run as root, so it cannot switch uid"
+        };
+        let cfg = json!({
+            "protocol": PROTOCOL_VERSION,
+            "namespaces": spec.config.namespaces,
+            "uid": spec.uid,
+            "uid_why": uid_why,
+            "cgroup": cgroup.as_ref().map(|c| c.path().to_string_lossy().to_string()),
+            "cgroup_why": cgroup_why,
+            "scratch": scratch.path().to_string_lossy(),
+            "limits": limits.to_json(),
+        });
+        let mut cmd = Command::new(&spec.python);
+        cmd.args(["-s", "-S", "-P", "-c", WORKER_SOURCE])
+            .arg(cfg.to_string())
+            .env_clear()
+            .env("PYTHONHASHSEED", spec.config.hash_seed.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        // SAFETY: prctl is async-signal-safe. The worker dies with this (long-lived) slot thread.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            SandboxError::WorkerStart(format!("spawning {}: {e}", spec.python.display()))
+        })?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut reader = FrameReader::new(child.stdout.take().expect("piped stdout"));
+        let hello = match reader.read(Instant::now() + START_TIMEOUT) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(SandboxError::WorkerStart(format!(
+                    "no hello from the worker ({e}); its stderr above may say why"
+                )));
+            }
+        };
+        if hello.get("hello") != Some(&Json::Bool(true))
+            || hello.get("protocol") != Some(&json!(PROTOCOL_VERSION))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(SandboxError::Protocol(format!("unexpected hello {hello}")));
+        }
+        let mut features: IsolationReport = hello
+            .get("features")
+            .and_then(|f| f.as_object())
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("?").to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let seeded = hello.get("hash_seed_fixed") == Some(&Json::Bool(true));
+        features.insert(
+            "fixed hash seed".into(),
+            if seeded {
+                "ok".into()
+            } else {
+                "refused: the interpreter ignored PYTHONHASHSEED".into()
+            },
+        );
+        features.insert("clean environment, -s -S -P".into(), "ok".into());
+        let python = hello
+            .get("python")
+            .and_then(|p| p.as_str())
+            .unwrap_or("?")
+            .to_string();
+        Ok((
+            WorkerProcess {
+                child,
+                stdin,
+                reader,
+                _cgroup: cgroup,
+                _scratch: Some(scratch),
+            },
+            Hello { features, python },
+        ))
+    }
+
+    fn kill(mut self) {
+        // The forkserver is PID 1 of its namespace with PDEATHSIG on this outer process: killing
+        // the outer process tears down the whole namespace, every job process included.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn slot_main(
+    spec: WorkerSpec,
+    tasks: Receiver<Task>,
+    ready: Sender<Result<Hello, SandboxError>>,
+    shared: Arc<Shared>,
+) {
+    let mut worker = match WorkerProcess::start(&spec) {
+        Ok((w, hello)) => {
+            shared.worker_pids.lock().expect("pid lock")[spec.slot] = Some(w.child.id());
+            let _ = ready.send(Ok(hello));
+            Some(w)
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    drop(ready);
+    let mut next_id: u64 = 0;
+    while let Ok(task) = tasks.recv() {
+        next_id += 1;
+        let result = run_task(&spec, &shared, &mut worker, &task.job, next_id);
+        shared.jobs.fetch_add(1, Ordering::Relaxed);
+        let _ = task.reply.send(result);
+    }
+    if let Some(mut w) = worker.take() {
+        let _ = write_frame(&mut w.stdin, &json!({"shutdown": true}));
+        w.kill();
+    }
+    shared.worker_pids.lock().expect("pid lock")[spec.slot] = None;
+}
+
+fn run_task(
+    spec: &WorkerSpec,
+    shared: &Shared,
+    worker: &mut Option<WorkerProcess>,
+    job: &Job,
+    id: u64,
+) -> Result<JobResult, SandboxError> {
+    let started = Instant::now();
+    let limits = job
+        .limits
+        .clone()
+        .unwrap_or_else(|| spec.config.limits.clone());
+    let request = json!({
+        "id": id,
+        "program": job.program,
+        "tests": job.tests.iter().map(test_json).collect::<Vec<_>>(),
+        "limits": limits.to_json(),
+    });
+    let mut events = Vec::new();
+    for attempt in 1..=MAX_ATTEMPTS {
+        if worker.is_none() {
+            match WorkerProcess::start(spec) {
+                Ok((w, _)) => {
+                    shared.worker_pids.lock().expect("pid lock")[spec.slot] = Some(w.child.id());
+                    *worker = Some(w);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let w = worker.as_mut().expect("worker present");
+        let deadline = Instant::now() + limits.job_wall + HANG_GRACE;
+        let outcome = write_frame(&mut w.stdin, &request)
+            .map_err(FrameError::Io)
+            .and_then(|()| w.reader.read(deadline));
+        match outcome {
+            Ok(resp) => {
+                if resp.get("id") != Some(&json!(id)) {
+                    events.push(format!(
+                        "attempt {attempt}: worker answered another job; worker replaced"
+                    ));
+                } else if let Some(err) = resp.get("worker_error") {
+                    return Err(SandboxError::Worker(
+                        err.as_str().unwrap_or("?").to_string(),
+                    ));
+                } else {
+                    let mut result = decode_response(&resp, job.tests.len())?;
+                    events.append(&mut result.events);
+                    result.events = events;
+                    result.attempts = attempt;
+                    result.wall = started.elapsed();
+                    return Ok(result);
+                }
+            }
+            Err(e) => {
+                let what = match e {
+                    FrameError::Timeout => "hung past the job deadline".to_string(),
+                    FrameError::Eof => "died".to_string(),
+                    other => format!("failed ({other})"),
+                };
+                events.push(format!(
+                    "attempt {attempt}: worker {what}; killed and replaced"
+                ));
+            }
+        }
+        if let Some(w) = worker.take() {
+            w.kill();
+        }
+        shared.restarts.fetch_add(1, Ordering::Relaxed);
+        shared.worker_pids.lock().expect("pid lock")[spec.slot] = None;
+    }
+    let message = events.join("; ");
+    Ok(JobResult {
+        program_error: Some(ProgramError {
+            kind: "WorkerLost".into(),
+            message: message.clone(),
+        }),
+        tests: job
+            .tests
+            .iter()
+            .map(|_| TestResult {
+                verdict: Verdict::Killed,
+                duration: Duration::ZERO,
+                output_hash: None,
+                value: None,
+                checked_in_child: false,
+                detail: Some(message.clone()),
+            })
+            .collect(),
+        stdout: String::new(),
+        stderr: String::new(),
+        output_bytes: 0,
+        events,
+        attempts: MAX_ATTEMPTS,
+        wall: started.elapsed(),
+    })
+}
+
+fn test_json(t: &TestCase) -> Json {
+    match t {
+        TestCase::Assert { source } => json!({"kind": "assert", "source": source}),
+        TestCase::Call {
+            function,
+            args,
+            expected,
+        } => json!({"kind": "call", "function": function, "args": args, "expected": expected}),
+    }
+}
+
+fn protocol(what: &str) -> SandboxError {
+    SandboxError::Protocol(what.to_string())
+}
+
+/// Turns the worker's answer into a [`JobResult`], deciding split verdicts here.
+fn decode_response(resp: &Json, n_tests: usize) -> Result<JobResult, SandboxError> {
+    let tests = resp
+        .get("tests")
+        .and_then(|t| t.as_array())
+        .ok_or_else(|| protocol("no tests array"))?;
+    if tests.len() != n_tests {
+        return Err(protocol("test count differs from the job"));
+    }
+    let program_error = match resp.get("program_error") {
+        None | Some(Json::Null) => None,
+        Some(e) => Some(ProgramError {
+            kind: e
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or("?")
+                .to_string(),
+            message: e
+                .get("msg")
+                .and_then(|k| k.as_str())
+                .unwrap_or("")
+                .to_string(),
+        }),
+    };
+    let results = tests
+        .iter()
+        .map(decode_test)
+        .collect::<Result<Vec<_>, _>>()?;
+    let text = |k: &str| {
+        resp.get(k)
+            .and_then(|s| s.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    Ok(JobResult {
+        program_error,
+        tests: results,
+        stdout: text("stdout"),
+        stderr: text("stderr"),
+        output_bytes: resp
+            .get("output_bytes")
+            .and_then(|b| b.as_u64())
+            .unwrap_or(0),
+        events: resp
+            .get("events")
+            .and_then(|e| e.as_array())
+            .map(|e| {
+                e.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        attempts: 1,
+        wall: Duration::ZERO,
+    })
+}
+
+fn decode_test(t: &Json) -> Result<TestResult, SandboxError> {
+    let status = t
+        .get("s")
+        .and_then(|s| s.as_str())
+        .ok_or_else(|| protocol("test without status"))?;
+    let in_child = t.get("child").and_then(|c| c.as_bool()).unwrap_or(true);
+    let duration = t
+        .get("cpu")
+        .and_then(|c| c.as_f64())
+        .filter(|c| c.is_finite() && *c >= 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::ZERO);
+    let mut result = TestResult {
+        verdict: Verdict::Killed,
+        duration,
+        output_hash: None,
+        value: None,
+        checked_in_child: in_child,
+        detail: t.get("why").and_then(|w| w.as_str()).map(String::from),
+    };
+    let error = |kind: &str| Verdict::Error {
+        kind: kind.to_string(),
+    };
+    result.verdict = match status {
+        "v" => {
+            let raw = t
+                .get("v")
+                .ok_or_else(|| protocol("value result without value"))?;
+            match Value::from_json(raw) {
+                Err(e) => {
+                    result.detail = Some(e.to_string());
+                    error("MalformedValue")
+                }
+                Ok(value) => {
+                    result.output_hash = Some(value.signature_hash());
+                    let verdict = if value == Value::Truncated {
+                        error("ValueTooLarge")
+                    } else {
+                        judge(&value, t)?
+                    };
+                    result.value = Some(value);
+                    verdict
+                }
+            }
+        }
+        "pass" => Verdict::Pass,
+        "fail" => Verdict::Fail,
+        "raised" => error(t.get("kind").and_then(|k| k.as_str()).unwrap_or("?")),
+        "timeout" => Verdict::Timeout,
+        "killed" => Verdict::Killed,
+        "invalid" => error("InvalidTest"),
+        "program_error" => error("ProgramError"),
+        other => return Err(protocol(&format!("unknown test status {other:?}"))),
+    };
+    Ok(result)
+}
+
+/// The outside comparison: the child only sent `value`; `expected` came from the trusted parent.
+fn judge(value: &Value, t: &Json) -> Result<Verdict, SandboxError> {
+    let Some(cmp) = t.get("cmp").and_then(|c| c.as_str()) else {
+        return Ok(Verdict::Pass); // a call without an expected value: it returned
+    };
+    let expected = match t.get("expected") {
+        None | Some(Json::Null) => None,
+        Some(e) => {
+            Some(Value::from_json(e).map_err(|e| protocol(&format!("expected value: {e}")))?)
+        }
+    };
+    let need = || {
+        expected
+            .as_ref()
+            .ok_or_else(|| protocol("comparison without expected value"))
+    };
+    let ok = match cmp {
+        "eq" => value.py_eq(need()?),
+        "ne" => !value.py_eq(need()?) && !matches!(value, Value::Opaque(_)),
+        "is" => value.is_same_singleton(need()?),
+        "isnot" => !value.is_same_singleton(need()?),
+        "truthy" => value.truthy() == Some(true),
+        "falsy" => value.truthy() == Some(false),
+        other => return Err(protocol(&format!("unknown comparison {other:?}"))),
+    };
+    Ok(if ok { Verdict::Pass } else { Verdict::Fail })
+}

@@ -1,0 +1,284 @@
+//! The pool's contract: verdict kinds, outside comparisons of tagged values, program errors,
+//! worker death and hangs, many threads on one pool.
+
+mod sandbox_common;
+
+use std::time::Duration;
+
+use sandbox_common::*;
+use ucoder_flow::sandbox::{Limits, SandboxPool, TestCase, Value, Verdict};
+
+fn verdicts(r: &ucoder_flow::sandbox::JobResult) -> Vec<Verdict> {
+    r.tests.iter().map(|t| t.verdict.clone()).collect()
+}
+
+fn err(kind: &str) -> Verdict {
+    Verdict::Error { kind: kind.into() }
+}
+
+#[test]
+fn verdicts_values_and_outside_comparison() {
+    let pool = pool(1);
+    let program = r#"
+import math
+def f(x):
+    return x * 2
+def nan():
+    return float("nan")
+def negzero():
+    return -0.0
+def flag():
+    return 1
+def items():
+    return {3, 1, 2}
+def mapping():
+    return {"b": [1, (2, 3)], "a": None}
+def boom():
+    raise KeyError("x")
+def big():
+    return "x" * 5_000_000
+"#;
+    let tests = vec![
+        call("f", "[2]", Some("4")),                    // pass
+        call("f", "[2]", Some("5")),                    // fail
+        assert_case("assert f(3) == 6"),                // split, pass
+        assert_case("assert f(3) != 6"),                // split, fail
+        assert_case("assert abs(f(0.5) - 1.0) < 1e-9"), // in child, pass
+        assert_case("assert math.isclose(f(1), 3)"),    // in child, fail
+        call("nan", "[]", Some("float('nan')")),        // not a literal: invalid test
+        assert_case("assert nan() == nan()"),           // in child: NaN != NaN
+        call("negzero", "[]", Some("0.0")),             // -0.0 == 0.0 in Python
+        call("flag", "[]", Some("True")),               // 1 == True in Python
+        assert_case("assert flag() is True"),           // ...but 1 is not True
+        call("items", "[]", Some("{1, 2, 3}")),         // sets ignore order
+        call("mapping", "[]", Some("{'a': None, 'b': [1, (2, 3)]}")),
+        call("mapping", "[]", Some("{'a': None, 'b': [1, [2, 3]]}")), // tuple != list
+        call("boom", "[]", Some("1")),                                // error kind
+        call("f", "[1, 2, 3]", Some("1")),                            // TypeError
+        call("big", "[]", None),                                      // over the value cap
+        call("f", "not a literal", Some("1")),                        // invalid args
+        assert_case("assert f("),                                     // does not parse
+    ];
+    let r = pool.run(job(program, tests)).unwrap();
+    assert_eq!(r.program_error, None);
+    assert_eq!(
+        verdicts(&r),
+        vec![
+            Verdict::Pass,
+            Verdict::Fail,
+            Verdict::Pass,
+            Verdict::Fail,
+            Verdict::Pass,
+            Verdict::Fail,
+            err("InvalidTest"),
+            Verdict::Fail,
+            Verdict::Pass,
+            Verdict::Pass,
+            Verdict::Fail,
+            Verdict::Pass,
+            Verdict::Pass,
+            Verdict::Fail,
+            err("KeyError"),
+            err("TypeError"),
+            err("ValueTooLarge"),
+            err("InvalidTest"),
+            err("InvalidTest"),
+        ],
+        "{r:#?}"
+    );
+    let in_child: Vec<bool> = r.tests.iter().map(|t| t.checked_in_child).collect();
+    assert!(
+        !in_child[0] && !in_child[2] && !in_child[3] && in_child[4] && in_child[5] && in_child[7]
+    );
+    assert_eq!(r.tests[0].value, Some(Value::Int("4".into())));
+    assert!(matches!(r.tests[8].value, Some(Value::Float(f)) if f == 0.0 && f.is_sign_negative()));
+    // Output hashes keep 1 and True, 0.0 and -0.0 apart, and are stable across runs.
+    let again = pool
+        .run(job(
+            program,
+            vec![call("f", "[2]", None), call("negzero", "[]", None)],
+        ))
+        .unwrap();
+    assert_eq!(again.tests[0].output_hash, r.tests[0].output_hash);
+    assert_ne!(
+        again.tests[1].output_hash,
+        Some(Value::Float(0.0).signature_hash())
+    );
+}
+
+#[test]
+fn program_errors_fail_every_test() {
+    let pool = pool(1);
+    for (program, kind) in [
+        ("def f(:\n  pass", "SyntaxError"),
+        ("import no_such_module_xyz", "ModuleNotFoundError"),
+        ("while True:\n    pass", "Timeout"),
+        ("raise SystemExit(0)", "SystemExit"),
+    ] {
+        let r = pool
+            .run(job(
+                program,
+                vec![call("f", "[]", None), assert_case("assert True")],
+            ))
+            .unwrap();
+        let pe = r
+            .program_error
+            .clone()
+            .unwrap_or_else(|| panic!("{program}: no program error"));
+        assert_eq!(pe.kind, kind, "{program}");
+        assert_eq!(
+            verdicts(&r),
+            vec![err("ProgramError"), err("ProgramError")],
+            "{program}"
+        );
+        assert!(!r.all_passed());
+    }
+    let r = pool
+        .run(job(
+            "print('hi')\nimport sys\nprint('err', file=sys.stderr)",
+            vec![],
+        ))
+        .unwrap();
+    assert!(r.all_passed());
+    assert_eq!(r.stdout, "hi\n");
+    assert_eq!(r.stderr, "err\n");
+}
+
+#[test]
+fn limits_per_job_override_the_pool() {
+    let pool = pool(1);
+    let mut j = job(
+        "def f():\n    s = 0\n    for i in range(10**8):\n        s += i\n    return s",
+        vec![call("f", "[]", None)],
+    );
+    j.limits = Some(Limits {
+        test_cpu: Duration::from_millis(100),
+        ..test_limits()
+    });
+    let r = pool.run(j).unwrap();
+    assert_eq!(verdicts(&r), vec![Verdict::Timeout]);
+    assert!(r.tests[0].duration < Duration::from_secs(2));
+}
+
+#[test]
+fn a_dead_worker_is_replaced_and_the_job_rerun() {
+    let pool = pool(1);
+    let slow = job(
+        "import time\ndef f():\n    time.sleep(1.5)\n    return 7",
+        vec![call("f", "[]", Some("7"))],
+    );
+    let rx = pool.submit(slow.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let victim = pool.worker_pids()[0];
+    // SAFETY: killing a process this test's pool started.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let r = rx.recv().unwrap().unwrap();
+    assert_eq!(verdicts(&r), vec![Verdict::Pass], "{r:?}");
+    assert_eq!(r.attempts, 2);
+    assert!(
+        r.events.iter().any(|e| e.contains("died")),
+        "{:?}",
+        r.events
+    );
+    assert_eq!(pool.stats().worker_restarts, 1);
+    assert_ne!(pool.worker_pids()[0], victim);
+    assert!(pool.run(slow).unwrap().all_passed());
+}
+
+#[test]
+fn a_hung_worker_is_killed_and_the_job_never_passes_silently() {
+    let pool = SandboxPool::new(ucoder_flow::sandbox::SandboxConfig {
+        workers: 1,
+        limits: Limits {
+            job_wall: Duration::from_secs(1),
+            ..test_limits()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let j = job("def f():\n    return 1", vec![call("f", "[]", Some("1"))]);
+    // Stop the worker before it sees the job: the pool must notice the hang, kill it and retry.
+    let victim = pool.worker_pids()[0];
+    // SAFETY: stopping a process this test's pool started.
+    unsafe { libc::kill(victim as i32, libc::SIGSTOP) };
+    let children = std::fs::read_to_string(format!("/proc/{victim}/task/{victim}/children"))
+        .unwrap_or_default();
+    for c in children.split_whitespace() {
+        // SAFETY: as above, the forkserver under the stopped outer process.
+        unsafe { libc::kill(c.parse::<i32>().unwrap(), libc::SIGSTOP) };
+    }
+    let r = pool.run(j.clone()).unwrap();
+    assert_eq!(verdicts(&r), vec![Verdict::Pass], "{r:?}");
+    assert_eq!(r.attempts, 2);
+    assert!(
+        r.events.iter().any(|e| e.contains("hung")),
+        "{:?}",
+        r.events
+    );
+    assert!(pool.run(j).unwrap().all_passed());
+}
+
+#[test]
+fn many_threads_share_one_pool() {
+    let pool = pool(2);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let pool = &pool;
+            s.spawn(move || {
+                for i in 0..10 {
+                    let r = pool
+                        .run(job(
+                            "def f(a, b):\n    return a * b",
+                            vec![call(
+                                "f",
+                                &format!("[{t}, {i}]"),
+                                Some(&(t * i).to_string()),
+                            )],
+                        ))
+                        .unwrap();
+                    assert!(r.all_passed());
+                }
+            });
+        }
+    });
+    assert_eq!(pool.stats().jobs, 40);
+}
+
+#[test]
+fn zero_workers_is_a_config_error() {
+    let e = SandboxPool::new(ucoder_flow::sandbox::SandboxConfig {
+        workers: 0,
+        ..Default::default()
+    });
+    assert!(matches!(
+        e,
+        Err(ucoder_flow::sandbox::SandboxError::Config(_))
+    ));
+}
+
+#[test]
+fn call_without_expected_only_records_the_value() {
+    let pool = pool(1);
+    let r = pool
+        .run(job(
+            "def f(x):\n    return {'k': [x, 1.5, b'z', None, True]}",
+            vec![TestCase::Call {
+                function: "f".into(),
+                args: "[3]".into(),
+                expected: None,
+            }],
+        ))
+        .unwrap();
+    assert_eq!(verdicts(&r), vec![Verdict::Pass]);
+    let v = r.tests[0].value.clone().unwrap();
+    assert!(v.py_eq(&Value::Dict(vec![(
+        Value::Str("k".into()),
+        Value::List(vec![
+            Value::Int("3".into()),
+            Value::Float(1.5),
+            Value::Bytes(b"z".to_vec()),
+            Value::None,
+            Value::Bool(true)
+        ])
+    )])));
+}
