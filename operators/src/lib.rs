@@ -4,3 +4,37 @@
 //! work to a backend pool without blocking a timely worker, the differential-dataflow signature
 //! grouper, the consensus selector and the adaptive-sampling controller, and the traits the engine
 //! implements (`Generate`, `Execute`). It knows nothing of candle or Parquet.
+//!
+//! - [`records`]: problems, ratings, skeletons, tests, candidates, executions, rejections; stable
+//!   content-derived ids ([`stable_hash`]).
+//! - [`signature`]: execution signatures (pass/fail or output hashes) and per-candidate verdicts.
+//! - [`selection`]: the selection rule (ρ, τ, consensus or dual agreement) and its batch reference.
+//! - [`consensus`]: the grouper (`count`) and selector (`reduce`) as one differential dataflow.
+//! - [`backend`]: the `Generate` / `Execute` traits and the thread pool that serves them.
+//! - [`offload`]: the non-blocking timely operator that batches requests to a backend pool.
+//! - [`adaptive`]: when to stop sampling a problem.
+
+pub mod adaptive;
+pub mod backend;
+pub mod consensus;
+pub mod offload;
+pub mod records;
+pub mod selection;
+pub mod signature;
+pub mod stable_hash;
+
+pub use adaptive::{AdaptiveSampling, ClusterStanding, Decision, StopReason};
+pub use backend::{
+    BackendError, BackendHandle, BackendPool, ChatMessage, Completion, ExecJob, Execute,
+    ExecuteService, FinishReason, Generate, GenerateService, Generation, GenerationRequest, Role,
+    SamplingParams, Service,
+};
+pub use consensus::{ClusterKey, Consensus, as_insertions, consensus};
+pub use offload::{BatchPolicy, offload};
+pub use records::{
+    Candidate, CandidateId, Category, Execution, LogprobSummary, Outcome, Perplexity, Problem,
+    ProblemId, Rating, RejectReason, Rejection, Skeleton, Stage, TestCase, TestId, TestKind,
+    TestResult,
+};
+pub use selection::{Selection, SelectionConfig, SelectionRule, select_batch};
+pub use signature::{Signature, SignatureKind, Verdict, VerdictError};

@@ -1,0 +1,284 @@
+//! The SignatureGrouper and the Selector as one incremental differential dataflow.
+//!
+//! Input: a collection of [`Verdict`]s (one per executed candidate; insertions as executions
+//! arrive, retractions if a candidate is withdrawn). Output ([`Consensus`]):
+//!
+//! - `clusters`: ((problem, signature), |C|) for every cluster of voting candidates (e(r) ≥ ρ, not
+//!   all-fail): the grouper, a differential `count()` over [`ClusterKey`]s.
+//! - `selections`: the [`Selection`] per problem: a `reduce` keyed by problem over the cluster
+//!   sizes (restricted to |C| ≥ τ) joined with the members' verdicts. As clusters grow or shrink
+//!   the reduce retracts the old winner and inserts the new one.
+//!
+//! The rule is the one documented in [`crate::selection`]; [`select_batch`](crate::select_batch)
+//! is its batch reference and the oracle tests compare the two after every round.
+//!
+//! Routing: [`ClusterKey`] hashes by problem id only, so a problem's clusters, members and
+//! selection are all arranged on the worker that owns the problem; `-w N` changes where work
+//! happens, never the result.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use differential_dataflow::VecCollection;
+use differential_dataflow::lattice::Lattice;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::order::TotalOrder;
+use timely::progress::Timestamp;
+
+use crate::Selection;
+use crate::records::ProblemId;
+use crate::selection::{SelectionConfig, SelectionRule, cmp_members, votes};
+use crate::signature::{Signature, Verdict};
+
+/// A cluster's identity: a problem and a signature.
+///
+/// `Hash` covers the problem id only (equal keys still hash equally), which makes differential's
+/// exchange route every cluster of a problem to the same worker as the problem itself.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ClusterKey {
+    /// The problem.
+    pub problem_id: ProblemId,
+    /// The shared signature.
+    pub signature: Signature,
+}
+
+impl Hash for ClusterKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.problem_id.hash(state);
+    }
+}
+
+/// The grouper's and the selector's outputs.
+pub struct Consensus<'scope, T: Timestamp> {
+    /// ((problem, signature), |C|) for every non-empty cluster of voting candidates.
+    pub clusters: VecCollection<'scope, T, (ClusterKey, isize)>,
+    /// At most one selection per problem.
+    pub selections: VecCollection<'scope, T, Selection>,
+}
+
+/// Builds the grouper and selector over `verdicts` with the settings in `config`.
+pub fn consensus<'scope, T>(
+    verdicts: VecCollection<'scope, T, Verdict>,
+    config: &SelectionConfig,
+) -> Consensus<'scope, T>
+where
+    T: Timestamp + Lattice + Ord,
+{
+    let config = *config;
+    let members = verdicts.filter(move |v| votes(v, &config)).map(|v| {
+        (
+            ClusterKey {
+                problem_id: v.problem_id,
+                signature: v.signature.clone(),
+            },
+            v,
+        )
+    });
+    let clusters = members.clone().map(|(key, _)| key).count();
+    let tau = config.tau as isize;
+    let ranked = members.join_map(
+        clusters.clone().filter(move |(_, size)| *size >= tau),
+        |key, verdict, size| (key.problem_id, (*size as u32, verdict.clone())),
+    );
+    let selections = ranked
+        .reduce_named("Selector", move |_problem, input, output| {
+            if let Some(selection) = choose(input, config.rule) {
+                output.push((selection, 1isize));
+            }
+        })
+        .map(|(_problem, selection)| selection);
+    Consensus {
+        clusters,
+        selections,
+    }
+}
+
+/// A cluster as seen by the reduce: its size, pass count and best member so far.
+struct ClusterView<'a> {
+    size: u32,
+    passed: u32,
+    best: &'a Verdict,
+}
+
+/// The reduce's logic: one pass over the problem's eligible members, grouped by signature.
+fn choose(input: &[(&(u32, Verdict), isize)], rule: SelectionRule) -> Option<Selection> {
+    let mut clusters: BTreeMap<&Signature, ClusterView<'_>> = BTreeMap::new();
+    for ((size, verdict), multiplicity) in input {
+        if *multiplicity <= 0 {
+            continue;
+        }
+        let view = clusters.entry(&verdict.signature).or_insert(ClusterView {
+            size: *size,
+            passed: verdict.signature.passed(),
+            best: verdict,
+        });
+        if cmp_members(verdict, view.best) == Ordering::Greater {
+            view.best = verdict;
+        }
+    }
+    let rank = |view: &ClusterView<'_>| {
+        let (size, passed) = (u64::from(view.size), u64::from(view.passed));
+        match rule {
+            SelectionRule::Consensus => (size, passed),
+            SelectionRule::DualAgreement => (passed * passed * size, size),
+        }
+    };
+    // `BTreeMap` iterates signatures ascending; on a full tie the earlier (smaller) signature must
+    // win, so only a strictly better cluster replaces the current leader.
+    let mut leader: Option<&ClusterView<'_>> = None;
+    for view in clusters.values() {
+        let better = match leader {
+            None => true,
+            Some(current) => {
+                rank(view)
+                    .cmp(&rank(current))
+                    .then_with(|| cmp_members(view.best, current.best))
+                    == Ordering::Greater
+            }
+        };
+        if better {
+            leader = Some(view);
+        }
+    }
+    leader.map(|view| Selection::of(view.best, view.size))
+}
+
+/// Turns a timely stream of records into a differential collection of insertions, each at the
+/// time of the message that carried it (the executor's verdicts entering the grouper).
+pub fn as_insertions<'scope, T, D>(stream: StreamVec<'scope, T, D>) -> VecCollection<'scope, T, D>
+where
+    T: Timestamp + TotalOrder,
+    D: Clone + 'static,
+{
+    let collection = stream
+        .unary::<timely::container::CapacityContainerBuilder<Vec<(D, T, isize)>>, _, _, _>(
+            Pipeline,
+            "AsInsertions",
+            |_capability, _info| {
+                move |input, output| {
+                    input.for_each_stamp(|capability, data| {
+                        let Some(time) = capability.least().cloned() else {
+                            return;
+                        };
+                        let mut session = output.session(&capability);
+                        for batch in data {
+                            session
+                                .give_iterator(batch.drain(..).map(|d| (d, time.clone(), 1isize)));
+                        }
+                    });
+                }
+            },
+        );
+    VecCollection::new(collection)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{CandidateId, Perplexity};
+    use differential_dataflow::input::Input;
+    use timely::dataflow::operators::capture::{Capture, Extract};
+
+    fn verdict(id: u64, bits: u64, ppl: f64) -> Verdict {
+        Verdict {
+            problem_id: ProblemId(1),
+            candidate_id: CandidateId(id),
+            signature: Signature::PassFail {
+                tests: 4,
+                bits: vec![bits],
+            },
+            executed: 4,
+            tests: 4,
+            passed: bits.count_ones(),
+            perplexity: Perplexity::new(ppl),
+        }
+    }
+
+    #[test]
+    fn winner_is_retracted_and_replaced_as_clusters_grow() {
+        let (send, recv) = std::sync::mpsc::channel();
+        timely::execute_directly(move |worker| {
+            let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, verdicts) = scope.new_collection::<Verdict, isize>();
+                let out = consensus(
+                    verdicts,
+                    &SelectionConfig {
+                        tau: 2,
+                        ..Default::default()
+                    },
+                );
+                let (probe, selections) = out.selections.probe();
+                selections.inner.capture_into(send);
+                (input, probe)
+            });
+            // Round 0: cluster A = {1, 2} wins (B = {3} is below τ).
+            input.insert(verdict(1, 0b0011, 2.0));
+            input.insert(verdict(2, 0b0011, 1.5));
+            input.insert(verdict(3, 0b0111, 1.0));
+            input.advance_to(1);
+            input.flush();
+            worker.step_while(|| probe.less_than(&1));
+            // Round 1: B grows to 3 members and takes over.
+            input.insert(verdict(4, 0b0111, 1.2));
+            input.insert(verdict(5, 0b0111, 0.9));
+            input.advance_to(2);
+            input.flush();
+            worker.step_while(|| probe.less_than(&2));
+            // Round 2: r* of B is withdrawn; the next best member of B replaces it.
+            input.remove(verdict(5, 0b0111, 0.9));
+            input.advance_to(3);
+        });
+        let mut updates: Vec<(u64, CandidateId, u32, isize)> = recv
+            .extract()
+            .into_iter()
+            .flat_map(|(_, batch)| batch)
+            .map(|(s, t, d)| (t, s.candidate_id, s.cluster_size, d))
+            .collect();
+        updates.sort();
+        assert_eq!(
+            updates,
+            vec![
+                (0, CandidateId(2), 2, 1),
+                (1, CandidateId(2), 2, -1),
+                (1, CandidateId(5), 3, 1),
+                (2, CandidateId(3), 2, 1),
+                (2, CandidateId(5), 3, -1),
+            ]
+        );
+    }
+
+    #[test]
+    fn clusters_count_only_voting_candidates() {
+        let (send, recv) = std::sync::mpsc::channel();
+        timely::execute_directly(move |worker| {
+            worker.dataflow::<u64, _, _>(|scope| {
+                let mut all_fail = verdict(9, 0, 1.0);
+                all_fail.passed = 0;
+                let mut low_e = verdict(8, 0b1, 1.0);
+                low_e.executed = 2;
+                let (_input, verdicts) = scope.new_collection_from(vec![
+                    verdict(1, 0b1, 1.0),
+                    verdict(2, 0b1, 1.0),
+                    all_fail,
+                    low_e,
+                ]);
+                consensus(verdicts, &SelectionConfig::default())
+                    .clusters
+                    .inner
+                    .capture_into(send);
+            });
+        });
+        let clusters: Vec<_> = recv
+            .extract()
+            .into_iter()
+            .flat_map(|(_, b)| b)
+            .map(|((k, n), _, d)| (k, n, d))
+            .collect();
+        assert_eq!(clusters.len(), 1, "{clusters:?}");
+        assert_eq!((clusters[0].1, clusters[0].2), (2, 1));
+    }
+}

@@ -1,0 +1,463 @@
+//! The records that flow between the IPC stages, and their stable content-derived ids.
+//!
+//! Every record carries the id of the problem it belongs to, so the dataflow can route (exchange)
+//! everything by problem id. Ids are [`StableHasher`](crate::stable_hash::StableHasher) digests of a
+//! domain tag plus the record's defining content:
+//!
+//! | id | derived from |
+//! |---|---|
+//! | [`ProblemId`] | `"problem"`, title, description, signature |
+//! | [`TestId`] | `"test"`, problem id, test kind, test code |
+//! | [`CandidateId`] | `"candidate"`, problem id, sample index, code |
+//!
+//! The sample index is part of a candidate's id because two samples with identical code are still
+//! two votes for their cluster. Stages that the model may fail to follow produce a [`Rejection`]
+//! instead of a record; rejections are data, counted by [`RejectReason`] in the run summary.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+use crate::stable_hash::StableHasher;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub u64);
+
+        impl fmt::Display for $name {
+            /// Sixteen lower-case hex digits, the form used in artifacts and logs.
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:016x}", self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Stable id of a [`Problem`].
+    ProblemId
+);
+id_type!(
+    /// Stable id of a [`TestCase`].
+    TestId
+);
+id_type!(
+    /// Stable id of a [`Candidate`].
+    CandidateId
+);
+
+/// The paper's task types; every problem request names one, and problems keep it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// Basic algorithms and data structures.
+    BasicAlgorithms,
+    /// Tasks stated as natural-language instructions.
+    NaturalLanguage,
+    /// Standard-library tool use.
+    StandardLibrary,
+    /// Competitive-programming style problems.
+    CompetitiveProgramming,
+    /// Algorithms drawn from other domains (science, finance, text, ...).
+    MultiDomain,
+}
+
+impl Category {
+    /// All categories, in a fixed order (used to spread seeds over task types).
+    pub const ALL: [Category; 5] = [
+        Category::BasicAlgorithms,
+        Category::NaturalLanguage,
+        Category::StandardLibrary,
+        Category::CompetitiveProgramming,
+        Category::MultiDomain,
+    ];
+
+    /// The snake_case name used in prompts, TOML and artifacts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::BasicAlgorithms => "basic_algorithms",
+            Category::NaturalLanguage => "natural_language",
+            Category::StandardLibrary => "standard_library",
+            Category::CompetitiveProgramming => "competitive_programming",
+            Category::MultiDomain => "multi_domain",
+        }
+    }
+}
+
+/// A problem written by the model (stage 1, `<PROBLEM_START> ... <PROBLEM_END>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// Content-derived id; see [`Problem::derive_id`].
+    pub id: ProblemId,
+    /// Requested task type.
+    pub category: Category,
+    /// Seed of the generation request that produced it.
+    pub seed: u64,
+    /// Short title.
+    pub title: String,
+    /// Full statement.
+    pub description: String,
+    /// Typed Python function signature, e.g. `def two_sum(nums: list[int], target: int) -> list[int]`.
+    pub signature: String,
+    /// One worked example.
+    pub example: String,
+    /// A hint for the solver.
+    pub hint: String,
+}
+
+impl Problem {
+    /// The id of a problem with this title, description and signature.
+    pub fn derive_id(title: &str, description: &str, signature: &str) -> ProblemId {
+        let mut hasher = StableHasher::with_domain("problem");
+        hasher
+            .write_str(title)
+            .write_str(description)
+            .write_str(signature);
+        ProblemId(hasher.finish())
+    }
+}
+
+/// The Quality Oracle's verdict on a problem (stage 2, `<RATING_START> ... <RATING_END>`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rating {
+    /// The rated problem.
+    pub problem_id: ProblemId,
+    /// `Problem Quality Score: X`; problems below the configured threshold are dropped.
+    pub score: f32,
+    /// Difficulty label as written by the model (free text, e.g. `easy`).
+    pub difficulty: String,
+    /// The rater's summary.
+    pub summary: String,
+}
+
+/// The Interface Synthesizer's function stub (stage 3, `<SKELETON_START> ... <SKELETON_END>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skeleton {
+    /// The problem it belongs to.
+    pub problem_id: ProblemId,
+    /// Name of the function that tests call and candidates must define.
+    pub function_name: String,
+    /// Number of parameters of that function (tests are arity-checked against it).
+    pub arity: u32,
+    /// The stub: imports, signature and an Args/Returns docstring.
+    pub code: String,
+}
+
+/// How a test exercises a candidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestKind {
+    /// An `assert f(...) == expected` statement: passes when no exception is raised.
+    Assert,
+    /// A bare call `f(...)`: passes when it returns; its returned value (hashed) is the output.
+    Call,
+}
+
+/// One test case of a problem (stage 4).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TestCase {
+    /// Content-derived id; see [`TestCase::derive_id`].
+    pub id: TestId,
+    /// The problem it tests.
+    pub problem_id: ProblemId,
+    /// Assert or call.
+    pub kind: TestKind,
+    /// The Python source of the test (one statement or expression).
+    pub code: String,
+}
+
+impl TestCase {
+    /// The id of the test `code` of kind `kind` for problem `problem_id`.
+    pub fn derive_id(problem_id: ProblemId, kind: TestKind, code: &str) -> TestId {
+        let mut hasher = StableHasher::with_domain("test");
+        hasher
+            .write_u64(problem_id.0)
+            .write_u64(kind as u64)
+            .write_str(code);
+        TestId(hasher.finish())
+    }
+
+    /// Builds a test case with its derived id.
+    pub fn new(problem_id: ProblemId, kind: TestKind, code: impl Into<String>) -> Self {
+        let code = code.into();
+        Self {
+            id: Self::derive_id(problem_id, kind, &code),
+            problem_id,
+            kind,
+            code,
+        }
+    }
+}
+
+/// The model's per-token log-probabilities of a completion, summarised to what selection needs.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct LogprobSummary {
+    /// Number of completion tokens.
+    pub tokens: u32,
+    /// Sum of the natural-log probabilities of those tokens (≤ 0).
+    pub sum_logprob: f64,
+}
+
+impl LogprobSummary {
+    /// Adds one token's log-probability.
+    pub fn push(&mut self, logprob: f64) {
+        self.tokens += 1;
+        self.sum_logprob += logprob;
+    }
+
+    /// f(r) = exp(−mean log p): the completion's perplexity, lower is more fluent. An empty
+    /// completion (no tokens) has perplexity +∞, so it loses every fluency tie-break.
+    pub fn perplexity(&self) -> Perplexity {
+        if self.tokens == 0 {
+            return Perplexity::new(f64::INFINITY);
+        }
+        Perplexity::new((-self.sum_logprob / f64::from(self.tokens)).exp())
+    }
+}
+
+/// A perplexity value with a total order, so it can live in differential collections and decide
+/// ties deterministically. NaN is mapped to +∞ at construction (it can only come from a broken
+/// backend and must never win a tie-break).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Perplexity(f64);
+
+impl Perplexity {
+    /// Wraps `value`; NaN becomes +∞.
+    pub fn new(value: f64) -> Self {
+        Self(if value.is_nan() { f64::INFINITY } else { value })
+    }
+
+    /// The value.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl PartialEq for Perplexity {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Perplexity {}
+impl PartialOrd for Perplexity {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Perplexity {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+impl Hash for Perplexity {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state);
+    }
+}
+
+/// A candidate solution sampled from the model (stage 5).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// Content-derived id; see [`Candidate::derive_id`].
+    pub id: CandidateId,
+    /// The problem it solves.
+    pub problem_id: ProblemId,
+    /// Index of the sample among the problem's n samples (0-based, unique per problem).
+    pub sample_index: u32,
+    /// The sampling round (timely time) that produced it.
+    pub round: u64,
+    /// The extracted Python code.
+    pub code: String,
+    /// Log-probabilities of the completion's tokens.
+    pub logprobs: LogprobSummary,
+}
+
+impl Candidate {
+    /// The id of sample `sample_index` with `code` for problem `problem_id`.
+    pub fn derive_id(problem_id: ProblemId, sample_index: u32, code: &str) -> CandidateId {
+        let mut hasher = StableHasher::with_domain("candidate");
+        hasher
+            .write_u64(problem_id.0)
+            .write_u64(u64::from(sample_index))
+            .write_str(code);
+        CandidateId(hasher.finish())
+    }
+
+    /// f(r), the completion's perplexity.
+    pub fn perplexity(&self) -> Perplexity {
+        self.logprobs.perplexity()
+    }
+}
+
+/// The outcome of one candidate on one test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The test ran and passed.
+    Pass,
+    /// The test ran to completion and its assertion failed. The candidate *executed*.
+    Fail,
+    /// The candidate raised (or could not be loaded): it did not execute.
+    Error,
+    /// The test hit its time limit: the candidate did not execute.
+    Timeout,
+}
+
+impl Outcome {
+    /// Whether the candidate executed on the test (no crash, no timeout): what e(r) counts.
+    pub fn executed(self) -> bool {
+        matches!(self, Outcome::Pass | Outcome::Fail)
+    }
+}
+
+/// One test's result within an [`Execution`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TestResult {
+    /// The test.
+    pub test_id: TestId,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Stable hash of the returned value's `repr`, when the sandbox captured one.
+    pub output_hash: Option<u64>,
+}
+
+/// A candidate run on its problem's whole test set (stage 5, from the sandbox).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execution {
+    /// The problem.
+    pub problem_id: ProblemId,
+    /// The candidate that ran.
+    pub candidate_id: CandidateId,
+    /// One result per test of the problem, in any order.
+    pub results: Vec<TestResult>,
+}
+
+/// The stage that rejected a model output or record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Problem generation.
+    Problem,
+    /// Quality rating.
+    Rating,
+    /// Skeleton synthesis.
+    Skeleton,
+    /// Test generation.
+    Test,
+    /// Solution sampling.
+    Candidate,
+    /// Sandbox execution.
+    Execution,
+}
+
+/// Why a record was rejected; the summary counts rejections by this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// The response lacks the required tags or fields.
+    Unparseable,
+    /// The rating is below the configured quality threshold.
+    LowQuality,
+    /// A duplicate or near-duplicate of an earlier record.
+    Duplicate,
+    /// The code does not parse as Python.
+    SyntaxError,
+    /// The skeleton does not define the signature's function.
+    MissingFunction,
+    /// A test calls the function with the wrong number of arguments.
+    ArityMismatch,
+    /// No code block could be extracted from the completion.
+    NoCode,
+    /// The backend failed on the request.
+    BackendError,
+    /// An execution does not cover the problem's test set exactly.
+    IncompleteExecution,
+}
+
+impl RejectReason {
+    /// The snake_case name used in artifacts and the summary table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Unparseable => "unparseable",
+            RejectReason::LowQuality => "low_quality",
+            RejectReason::Duplicate => "duplicate",
+            RejectReason::SyntaxError => "syntax_error",
+            RejectReason::MissingFunction => "missing_function",
+            RejectReason::ArityMismatch => "arity_mismatch",
+            RejectReason::NoCode => "no_code",
+            RejectReason::BackendError => "backend_error",
+            RejectReason::IncompleteExecution => "incomplete_execution",
+        }
+    }
+}
+
+/// A model output or record that a stage refused, kept with its reason and raw text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// The rejecting stage.
+    pub stage: Stage,
+    /// The problem concerned, if it is known at that stage.
+    pub problem_id: Option<ProblemId>,
+    /// Machine-readable reason.
+    pub reason: RejectReason,
+    /// Human-readable detail (which tag, which line, which test, ...).
+    pub detail: String,
+    /// The raw model output or record text, verbatim.
+    pub raw: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_depend_on_defining_content_only() {
+        let a = Problem::derive_id("t", "d", "def f(x: int) -> int");
+        assert_eq!(a, Problem::derive_id("t", "d", "def f(x: int) -> int"));
+        assert_ne!(a, Problem::derive_id("t", "d", "def f(x: int) -> str"));
+        let t1 = TestCase::new(a, TestKind::Assert, "assert f(1) == 2");
+        let t2 = TestCase::new(a, TestKind::Call, "assert f(1) == 2");
+        assert_ne!(t1.id, t2.id, "the kind is part of a test's identity");
+        // Two samples with the same code are two candidates (two votes).
+        assert_ne!(
+            Candidate::derive_id(a, 0, "x"),
+            Candidate::derive_id(a, 1, "x")
+        );
+        assert_eq!(format!("{}", ProblemId(0xab)), "00000000000000ab");
+    }
+
+    #[test]
+    fn perplexity_is_exp_of_negative_mean_logprob() {
+        let mut summary = LogprobSummary::default();
+        summary.push(-1.0);
+        summary.push(-3.0);
+        assert!((summary.perplexity().get() - 2f64.exp()).abs() < 1e-12);
+        assert_eq!(LogprobSummary::default().perplexity().get(), f64::INFINITY);
+        assert_eq!(Perplexity::new(f64::NAN), Perplexity::new(f64::INFINITY));
+        assert!(Perplexity::new(1.5) < Perplexity::new(2.0));
+    }
+
+    #[test]
+    fn only_pass_and_fail_count_as_executed() {
+        assert!(Outcome::Pass.executed() && Outcome::Fail.executed());
+        assert!(!Outcome::Error.executed() && !Outcome::Timeout.executed());
+    }
+
+    #[test]
+    fn records_round_trip_through_serde() {
+        // Ids serialize as bare integers (`serde(transparent)`), which the artifact writer and the
+        // timely exchange rely on.
+        let t = TestCase::new(ProblemId(7), TestKind::Call, "f(2)");
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(json.contains(&format!("\"id\":{}", t.id.0)), "{json}");
+        assert!(json.contains("\"kind\":\"call\""), "{json}");
+        let back: TestCase = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, t);
+    }
+}

@@ -1,0 +1,337 @@
+//! The consensus selection rule, its configuration, the [`Selection`] record, and a plain-Rust
+//! batch implementation ([`select_batch`]) that serves as the oracle for the incremental dataflow
+//! and as the reranker for benchmark evaluation.
+//!
+//! The rule (the paper's §2.3, with our documented choices where it is silent), per problem:
+//!
+//! 1. R′ = {r : e(r) ≥ ρ}; candidates whose signature is all-fail are dropped too.
+//! 2. Clusters are the groups of R′ with equal signatures; only clusters with |C| ≥ τ are eligible.
+//! 3. C* is the best eligible cluster under [`SelectionRule`]:
+//!    - `Consensus` (the paper's): largest |C|; ties → more tests passed by the cluster's signature;
+//!      then the better *best member* (step 4's order).
+//!    - `DualAgreement` (CodeT): largest |tests passed| × √|C| (compared exactly as
+//!      passed² · |C| in integers); ties → larger |C|; then the better best member.
+//!
+//!    Step 4's order ends in the candidate id and a candidate belongs to one cluster, so two
+//!    clusters never tie completely (the implementations still fall back to the smaller signature).
+//! 4. r* is the member of C* with the greatest e(r) (compared as exact fractions), then the lowest
+//!    f(r) (perplexity, total order, NaN counts as +∞), then the smallest candidate id.
+//!
+//! Every tie-break is on content, never on arrival order, so the selection is a function of the
+//! set of verdicts alone: the same for any interleaving, any round structure and any number of
+//! timely workers. A problem with no eligible cluster has no selection.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::records::{CandidateId, Perplexity, ProblemId};
+use crate::signature::{Signature, SignatureKind, Verdict};
+
+/// How C* is chosen among the eligible clusters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectionRule {
+    /// The paper's rule: the largest cluster.
+    #[default]
+    Consensus,
+    /// CodeT's dual agreement: the cluster maximising |tests passed| × √|C|.
+    DualAgreement,
+}
+
+/// Selection settings (ρ, τ, rule, signature kind).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelectionConfig {
+    /// ρ: the minimum execution rate e(r) for a candidate to vote (paper: 0.8).
+    pub rho: f64,
+    /// τ: the minimum cluster size for a cluster to be selected (paper: open; default 2).
+    pub tau: u32,
+    /// How C* is chosen.
+    pub rule: SelectionRule,
+    /// Which signature candidates are clustered by (used when building [`Verdict`]s).
+    pub signature: SignatureKind,
+}
+
+impl Default for SelectionConfig {
+    fn default() -> Self {
+        Self {
+            rho: 0.8,
+            tau: 2,
+            rule: SelectionRule::Consensus,
+            signature: SignatureKind::PassFail,
+        }
+    }
+}
+
+/// An invalid [`SelectionConfig`].
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum SelectionConfigError {
+    /// ρ outside [0, 1].
+    #[error(
+        "selection.rho = {0} is outside [0, 1]; it is the minimum fraction of tests a candidate must execute"
+    )]
+    Rho(f64),
+    /// τ = 0.
+    #[error("selection.tau = 0; the minimum cluster size must be at least 1")]
+    Tau,
+}
+
+impl SelectionConfig {
+    /// Checks ρ ∈ [0, 1] and τ ≥ 1.
+    pub fn validate(&self) -> Result<(), SelectionConfigError> {
+        if !(0.0..=1.0).contains(&self.rho) {
+            return Err(SelectionConfigError::Rho(self.rho));
+        }
+        if self.tau == 0 {
+            return Err(SelectionConfigError::Tau);
+        }
+        Ok(())
+    }
+}
+
+/// The solution selected for a problem: r* and a description of its cluster C*.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Selection {
+    /// The problem.
+    pub problem_id: ProblemId,
+    /// r*.
+    pub candidate_id: CandidateId,
+    /// Digest of C*'s signature ([`Signature::digest`]).
+    pub cluster: u64,
+    /// |C*|.
+    pub cluster_size: u32,
+    /// Tests r* executed.
+    pub executed: u32,
+    /// Tests of the problem.
+    pub tests: u32,
+    /// Tests r* (and every member of C*) passed.
+    pub passed: u32,
+    /// f(r*).
+    pub perplexity: Perplexity,
+}
+
+impl Selection {
+    /// The selection of `member` out of a cluster of `cluster_size`.
+    pub fn of(member: &Verdict, cluster_size: u32) -> Self {
+        Self {
+            problem_id: member.problem_id,
+            candidate_id: member.candidate_id,
+            cluster: member.signature.digest(),
+            cluster_size,
+            executed: member.executed,
+            tests: member.tests,
+            passed: member.passed,
+            perplexity: member.perplexity,
+        }
+    }
+}
+
+/// Member order of step 4: `Greater` means `a` is the better representative.
+pub fn cmp_members(a: &Verdict, b: &Verdict) -> Ordering {
+    a.cmp_execution_rate(b)
+        .then_with(|| b.perplexity.cmp(&a.perplexity))
+        .then_with(|| b.candidate_id.cmp(&a.candidate_id))
+}
+
+/// Whether a verdict votes at all: e(r) ≥ ρ and not all-fail.
+pub fn votes(verdict: &Verdict, config: &SelectionConfig) -> bool {
+    verdict.meets_rho(config.rho) && !verdict.signature.is_all_fail()
+}
+
+/// Batch selection over a set of verdicts (any number of problems, any order): the reference
+/// implementation of the rule in the module docs.
+pub fn select_batch(
+    verdicts: &[Verdict],
+    config: &SelectionConfig,
+) -> BTreeMap<ProblemId, Selection> {
+    let mut clusters: BTreeMap<(ProblemId, &Signature), Vec<&Verdict>> = BTreeMap::new();
+    for verdict in verdicts.iter().filter(|v| votes(v, config)) {
+        clusters
+            .entry((verdict.problem_id, &verdict.signature))
+            .or_default()
+            .push(verdict);
+    }
+    let mut per_problem: BTreeMap<ProblemId, Vec<(&Signature, Vec<&Verdict>)>> = BTreeMap::new();
+    for ((problem, signature), members) in clusters {
+        if members.len() >= config.tau as usize {
+            per_problem
+                .entry(problem)
+                .or_default()
+                .push((signature, members));
+        }
+    }
+    let mut selections = BTreeMap::new();
+    for (problem, mut eligible) in per_problem {
+        for (_, members) in &mut eligible {
+            // Best member first.
+            members.sort_by(|a, b| cmp_members(b, a));
+        }
+        let better_cluster = |a: &(&Signature, Vec<&Verdict>), b: &(&Signature, Vec<&Verdict>)| {
+            let (size_a, size_b) = (a.1.len() as u64, b.1.len() as u64);
+            let (passed_a, passed_b) = (u64::from(a.0.passed()), u64::from(b.0.passed()));
+            let primary = match config.rule {
+                SelectionRule::Consensus => size_a.cmp(&size_b).then(passed_a.cmp(&passed_b)),
+                SelectionRule::DualAgreement => (passed_a * passed_a * size_a)
+                    .cmp(&(passed_b * passed_b * size_b))
+                    .then(size_a.cmp(&size_b)),
+            };
+            primary
+                .then_with(|| cmp_members(a.1[0], b.1[0]))
+                .then_with(|| b.0.cmp(a.0))
+        };
+        let best = eligible
+            .iter()
+            .max_by(|a, b| better_cluster(a, b))
+            .expect("per_problem only holds problems with an eligible cluster");
+        selections.insert(problem, Selection::of(best.1[0], best.1.len() as u32));
+    }
+    selections
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(problem: u64, id: u64, bits: u64, executed: u32, ppl: f64) -> Verdict {
+        let tests = 8;
+        Verdict {
+            problem_id: ProblemId(problem),
+            candidate_id: CandidateId(id),
+            signature: Signature::PassFail {
+                tests,
+                bits: vec![bits],
+            },
+            executed,
+            tests,
+            passed: bits.count_ones(),
+            perplexity: Perplexity::new(ppl),
+        }
+    }
+
+    #[test]
+    fn largest_cluster_then_best_execution_then_lowest_perplexity() {
+        let vs = vec![
+            verdict(1, 10, 0b1111, 8, 1.5),
+            verdict(1, 11, 0b1111, 8, 1.2), // same cluster, more fluent: r*
+            verdict(1, 12, 0b1111, 7, 1.0), // most fluent but executes less
+            verdict(1, 20, 0b0011, 8, 1.0),
+            verdict(1, 21, 0b0011, 8, 1.0),
+        ];
+        let s = select_batch(
+            &vs,
+            &SelectionConfig {
+                rho: 0.8,
+                tau: 2,
+                ..Default::default()
+            },
+        );
+        let sel = &s[&ProblemId(1)];
+        assert_eq!(
+            (sel.candidate_id, sel.cluster_size, sel.passed),
+            (CandidateId(11), 3, 4)
+        );
+    }
+
+    #[test]
+    fn rho_tau_and_all_fail_filters() {
+        let config = SelectionConfig {
+            rho: 0.8,
+            tau: 2,
+            ..Default::default()
+        };
+        // All-fail cluster of 5 never wins; a cluster of 2 below ρ does not vote.
+        let mut vs: Vec<_> = (0..5).map(|i| verdict(1, i, 0, 8, 1.0)).collect();
+        vs.push(verdict(1, 10, 0b1, 6, 1.0));
+        vs.push(verdict(1, 11, 0b1, 6, 1.0));
+        assert!(select_batch(&vs, &config).is_empty());
+        // Lower ρ lets them vote.
+        let low = SelectionConfig {
+            rho: 0.75,
+            ..config
+        };
+        assert_eq!(
+            select_batch(&vs, &low)[&ProblemId(1)].candidate_id,
+            CandidateId(10)
+        );
+        // τ above the cluster size: nothing.
+        let strict = SelectionConfig {
+            rho: 0.75,
+            tau: 3,
+            ..config
+        };
+        assert!(select_batch(&vs, &strict).is_empty());
+    }
+
+    #[test]
+    fn dual_agreement_prefers_more_passes_over_size() {
+        // Cluster A: 4 members passing 1 test (score 1·4 = 4); cluster B: 2 members passing 3
+        // tests (score 9·2 = 18).
+        let mut vs: Vec<_> = (0..4).map(|i| verdict(1, i, 0b1, 8, 1.0)).collect();
+        vs.push(verdict(1, 10, 0b111, 8, 2.0));
+        vs.push(verdict(1, 11, 0b111, 8, 3.0));
+        let consensus = SelectionConfig::default();
+        assert_eq!(select_batch(&vs, &consensus)[&ProblemId(1)].cluster_size, 4);
+        let dual = SelectionConfig {
+            rule: SelectionRule::DualAgreement,
+            ..consensus
+        };
+        let sel = &select_batch(&vs, &dual)[&ProblemId(1)];
+        assert_eq!((sel.candidate_id, sel.cluster_size), (CandidateId(10), 2));
+    }
+
+    #[test]
+    fn ties_are_broken_on_content_not_order() {
+        // Two clusters of equal size and equal pass count: the better best member decides, and the
+        // input order never matters.
+        let vs = vec![
+            verdict(1, 1, 0b01, 8, 1.0),
+            verdict(1, 2, 0b01, 8, 1.0),
+            verdict(1, 3, 0b10, 8, 0.9),
+            verdict(1, 4, 0b10, 8, 1.0),
+        ];
+        let config = SelectionConfig::default();
+        let forward = select_batch(&vs, &config);
+        let mut reversed = vs.clone();
+        reversed.reverse();
+        assert_eq!(forward, select_batch(&reversed, &config));
+        assert_eq!(forward[&ProblemId(1)].candidate_id, CandidateId(3));
+        let same_members = vec![
+            verdict(1, 1, 0b10, 8, 1.0),
+            verdict(1, 2, 0b10, 8, 1.0),
+            verdict(1, 3, 0b01, 8, 1.0),
+            verdict(1, 4, 0b01, 8, 1.0),
+        ];
+        // Equal sizes, passes, e and f: the cluster whose best member has the smaller id wins.
+        assert_eq!(
+            select_batch(&same_members, &config)[&ProblemId(1)].candidate_id,
+            CandidateId(1)
+        );
+        // Equal e and f inside the cluster: the smaller candidate id.
+        assert_eq!(
+            select_batch(&same_members[..2], &config)[&ProblemId(1)].candidate_id,
+            CandidateId(1)
+        );
+    }
+
+    #[test]
+    fn config_validation_names_the_field() {
+        assert!(SelectionConfig::default().validate().is_ok());
+        let err = SelectionConfig {
+            rho: 1.5,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("selection.rho = 1.5"));
+        assert_eq!(
+            SelectionConfig {
+                tau: 0,
+                ..Default::default()
+            }
+            .validate(),
+            Err(SelectionConfigError::Tau)
+        );
+    }
+}
