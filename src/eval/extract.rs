@@ -736,6 +736,7 @@ mod tests {
         let problems = humaneval::load(&crate::fetch::cache_dir(), &|_| {}).unwrap();
         let mut programs = Vec::new();
         let mut checked = 0;
+        let mut missing = Vec::new();
         for (file, cases) in expected.as_object().unwrap() {
             let text = std::fs::read_to_string(root.join(file)).unwrap();
             for line in text.lines() {
@@ -758,6 +759,10 @@ mod tests {
                     PromptStyle::Chat,
                 );
                 let case = &cases[id];
+                if case.is_null() {
+                    missing.push(format!("{file} {id}: {e}\n{}", e.program().unwrap_or("")));
+                    continue;
+                }
                 assert_eq!(
                     e.status(),
                     case["status"].as_str().unwrap(),
@@ -782,6 +787,7 @@ mod tests {
                 checked += 1;
             }
         }
+        assert!(missing.is_empty(), "fixtures without expectations:\n{}", missing.join("\n"));
         assert!(checked >= 20, "only {checked} fixtures");
         // One python3 run parses every program and prints which are valid.
         let script = "import ast, json, sys\nfor p in json.load(sys.stdin):\n    try:\n        ast.parse(p); print('ok')\n    except SyntaxError as e:\n        print('bad', e)\n";
