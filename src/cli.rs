@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::{fetch, models};
+use crate::{eval, fetch, models};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +28,8 @@ enum Command {
     },
     /// Sample completions of a prompt with the in-process engine and print them with tokens/s.
     Generate(crate::llm::bench::GenerateArgs),
+    /// Evaluate a model on a benchmark (HumanEval): pass@k, per-sample Parquet, summary.
+    Eval(eval::EvalArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -87,6 +89,7 @@ fn say(line: &str) {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate(args) => Ok(crate::llm::bench::generate_command(&args)?),
+        Command::Eval(args) => Ok(eval::run_cli(&args)?),
         Command::Models { command } => match command {
             ModelsCommand::List => {
                 let cache = fetch::cache_dir();

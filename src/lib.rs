@@ -7,6 +7,7 @@
 //! - [`models`]: the model registry and user-supplied model paths.
 //! - [`llm`]: the in-process candle engine (GGUF loading, tokenizer, chat template, sampling).
 //! - [`sandbox`]: the pool of isolated Python workers that executes generated code.
+//! - [`store`]: atomic Parquet artifact parts, manifests and resume.
 //! - [`eval`]: public benchmarks (HumanEval), pass@k and the `ucoder-flow eval` job.
 //! - [`cli`]: the `ucoder-flow` command line.
 
@@ -16,3 +17,4 @@ pub mod fetch;
 pub mod llm;
 pub mod models;
 pub mod sandbox;
+pub mod store;
