@@ -10,10 +10,12 @@
 //! - [`sandbox`]: the pool of isolated Python workers that executes generated code.
 //! - [`eval`]: public benchmarks (HumanEval), pass@k and the `ucoder-flow eval` job.
 //! - [`prompts`]: the IPC stage prompt templates and their strict parsers.
+//! - [`dedup`]: near-duplicate problem removal (normalized signature + MinHash of descriptions).
 //! - [`cli`]: the `ucoder-flow` command line.
 
 pub mod cli;
 pub mod config;
+pub mod dedup;
 pub mod eval;
 pub mod fetch;
 pub mod llm;
