@@ -11,6 +11,7 @@
 //! - [`eval`]: public benchmarks (HumanEval), pass@k and the `ucoder-flow eval` job.
 //! - [`prompts`]: the IPC stage prompt templates and their strict parsers.
 //! - [`dedup`]: near-duplicate problem removal (normalized signature + MinHash of descriptions).
+//! - [`sft`]: SFT data: prompt masking, sequence packing and the shard sink.
 //! - [`cli`]: the `ucoder-flow` command line.
 
 pub mod cli;
@@ -22,3 +23,4 @@ pub mod llm;
 pub mod models;
 pub mod prompts;
 pub mod sandbox;
+pub mod sft;

@@ -1,0 +1,6 @@
+//! Supervised fine-tuning data: the sink that turns selected (problem, solution) pairs into
+//! tokenized, prompt-masked, packed training sequences (DESIGN §7).
+//!
+//! - [`pack`]: label masking and sequence packing over token ids, independent of any tokenizer.
+
+pub mod pack;
