@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::{fetch, models};
+use crate::{eval, fetch, models};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +26,8 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Evaluate a model on a benchmark (HumanEval): pass@k, per-sample Parquet, summary.
+    Eval(eval::EvalArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +60,7 @@ fn say(line: &str) {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Eval(args) => Ok(eval::run_cli(&args)?),
         Command::Models { command } => match command {
             ModelsCommand::List => {
                 let cache = fetch::cache_dir();

@@ -8,6 +8,7 @@
 //! - [`models`]: the model registry and user-supplied model paths.
 //! - [`llm`]: the in-process candle engine (GGUF loading, tokenizer, chat template, sampling).
 //! - [`sandbox`]: the pool of isolated Python workers that executes generated code.
+//! - [`store`]: atomic Parquet artifact parts, manifests and resume.
 //! - [`eval`]: public benchmarks (HumanEval), pass@k and the `ucoder-flow eval` job.
 //! - [`prompts`]: the IPC stage prompt templates and their strict parsers.
 //! - [`dedup`]: near-duplicate problem removal (normalized signature + MinHash of descriptions).
@@ -24,3 +25,4 @@ pub mod models;
 pub mod prompts;
 pub mod sandbox;
 pub mod sft;
+pub mod store;

@@ -1,0 +1,418 @@
+//! The eval job's settings: `pipelines/humaneval.toml` (model, benchmark, decoding, sandbox
+//! limits, output folder), command-line overrides, and validation with errors that name the TOML
+//! file and the field.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::prompt::PromptStyle;
+
+/// A whole eval configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub benchmark: BenchmarkConfig,
+    #[serde(default)]
+    pub decoding: DecodingConfig,
+    #[serde(default)]
+    pub sandbox: SandboxLimits,
+    pub output: OutputConfig,
+}
+
+/// Which model, and how it is prompted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A registry name (see `ucoder-flow models list`) or a path to a GGUF file / model folder.
+    pub name: String,
+    /// `chat` for instruct models (the model's chat template), `completion` for base models.
+    #[serde(default = "default_style")]
+    pub prompt: PromptStyle,
+}
+
+fn default_style() -> PromptStyle {
+    PromptStyle::Chat
+}
+
+/// Which benchmark problems.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchmarkConfig {
+    /// Only `humaneval` for now.
+    #[serde(default = "default_benchmark")]
+    pub name: String,
+    /// Evaluate only the first `limit` problems (all when absent).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+fn default_benchmark() -> String {
+    "humaneval".to_string()
+}
+
+impl Default for BenchmarkConfig {
+    fn default() -> Self {
+        BenchmarkConfig {
+            name: default_benchmark(),
+            limit: None,
+        }
+    }
+}
+
+/// How completions are sampled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodingConfig {
+    /// 0 means greedy.
+    #[serde(default)]
+    pub temperature: f64,
+    #[serde(default = "one")]
+    pub top_p: f64,
+    /// 0 means no top-k cut.
+    #[serde(default)]
+    pub top_k: usize,
+    /// Samples per problem.
+    #[serde(default = "one_usize")]
+    pub n: usize,
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+    /// Run seed; each problem's sampling seed is derived from it and the problem id.
+    #[serde(default)]
+    pub seed: u64,
+    /// The k of pass@k to report (each ≤ n).
+    #[serde(default = "default_ks")]
+    pub pass_at_k: Vec<usize>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn one_usize() -> usize {
+    1
+}
+fn default_max_tokens() -> usize {
+    512
+}
+fn default_ks() -> Vec<usize> {
+    vec![1]
+}
+
+impl Default for DecodingConfig {
+    fn default() -> Self {
+        DecodingConfig {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            n: 1,
+            max_tokens: default_max_tokens(),
+            seed: 0,
+            pass_at_k: default_ks(),
+        }
+    }
+}
+
+impl DecodingConfig {
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+}
+
+/// Limits for running each candidate program (mapped onto the sandbox's own limits).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxLimits {
+    /// Wall-clock limit for one program with all its tests, in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_s: f64,
+    /// Address-space limit per program, in MiB.
+    #[serde(default = "default_memory")]
+    pub memory_mb: u64,
+    /// Sandbox worker processes (keep engine threads + workers ≤ cores).
+    #[serde(default = "one_usize")]
+    pub workers: usize,
+}
+
+fn default_timeout() -> f64 {
+    10.0
+}
+fn default_memory() -> u64 {
+    1024
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        SandboxLimits {
+            timeout_s: default_timeout(),
+            memory_mb: default_memory(),
+            workers: 1,
+        }
+    }
+}
+
+/// Where results go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// The run folder (relative paths are relative to the current directory).
+    pub dir: PathBuf,
+    /// Commit a Parquet part after this many problems (a kill loses at most these).
+    #[serde(default = "default_flush")]
+    pub flush_every: usize,
+}
+
+fn default_flush() -> usize {
+    4
+}
+
+/// Command-line overrides; `None` keeps the TOML value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub model: Option<String>,
+    pub limit: Option<usize>,
+    pub out: Option<PathBuf>,
+    pub n: Option<usize>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<usize>,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: field `{field}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl EvalConfig {
+    /// Reads and validates `path`, then applies `overrides` (validated again, so an override is
+    /// reported against the field it replaces).
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<EvalConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path, overrides)
+    }
+
+    /// Parses TOML `text` (from `path`, for messages) and applies `overrides`.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        overrides: &Overrides,
+    ) -> Result<EvalConfig, ConfigError> {
+        let mut config: EvalConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.apply(overrides);
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn apply(&mut self, o: &Overrides) {
+        if let Some(m) = &o.model {
+            self.model.name = m.clone();
+        }
+        if let Some(l) = o.limit {
+            self.benchmark.limit = Some(l);
+        }
+        if let Some(out) = &o.out {
+            self.output.dir = out.clone();
+        }
+        if let Some(n) = o.n {
+            self.decoding.n = n;
+        }
+        if let Some(t) = o.temperature {
+            self.decoding.temperature = t;
+        }
+        if let Some(m) = o.max_tokens {
+            self.decoding.max_tokens = m;
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            message,
+        };
+        let d = &self.decoding;
+        if self.model.name.trim().is_empty() {
+            return Err(invalid(
+                "model.name",
+                "empty; name a registry model or a GGUF path".into(),
+            ));
+        }
+        if self.benchmark.name != "humaneval" {
+            return Err(invalid(
+                "benchmark.name",
+                format!(
+                    "`{}` is not a known benchmark (known: humaneval)",
+                    self.benchmark.name
+                ),
+            ));
+        }
+        if self.benchmark.limit == Some(0) {
+            return Err(invalid(
+                "benchmark.limit",
+                "0 problems; omit it to run all".into(),
+            ));
+        }
+        if !(d.temperature >= 0.0 && d.temperature.is_finite()) {
+            return Err(invalid(
+                "decoding.temperature",
+                format!("{} must be ≥ 0 (0 = greedy)", d.temperature),
+            ));
+        }
+        if !(d.top_p > 0.0 && d.top_p <= 1.0) {
+            return Err(invalid(
+                "decoding.top_p",
+                format!("{} must be in (0, 1]", d.top_p),
+            ));
+        }
+        if d.n == 0 {
+            return Err(invalid("decoding.n", "must be at least 1".into()));
+        }
+        if d.is_greedy() && d.n > 1 {
+            return Err(invalid(
+                "decoding.n",
+                format!(
+                    "greedy decoding (temperature = 0) gives {} identical samples; set n = 1 or temperature > 0",
+                    d.n
+                ),
+            ));
+        }
+        if d.max_tokens == 0 {
+            return Err(invalid("decoding.max_tokens", "must be at least 1".into()));
+        }
+        if d.pass_at_k.is_empty() {
+            return Err(invalid(
+                "decoding.pass_at_k",
+                "list at least one k (e.g. [1])".into(),
+            ));
+        }
+        if let Some(&k) = d.pass_at_k.iter().find(|&&k| k == 0 || k > d.n) {
+            return Err(invalid(
+                "decoding.pass_at_k",
+                format!(
+                    "k = {k} needs 1 ≤ k ≤ n (n = {}); raise decoding.n or drop it",
+                    d.n
+                ),
+            ));
+        }
+        if !(self.sandbox.timeout_s > 0.0 && self.sandbox.timeout_s.is_finite()) {
+            return Err(invalid(
+                "sandbox.timeout_s",
+                format!("{} must be > 0", self.sandbox.timeout_s),
+            ));
+        }
+        if self.sandbox.memory_mb < 64 {
+            return Err(invalid(
+                "sandbox.memory_mb",
+                format!(
+                    "{} MiB is too small for Python (≥ 64)",
+                    self.sandbox.memory_mb
+                ),
+            ));
+        }
+        if self.sandbox.workers == 0 {
+            return Err(invalid("sandbox.workers", "must be at least 1".into()));
+        }
+        if self.output.dir.as_os_str().is_empty() {
+            return Err(invalid("output.dir", "empty; name the run folder".into()));
+        }
+        if self.output.flush_every == 0 {
+            return Err(invalid("output.flush_every", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[model]\nname = \"m\"\n[output]\ndir = \"runs/x\"\n";
+
+    fn parse(text: &str) -> Result<EvalConfig, ConfigError> {
+        EvalConfig::parse(text, Path::new("pipelines/he.toml"), &Overrides::default())
+    }
+
+    #[test]
+    fn shipped_pipeline_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/humaneval.toml");
+        let c = EvalConfig::load(&path, &Overrides::default()).unwrap();
+        assert_eq!(c.model.name, crate::models::DEFAULT_MODEL);
+        assert!(c.decoding.is_greedy() && c.decoding.n == 1);
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.decoding, DecodingConfig::default());
+        assert_eq!(c.model.prompt, PromptStyle::Chat);
+        let o = Overrides {
+            model: Some("other".into()),
+            limit: Some(3),
+            out: Some("o".into()),
+            n: Some(4),
+            temperature: Some(0.8),
+            max_tokens: Some(64),
+        };
+        let text = format!("{MINIMAL}[decoding]\npass_at_k = [1, 4]\n");
+        let c = EvalConfig::parse(&text, Path::new("x.toml"), &o).unwrap();
+        assert_eq!(
+            (c.model.name.as_str(), c.benchmark.limit, c.decoding.n),
+            ("other", Some(3), 4)
+        );
+        assert_eq!((c.decoding.temperature, c.decoding.max_tokens), (0.8, 64));
+        assert_eq!(c.output.dir, PathBuf::from("o"));
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let cases = [
+            (format!("{MINIMAL}[decoding]\nn = 5\n"), "decoding.n"),
+            (
+                format!("{MINIMAL}[decoding]\ntemperature = 0.5\nn = 2\npass_at_k = [5]\n"),
+                "decoding.pass_at_k",
+            ),
+            (
+                format!("{MINIMAL}[decoding]\ntemperature = -1.0\n"),
+                "decoding.temperature",
+            ),
+            (
+                format!("{MINIMAL}[benchmark]\nname = \"mbpp\"\n"),
+                "benchmark.name",
+            ),
+            (
+                format!("{MINIMAL}[sandbox]\nmemory_mb = 1\n"),
+                "sandbox.memory_mb",
+            ),
+            (format!("{MINIMAL}[decoding]\nmax_tokns = 5\n"), "max_tokns"),
+            ("[model]\nname = \"m\"\n".to_string(), "output"),
+            (format!("{MINIMAL}[model.extra]\n"), "extra"),
+        ];
+        for (text, field) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("pipelines/he.toml") && err.contains(field),
+                "{field}: {err}"
+            );
+        }
+    }
+}

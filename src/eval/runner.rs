@@ -1,0 +1,360 @@
+//! The eval loop: for each problem not yet done, build and render the prompt, generate n
+//! completions, extract programs, check them, and commit the rows every few problems. A killed
+//! run resumes from the committed parts without regenerating finished problems; a folder made
+//! with different settings is refused instead of being mixed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::EvalError;
+use super::backend::{CheckOutcome, CompletionSource, GenerationRequest, ProgramChecker};
+use super::config::EvalConfig;
+use super::extract::{Extraction, extract};
+use super::humaneval::Problem;
+use super::prompt;
+use super::recorded::{PromptLine, write_jsonl};
+use super::results::{SampleRecord, Summary, SummaryHeader};
+use crate::store::manifest::digest_json;
+use crate::store::{Manifest, Stage, read_json, write_json_atomic};
+
+/// The stage folder of sample rows inside the run folder.
+pub const SAMPLES_STAGE: &str = "samples";
+/// The summary's file name inside the run folder.
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// Whether to draw a progress bar (drawn on stderr only when it is a terminal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Bar,
+    Hidden,
+}
+
+/// The settings that determine the samples: a resumed run must have the same.
+fn identity(config: &EvalConfig, source: &str) -> serde_json::Value {
+    let d = &config.decoding;
+    serde_json::json!({
+        "source": source,
+        "benchmark": config.benchmark.name,
+        "prompt_style": config.model.prompt.as_str(),
+        "temperature": d.temperature, "top_p": d.top_p, "top_k": d.top_k, "n": d.n,
+        "max_tokens": d.max_tokens, "seed": d.seed,
+        "sandbox": serde_json::to_value(&config.sandbox).expect("plain struct"),
+    })
+}
+
+/// The sampling seed of one problem: the run seed mixed with the problem id (FNV-1a).
+pub fn problem_seed(run_seed: u64, problem_id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ run_seed;
+    for b in problem_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The problems the configuration selects, in benchmark order.
+pub fn select<'a>(config: &EvalConfig, problems: &'a [Problem]) -> &'a [Problem] {
+    let limit = config
+        .benchmark
+        .limit
+        .unwrap_or(problems.len())
+        .min(problems.len());
+    &problems[..limit]
+}
+
+/// Writes the rendered prompt of each selected problem to `path` (JSONL of [`PromptLine`]), for
+/// generating the same prompts with another engine.
+pub fn dump_prompts(
+    config: &EvalConfig,
+    problems: &[Problem],
+    source: &dyn CompletionSource,
+    path: &Path,
+) -> Result<usize, EvalError> {
+    let style = config.model.prompt;
+    let mut lines = Vec::new();
+    for p in select(config, problems) {
+        let rendered = source
+            .render(&p.task_id, &prompt::build(&p.prompt, style))
+            .map_err(|source| EvalError::Backend {
+                what: format!("rendering the prompt of {}", p.task_id),
+                source,
+            })?;
+        lines.push(PromptLine {
+            task_id: p.task_id.clone(),
+            prompt: rendered,
+            max_tokens: config.decoding.max_tokens,
+            temperature: config.decoding.temperature,
+            stop: style.stop_sequences(),
+            n: config.decoding.n,
+            seed: problem_seed(config.decoding.seed, &p.task_id),
+        });
+    }
+    write_jsonl(path, &lines)?;
+    Ok(lines.len())
+}
+
+/// Runs (or resumes) the eval in `config.output.dir` and returns the summary, also written to
+/// `summary.json`.
+pub fn run(
+    config: &EvalConfig,
+    problems: &[Problem],
+    source: &mut dyn CompletionSource,
+    checker: &mut dyn ProgramChecker,
+    progress: Progress,
+) -> Result<Summary, EvalError> {
+    let started = Instant::now();
+    let out = &config.output.dir;
+    let described = source.describe();
+    let identity = identity(config, &described);
+    let digest = digest_json(&identity);
+    match Manifest::load(out)? {
+        Some(m) if m.config_digest != digest => {
+            return Err(EvalError::SettingsChanged {
+                dir: out.clone(),
+                before: m.config.to_string(),
+                now: identity.to_string(),
+            });
+        }
+        Some(_) => {}
+        None => Manifest {
+            job: "eval".into(),
+            created_by: env!("CARGO_PKG_VERSION").into(),
+            config_digest: digest,
+            config: identity,
+            model: described.clone(),
+            stages: BTreeMap::new(),
+        }
+        .save(out)?,
+    }
+    let summary_path = out.join(SUMMARY_FILE);
+    let earlier_wall = read_json::<Summary>(&summary_path)?.map_or(0.0, |s| s.wall_seconds);
+
+    let mut stage = Stage::<SampleRecord>::open(&out.join(SAMPLES_STAGE), 0)?;
+    let n = config.decoding.n;
+    let selected = select(config, problems);
+    let wanted: HashSet<&str> = selected.iter().map(|p| p.task_id.as_str()).collect();
+    let mut records = dedupe(stage.read_all()?);
+    records.retain(|r| wanted.contains(r.problem_id.as_str()));
+    let done = finished_problems(&records, n);
+    let todo: Vec<&Problem> = selected
+        .iter()
+        .filter(|p| !done.contains(&p.task_id))
+        .collect();
+    records.retain(|r| done.contains(&r.problem_id));
+
+    let header = SummaryHeader {
+        model: described,
+        benchmark: config.benchmark.name.clone(),
+        prompt_style: config.model.prompt.as_str().into(),
+        decoding: serde_json::to_value(&config.decoding).expect("plain struct"),
+    };
+    let summarize = |records: &[SampleRecord], started: Instant| {
+        Summary::compute(
+            records,
+            selected.len(),
+            &config.decoding.pass_at_k,
+            header.clone(),
+            earlier_wall + started.elapsed().as_secs_f64(),
+        )
+    };
+
+    let bar = progress_bar(progress, todo.len() as u64, done.len());
+    let mut pending: Vec<SampleRecord> = Vec::new();
+    let mut pending_problems = 0;
+    let (mut passed_now, mut samples_now) = (0usize, 0usize);
+    for problem in todo {
+        let rows = eval_problem(config, problem, source, checker)?;
+        passed_now += rows.iter().filter(|r| r.passed).count();
+        samples_now += rows.len();
+        pending.extend(rows);
+        pending_problems += 1;
+        if pending_problems >= config.output.flush_every {
+            commit(&mut stage, &mut pending, &mut records)?;
+            pending_problems = 0;
+            write_json_atomic(&summary_path, &summarize(&records, started))?;
+        }
+        bar.set_message(format!("{passed_now}/{samples_now} samples passed"));
+        bar.inc(1);
+    }
+    commit(&mut stage, &mut pending, &mut records)?;
+    bar.finish_and_clear();
+    let summary = summarize(&records, started);
+    write_json_atomic(&summary_path, &summary)?;
+    Ok(summary)
+}
+
+fn commit(
+    stage: &mut Stage<SampleRecord>,
+    pending: &mut Vec<SampleRecord>,
+    records: &mut Vec<SampleRecord>,
+) -> Result<(), EvalError> {
+    stage.commit(pending)?;
+    records.append(pending);
+    Ok(())
+}
+
+/// Keeps the last row of each (problem, sample).
+fn dedupe(rows: Vec<SampleRecord>) -> Vec<SampleRecord> {
+    let mut by_key: BTreeMap<(String, u32), SampleRecord> = BTreeMap::new();
+    for r in rows {
+        by_key.insert((r.problem_id.clone(), r.sample_index), r);
+    }
+    by_key.into_values().collect()
+}
+
+/// Problems with every sample index 0..n recorded.
+fn finished_problems(records: &[SampleRecord], n: usize) -> HashSet<String> {
+    let mut seen: BTreeMap<&str, HashSet<u32>> = BTreeMap::new();
+    for r in records {
+        seen.entry(&r.problem_id)
+            .or_default()
+            .insert(r.sample_index);
+    }
+    seen.into_iter()
+        .filter(|(_, idx)| (0..n as u32).all(|i| idx.contains(&i)))
+        .map(|(p, _)| p.to_string())
+        .collect()
+}
+
+fn progress_bar(progress: Progress, len: u64, already: usize) -> ProgressBar {
+    let target = match progress {
+        Progress::Bar => ProgressDrawTarget::stderr(),
+        Progress::Hidden => ProgressDrawTarget::hidden(),
+    };
+    let bar = ProgressBar::with_draw_target(Some(len), target);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix}[{elapsed_precise}] {wide_bar} {pos}/{len} problems  {per_sec}  ETA {eta}  {msg}",
+        )
+        .expect("valid template"),
+    );
+    if already > 0 {
+        bar.set_prefix(format!("(resumed: {already} done) "));
+    }
+    bar
+}
+
+/// Generates, extracts and checks the samples of one problem.
+fn eval_problem(
+    config: &EvalConfig,
+    problem: &Problem,
+    source: &mut dyn CompletionSource,
+    checker: &mut dyn ProgramChecker,
+) -> Result<Vec<SampleRecord>, EvalError> {
+    let style = config.model.prompt;
+    let id = &problem.task_id;
+    let backend = |what: &str| {
+        let what = format!("{what} for {id}");
+        move |source| EvalError::Backend { what, source }
+    };
+    let rendered = source
+        .render(id, &prompt::build(&problem.prompt, style))
+        .map_err(backend("rendering the prompt"))?;
+    let stop = style.stop_sequences();
+    let n = config.decoding.n;
+    let t0 = Instant::now();
+    let generations = source
+        .generate(&GenerationRequest {
+            problem_id: id,
+            prompt: &rendered,
+            n,
+            decoding: &config.decoding,
+            stop: &stop,
+            seed: problem_seed(config.decoding.seed, id),
+        })
+        .map_err(backend("generating"))?;
+    let generation_seconds = t0.elapsed().as_secs_f64() / n as f64;
+    if generations.len() != n {
+        return Err(EvalError::Backend {
+            what: format!("generating for {id}"),
+            source: format!("asked for {n} completions, got {}", generations.len()).into(),
+        });
+    }
+    let extractions: Vec<Extraction> = generations
+        .iter()
+        .map(|g| extract(&problem.prompt, &problem.entry_point, &g.text, style))
+        .collect();
+    let programs: Vec<String> = extractions
+        .iter()
+        .filter_map(|e| e.program().map(str::to_string))
+        .collect();
+    let t1 = Instant::now();
+    let mut outcomes = if programs.is_empty() {
+        Vec::new()
+    } else {
+        checker
+            .check(problem, &programs, &config.sandbox)
+            .map_err(backend("checking programs"))?
+    };
+    if outcomes.len() != programs.len() {
+        return Err(EvalError::Backend {
+            what: format!("checking programs for {id}"),
+            source: format!("{} programs, {} outcomes", programs.len(), outcomes.len()).into(),
+        });
+    }
+    let check_seconds = t1.elapsed().as_secs_f64() / programs.len().max(1) as f64;
+    outcomes.reverse();
+    let rows = generations
+        .into_iter()
+        .zip(extractions)
+        .enumerate()
+        .map(|(i, (g, e))| {
+            let outcome = if e.program().is_some() {
+                outcomes.pop().expect("one outcome per program")
+            } else {
+                CheckOutcome::default()
+            };
+            SampleRecord {
+                problem_id: id.clone(),
+                sample_index: i as u32,
+                prompt: rendered.clone(),
+                completion: g.text,
+                program: e.program().map(str::to_string),
+                extraction_status: e.status().to_string(),
+                extraction_detail: e.detail(),
+                passed: e.program().is_some() && outcome.passed(),
+                program_error: outcome.program_error,
+                test_verdicts: outcome.tests.into_iter().map(|t| t.verdict).collect(),
+                completion_tokens: g.completion_tokens,
+                logprob_sum: g.logprob_sum,
+                finish_reason: g.finish_reason,
+                generation_seconds,
+                check_seconds: if e.program().is_some() {
+                    check_seconds
+                } else {
+                    0.0
+                },
+            }
+        })
+        .collect();
+    Ok(rows)
+}
+
+/// The run folder's sample stage path (for tools that read results).
+pub fn samples_dir(out: &Path) -> PathBuf {
+    out.join(SAMPLES_STAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_differ_per_problem_and_run() {
+        assert_ne!(
+            problem_seed(0, "HumanEval/0"),
+            problem_seed(0, "HumanEval/1")
+        );
+        assert_ne!(
+            problem_seed(0, "HumanEval/0"),
+            problem_seed(1, "HumanEval/0")
+        );
+        assert_eq!(
+            problem_seed(7, "HumanEval/3"),
+            problem_seed(7, "HumanEval/3")
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! Atomic single-file writes: a hidden temp file in the destination's folder, written, fsynced,
+//! renamed over the destination, then the folder fsynced. Readers see the old file or the new one,
+//! never a prefix.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::StoreError;
+
+/// The temp-file path used while `dest` is being written: hidden, same folder, unique per process.
+pub(crate) fn temp_path_for(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Whether `name` is a temp file left by [`write_atomic`] or a stage writer (never a result).
+pub(crate) fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp-")
+}
+
+/// Fsyncs a directory so that a rename inside it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io(dir))
+}
+
+/// Runs `fill` on a fresh temp file next to `dest`, then fsyncs and renames it over `dest`.
+/// On any error the temp file is removed and `dest` is untouched.
+pub(crate) fn commit_with<T>(
+    dest: &Path,
+    fill: impl FnOnce(&mut File) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+    let tmp = temp_path_for(dest);
+    let result = (|| {
+        let mut file = File::create(&tmp).map_err(StoreError::io(&tmp))?;
+        let value = fill(&mut file)?;
+        file.sync_all().map_err(StoreError::io(&tmp))?;
+        drop(file);
+        fs::rename(&tmp, dest).map_err(StoreError::io(dest))?;
+        Ok(value)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+        return result;
+    }
+    sync_dir(&dir)?;
+    result
+}
+
+/// Writes `bytes` to `dest` atomically.
+pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    commit_with(dest, |file| {
+        file.write_all(bytes).map_err(StoreError::io(dest))
+    })
+}
+
+/// Writes `value` as pretty JSON (with a trailing newline) to `dest` atomically.
+pub fn write_json_atomic<T: Serialize + ?Sized>(dest: &Path, value: &T) -> Result<(), StoreError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Json {
+        path: dest.to_path_buf(),
+        source,
+    })?;
+    bytes.push(b'\n');
+    write_atomic(dest, &bytes)
+}
+
+/// Reads a JSON file written by [`write_json_atomic`]; `Ok(None)` when it does not exist.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io(path)(e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| StoreError::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_atomically_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("summary.json");
+        write_json_atomic(&dest, &serde_json::json!({"a": 1})).unwrap();
+        write_json_atomic(&dest, &serde_json::json!({"a": 2})).unwrap();
+        let back: serde_json::Value = read_json(&dest).unwrap().unwrap();
+        assert_eq!(back["a"], 2);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("summary.json")]);
+    }
+
+    #[test]
+    fn failed_fill_keeps_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("x.json");
+        write_atomic(&dest, b"old").unwrap();
+        let err = commit_with(&dest, |f| {
+            f.write_all(b"half").unwrap();
+            Err::<(), _>(StoreError::io(&dest)(std::io::Error::other(
+                "simulated failure",
+            )))
+        });
+        assert!(err.is_err());
+        assert_eq!(fs::read(&dest).unwrap(), b"old");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temp file removed"
+        );
+    }
+
+    #[test]
+    fn missing_json_is_none_and_bad_json_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.json");
+        assert!(read_json::<serde_json::Value>(&path).unwrap().is_none());
+        fs::write(&path, "{not json").unwrap();
+        let err = read_json::<serde_json::Value>(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("m.json"), "{err}");
+    }
+
+    #[test]
+    fn temp_names_are_recognised() {
+        let tmp = temp_path_for(Path::new("/x/part-0000-000001.parquet"));
+        assert!(is_temp_name(&tmp.file_name().unwrap().to_string_lossy()));
+        assert!(!is_temp_name("part-0000-000001.parquet"));
+    }
+}

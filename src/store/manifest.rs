@@ -1,0 +1,99 @@
+//! `manifest.json`: what a run folder holds and under which settings it was produced, so that a
+//! resumed run can refuse to mix results of a different configuration or model into it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{StoreError, read_json, write_json_atomic};
+
+/// The manifest's file name inside a run folder.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// A run folder's manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// What kind of job wrote the folder (`eval`, `ipc`, ...).
+    pub job: String,
+    /// The ucoder-flow version that created the folder.
+    pub created_by: String,
+    /// Digest of the settings that determine the results (see [`digest_json`]).
+    pub config_digest: String,
+    /// The settings themselves, for people reading the folder.
+    pub config: serde_json::Value,
+    /// What identifies the model (registry name or path, and its size/digest when known).
+    pub model: String,
+    /// Per stage: free-form state (`{"complete": true}`, counts, ...).
+    #[serde(default)]
+    pub stages: BTreeMap<String, serde_json::Value>,
+}
+
+impl Manifest {
+    /// Reads `<dir>/manifest.json`; `Ok(None)` when the folder has none yet.
+    pub fn load(dir: &Path) -> Result<Option<Manifest>, StoreError> {
+        read_json(&dir.join(MANIFEST_FILE))
+    }
+
+    /// Writes `<dir>/manifest.json` atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), StoreError> {
+        write_json_atomic(&dir.join(MANIFEST_FILE), self)
+    }
+}
+
+/// Hex SHA-256 of the canonical JSON of `value` (serde_json with sorted object keys).
+pub fn digest_json(value: &serde_json::Value) -> String {
+    fn canonical(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(map) => {
+                let sorted: BTreeMap<_, _> =
+                    map.iter().map(|(k, v)| (k.clone(), canonical(v))).collect();
+                serde_json::Value::Object(sorted.into_iter().collect())
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(canonical).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    let bytes = serde_json::to_vec(&canonical(value)).expect("JSON values always serialize");
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_load_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Manifest::load(dir.path()).unwrap().is_none());
+        let config = serde_json::json!({"b": 1, "a": [1, 2]});
+        let mut m = Manifest {
+            job: "eval".into(),
+            created_by: env!("CARGO_PKG_VERSION").into(),
+            config_digest: digest_json(&config),
+            config,
+            model: "m.gguf".into(),
+            stages: BTreeMap::new(),
+        };
+        m.stages
+            .insert("samples".into(), serde_json::json!({"complete": false}));
+        m.save(dir.path()).unwrap();
+        assert_eq!(Manifest::load(dir.path()).unwrap(), Some(m));
+    }
+
+    #[test]
+    fn digest_ignores_key_order_but_not_values() {
+        let a = serde_json::json!({"x": 1, "y": {"p": true, "q": "s"}});
+        let b = serde_json::json!({"y": {"q": "s", "p": true}, "x": 1});
+        let c = serde_json::json!({"y": {"q": "s", "p": false}, "x": 1});
+        assert_eq!(digest_json(&a), digest_json(&b));
+        assert_ne!(digest_json(&a), digest_json(&c));
+        assert_eq!(digest_json(&a).len(), 64);
+    }
+}

@@ -1,0 +1,90 @@
+//! The artifact store: every result a job keeps lives in files that are either complete or absent.
+//!
+//! A *stage* is a folder of Parquet parts named `part-<worker>-<seq>.parquet` (DESIGN §4). Each part
+//! is written to a hidden temp file in the same folder, closed, fsynced and renamed, and then the
+//! folder is fsynced, so a part that exists under its final name is complete; a crash leaves at
+//! most a temp file, which readers never look at. Every part carries its schema version in the
+//! Parquet key-value metadata; readers accept older parts (schema changes only add nullable
+//! columns, which read back as nulls) and refuse newer ones with a clear error.
+//!
+//! - [`atomic`]: write-temp-fsync-rename for single files (JSON manifests and summaries).
+//! - [`record`]: the [`Record`] trait that maps a row type to an Arrow schema, and column helpers.
+//! - [`stage`]: [`StageDir`] (untyped record batches) and [`Stage`] (typed rows) over one folder.
+//! - [`manifest`]: the run's `manifest.json`.
+
+pub mod atomic;
+pub mod manifest;
+pub mod record;
+pub mod stage;
+
+use std::path::PathBuf;
+
+pub use atomic::{read_json, write_atomic, write_json_atomic};
+pub use manifest::Manifest;
+pub use record::Record;
+pub use stage::{Stage, StageDir};
+
+/// The Parquet key-value metadata key holding a part's schema version.
+pub const SCHEMA_VERSION_KEY: &str = "ucoder_flow.schema_version";
+/// The Parquet key-value metadata key naming the record type a part holds.
+pub const RECORD_KIND_KEY: &str = "ucoder_flow.record";
+
+/// Why the store could not write or read an artifact.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: Parquet: {source}")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("{path}: Arrow: {source}")]
+    Arrow {
+        path: PathBuf,
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+    #[error("{path}: JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "{path}: holds `{found}` records, this stage holds `{expected}`; the folder mixes stages (move the file away)"
+    )]
+    WrongRecord {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("{path}: no `{key}` in the Parquet metadata: not a part written by ucoder-flow", key = SCHEMA_VERSION_KEY)]
+    NoSchemaVersion { path: PathBuf },
+    #[error(
+        "{path}: schema version {found} is newer than this build reads ({supported}); upgrade ucoder-flow or use another output folder"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("{path}: column `{column}`: {problem}")]
+    Column {
+        path: PathBuf,
+        column: String,
+        problem: String,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
+        let path = path.into();
+        move |source| StoreError::Io { path, source }
+    }
+}
