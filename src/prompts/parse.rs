@@ -239,7 +239,7 @@ fn block<'a>(
 
 /// Splits `Key: value` fields; a value runs until the next known key. Keys match
 /// case-insensitively and may be wrapped in markdown bold.
-fn fields<'a>(body: &'a str, keys: &[&'static str]) -> Vec<(&'static str, String)> {
+fn fields(body: &str, keys: &[&'static str]) -> Vec<(&'static str, String)> {
     let mut out: Vec<(&'static str, String)> = Vec::new();
     for line in body.lines() {
         let stripped = line.trim().trim_start_matches(['-', '*', ' ']).trim_start();
