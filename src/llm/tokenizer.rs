@@ -782,6 +782,12 @@ mod tests {
     }
 
     #[test]
+    fn tokenizer_is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Tokenizer>();
+    }
+
+    #[test]
     fn every_pre_tokenizer_regex_compiles() {
         for spec in PRE_TOKENIZERS {
             pre_tokenizer(spec.regexes).unwrap_or_else(|e| panic!("{:?}: {e}", spec.names));
