@@ -112,16 +112,8 @@ mod tests {
         assert_eq!(problems.len(), 164);
         assert_eq!(problems[0].task_id, "HumanEval/0");
         assert_eq!(problems[0].entry_point, "has_close_elements");
-        assert!(
-            problems
-                .iter()
-                .all(|p| p.test.contains("def check(candidate)"))
-        );
-        assert!(
-            problems[163]
-                .canonical_program()
-                .contains("def generate_integers")
-        );
+        assert!(problems.iter().all(|p| p.test.contains("def check(candidate)")));
+        assert!(problems[163].canonical_program().contains("def generate_integers"));
     }
 
     #[test]
