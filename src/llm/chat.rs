@@ -6,7 +6,11 @@
 //! llama-cpp-python render chat templates in: `trim_blocks` and `lstrip_blocks` on, Python string
 //! and dict methods (`.strip()`, `.items()`, ... via minijinja-contrib's pycompat), the variables
 //! `messages`, `add_generation_prompt`, `bos_token` and `eos_token`, and a `raise_exception(msg)`
-//! function whose message becomes [`ChatError::Raised`].
+//! function whose message becomes [`ChatError::Raised`]. The template comes from GGUF metadata
+//! ([`ChatTemplate::from_gguf`]) or a Hugging Face `tokenizer_config.json`
+//! ([`ChatTemplate::from_tokenizer_config`], for safetensors model directories).
+
+use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::Content;
 use minijinja::{Environment, ErrorKind, context};
@@ -52,11 +56,13 @@ impl ChatMessage {
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
     #[error(
-        "the model has no chat template (`tokenizer.chat_template` is missing from its GGUF metadata); use a chat/instruct model or pass a raw prompt"
+        "the model has no chat template (no `tokenizer.chat_template` in its GGUF metadata, no `chat_template` in its tokenizer_config.json); use a chat/instruct model or pass a raw prompt"
     )]
     NoTemplate,
     #[error("chat template: {0}")]
     Metadata(#[from] MetadataError),
+    #[error("{path}: cannot read the chat template: {reason}")]
+    Config { path: PathBuf, reason: String },
     #[error("the chat template does not compile: {0:#}")]
     Compile(#[source] minijinja::Error),
     #[error("the chat template rejected the conversation: {0}")]
@@ -95,6 +101,44 @@ impl ChatTemplate {
         let bos = token_text("tokenizer.ggml.bos_token_id")?;
         let eos = token_text("tokenizer.ggml.eos_token_id")?;
         Self::new(source, bos, eos)
+    }
+
+    /// The template of a Hugging Face model directory's `tokenizer_config.json` (`chat_template`,
+    /// a string or a list of named templates of which `default` is used, and the `bos_token` /
+    /// `eos_token` strings).
+    pub fn from_tokenizer_config(path: impl AsRef<Path>) -> Result<Self, ChatError> {
+        let path = path.as_ref();
+        let bad = |reason: String| ChatError::Config {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let config: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let source = match config.get("chat_template") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Array(named)) => named
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .and_then(|t| t.get("template")?.as_str())
+                .ok_or_else(|| bad("`chat_template` has no template named `default`".into()))?
+                .to_string(),
+            Some(_) => return Err(bad("`chat_template` is neither a string nor a list".into())),
+            None => return Err(ChatError::NoTemplate),
+        };
+        // Special tokens are either plain strings or {"content": "..."} objects.
+        let token = |key: &str| -> String {
+            match config.get(key) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(obj) => obj
+                    .get("content")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+                None => String::new(),
+            }
+        };
+        Self::new(source, token("bos_token"), token("eos_token"))
     }
 
     /// Compiles a template given as text (e.g. `chat_template` from a tokenizer_config.json).
@@ -198,6 +242,32 @@ mod tests {
                 .unwrap(),
             "  A</s>\n  B</s>\n"
         );
+    }
+
+    #[test]
+    fn tokenizer_config_templates_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer_config.json");
+        std::fs::write(
+            &path,
+            r#"{"bos_token": "<s>", "eos_token": {"content": "</s>", "special": true},
+                "chat_template": [{"name": "tool_use", "template": "no"},
+                                  {"name": "default", "template": "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}"}]}"#,
+        )
+        .unwrap();
+        let template = ChatTemplate::from_tokenizer_config(&path).unwrap();
+        assert_eq!(
+            template.render(&[ChatMessage::user("hi")], true).unwrap(),
+            "<s>hi</s>"
+        );
+        std::fs::write(&path, r#"{"eos_token": "</s>"}"#).unwrap();
+        assert!(matches!(
+            ChatTemplate::from_tokenizer_config(&path),
+            Err(ChatError::NoTemplate)
+        ));
+        std::fs::write(&path, "not json").unwrap();
+        let err = ChatTemplate::from_tokenizer_config(&path).unwrap_err();
+        assert!(err.to_string().contains("tokenizer_config.json"), "{err}");
     }
 
     #[test]

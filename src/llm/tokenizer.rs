@@ -11,6 +11,12 @@
 //! raw bytes (the byte-level alphabet inverted; special and added tokens as their text), so
 //! `decode(encode(s)) == s` for every string. [`Tokenizer::eos_token_ids`] is the set of tokens
 //! that end a generation (EOS plus end-of-turn tokens such as `<|im_end|>` and `<|endoftext|>`).
+//!
+//! Deliberate llama.cpp parities, checked by tests/tokenizer_reference.rs against llama.cpp's own
+//! ids: no NFC normalization for `qwen2` (Hugging Face's tokenizer.json has one; llama.cpp does
+//! not, and without it decoding stays lossless), and the token texts llama.cpp promotes to control
+//! tokens whatever their GGUF type (FIM markers, end-of-turn texts; for Qwen2.5 that includes a
+//! normal token `</s>`, so `</s>` in text encodes as one token that also ends generation).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -773,6 +779,12 @@ mod tests {
             tok.decode(&[49152]),
             Err(TokenizerError::UnknownId { id: 49152, .. })
         ));
+    }
+
+    #[test]
+    fn tokenizer_is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Tokenizer>();
     }
 
     #[test]
