@@ -107,10 +107,10 @@ impl AdaptiveSampling {
             if !rival_can_catch && !can_catch(0, u64::from(tests)) {
                 return Decision::Stop(StopReason::Decided);
             }
-            if let (Some(risk), SelectionRule::Consensus) = (self.risk, self.rule) {
-                if self.overtake_risk(drawn, leader_index, clusters) <= risk {
-                    return Decision::Stop(StopReason::Confident);
-                }
+            if let (Some(risk), SelectionRule::Consensus) = (self.risk, self.rule)
+                && self.overtake_risk(drawn, leader_index, clusters) <= risk
+            {
+                return Decision::Stop(StopReason::Confident);
             }
         }
         Decision::Sample(u64::from(self.round_size.max(1)).min(remaining) as u32)

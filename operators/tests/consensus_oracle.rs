@@ -23,6 +23,9 @@ use ucoder_operators::{
     consensus, select_batch,
 };
 
+/// A problem: its id, tests and candidate behaviours.
+type ProblemSpec = (ProblemId, Vec<TestCase>, Vec<Vec<(Outcome, Option<u64>)>>);
+
 /// The updates of each round: (verdict, +1 insert / −1 retract).
 type Script = Vec<Vec<(Verdict, isize)>>;
 
@@ -47,7 +50,7 @@ fn behaviours(rng: &mut StdRng, tests: usize) -> Vec<Vec<(Outcome, Option<u64>)>
 
 fn random_script(seed: u64, kind: SignatureKind) -> Script {
     let mut rng = StdRng::seed_from_u64(seed);
-    let problems: Vec<(ProblemId, Vec<TestCase>, Vec<Vec<(Outcome, Option<u64>)>>)> = (0..5)
+    let problems: Vec<ProblemSpec> = (0..5)
         .map(|p| {
             let id = ProblemId(1_000 + p);
             let tests: Vec<TestCase> = (0..rng.random_range(3..9))
@@ -231,8 +234,7 @@ fn run_single_worker_checked(
                 "clusters, round {round}"
             );
         }
-        let updates = selections.borrow().clone();
-        updates
+        selections.borrow().clone()
     })
 }
 
