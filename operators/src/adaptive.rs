@@ -24,7 +24,9 @@
 use crate::selection::SelectionRule;
 
 /// A voting cluster's standing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ClusterStanding {
     /// |C|.
     pub size: u32,
