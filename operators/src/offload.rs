@@ -1,4 +1,4 @@
-//! The generic asynchronous operator: it hands a stream's requests to a [`BackendPool`] in batches
+//! The generic asynchronous operator: it hands a stream's requests to a [`BackendPool`](crate::BackendPool) in batches
 //! and emits the responses at the times of their requests, without ever blocking its worker.
 //!
 //! Input records are `(context, request)` pairs; only the request travels to the pool, the context
