@@ -24,7 +24,9 @@
 use crate::selection::SelectionRule;
 
 /// A voting cluster's standing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ClusterStanding {
     /// |C|.
     pub size: u32,
@@ -107,10 +109,10 @@ impl AdaptiveSampling {
             if !rival_can_catch && !can_catch(0, u64::from(tests)) {
                 return Decision::Stop(StopReason::Decided);
             }
-            if let (Some(risk), SelectionRule::Consensus) = (self.risk, self.rule) {
-                if self.overtake_risk(drawn, leader_index, clusters) <= risk {
-                    return Decision::Stop(StopReason::Confident);
-                }
+            if let (Some(risk), SelectionRule::Consensus) = (self.risk, self.rule)
+                && self.overtake_risk(drawn, leader_index, clusters) <= risk
+            {
+                return Decision::Stop(StopReason::Confident);
             }
         }
         Decision::Sample(u64::from(self.round_size.max(1)).min(remaining) as u32)

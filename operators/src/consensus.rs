@@ -30,6 +30,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::Selection;
+use crate::adaptive::ClusterStanding;
 use crate::records::ProblemId;
 use crate::selection::{SelectionConfig, SelectionRule, cmp_members, votes};
 use crate::signature::{Signature, Verdict};
@@ -58,6 +59,10 @@ pub struct Consensus<'scope, T: Timestamp> {
     pub clusters: VecCollection<'scope, T, (ClusterKey, isize)>,
     /// At most one selection per problem.
     pub selections: VecCollection<'scope, T, Selection>,
+    /// Per problem with voting candidates, the standings of all its voting clusters (largest
+    /// first): the input of the adaptive-sampling controller
+    /// ([`AdaptiveSampling::decide`](crate::AdaptiveSampling::decide)).
+    pub standings: VecCollection<'scope, T, (ProblemId, Vec<ClusterStanding>)>,
 }
 
 /// Builds the grouper and selector over `verdicts` with the settings in `config`.
@@ -79,6 +84,25 @@ where
         )
     });
     let clusters = members.clone().map(|(key, _)| key).count();
+    let standings = clusters
+        .clone()
+        .map(|(key, size)| {
+            let standing = ClusterStanding {
+                size: size as u32,
+                passed: key.signature.passed(),
+            };
+            (key.problem_id, standing)
+        })
+        .reduce_named("Standings", |_problem, input, output| {
+            let mut standings: Vec<ClusterStanding> = input
+                .iter()
+                .flat_map(|(standing, count)| {
+                    std::iter::repeat_n(**standing, (*count).max(0) as usize)
+                })
+                .collect();
+            standings.sort_unstable_by(|a, b| b.cmp(a));
+            output.push((standings, 1isize));
+        });
     let tau = config.tau as isize;
     let ranked = members.join_map(
         clusters.clone().filter(move |(_, size)| *size >= tau),
@@ -94,6 +118,7 @@ where
     Consensus {
         clusters,
         selections,
+        standings,
     }
 }
 
@@ -254,6 +279,7 @@ mod tests {
     #[test]
     fn clusters_count_only_voting_candidates() {
         let (send, recv) = std::sync::mpsc::channel();
+        let (send_standings, recv_standings) = std::sync::mpsc::channel();
         timely::execute_directly(move |worker| {
             worker.dataflow::<u64, _, _>(|scope| {
                 let mut all_fail = verdict(9, 0, 1.0);
@@ -263,13 +289,13 @@ mod tests {
                 let (_input, verdicts) = scope.new_collection_from(vec![
                     verdict(1, 0b1, 1.0),
                     verdict(2, 0b1, 1.0),
+                    verdict(3, 0b1011, 1.0),
                     all_fail,
                     low_e,
                 ]);
-                consensus(verdicts, &SelectionConfig::default())
-                    .clusters
-                    .inner
-                    .capture_into(send);
+                let out = consensus(verdicts, &SelectionConfig::default());
+                out.clusters.inner.capture_into(send);
+                out.standings.inner.capture_into(send_standings);
             });
         });
         let clusters: Vec<_> = recv
@@ -278,7 +304,19 @@ mod tests {
             .flat_map(|(_, b)| b)
             .map(|((k, n), _, d)| (k, n, d))
             .collect();
-        assert_eq!(clusters.len(), 1, "{clusters:?}");
-        assert_eq!((clusters[0].1, clusters[0].2), (2, 1));
+        let mut sizes: Vec<_> = clusters.iter().map(|(_, n, d)| (*n, *d)).collect();
+        sizes.sort();
+        assert_eq!(sizes, vec![(1, 1), (2, 1)], "{clusters:?}");
+        let standings: Vec<_> = recv_standings
+            .extract()
+            .into_iter()
+            .flat_map(|(_, b)| b)
+            .map(|((p, s), _, d)| (p, s, d))
+            .collect();
+        let expected = vec![
+            ClusterStanding { size: 2, passed: 1 },
+            ClusterStanding { size: 1, passed: 3 },
+        ];
+        assert_eq!(standings, vec![(ProblemId(1), expected, 1)]);
     }
 }

@@ -9,10 +9,24 @@
 //!   content-derived ids ([`stable_hash`]).
 //! - [`signature`]: execution signatures (pass/fail or output hashes) and per-candidate verdicts.
 //! - [`selection`]: the selection rule (ρ, τ, consensus or dual agreement) and its batch reference.
-//! - [`consensus`]: the grouper (`count`) and selector (`reduce`) as one differential dataflow.
+//! - [`consensus`](mod@consensus): the grouper (`count`) and selector (`reduce`) as one differential dataflow.
 //! - [`backend`]: the `Generate` / `Execute` traits and the thread pool that serves them.
-//! - [`offload`]: the non-blocking timely operator that batches requests to a backend pool.
+//! - [`offload`](mod@offload): the non-blocking timely operator that batches requests to a backend pool.
 //! - [`adaptive`]: when to stop sampling a problem.
+//!
+//! Wiring one iteration (timely time = sampling round, `u64`):
+//!
+//! ```text
+//! llm  = BackendPool::spawn("llm", vec![GenerateService(engine)])       // one pool, all LLM stages
+//! box  = BackendPool::spawn("sandbox", clients.map(ExecuteService))
+//! stage output = offload(records.exchange(by problem id).map(|r| (r, request(r))),
+//!                        "Rater", llm.handle(), BatchPolicy { max_batch })   // (record, Generation)
+//! executions   = offload(candidates.map(|c| (c, ExecJob { .. })), "Executor", box.handle(), ..)
+//! verdicts     = executions.map(|(c, e)| Verdict::new(&c, &e?, &test_ids, kind))  // Err → Rejection
+//! out          = consensus(as_insertions(verdicts), &selection_config)
+//! out.selections → SftSink; out.clusters → `clusters` artifacts;
+//! out.standings  → AdaptiveSampling::decide per problem after each round → next round's requests
+//! ```
 
 pub mod adaptive;
 pub mod backend;

@@ -1,4 +1,4 @@
-//! The generic asynchronous operator: it hands a stream's requests to a [`BackendPool`] in batches
+//! The generic asynchronous operator: it hands a stream's requests to a [`BackendPool`](crate::BackendPool) in batches
 //! and emits the responses at the times of their requests, without ever blocking its worker.
 //!
 //! Input records are `(context, request)` pairs; only the request travels to the pool, the context
@@ -166,7 +166,11 @@ mod tests {
     fn collatz_steps(mut n: u64) -> u64 {
         let mut steps = 0;
         while n > 1 {
-            n = if n % 2 == 0 { n / 2 } else { 3 * n + 1 };
+            n = if n.is_multiple_of(2) {
+                n / 2
+            } else {
+                3 * n + 1
+            };
             steps += 1;
         }
         steps
@@ -280,7 +284,7 @@ mod tests {
         );
         assert_eq!(batches.iter().sum::<usize>() as u64, rounds * per_round);
         assert!(
-            batches.iter().any(|&b| b == max_batch),
+            batches.contains(&max_batch),
             "requests were never batched: {batches:?}"
         );
         drop(batches);

@@ -1,7 +1,7 @@
 //! The records that flow between the IPC stages, and their stable content-derived ids.
 //!
 //! Every record carries the id of the problem it belongs to, so the dataflow can route (exchange)
-//! everything by problem id. Ids are [`StableHasher`](crate::stable_hash::StableHasher) digests of a
+//! everything by problem id. Ids are [`StableHasher`] digests of a
 //! domain tag plus the record's defining content:
 //!
 //! | id | derived from |

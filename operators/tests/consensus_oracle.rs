@@ -16,12 +16,16 @@ use std::sync::{Arc, Mutex};
 use differential_dataflow::input::InputSession;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::capture::{Capture, Extract};
 use ucoder_operators::{
-    Candidate, ClusterKey, Execution, LogprobSummary, Outcome, ProblemId, Selection,
-    SelectionConfig, SelectionRule, SignatureKind, TestCase, TestKind, TestResult, Verdict,
-    consensus, select_batch,
+    Candidate, ClusterKey, ClusterStanding, Execution, LogprobSummary, Outcome, ProblemId,
+    Selection, SelectionConfig, SelectionRule, SignatureKind, TestCase, TestKind, TestResult,
+    Verdict, consensus, select_batch,
 };
+
+/// A problem: its id, tests and candidate behaviours.
+type ProblemSpec = (ProblemId, Vec<TestCase>, Vec<Vec<(Outcome, Option<u64>)>>);
 
 /// The updates of each round: (verdict, +1 insert / −1 retract).
 type Script = Vec<Vec<(Verdict, isize)>>;
@@ -47,7 +51,7 @@ fn behaviours(rng: &mut StdRng, tests: usize) -> Vec<Vec<(Outcome, Option<u64>)>
 
 fn random_script(seed: u64, kind: SignatureKind) -> Script {
     let mut rng = StdRng::seed_from_u64(seed);
-    let problems: Vec<(ProblemId, Vec<TestCase>, Vec<Vec<(Outcome, Option<u64>)>>)> = (0..5)
+    let problems: Vec<ProblemSpec> = (0..5)
         .map(|p| {
             let id = ProblemId(1_000 + p);
             let tests: Vec<TestCase> = (0..rng.random_range(3..9))
@@ -181,16 +185,25 @@ fn run_single_worker_checked(
         let mut input = InputSession::<u64, Verdict, isize>::new();
         let selections = Rc::new(RefCell::new(Vec::new()));
         let clusters = Rc::new(RefCell::new(Vec::new()));
-        let (s, c) = (Rc::clone(&selections), Rc::clone(&clusters));
-        let probe = worker.dataflow(|scope| {
+        let standings = Rc::new(RefCell::new(Vec::new()));
+        let (s, c, st) = (
+            Rc::clone(&selections),
+            Rc::clone(&clusters),
+            Rc::clone(&standings),
+        );
+        let probe = ProbeHandle::new();
+        worker.dataflow(|scope| {
             let out = consensus(input.to_collection(scope), &config);
+            // Every observed output is probed, so "the probe passed r" means all of r was seen.
             out.clusters
-                .inspect(move |(d, t, r)| c.borrow_mut().push((d.clone(), *t, *r)));
-            let (probe, _) = out
-                .selections
+                .inspect(move |(d, t, r)| c.borrow_mut().push((d.clone(), *t, *r)))
+                .probe_with(&probe);
+            out.standings
+                .inspect(move |(d, t, r)| st.borrow_mut().push((d.clone(), *t, *r)))
+                .probe_with(&probe);
+            out.selections
                 .inspect(move |(d, t, r)| s.borrow_mut().push((d.clone(), *t, *r)))
-                .probe();
-            probe
+                .probe_with(&probe);
         });
         let mut live: BTreeMap<Verdict, isize> = BTreeMap::new();
         for (round, updates) in script.iter().enumerate() {
@@ -222,17 +235,37 @@ fn run_single_worker_checked(
                     })
                     .or_insert(0) += 1;
             }
+            let mut expected_standings: BTreeMap<ProblemId, Vec<ClusterStanding>> = BTreeMap::new();
             for (key, size) in sizes {
+                expected_standings
+                    .entry(key.problem_id)
+                    .or_default()
+                    .push(ClusterStanding {
+                        size: size as u32,
+                        passed: key.signature.passed(),
+                    });
                 expected_clusters.insert((key, size), 1);
             }
+            let expected_standings: BTreeMap<(ProblemId, Vec<ClusterStanding>), isize> =
+                expected_standings
+                    .into_iter()
+                    .map(|(p, mut v)| {
+                        v.sort_unstable_by(|a, b| b.cmp(a));
+                        ((p, v), 1)
+                    })
+                    .collect();
+            assert_eq!(
+                accumulate(&standings.borrow(), round),
+                expected_standings,
+                "standings, round {round}"
+            );
             assert_eq!(
                 accumulate(&clusters.borrow(), round),
                 expected_clusters,
                 "clusters, round {round}"
             );
         }
-        let updates = selections.borrow().clone();
-        updates
+        selections.borrow().clone()
     })
 }
 
