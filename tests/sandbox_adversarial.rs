@@ -251,6 +251,17 @@ fn cases() -> Vec<Case> {
             ]),
         },
         Case {
+            file: "forge_results.py",
+            tests: vec![assert_case("assert forge() == 42"), fine()],
+            check: Box::new(|r| {
+                verdicts(vec![Verdict::Killed, Verdict::Pass])(r)?;
+                match &r.tests[0].detail {
+                    Some(d) if d.contains("protocol violation") => Ok(()),
+                    other => Err(format!("forgery not reported as such: {other:?}")),
+                }
+            }),
+        },
+        Case {
             file: "frame_peek.py",
             tests: vec![
                 assert_case("assert cheat(1) == 987654"),
