@@ -14,13 +14,15 @@ use ucoder_flow::sandbox::{JobResult, SandboxPool, TestCase, Verdict};
 
 const SECRET: &str = "ucoder-sandbox-test-secret-5f2b9c";
 
+type Check = Box<dyn Fn(&JobResult) -> Result<(), String>>;
+
 struct Case {
     file: &'static str,
     tests: Vec<TestCase>,
-    check: Box<dyn Fn(&JobResult) -> Result<(), String>>,
+    check: Check,
 }
 
-fn verdicts(expected: Vec<Verdict>) -> Box<dyn Fn(&JobResult) -> Result<(), String>> {
+fn verdicts(expected: Vec<Verdict>) -> Check {
     Box::new(move |r: &JobResult| {
         let got: Vec<Verdict> = r.tests.iter().map(|t| t.verdict.clone()).collect();
         if got == expected {
@@ -35,7 +37,7 @@ fn error(kind: &str) -> Verdict {
     Verdict::Error { kind: kind.into() }
 }
 
-fn program_error(kind: &'static str) -> Box<dyn Fn(&JobResult) -> Result<(), String>> {
+fn program_error(kind: &'static str) -> Check {
     Box::new(move |r: &JobResult| {
         let pe = r.program_error.as_ref().ok_or("expected a program error")?;
         if !pe.kind.contains(kind) {
@@ -247,6 +249,17 @@ fn cases() -> Vec<Case> {
                 Verdict::Fail,
                 Verdict::Fail,
             ]),
+        },
+        Case {
+            file: "forge_results.py",
+            tests: vec![assert_case("assert forge() == 42"), fine()],
+            check: Box::new(|r| {
+                verdicts(vec![Verdict::Killed, Verdict::Pass])(r)?;
+                match &r.tests[0].detail {
+                    Some(d) if d.contains("protocol violation") => Ok(()),
+                    other => Err(format!("forgery not reported as such: {other:?}")),
+                }
+            }),
         },
         Case {
             file: "frame_peek.py",

@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use bench::{BenchOptions, run_bench};
-pub use pool::SandboxPool;
+pub use bench::{BenchError, BenchOptions, run_bench};
+pub use pool::{PoolStats, SandboxPool};
 pub use value::Value;
 
 /// Resource limits for one job. All CPU budgets are CPU time of the job's process, not wall time.

@@ -581,6 +581,9 @@ fn decode_test(t: &Json) -> Result<TestResult, SandboxError> {
                 }
             }
         }
+        "pass" | "fail" if !in_child => {
+            return Err(protocol("a split test came back with an in-child verdict"));
+        }
         "pass" => Verdict::Pass,
         "fail" => Verdict::Fail,
         "raised" => error(t.get("kind").and_then(|k| k.as_str()).unwrap_or("?")),
