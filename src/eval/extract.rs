@@ -133,14 +133,11 @@ pub fn extract(prompt: &str, entry_point: &str, response: &str, style: PromptSty
     if let Some(nested) = code
         .lines()
         .find(|l| l.trim_start().starts_with(&format!("def {entry_point}(")))
+        && !nested.starts_with("def ")
     {
-        if !nested.starts_with("def ") {
-            return Extraction::Failed {
-                reason: format!(
-                    "`{entry_point}` is defined only inside another block (e.g. a class)"
-                ),
-            };
-        }
+        return Extraction::Failed {
+            reason: format!("`{entry_point}` is defined only inside another block (e.g. a class)"),
+        };
     }
     let other_defs: Vec<&str> = blocks
         .iter()
@@ -317,11 +314,12 @@ fn full_function(
                 carried_imports += 1;
             }
             BlockKind::Definition | BlockKind::Assignment => {
-                if let Some(name) = block.defined_name() {
-                    if name != entry_point && !defined.contains(&name) {
-                        carried.push_str(&block.text);
-                        carried_helpers.push(format!("`{name}`"));
-                    }
+                if let Some(name) = block.defined_name()
+                    && name != entry_point
+                    && !defined.contains(&name)
+                {
+                    carried.push_str(&block.text);
+                    carried_helpers.push(format!("`{name}`"));
                 }
             }
             _ => {}
@@ -497,10 +495,10 @@ fn top_level_blocks(code: &str) -> Vec<Block> {
             });
         }
     }
-    if let Some(last) = blocks.last_mut() {
-        if !last.text.ends_with('\n') {
-            last.text.push('\n');
-        }
+    if let Some(last) = blocks.last_mut()
+        && !last.text.ends_with('\n')
+    {
+        last.text.push('\n');
     }
     blocks
 }
@@ -787,7 +785,11 @@ mod tests {
                 checked += 1;
             }
         }
-        assert!(missing.is_empty(), "fixtures without expectations:\n{}", missing.join("\n"));
+        assert!(
+            missing.is_empty(),
+            "fixtures without expectations:\n{}",
+            missing.join("\n")
+        );
         assert!(checked >= 20, "only {checked} fixtures");
         // One python3 run parses every program and prints which are valid.
         let script = "import ast, json, sys\nfor p in json.load(sys.stdin):\n    try:\n        ast.parse(p); print('ok')\n    except SyntaxError as e:\n        print('bad', e)\n";
