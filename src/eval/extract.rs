@@ -520,7 +520,7 @@ impl Scanner {
         let mut i = 0;
         while i < bytes.len() {
             if let Some(delim) = self.triple {
-                if line[i..].starts_with(delim) {
+                if bytes[i..].starts_with(delim.as_bytes()) {
                     self.triple = None;
                     i += 3;
                 } else {
@@ -532,7 +532,7 @@ impl Scanner {
                 b'#' => return,
                 b'"' | b'\'' => {
                     let delim = if bytes[i] == b'"' { "\"\"\"" } else { "'''" };
-                    if line[i..].starts_with(delim) {
+                    if bytes[i..].starts_with(delim.as_bytes()) {
                         self.triple = Some(delim);
                         i += 3;
                         continue;
@@ -700,6 +700,22 @@ mod tests {
         let e = extract(PROMPT, "has_close_elements", response, PromptStyle::Chat);
         assert!(!program(&e).contains("This function"));
         assert!(e.detail().contains("no code fence"));
+    }
+
+    #[test]
+    fn non_ascii_text_is_scanned_safely() {
+        // HumanEval/72's docstring has '➞'; the scanner must never slice inside a multi-byte char.
+        let code = "def f(q):\n    \"\"\"\n    f([1, 2]) ➞ False \"é\" '''ü'''\n    \"\"\"\n    return 1\nx = 'ß'\n";
+        let blocks = top_level_blocks(code);
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[1].defined_name(), Some("x"));
+        let e = extract(
+            code,
+            "f",
+            &format!("```python\n{code}```"),
+            PromptStyle::Chat,
+        );
+        assert_eq!(e.status(), "full_function");
     }
 
     #[test]
