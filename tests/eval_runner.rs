@@ -334,7 +334,10 @@ fn results_hold_real_verdicts_and_summary_is_written() {
     let on_disk: ucoder_flow::eval::Summary =
         serde_json::from_slice(&std::fs::read(dir.path().join(runner::SUMMARY_FILE)).unwrap())
             .unwrap();
-    assert_eq!((on_disk.samples, on_disk.samples_passed, on_disk.complete), (summary.samples, passed, true));
+    assert_eq!(
+        (on_disk.samples, on_disk.samples_passed, on_disk.complete),
+        (summary.samples, passed, true)
+    );
     assert!((on_disk.pass_at_k["pass@1"] - summary.pass_at_k["pass@1"]).abs() < 1e-12);
     // Every failed row says why: a failed verdict, a program error, or an extraction reason.
     for r in rows.iter().filter(|r| !r.passed) {

@@ -133,14 +133,11 @@ pub fn extract(prompt: &str, entry_point: &str, response: &str, style: PromptSty
     if let Some(nested) = code
         .lines()
         .find(|l| l.trim_start().starts_with(&format!("def {entry_point}(")))
+        && !nested.starts_with("def ")
     {
-        if !nested.starts_with("def ") {
-            return Extraction::Failed {
-                reason: format!(
-                    "`{entry_point}` is defined only inside another block (e.g. a class)"
-                ),
-            };
-        }
+        return Extraction::Failed {
+            reason: format!("`{entry_point}` is defined only inside another block (e.g. a class)"),
+        };
     }
     let other_defs: Vec<&str> = blocks
         .iter()
@@ -317,11 +314,12 @@ fn full_function(
                 carried_imports += 1;
             }
             BlockKind::Definition | BlockKind::Assignment => {
-                if let Some(name) = block.defined_name() {
-                    if name != entry_point && !defined.contains(&name) {
-                        carried.push_str(&block.text);
-                        carried_helpers.push(format!("`{name}`"));
-                    }
+                if let Some(name) = block.defined_name()
+                    && name != entry_point
+                    && !defined.contains(&name)
+                {
+                    carried.push_str(&block.text);
+                    carried_helpers.push(format!("`{name}`"));
                 }
             }
             _ => {}
@@ -497,10 +495,10 @@ fn top_level_blocks(code: &str) -> Vec<Block> {
             });
         }
     }
-    if let Some(last) = blocks.last_mut() {
-        if !last.text.ends_with('\n') {
-            last.text.push('\n');
-        }
+    if let Some(last) = blocks.last_mut()
+        && !last.text.ends_with('\n')
+    {
+        last.text.push('\n');
     }
     blocks
 }
@@ -522,7 +520,7 @@ impl Scanner {
         let mut i = 0;
         while i < bytes.len() {
             if let Some(delim) = self.triple {
-                if line[i..].starts_with(delim) {
+                if bytes[i..].starts_with(delim.as_bytes()) {
                     self.triple = None;
                     i += 3;
                 } else {
@@ -534,7 +532,7 @@ impl Scanner {
                 b'#' => return,
                 b'"' | b'\'' => {
                     let delim = if bytes[i] == b'"' { "\"\"\"" } else { "'''" };
-                    if line[i..].starts_with(delim) {
+                    if bytes[i..].starts_with(delim.as_bytes()) {
                         self.triple = Some(delim);
                         i += 3;
                         continue;
@@ -705,6 +703,22 @@ mod tests {
     }
 
     #[test]
+    fn non_ascii_text_is_scanned_safely() {
+        // HumanEval/72's docstring has '➞'; the scanner must never slice inside a multi-byte char.
+        let code = "def f(q):\n    \"\"\"\n    f([1, 2]) ➞ False \"é\" '''ü'''\n    \"\"\"\n    return 1\nx = 'ß'\n";
+        let blocks = top_level_blocks(code);
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[1].defined_name(), Some("x"));
+        let e = extract(
+            code,
+            "f",
+            &format!("```python\n{code}```"),
+            PromptStyle::Chat,
+        );
+        assert_eq!(e.status(), "full_function");
+    }
+
+    #[test]
     fn blocks_respect_strings_and_brackets() {
         let code = "def f(\n    a,\n):\n    s = \"\"\"\nnot top level\n\"\"\"\n    return a\nx = [\n1,\n]\nprint(x)\n";
         let blocks = top_level_blocks(code);
@@ -787,7 +801,11 @@ mod tests {
                 checked += 1;
             }
         }
-        assert!(missing.is_empty(), "fixtures without expectations:\n{}", missing.join("\n"));
+        assert!(
+            missing.is_empty(),
+            "fixtures without expectations:\n{}",
+            missing.join("\n")
+        );
         assert!(checked >= 20, "only {checked} fixtures");
         // One python3 run parses every program and prints which are valid.
         let script = "import ast, json, sys\nfor p in json.load(sys.stdin):\n    try:\n        ast.parse(p); print('ok')\n    except SyntaxError as e:\n        print('bad', e)\n";

@@ -302,14 +302,18 @@ impl Summary {
         }
         let _ = writeln!(t, "{:<28} {}", "program errors", self.program_errors);
         let _ = writeln!(t, "{:<28} {}", "cut at max_tokens", self.truncated);
-        let tps = if self.generation_seconds > 0.0 {
-            self.completion_tokens as f64 / self.generation_seconds
+        // Replayed completions take no generation time; a rate would be meaningless.
+        let rate = if self.generation_seconds >= 0.5 {
+            format!(
+                " ({:.1} tok/s)",
+                self.completion_tokens as f64 / self.generation_seconds
+            )
         } else {
-            0.0
+            String::new()
         };
         let _ = writeln!(
             t,
-            "{:<28} {} ({tps:.1} tok/s)",
+            "{:<28} {}{rate}",
             "completion tokens", self.completion_tokens
         );
         let _ = writeln!(
