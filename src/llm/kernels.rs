@@ -106,7 +106,32 @@ impl Int8Weight {
         let k = self.k;
         let n0 = t * TILE_N;
         let valid = TILE_N.min(self.n - n0);
-        // Dequantize the tile's rows (zeros for rows past n).
+        let n = self.n;
+        if m == 1 {
+            // One row: multiply straight from int8, no scratch round trip.
+            for i in 0..valid {
+                let row = n0 + i;
+                let q = &self.q[row * k..(row + 1) * k];
+                let s = &self.scales[row * k / BLOCK..(row + 1) * k / BLOCK];
+                unsafe {
+                    let mut acc = _mm512_setzero_ps();
+                    for (b, &scale) in s.iter().enumerate() {
+                        let d = _mm512_set1_ps(scale);
+                        for h in 0..2 {
+                            // The same operations in the same order as the tiled path, so a
+                            // row's result does not depend on the batch size.
+                            let off = b * BLOCK + h * 16;
+                            let bytes = _mm_loadu_si128(q.as_ptr().add(off) as *const __m128i);
+                            let w = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes)), d);
+                            acc = _mm512_fmadd_ps(_mm512_loadu_ps(x.as_ptr().add(off)), w, acc);
+                        }
+                    }
+                    *out.add(n0 + i) = _mm512_reduce_add_ps(acc);
+                }
+            }
+            return;
+        }
+        // Dequantize the tile's rows (zeros for rows past n) once for all activation rows.
         for i in 0..TILE_N {
             let dst = &mut scratch[i * k..(i + 1) * k];
             if i >= valid {
@@ -116,9 +141,9 @@ impl Int8Weight {
             let row = n0 + i;
             let q = &self.q[row * k..(row + 1) * k];
             let s = &self.scales[row * k / BLOCK..(row + 1) * k / BLOCK];
-            for b in 0..k / BLOCK {
+            for (b, &scale) in s.iter().enumerate() {
                 unsafe {
-                    let d = _mm512_set1_ps(s[b]);
+                    let d = _mm512_set1_ps(scale);
                     for h in 0..2 {
                         let off = b * BLOCK + h * 16;
                         let bytes = _mm_loadu_si128(q.as_ptr().add(off) as *const __m128i);
@@ -128,7 +153,6 @@ impl Int8Weight {
                 }
             }
         }
-        let n = self.n;
         let mut r = 0;
         while r < m {
             let rows = TILE_M.min(m - r);
@@ -226,6 +250,15 @@ mod tests {
                     );
                 }
             }
+        }
+        // A row's result is bit-identical whatever the batch size.
+        let x: Vec<f32> = (0..5 * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut batch = vec![0f32; 5 * n];
+        q.matmul(&x, 5, &mut batch);
+        for r in 0..5 {
+            let mut one = vec![0f32; n];
+            q.matmul(&x[r * k..(r + 1) * k], 1, &mut one);
+            assert_eq!(&one[..], &batch[r * n..(r + 1) * n], "row {r}");
         }
         assert!(Int8Weight::from_f32(&w[..n * 48], n, 48).is_none());
     }

@@ -11,8 +11,12 @@
 //! without materialising repeated K/V, and prefill never builds an L×L attention matrix (each
 //! query row scores only its causal prefix).
 //!
-//! At load, matmul weights whose CPU dot product is scalar in candle (Q4_1, Q5_0, Q5_1, Q8_1) are
-//! re-quantized to Q8_0, whose dot product is SIMD; see [`Requantize`].
+//! Matmul kernels: on CPUs with AVX-512 every matmul weight is re-quantized at load to int8
+//! blocks of 32 (the precision of Q8_0) and served by [`super::kernels::Int8Weight`] for any
+//! batch size, so a token's numbers never depend on what else shares its batch. Elsewhere (or
+//! when [`BatchKernels`] says so), candle's quantized matmul runs, with weights whose candle CPU
+//! dot product is scalar (Q4_1, Q5_0, Q5_1, Q8_1) re-quantized to Q8_0 (see [`Requantize`]); an
+//! f32 GEMM on dequantized copies can serve large batches instead.
 //!
 //! All CPU work is split across candle's process-wide worker pool (the engine's thread budget),
 //! so no second set of threads competes with candle's busy-waiting workers.
@@ -201,22 +205,9 @@ impl<R: Read + Seek> Loader<'_, R> {
     }
 
     fn prepare(&mut self, name: &str, t: QTensor) -> Result<Weight, String> {
-        let stored = t.dtype();
-        let t = if self.requantize == Requantize::ScalarToQ8_0 && needs_requant(stored) {
-            let dense = t
-                .dequantize(&Device::Cpu)
-                .map_err(|e| format!("tensor `{name}`: {e}"))?;
-            QTensor::quantize(&dense, GgmlDType::Q8_0)
-                .map_err(|e| format!("tensor `{name}`: {e}"))?
-        } else {
-            t
-        };
-        self.types.push((name.to_string(), stored, t.dtype()));
         let err = |e: candle_core::Error| format!("tensor `{name}`: {e}");
-        let dense = match self.dense_min_rows {
-            Some(_) => Some(t.dequantize(&Device::Cpu).map_err(err)?),
-            None => None,
-        };
+        let stored = t.dtype();
+        // The int8 kernel, when it serves every batch size, replaces the quantized weights.
         let int8 = match self.int8_min_rows {
             Some(_) if Int8Weight::supported() => {
                 let (n, k) = t.shape().dims2().map_err(err)?;
@@ -228,12 +219,35 @@ impl<R: Read + Seek> Loader<'_, R> {
             }
             _ => None,
         };
+        let int8_min_rows = self.int8_min_rows.unwrap_or(usize::MAX);
+        if int8.is_some() && int8_min_rows <= 1 && self.dense_min_rows.is_none() {
+            self.types
+                .push((format!("{name} (int8 kernel)"), stored, GgmlDType::Q8_0));
+            return Ok(Weight {
+                q: None,
+                dense: None,
+                dense_min_rows: usize::MAX,
+                int8,
+                int8_min_rows,
+            });
+        }
+        let t = if self.requantize == Requantize::ScalarToQ8_0 && needs_requant(stored) {
+            let dense = t.dequantize(&Device::Cpu).map_err(err)?;
+            QTensor::quantize(&dense, GgmlDType::Q8_0).map_err(err)?
+        } else {
+            t
+        };
+        self.types.push((name.to_string(), stored, t.dtype()));
+        let dense = match self.dense_min_rows {
+            Some(_) => Some(t.dequantize(&Device::Cpu).map_err(err)?),
+            None => None,
+        };
         Ok(Weight {
-            q: QMatMul::from_qtensor(t).map_err(err)?,
+            q: Some(QMatMul::from_qtensor(t).map_err(err)?),
             dense,
             dense_min_rows: self.dense_min_rows.unwrap_or(usize::MAX),
             int8,
-            int8_min_rows: self.int8_min_rows.unwrap_or(usize::MAX),
+            int8_min_rows,
         })
     }
 }
@@ -495,7 +509,8 @@ fn rope_tables(rope_dim: usize, base: f32, context: usize) -> (Vec<f32>, Vec<f32
 /// least `dense_min_rows` rows (an f32 GEMM beats the quantized kernels once weights are reused
 /// across enough rows; the copy costs 4 bytes per weight).
 struct Weight {
-    q: QMatMul,
+    /// candle's quantized weights; `None` when the int8 kernel serves every batch size.
+    q: Option<QMatMul>,
     dense: Option<Tensor>,
     dense_min_rows: usize,
     int8: Option<Int8Weight>,
@@ -514,7 +529,7 @@ pub struct BatchKernels {
 impl Default for BatchKernels {
     fn default() -> Self {
         BatchKernels {
-            int8_min_rows: Some(2),
+            int8_min_rows: Some(1),
             dense_f32_min_rows: None,
         }
     }
@@ -525,7 +540,7 @@ fn matmul(w: &Weight, x: &[f32], rows: usize) -> Result<Vec<f32>, LlmError> {
     let k = x.len() / rows;
     let t = Tensor::from_slice(x, (rows, k), &Device::Cpu)?;
     if let Some(q8) = &w.int8 {
-        if rows >= w.int8_min_rows {
+        if rows >= w.int8_min_rows || w.q.is_none() {
             let mut out = vec![0f32; rows * q8.rows()];
             q8.matmul(x, rows, &mut out);
             return Ok(out);
@@ -533,7 +548,11 @@ fn matmul(w: &Weight, x: &[f32], rows: usize) -> Result<Vec<f32>, LlmError> {
     }
     let y = match &w.dense {
         Some(d) if rows >= w.dense_min_rows => t.matmul(&d.t()?)?,
-        _ => w.q.forward(&t)?,
+        _ => {
+            w.q.as_ref()
+                .expect("a weight keeps its quantized form unless int8 serves all sizes")
+                .forward(&t)?
+        }
     };
     Ok(y.flatten_all()?.to_vec1::<f32>()?)
 }
