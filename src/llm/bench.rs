@@ -78,6 +78,12 @@ pub struct LlmBenchArgs {
     /// Runs per figure (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Use an f32 GEMM on dequantized weights for batches of at least this many rows.
+    #[arg(long)]
+    pub dense_gemm_min_rows: Option<usize>,
+    /// Use the int8 AVX-512 kernel for batches of at least this many rows (0 = never).
+    #[arg(long, default_value_t = 1)]
+    pub int8_min_rows: usize,
     /// Run the same measurements with llama.cpp (llama-cpp-python) and print the ratios.
     #[arg(long)]
     pub compare_llamacpp: bool,
@@ -363,9 +369,18 @@ pub fn bench_command(args: &LlmBenchArgs) -> Result<(), CommandError> {
     let opts = EngineOptions {
         threads: args.threads,
         max_batch_rows: args.ns.iter().copied().max().unwrap_or(1).max(64),
+        batch_kernels: super::model::BatchKernels {
+            int8_min_rows: (args.int8_min_rows > 0).then_some(args.int8_min_rows),
+            dense_f32_min_rows: args.dense_gemm_min_rows,
+        },
         ..Default::default()
     };
     let mut engine = Engine::load(&source, &opts)?;
+    let mut types: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, stored, used) in engine.weight_types() {
+        *types.entry(format!("{stored:?}->{used:?}")).or_default() += 1;
+    }
+    eprintln!("[bench] matmul weights (file type -> type used: count): {types:?}");
     let prompt = if engine.has_chat_template() {
         engine.chat_prompt(&[ChatMessage::user(BENCH_PROMPT)])?
     } else {

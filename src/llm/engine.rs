@@ -24,7 +24,7 @@ use super::chat::{ChatError, ChatMessage, ChatTemplate};
 use super::error::LlmError;
 use super::gguf::GgufModel;
 use super::kv_cache::{KvSegment, SeqKv};
-use super::model::{Architecture, LogitsWanted, Requantize, SeqInput, Transformer};
+use super::model::{Architecture, BatchKernels, LogitsWanted, Requantize, SeqInput, Transformer};
 use super::sampler::{Sampler, SamplingParams, sample_all};
 use super::tokenizer::Tokenizer;
 use crate::models::ModelSource;
@@ -53,6 +53,8 @@ pub struct EngineOptions {
     pub max_prefill_tokens: usize,
     /// Caps the context window below the model's own (`None` = the model's).
     pub context_length: Option<usize>,
+    /// Kernels for batches of several token rows (int8 AVX-512 by default).
+    pub batch_kernels: BatchKernels,
 }
 
 impl Default for EngineOptions {
@@ -64,6 +66,7 @@ impl Default for EngineOptions {
             max_batch_rows: 64,
             max_prefill_tokens: 2048,
             context_length: None,
+            batch_kernels: BatchKernels::default(),
         }
     }
 }
@@ -208,12 +211,17 @@ impl Engine {
         let gguf = GgufModel::open(&path)?;
         let content = gguf.content();
         let mut reader = gguf.reader()?;
-        let model =
-            Transformer::from_gguf(content, &mut reader, gguf.architecture(), opts.requantize)
-                .map_err(|message| LlmError::InvalidModel {
-                    path: path.clone(),
-                    message,
-                })?;
+        let model = Transformer::from_gguf(
+            content,
+            &mut reader,
+            gguf.architecture(),
+            opts.requantize,
+            opts.batch_kernels,
+        )
+        .map_err(|message| LlmError::InvalidModel {
+            path: path.clone(),
+            message,
+        })?;
         let tokenizer = Tokenizer::from_gguf(content)?;
         let chat = match ChatTemplate::from_gguf(content) {
             Ok(t) => Some(t),

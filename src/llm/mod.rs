@@ -6,6 +6,7 @@
 //! - [`tokenizer`]: byte-level BPE tokenizer from `tokenizer.ggml.*` metadata (or tokenizer.json).
 //! - [`chat`]: the model's chat template (`tokenizer.chat_template`) rendered with minijinja.
 //! - [`model`]: the quantized qwen2/llama transformer with a ragged batched forward pass.
+//! - [`kernels`]: the int8 AVX-512 batched matmul for dense sampling.
 //! - [`kv_cache`]: preallocated per-sequence KV segments with shared prompt prefixes.
 //! - [`sampler`]: sampling parameters, greedy/temperature/top-k/top-p, log-probabilities, seeds.
 //! - [`engine`]: [`Engine`], continuous batching of requests and dense sampling.
@@ -17,6 +18,7 @@ pub mod chat;
 pub mod engine;
 pub mod error;
 pub mod gguf;
+pub mod kernels;
 pub mod kv_cache;
 pub mod model;
 pub mod sampler;
@@ -28,6 +30,6 @@ pub use engine::{
     GenerationStats,
 };
 pub use error::LlmError;
-pub use model::Requantize;
+pub use model::{BatchKernels, Requantize};
 pub use sampler::SamplingParams;
 pub use tokenizer::Tokenizer;

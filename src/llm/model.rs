@@ -11,8 +11,12 @@
 //! without materialising repeated K/V, and prefill never builds an L×L attention matrix (each
 //! query row scores only its causal prefix).
 //!
-//! At load, matmul weights whose CPU dot product is scalar in candle (Q4_1, Q5_0, Q5_1, Q8_1) are
-//! re-quantized to Q8_0, whose dot product is SIMD; see [`Requantize`].
+//! Matmul kernels: on CPUs with AVX-512 every matmul weight is re-quantized at load to int8
+//! blocks of 32 (the precision of Q8_0) and served by [`super::kernels::Int8Weight`] for any
+//! batch size, so a token's numbers never depend on what else shares its batch. Elsewhere (or
+//! when [`BatchKernels`] says so), candle's quantized matmul runs, with weights whose candle CPU
+//! dot product is scalar (Q4_1, Q5_0, Q5_1, Q8_1) re-quantized to Q8_0 (see [`Requantize`]); an
+//! f32 GEMM on dequantized copies can serve large batches instead.
 //!
 //! All CPU work is split across candle's process-wide worker pool (the engine's thread budget),
 //! so no second set of threads competes with candle's busy-waiting workers.
@@ -24,6 +28,7 @@ use candle_core::{Device, Module, Tensor};
 
 use super::error::LlmError;
 pub use super::gguf::Architecture;
+use super::kernels::Int8Weight;
 use super::kv_cache::SeqKv;
 
 /// How rotary embeddings pair up the dimensions of a head.
@@ -133,17 +138,17 @@ pub struct SeqInput<'a> {
 
 struct Layer {
     attn_norm: Vec<f32>,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
+    wq: Weight,
+    wk: Weight,
+    wv: Weight,
     bq: Option<Vec<f32>>,
     bk: Option<Vec<f32>>,
     bv: Option<Vec<f32>>,
-    wo: QMatMul,
+    wo: Weight,
     ffn_norm: Vec<f32>,
-    w_gate: QMatMul,
-    w_up: QMatMul,
-    w_down: QMatMul,
+    w_gate: Weight,
+    w_up: Weight,
+    w_down: Weight,
 }
 
 /// A loaded model: weights, rotary tables and the forward pass.
@@ -153,7 +158,7 @@ pub struct Transformer {
     embed: QTensor,
     layers: Vec<Layer>,
     out_norm: Vec<f32>,
-    output: QMatMul,
+    output: Weight,
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
     weight_types: Vec<(String, GgmlDType, GgmlDType)>,
@@ -170,6 +175,8 @@ struct Loader<'a, R> {
     ct: &'a gguf_file::Content,
     reader: &'a mut R,
     requantize: Requantize,
+    dense_min_rows: Option<usize>,
+    int8_min_rows: Option<usize>,
     types: Vec<(String, GgmlDType, GgmlDType)>,
 }
 
@@ -192,24 +199,56 @@ impl<R: Read + Seek> Loader<'_, R> {
             .map_err(|e| format!("tensor `{name}`: {e}"))
     }
 
-    fn matmul_weight(&mut self, name: &str) -> Result<QMatMul, String> {
+    fn matmul_weight(&mut self, name: &str) -> Result<Weight, String> {
         let t = self.qtensor(name)?;
         self.prepare(name, t)
     }
 
-    fn prepare(&mut self, name: &str, t: QTensor) -> Result<QMatMul, String> {
+    fn prepare(&mut self, name: &str, t: QTensor) -> Result<Weight, String> {
+        let err = |e: candle_core::Error| format!("tensor `{name}`: {e}");
         let stored = t.dtype();
+        // The int8 kernel, when it serves every batch size, replaces the quantized weights.
+        let int8 = match self.int8_min_rows {
+            Some(_) if Int8Weight::supported() => {
+                let (n, k) = t.shape().dims2().map_err(err)?;
+                let f = t
+                    .dequantize(&Device::Cpu)
+                    .and_then(|d| d.flatten_all()?.to_vec1::<f32>())
+                    .map_err(err)?;
+                Int8Weight::from_f32(&f, n, k)
+            }
+            _ => None,
+        };
+        let int8_min_rows = self.int8_min_rows.unwrap_or(usize::MAX);
+        if int8.is_some() && int8_min_rows <= 1 && self.dense_min_rows.is_none() {
+            self.types
+                .push((format!("{name} (int8 kernel)"), stored, GgmlDType::Q8_0));
+            return Ok(Weight {
+                q: None,
+                dense: None,
+                dense_min_rows: usize::MAX,
+                int8,
+                int8_min_rows,
+            });
+        }
         let t = if self.requantize == Requantize::ScalarToQ8_0 && needs_requant(stored) {
-            let dense = t
-                .dequantize(&Device::Cpu)
-                .map_err(|e| format!("tensor `{name}`: {e}"))?;
-            QTensor::quantize(&dense, GgmlDType::Q8_0)
-                .map_err(|e| format!("tensor `{name}`: {e}"))?
+            let dense = t.dequantize(&Device::Cpu).map_err(err)?;
+            QTensor::quantize(&dense, GgmlDType::Q8_0).map_err(err)?
         } else {
             t
         };
         self.types.push((name.to_string(), stored, t.dtype()));
-        QMatMul::from_qtensor(t).map_err(|e| format!("tensor `{name}`: {e}"))
+        let dense = match self.dense_min_rows {
+            Some(_) => Some(t.dequantize(&Device::Cpu).map_err(err)?),
+            None => None,
+        };
+        Ok(Weight {
+            q: Some(QMatMul::from_qtensor(t).map_err(err)?),
+            dense,
+            dense_min_rows: self.dense_min_rows.unwrap_or(usize::MAX),
+            int8,
+            int8_min_rows,
+        })
     }
 }
 
@@ -221,12 +260,15 @@ impl Transformer {
         reader: &mut R,
         architecture: Architecture,
         requantize: Requantize,
+        kernels: BatchKernels,
     ) -> Result<Self, String> {
         let cfg = ModelConfig::from_gguf(ct, architecture)?;
         let mut ld = Loader {
             ct,
             reader,
             requantize,
+            dense_min_rows: kernels.dense_f32_min_rows,
+            int8_min_rows: kernels.int8_min_rows,
             types: Vec::new(),
         };
         let embed = ld.qtensor("token_embd.weight")?;
@@ -463,11 +505,56 @@ fn rope_tables(rope_dim: usize, base: f32, context: usize) -> (Vec<f32>, Vec<f32
     (cos, sin)
 }
 
-/// `x (rows × k) · wᵀ` through candle's quantized matmul.
-fn matmul(w: &QMatMul, x: &[f32], rows: usize) -> Result<Vec<f32>, LlmError> {
+/// A matmul weight: quantized, plus optionally a dequantized f32 copy used for batches of at
+/// least `dense_min_rows` rows (an f32 GEMM beats the quantized kernels once weights are reused
+/// across enough rows; the copy costs 4 bytes per weight).
+struct Weight {
+    /// candle's quantized weights; `None` when the int8 kernel serves every batch size.
+    q: Option<QMatMul>,
+    dense: Option<Tensor>,
+    dense_min_rows: usize,
+    int8: Option<Int8Weight>,
+    int8_min_rows: usize,
+}
+
+/// Which kernels serve batches of several token rows (see [`super::kernels`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchKernels {
+    /// Batches of at least this many rows use the int8 AVX-512 kernel (when the CPU has it).
+    pub int8_min_rows: Option<usize>,
+    /// Batches of at least this many rows use an f32 GEMM on dequantized weight copies.
+    pub dense_f32_min_rows: Option<usize>,
+}
+
+impl Default for BatchKernels {
+    fn default() -> Self {
+        BatchKernels {
+            int8_min_rows: Some(1),
+            dense_f32_min_rows: None,
+        }
+    }
+}
+
+/// `x (rows × k) · wᵀ`.
+fn matmul(w: &Weight, x: &[f32], rows: usize) -> Result<Vec<f32>, LlmError> {
     let k = x.len() / rows;
     let t = Tensor::from_slice(x, (rows, k), &Device::Cpu)?;
-    Ok(w.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
+    if let Some(q8) = &w.int8 {
+        if rows >= w.int8_min_rows || w.q.is_none() {
+            let mut out = vec![0f32; rows * q8.rows()];
+            q8.matmul(x, rows, &mut out);
+            return Ok(out);
+        }
+    }
+    let y = match &w.dense {
+        Some(d) if rows >= w.dense_min_rows => t.matmul(&d.t()?)?,
+        _ => {
+            w.q.as_ref()
+                .expect("a weight keeps its quantized form unless int8 serves all sizes")
+                .forward(&t)?
+        }
+    };
+    Ok(y.flatten_all()?.to_vec1::<f32>()?)
 }
 
 fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
