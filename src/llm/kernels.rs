@@ -122,7 +122,8 @@ impl Int8Weight {
                             // row's result does not depend on the batch size.
                             let off = b * BLOCK + h * 16;
                             let bytes = _mm_loadu_si128(q.as_ptr().add(off) as *const __m128i);
-                            let w = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes)), d);
+                            let w =
+                                _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes)), d);
                             acc = _mm512_fmadd_ps(_mm512_loadu_ps(x.as_ptr().add(off)), w, acc);
                         }
                     }
