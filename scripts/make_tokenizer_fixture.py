@@ -6,7 +6,7 @@ tokenizer against it. The reference is independent of our code: llama.cpp's own 
 through llama-cpp-python, loading only the vocabulary of the same GGUF files.
 
     pip install llama-cpp-python      # see DEVELOPERS.md for the CMAKE_ARGS this machine needs
-    python3 scripts/make_tokenizer_fixture.py [--cache /work/cache] [--out tests/fixtures/tokenizer]
+    python3 scripts/make_tokenizer_fixture.py [--cache data/cache] [--out tests/fixtures/tokenizer]
 
 Writes <out>/<model>.jsonl.gz for each model: a header line
   {"model", "gguf_file", "gguf_sha256", "llama_cpp_python", "seed", "bos", "eos", "eog", "add_bos"}

@@ -31,6 +31,10 @@ pub struct ModelConfig {
     /// `chat` for instruct models (the model's chat template), `completion` for base models.
     #[serde(default = "default_style")]
     pub prompt: PromptStyle,
+    /// Engine threads (default: cores − sandbox workers). Generation and checking take turns in
+    /// the eval, so all cores may go to the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
 }
 
 fn default_style() -> PromptStyle {

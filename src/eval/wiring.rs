@@ -60,14 +60,20 @@ impl CompletionSource for EngineSource {
     }
 }
 
-/// Loads `model` into the in-process engine (engine threads = cores − sandbox workers).
+/// Loads `model` into the in-process engine (engine threads: `[model] threads`, or cores −
+/// sandbox workers).
 pub fn open_engine(
     model: &ModelSource,
     config: &EvalConfig,
 ) -> Result<Box<dyn CompletionSource>, EvalError> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let opts = EngineOptions {
-        threads: Some(cores.saturating_sub(config.sandbox.workers).max(1)),
+        threads: Some(
+            config
+                .model
+                .threads
+                .unwrap_or_else(|| cores.saturating_sub(config.sandbox.workers).max(1)),
+        ),
         ..Default::default()
     };
     let engine = Engine::load(model, &opts).map_err(|e| EvalError::Backend {

@@ -39,7 +39,7 @@ impl Int8Weight {
 
     /// Quantizes a row-major (n × k) f32 matrix; `None` when k is not a multiple of 32.
     pub fn from_f32(w: &[f32], n: usize, k: usize) -> Option<Self> {
-        if k % BLOCK != 0 || w.len() != n * k {
+        if !k.is_multiple_of(BLOCK) || w.len() != n * k {
             return None;
         }
         let mut q = vec![0i8; n * k];
@@ -75,6 +75,8 @@ impl Int8Weight {
         let tiles = self.n.div_ceil(TILE_N);
         let out_ptr = SharedPtr(out.as_mut_ptr());
         let run = |range: std::ops::Range<usize>| {
+            // Rebinding makes the closure capture the Sync wrapper, not its raw-pointer field.
+            #[allow(clippy::redundant_locals)]
             let out_ptr = out_ptr;
             let mut scratch = vec![0f32; TILE_N * self.k];
             for t in range {
@@ -173,7 +175,7 @@ impl Int8Weight {
 /// R activation rows (from `r`) × the 4 dequantized weight rows in `w`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn micro<const R: usize>(
     x: &[f32],
     r: usize,

@@ -199,10 +199,7 @@ mod tests {
         assert_eq!(Arc::strong_count(&prefix), 3);
         assert_eq!((a.len(), a.own().start(), b.room()), (3, 3, 5));
         // Head 1 of layer 1 holds the second half of each written row.
-        assert_eq!(
-            &a.prefix().unwrap().keys(1, 1, 1)[..],
-            &[4.0, 5.0, 6.0, 7.0]
-        );
+        assert_eq!(a.prefix().unwrap().keys(1, 1, 1), &[4.0, 5.0, 6.0, 7.0]);
         assert_eq!(
             &a.prefix().unwrap().values(1, 0, 2)[4..],
             &[-0.0, -1.0, -2.0, -3.0]

@@ -10,7 +10,7 @@
 //! - [`kv_cache`]: preallocated per-sequence KV segments with shared prompt prefixes.
 //! - [`sampler`]: sampling parameters, greedy/temperature/top-k/top-p, log-probabilities, seeds.
 //! - [`engine`]: [`Engine`], continuous batching of requests and dense sampling.
-//! - [`error`]: [`LlmError`].
+//! - [`error`]: the engine's error type, [`LlmError`].
 //! - [`bench`]: the `generate` and `bench llm` commands.
 
 pub mod bench;

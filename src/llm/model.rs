@@ -537,15 +537,15 @@ impl Default for BatchKernels {
 
 /// `x (rows × k) · wᵀ`.
 fn matmul(w: &Weight, x: &[f32], rows: usize) -> Result<Vec<f32>, LlmError> {
+    if let Some(q8) = &w.int8
+        && (rows >= w.int8_min_rows || w.q.is_none())
+    {
+        let mut out = vec![0f32; rows * q8.rows()];
+        q8.matmul(x, rows, &mut out);
+        return Ok(out);
+    }
     let k = x.len() / rows;
     let t = Tensor::from_slice(x, (rows, k), &Device::Cpu)?;
-    if let Some(q8) = &w.int8 {
-        if rows >= w.int8_min_rows || w.q.is_none() {
-            let mut out = vec![0f32; rows * q8.rows()];
-            q8.matmul(x, rows, &mut out);
-            return Ok(out);
-        }
-    }
     let y = match &w.dense {
         Some(d) if rows >= w.dense_min_rows => t.matmul(&d.t()?)?,
         _ => {
@@ -622,6 +622,8 @@ fn attention(
     let out_ptr = SharedOut(out.as_mut_ptr());
     let n_items = rows.len() * nkv;
     let item = |it: usize, scores: &mut Vec<f32>| {
+        // Rebinding makes the closure capture the Sync wrapper, not its raw-pointer field.
+        #[allow(clippy::redundant_locals)]
         let out_ptr = out_ptr;
         let (r, g) = (it / nkv, it % nkv);
         let (s, pos) = rows[r];
