@@ -6,21 +6,28 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::{eval, fetch, models};
+use crate::{eval, fetch, models, pipeline};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "ucoder-flow",
     version,
-    about = "Self-improving code LLM data pipeline (UCoder / IPC)"
+    about = "Self-improving code LLM data pipeline (UCoder / IPC)",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// `ucoder-flow PIPELINE.toml` is `ucoder-flow run PIPELINE.toml`.
+    #[command(flatten)]
+    run: Option<pipeline::RunArgs>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run (or resume) an IPC pipeline: problems, tests, sampled solutions, consensus selection, SFT shards.
+    Run(pipeline::RunArgs),
     /// Manage models: list the registry, fetch weights into the cache.
     Models {
         #[command(subcommand)]
@@ -87,7 +94,20 @@ fn say(line: &str) {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    let command = match (cli.command, cli.run) {
+        (Some(command), _) => command,
+        (None, Some(args)) => Command::Run(args),
+        (None, None) => {
+            use clap::CommandFactory;
+            Cli::command().print_help()?;
+            return Ok(());
+        }
+    };
+    match command {
+        Command::Run(args) => {
+            pipeline::run_cli(&args, &say)?;
+            Ok(())
+        }
         Command::Generate(args) => Ok(crate::llm::bench::generate_command(&args)?),
         Command::Eval(args) => Ok(eval::run_cli(&args)?),
         Command::Models { command } => match command {

@@ -13,6 +13,7 @@
 //! - [`prompts`]: the IPC stage prompt templates and their strict parsers.
 //! - [`dedup`]: near-duplicate problem removal (normalized signature + MinHash of descriptions).
 //! - [`sft`]: SFT data: prompt masking, sequence packing and the shard sink.
+//! - [`pipeline`]: `ucoder-flow run`: one IPC iteration as a timely dataflow, resumable from its checkpoints.
 //! - [`cli`]: the `ucoder-flow` command line.
 
 pub mod cli;
@@ -22,6 +23,7 @@ pub mod eval;
 pub mod fetch;
 pub mod llm;
 pub mod models;
+pub mod pipeline;
 pub mod prompts;
 pub mod sandbox;
 pub mod sft;

@@ -291,6 +291,11 @@ impl Engine {
         Ok(chat.render(messages, true)?)
     }
 
+    /// The model's chat template, when it has one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat.as_ref()
+    }
+
     /// Whether the model has a chat template.
     pub fn has_chat_template(&self) -> bool {
         self.chat.is_some()

@@ -13,60 +13,30 @@ use minijinja::Environment;
 use serde::Serialize;
 
 /// The paper's task types; each problem request names one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Category {
-    BasicAlgorithms,
-    NaturalLanguageInstructions,
-    StandardLibraryToolUse,
-    CompetitiveProgramming,
-    MultiDomainAlgorithms,
-}
+/// The paper's task types, as the problem generator is asked for them (shared with the records).
+pub use ucoder_operators::Category;
 
-impl Category {
-    /// All categories, in the order requests cycle through them.
-    pub const ALL: [Category; 5] = [
-        Category::BasicAlgorithms,
-        Category::NaturalLanguageInstructions,
-        Category::StandardLibraryToolUse,
-        Category::CompetitiveProgramming,
-        Category::MultiDomainAlgorithms,
-    ];
-
-    /// The stable label stored in artifacts.
-    pub fn label(self) -> &'static str {
-        match self {
-            Category::BasicAlgorithms => "basic_algorithms",
-            Category::NaturalLanguageInstructions => "natural_language_instructions",
-            Category::StandardLibraryToolUse => "standard_library_tool_use",
-            Category::CompetitiveProgramming => "competitive_programming",
-            Category::MultiDomainAlgorithms => "multi_domain_algorithms",
+/// What a problem of `category` is, in the words the problem prompt uses.
+pub fn describe(category: Category) -> &'static str {
+    match category {
+        Category::BasicAlgorithms => {
+            "a basic algorithm or data-structure exercise (sorting, searching, strings, arrays, hashing)"
         }
-    }
-
-    /// What the problem prompt asks for.
-    pub fn description(self) -> &'static str {
-        match self {
-            Category::BasicAlgorithms => {
-                "a basic algorithm or data-structure exercise (sorting, searching, strings, arrays, hashing)"
-            }
-            Category::NaturalLanguageInstructions => {
-                "a task described as a natural-language business or everyday instruction that must be turned into precise logic"
-            }
-            Category::StandardLibraryToolUse => {
-                "a task best solved with Python standard-library tools (collections, itertools, heapq, bisect, re, datetime, math)"
-            }
-            Category::CompetitiveProgramming => {
-                "a competitive-programming problem needing a clever algorithm (dynamic programming, greedy, graphs, number theory)"
-            }
-            Category::MultiDomainAlgorithms => {
-                "an algorithm from another domain (geometry, finance, scheduling, text processing, simulation, statistics)"
-            }
+        Category::NaturalLanguage => {
+            "a task described as a natural-language business or everyday instruction that must be turned into precise logic"
+        }
+        Category::StandardLibrary => {
+            "a task best solved with Python standard-library tools (collections, itertools, heapq, bisect, re, datetime, math)"
+        }
+        Category::CompetitiveProgramming => {
+            "a competitive-programming problem needing a clever algorithm (dynamic programming, greedy, graphs, number theory)"
+        }
+        Category::MultiDomain => {
+            "an algorithm from another domain (geometry, finance, scheduling, text processing, simulation, statistics)"
         }
     }
 }
 
-/// Why the prompt templates could not be loaded or rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
     #[error("{path}: {source}")]
@@ -145,13 +115,13 @@ impl PromptSet {
     pub fn problem(&self, category: Category, seed: u64) -> Result<String, PromptError> {
         self.render(
             "problem.j2",
-            minijinja::context! { category => category.label(), category_description => category.description(), seed },
+            minijinja::context! { category => category.as_str(), category_description => describe(category), seed },
         )
     }
 
     /// The Quality Oracle prompt; `problem` is the problem as shown to the model.
     pub fn rating(&self, problem: &str) -> Result<String, PromptError> {
-        let categories: Vec<&str> = Category::ALL.iter().map(|c| c.label()).collect();
+        let categories: Vec<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
         self.render(
             "rating.j2",
             minijinja::context! { problem, categories => categories.join(", ") },
@@ -199,7 +169,7 @@ mod tests {
                 && p.contains("seed: 7")
         );
         let r = set.rating("Title: T").unwrap();
-        assert!(r.contains("<RATING_START>") && r.contains("multi_domain_algorithms"));
+        assert!(r.contains("<RATING_START>") && r.contains("multi_domain"));
         let s = set.skeleton("Title: T", "def f(x: int) -> int:").unwrap();
         assert!(s.contains("def f(x: int) -> int:") && s.contains("<SKELETON_END>"));
         let t = set

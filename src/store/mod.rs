@@ -11,8 +11,10 @@
 //! - [`record`]: the [`Record`] trait that maps a row type to an Arrow schema, and column helpers.
 //! - [`stage`]: [`StageDir`] (untyped record batches) and [`Stage`] (typed rows) over one folder.
 //! - [`manifest`]: the run's `manifest.json`.
+//! - [`flat`]: the `flat_record!` macro for row types made only of scalar columns.
 
 pub mod atomic;
+pub mod flat;
 pub mod manifest;
 pub mod record;
 pub mod stage;

@@ -264,6 +264,26 @@ impl<R: Record> Stage<R> {
         self.inner.commit(&batch).map(Some)
     }
 
+    /// Every committed row of the stage folder `dir`, in part order, without opening it for
+    /// writing (no folder is created, no temp file removed); a missing folder has no rows.
+    pub fn read(dir: &Path) -> Result<Vec<R>, StoreError> {
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        Stage::<R> {
+            inner: StageDir {
+                dir: dir.to_path_buf(),
+                schema: R::schema(),
+                kind: R::KIND.to_string(),
+                schema_version: R::SCHEMA_VERSION,
+                worker: u32::MAX,
+                next_seq: 0,
+            },
+            rows: PhantomData,
+        }
+        .read_all()
+    }
+
     /// Every committed row, in part order.
     pub fn read_all(&self) -> Result<Vec<R>, StoreError> {
         let mut rows = Vec::new();

@@ -1,0 +1,352 @@
+//! The Parquet tables of an IPC run (DESIGN §4) and what resume reads back from them.
+//!
+//! Two kinds of tables live under `runs/<name>/iter-<t>/`:
+//!
+//! - **Checkpoints**, written part by part while the graph runs, are the expensive work: one
+//!   [`ResponseRow`] per model completion in `problems/`, `ratings/`, `skeletons/`, `tests/` and
+//!   `candidates/` (raw text, tokens, log-probability sum, finish reason, and how the stage's
+//!   parser judged it), and one [`ExecutionRow`] per (candidate, test) in `executions/`. Each
+//!   row carries the key of the request that produced it; on resume a [`ResponseMemo`] or
+//!   [`ExecutionMemo`] answers those requests from disk instead of the model or the sandbox.
+//! - **Results**, derived deterministically from the checkpoints when the iteration completes:
+//!   `problem_set/`, `test_cases/`, `clusters/`, `selections/`, `rejections/` and `sft/`. They are
+//!   rebuilt from scratch by a resumed run, so a half-written result is never mixed with a new one.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ucoder_operators::{
+    CandidateId, Completion, Execution, FinishReason, LogprobSummary, Outcome, ProblemId, TestId,
+    TestResult,
+};
+
+use crate::flat_record;
+use crate::store::{Stage, StoreError};
+
+/// One model completion, as a stage checkpoints it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseRow {
+    /// The request's key within its stage (see `stages::RequestKey`).
+    pub key: u64,
+    /// The problem the request is about (none for problem generation).
+    pub problem_id: Option<u64>,
+    /// Index of the completion within its request.
+    pub sample: u32,
+    /// The id of the record parsed from it (problem, candidate), when it has one.
+    pub record_id: Option<u64>,
+    pub text: String,
+    pub tokens: u32,
+    pub sum_logprob: f64,
+    /// `stop` or `length`.
+    pub finish: String,
+    /// `ok`, or the rejection reason's label.
+    pub status: String,
+    pub detail: String,
+}
+
+flat_record!(
+    ResponseRow,
+    "ipc_response",
+    1,
+    [
+        key: u64,
+        problem_id: Option<u64>,
+        sample: u32,
+        record_id: Option<u64>,
+        text: String,
+        tokens: u32,
+        sum_logprob: f64,
+        finish: String,
+        status: String,
+        detail: String,
+    ]
+);
+
+impl ResponseRow {
+    fn completion(&self) -> Completion {
+        Completion {
+            text: self.text.clone(),
+            logprobs: LogprobSummary {
+                tokens: self.tokens,
+                sum_logprob: self.sum_logprob,
+            },
+            finish: if self.finish == "length" {
+                FinishReason::Length
+            } else {
+                FinishReason::Stop
+            },
+        }
+    }
+}
+
+/// The label stored for a finish reason.
+pub fn finish_label(finish: FinishReason) -> &'static str {
+    match finish {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+/// One test's outcome for one candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionRow {
+    pub problem_id: u64,
+    pub candidate_id: u64,
+    pub test_id: u64,
+    /// `pass`, `fail`, `error` or `timeout`.
+    pub outcome: String,
+    pub output_hash: Option<u64>,
+}
+
+flat_record!(
+    ExecutionRow,
+    "ipc_execution",
+    1,
+    [problem_id: u64, candidate_id: u64, test_id: u64, outcome: String, output_hash: Option<u64>]
+);
+
+fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Pass => "pass",
+        Outcome::Fail => "fail",
+        Outcome::Error => "error",
+        Outcome::Timeout => "timeout",
+    }
+}
+
+fn parse_outcome(label: &str) -> Option<Outcome> {
+    Some(match label {
+        "pass" => Outcome::Pass,
+        "fail" => Outcome::Fail,
+        "error" => Outcome::Error,
+        "timeout" => Outcome::Timeout,
+        _ => return None,
+    })
+}
+
+impl ExecutionRow {
+    /// The rows of one execution.
+    pub fn of(execution: &Execution) -> impl Iterator<Item = ExecutionRow> + '_ {
+        execution.results.iter().map(|r| ExecutionRow {
+            problem_id: execution.problem_id.0,
+            candidate_id: execution.candidate_id.0,
+            test_id: r.test_id.0,
+            outcome: outcome_label(r.outcome).to_string(),
+            output_hash: r.output_hash,
+        })
+    }
+}
+
+/// Completions already committed by a stage, by request key.
+#[derive(Debug, Default)]
+pub struct ResponseMemo {
+    by_key: HashMap<u64, Vec<Completion>>,
+}
+
+impl ResponseMemo {
+    /// Reads every committed part of the stage folder `dir` (none yet: an empty memo).
+    pub fn load(dir: &Path) -> Result<Self, StoreError> {
+        let rows = Stage::<ResponseRow>::read(dir)?;
+        let mut grouped: HashMap<u64, Vec<&ResponseRow>> = HashMap::new();
+        for row in &rows {
+            grouped.entry(row.key).or_default().push(row);
+        }
+        let by_key = grouped
+            .into_iter()
+            .map(|(key, mut rows)| {
+                rows.sort_by_key(|r| r.sample);
+                rows.dedup_by_key(|r| r.sample);
+                (key, rows.into_iter().map(ResponseRow::completion).collect())
+            })
+            .collect();
+        Ok(ResponseMemo { by_key })
+    }
+
+    /// The committed completions of request `key`.
+    pub fn get(&self, key: u64) -> Option<&Vec<Completion>> {
+        self.by_key.get(&key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+/// Executions already committed, by candidate.
+#[derive(Debug, Default)]
+pub struct ExecutionMemo {
+    by_candidate: HashMap<CandidateId, Execution>,
+}
+
+impl ExecutionMemo {
+    /// Reads every committed part of the `executions/` folder `dir`. A row whose outcome label is
+    /// unknown is an error naming the folder.
+    pub fn load(dir: &Path) -> Result<Self, StoreError> {
+        let rows = Stage::<ExecutionRow>::read(dir)?;
+        let mut by_candidate: HashMap<CandidateId, Execution> = HashMap::new();
+        for row in rows {
+            let outcome = parse_outcome(&row.outcome).ok_or_else(|| StoreError::Column {
+                path: dir.to_path_buf(),
+                column: "outcome".into(),
+                problem: format!("unknown outcome `{}`", row.outcome),
+            })?;
+            let execution =
+                by_candidate
+                    .entry(CandidateId(row.candidate_id))
+                    .or_insert_with(|| Execution {
+                        problem_id: ProblemId(row.problem_id),
+                        candidate_id: CandidateId(row.candidate_id),
+                        results: Vec::new(),
+                    });
+            if execution
+                .results
+                .iter()
+                .all(|r| r.test_id != TestId(row.test_id))
+            {
+                execution.results.push(TestResult {
+                    test_id: TestId(row.test_id),
+                    outcome,
+                    output_hash: row.output_hash,
+                });
+            }
+        }
+        Ok(ExecutionMemo { by_candidate })
+    }
+
+    /// The committed execution of `candidate`.
+    pub fn get(&self, candidate: CandidateId) -> Option<&Execution> {
+        self.by_candidate.get(&candidate)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_candidate.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_candidate.is_empty()
+    }
+}
+
+/// A problem that made it through rating, skeleton and tests (`problem_set/`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProblemRow {
+    pub problem_id: u64,
+    pub request: u64,
+    pub category: String,
+    pub title: String,
+    pub description: String,
+    pub signature: String,
+    pub example: String,
+    pub hint: String,
+    pub score: f64,
+    pub difficulty: String,
+    pub skeleton: String,
+    pub tests: u32,
+}
+
+flat_record!(
+    ProblemRow,
+    "ipc_problem",
+    1,
+    [
+        problem_id: u64,
+        request: u64,
+        category: String,
+        title: String,
+        description: String,
+        signature: String,
+        example: String,
+        hint: String,
+        score: f64,
+        difficulty: String,
+        skeleton: String,
+        tests: u32,
+    ]
+);
+
+/// One validated test (`test_cases/`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestCaseRow {
+    pub problem_id: u64,
+    pub test_id: u64,
+    pub code: String,
+}
+
+flat_record!(
+    TestCaseRow,
+    "ipc_test_case",
+    1,
+    [problem_id: u64, test_id: u64, code: String]
+);
+
+/// One consensus cluster at the end of the iteration (`clusters/`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterRow {
+    pub problem_id: u64,
+    /// Digest of the shared execution signature.
+    pub signature: u64,
+    pub size: u32,
+    /// Tests the cluster's members pass.
+    pub passed: u32,
+    /// Whether the selection came from this cluster.
+    pub selected: bool,
+}
+
+flat_record!(
+    ClusterRow,
+    "ipc_cluster",
+    1,
+    [problem_id: u64, signature: u64, size: u32, passed: u32, selected: bool]
+);
+
+/// The selected solution of a problem (`selections/`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelectionRow {
+    pub problem_id: u64,
+    pub candidate_id: u64,
+    pub cluster: u64,
+    pub cluster_size: u32,
+    pub executed: u32,
+    pub tests: u32,
+    pub passed: u32,
+    pub perplexity: f64,
+    pub code: String,
+}
+
+flat_record!(
+    SelectionRow,
+    "ipc_selection",
+    1,
+    [
+        problem_id: u64,
+        candidate_id: u64,
+        cluster: u64,
+        cluster_size: u32,
+        executed: u32,
+        tests: u32,
+        passed: u32,
+        perplexity: f64,
+        code: String,
+    ]
+);
+
+/// A response or record that a stage rejected (`rejections/`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectionRow {
+    pub stage: String,
+    pub problem_id: Option<u64>,
+    pub reason: String,
+    pub detail: String,
+    pub raw: String,
+}
+
+flat_record!(
+    RejectionRow,
+    "ipc_rejection",
+    1,
+    [stage: String, problem_id: Option<u64>, reason: String, detail: String, raw: String]
+);

@@ -1,0 +1,343 @@
+//! The production backends of the IPC graph: the in-process candle engine behind
+//! [`Generate`](ucoder_operators::Generate) and the sandbox pool behind
+//! [`Execute`](ucoder_operators::Execute), plus the sandbox checks of skeletons and tests.
+//!
+//! One engine serves every LLM stage. Each stage gets its own [`BackendPool`] thread holding a
+//! [`CandleGenerator`] over the shared engine, so the time the engine spends on each stage is
+//! measured where it is spent ([`StageClock`]) and a slow stage never queues behind another's
+//! batch bookkeeping; the engine itself serves one batch at a time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ucoder_operators::{
+    BackendError, ChatMessage as OpChatMessage, Completion, ExecJob, Execute, Execution,
+    FinishReason as OpFinish, Generate, Generation, GenerationRequest, LogprobSummary, Outcome,
+    Role, TestKind, TestResult,
+};
+
+use crate::llm::{self, ChatMessage, Engine};
+use crate::sandbox::{self, Job, JobResult, Limits, SandboxPool, Verdict};
+
+/// Busy time and activity span of one stage's backend, shared with the report.
+#[derive(Debug)]
+pub struct StageClock {
+    origin: Instant,
+    busy_micros: AtomicU64,
+    /// Micros since `origin` of the first batch start, `u64::MAX` before any.
+    first_micros: AtomicU64,
+    last_micros: AtomicU64,
+    requests: AtomicU64,
+    tokens: AtomicU64,
+}
+
+impl StageClock {
+    pub fn new(origin: Instant) -> Self {
+        StageClock {
+            origin,
+            busy_micros: AtomicU64::new(0),
+            first_micros: AtomicU64::new(u64::MAX),
+            last_micros: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            tokens: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, started: Instant, requests: usize, tokens: u64) {
+        let now = Instant::now();
+        let micros = |t: Instant| t.duration_since(self.origin).as_micros() as u64;
+        self.busy_micros.fetch_add(
+            now.duration_since(started).as_micros() as u64,
+            Ordering::Relaxed,
+        );
+        self.first_micros
+            .fetch_min(micros(started), Ordering::Relaxed);
+        self.last_micros.fetch_max(micros(now), Ordering::Relaxed);
+        self.requests.fetch_add(requests as u64, Ordering::Relaxed);
+        self.tokens.fetch_add(tokens, Ordering::Relaxed);
+    }
+
+    /// Seconds the backend spent serving this stage.
+    pub fn busy(&self) -> Duration {
+        Duration::from_micros(self.busy_micros.load(Ordering::Relaxed))
+    }
+
+    /// Seconds from the first batch's start to the last batch's end (zero when none ran).
+    pub fn span(&self) -> Duration {
+        let first = self.first_micros.load(Ordering::Relaxed);
+        let last = self.last_micros.load(Ordering::Relaxed);
+        if first == u64::MAX {
+            Duration::ZERO
+        } else {
+            Duration::from_micros(last.saturating_sub(first))
+        }
+    }
+
+    /// Requests (LLM prompts or sandbox jobs) served.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Completion tokens generated (LLM stages).
+    pub fn tokens(&self) -> u64 {
+        self.tokens.load(Ordering::Relaxed)
+    }
+}
+
+/// One LLM stage's view of the shared engine.
+pub struct CandleGenerator {
+    engine: Arc<Mutex<Engine>>,
+    clock: Arc<StageClock>,
+}
+
+impl CandleGenerator {
+    pub fn new(engine: Arc<Mutex<Engine>>, clock: Arc<StageClock>) -> Self {
+        CandleGenerator { engine, clock }
+    }
+}
+
+fn backend_error(message: impl ToString) -> BackendError {
+    BackendError {
+        backend: "candle".into(),
+        message: message.to_string(),
+    }
+}
+
+fn to_engine_request(
+    engine: &Engine,
+    request: &GenerationRequest,
+) -> Result<llm::GenerationRequest, BackendError> {
+    // A final assistant message is a prefill: the model continues it (the judge puts it back in
+    // front of the completion), which keeps small models inside the tagged answer format.
+    let (turns, prefill) = match request.messages.split_last() {
+        Some((last, rest)) if last.role == Role::Assistant => (rest, last.content.as_str()),
+        _ => (request.messages.as_slice(), ""),
+    };
+    let messages: Vec<ChatMessage> = turns
+        .iter()
+        .map(|m: &OpChatMessage| {
+            let role = match m.role {
+                Role::System => "system",
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            ChatMessage::new(role, m.content.as_str())
+        })
+        .collect();
+    let mut prompt = engine.chat_prompt(&messages).map_err(backend_error)?;
+    prompt.push_str(prefill);
+    Ok(llm::GenerationRequest {
+        prompt,
+        n: request.n as usize,
+        params: llm::SamplingParams {
+            temperature: request.params.temperature,
+            top_p: request.params.top_p,
+            top_k: 0,
+            max_tokens: request.params.max_tokens as usize,
+            stop: request.params.stop.clone(),
+            seed: request.params.seed,
+            ignore_eos: false,
+        },
+    })
+}
+
+fn from_engine_completion(completion: llm::Completion) -> Completion {
+    let mut logprobs = LogprobSummary::default();
+    for &l in &completion.logprobs {
+        logprobs.push(f64::from(l));
+    }
+    Completion {
+        text: completion.text,
+        logprobs,
+        finish: match completion.finish_reason {
+            llm::FinishReason::Length => OpFinish::Length,
+            llm::FinishReason::Stop | llm::FinishReason::Eos => OpFinish::Stop,
+        },
+    }
+}
+
+impl Generate for CandleGenerator {
+    fn generate(&mut self, requests: &[GenerationRequest]) -> Vec<Generation> {
+        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let started = Instant::now();
+        // Requests that cannot even be rendered fail alone; the rest go as one batch.
+        let mut out: Vec<Option<Generation>> = vec![None; requests.len()];
+        let mut batch = Vec::new();
+        let mut positions = Vec::new();
+        for (i, request) in requests.iter().enumerate() {
+            match to_engine_request(&engine, request) {
+                Ok(r) => {
+                    batch.push(r);
+                    positions.push(i);
+                }
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        let mut tokens = 0u64;
+        match engine.generate_batch(&batch) {
+            Ok(results) => {
+                for (i, completions) in positions.into_iter().zip(results) {
+                    tokens += completions
+                        .iter()
+                        .map(|c| c.token_ids.len() as u64)
+                        .sum::<u64>();
+                    out[i] = Some(Ok(completions
+                        .into_iter()
+                        .map(from_engine_completion)
+                        .collect()));
+                }
+            }
+            Err(e) => {
+                // One bad request (e.g. a prompt longer than the context) fails the batch call;
+                // serve the requests one by one so only that one fails.
+                for (i, request) in positions.into_iter().zip(batch) {
+                    out[i] = Some(
+                        engine
+                            .generate_batch(std::slice::from_ref(&request))
+                            .map(|mut r| {
+                                let completions = r.pop().unwrap_or_default();
+                                tokens += completions
+                                    .iter()
+                                    .map(|c| c.token_ids.len() as u64)
+                                    .sum::<u64>();
+                                completions.into_iter().map(from_engine_completion).collect()
+                            })
+                            .map_err(|single| {
+                                backend_error(format!("{single} (batch failed with: {e})"))
+                            }),
+                    );
+                }
+            }
+        }
+        self.clock.record(started, requests.len(), tokens);
+        out.into_iter()
+            .map(|g| g.expect("every request answered"))
+            .collect()
+    }
+}
+
+/// Runs candidates on their problem's tests in the sandbox pool.
+pub struct SandboxExecutor {
+    pool: Arc<SandboxPool>,
+    limits: Limits,
+    clock: Arc<StageClock>,
+}
+
+impl SandboxExecutor {
+    pub fn new(pool: Arc<SandboxPool>, limits: Limits, clock: Arc<StageClock>) -> Self {
+        SandboxExecutor {
+            pool,
+            limits,
+            clock,
+        }
+    }
+}
+
+/// The sandbox test for a stored test case.
+pub fn sandbox_test(test: &ucoder_operators::TestCase) -> sandbox::TestCase {
+    match test.kind {
+        TestKind::Assert | TestKind::Call => sandbox::TestCase::Assert {
+            source: test.code.clone(),
+        },
+    }
+}
+
+/// How a sandbox verdict counts in an execution signature.
+pub fn outcome(verdict: &Verdict) -> Outcome {
+    match verdict {
+        Verdict::Pass => Outcome::Pass,
+        Verdict::Fail => Outcome::Fail,
+        Verdict::Error { .. } => Outcome::Error,
+        Verdict::Timeout | Verdict::Killed => Outcome::Timeout,
+    }
+}
+
+fn sandbox_error(message: impl ToString) -> BackendError {
+    BackendError {
+        backend: "sandbox".into(),
+        message: message.to_string(),
+    }
+}
+
+impl Execute for SandboxExecutor {
+    fn execute(&mut self, jobs: &[ExecJob]) -> Vec<Result<Execution, BackendError>> {
+        let started = Instant::now();
+        let pending: Vec<_> = jobs
+            .iter()
+            .map(|job| {
+                self.pool.submit(Job {
+                    program: job.code.clone(),
+                    tests: job.tests.iter().map(sandbox_test).collect(),
+                    limits: Some(self.limits.clone()),
+                })
+            })
+            .collect();
+        let out = jobs
+            .iter()
+            .zip(pending)
+            .map(|(job, reply)| {
+                let result = reply
+                    .recv()
+                    .map_err(|_| sandbox_error("the sandbox pool shut down"))?
+                    .map_err(sandbox_error)?;
+                if result.tests.len() != job.tests.len() {
+                    return Err(sandbox_error(format!(
+                        "candidate {}: {} results for {} tests",
+                        job.candidate_id,
+                        result.tests.len(),
+                        job.tests.len()
+                    )));
+                }
+                Ok(Execution {
+                    problem_id: job.problem_id,
+                    candidate_id: job.candidate_id,
+                    results: job
+                        .tests
+                        .iter()
+                        .zip(&result.tests)
+                        .map(|(test, r)| TestResult {
+                            test_id: test.id,
+                            outcome: outcome(&r.verdict),
+                            output_hash: r.output_hash,
+                        })
+                        .collect(),
+                })
+            })
+            .collect();
+        self.clock.record(started, jobs.len(), 0);
+        out
+    }
+}
+
+/// Runs raw sandbox jobs (the skeleton and test checks), for a [`BackendPool`](ucoder_operators::BackendPool).
+pub struct SandboxChecker {
+    pool: Arc<SandboxPool>,
+    clock: Arc<StageClock>,
+}
+
+impl SandboxChecker {
+    pub fn new(pool: Arc<SandboxPool>, clock: Arc<StageClock>) -> Self {
+        SandboxChecker { pool, clock }
+    }
+}
+
+impl ucoder_operators::Service for SandboxChecker {
+    type Request = Job;
+    type Response = Result<JobResult, BackendError>;
+    fn serve(&mut self, jobs: &[Job]) -> Vec<Result<JobResult, BackendError>> {
+        let started = Instant::now();
+        let pending: Vec<_> = jobs.iter().map(|j| self.pool.submit(j.clone())).collect();
+        let out = pending
+            .into_iter()
+            .map(|reply| {
+                reply
+                    .recv()
+                    .map_err(|_| sandbox_error("the sandbox pool shut down"))?
+                    .map_err(sandbox_error)
+            })
+            .collect();
+        self.clock.record(started, jobs.len(), 0);
+        out
+    }
+}
