@@ -75,141 +75,54 @@ const FIELDS_OK: &str = "Title: T\nDescription: D\nFunction Signature: def f(a: 
 
 #[test]
 fn malformed_problems() {
-    let sig_error = |s: &str| RejectReason::BadSignature(s.to_string());
     let huge_unterminated = format!(
         "<PROBLEM_START>\nTitle: T\nDescription: {}",
         "x".repeat(1 << 20)
     );
-    let cases: Vec<(&str, String, RejectReason)> = vec![
-        (
-            "no tags",
-            "Title: T\nDescription: D".into(),
-            RejectReason::MissingBlock("<PROBLEM_START>"),
-        ),
-        (
-            "empty response",
-            String::new(),
-            RejectReason::MissingBlock("<PROBLEM_START>"),
-        ),
-        (
-            "lowercase tags",
-            FIELDS_OK.replace("Title", "<problem_start>\nTitle") + "\n<problem_end>",
-            RejectReason::MissingBlock("<PROBLEM_START>"),
-        ),
-        (
-            "other stage's tags",
-            format!("<RATING_START>\n{FIELDS_OK}\n<RATING_END>"),
-            RejectReason::MissingBlock("<PROBLEM_START>"),
-        ),
-        (
-            "tags in wrong order",
-            format!("<PROBLEM_END>\n{FIELDS_OK}\n<PROBLEM_START>"),
-            RejectReason::UnterminatedBlock("<PROBLEM_START>"),
-        ),
-        (
-            "cut at max tokens mid-line",
-            PROBLEM_OK[..PROBLEM_OK.find("Hint: Use").unwrap() + 9].to_string(),
-            RejectReason::UnterminatedBlock("<PROBLEM_START>"),
-        ),
-        (
-            "cut inside the closing tag",
-            PROBLEM_OK.replace("<PROBLEM_END>\n", "<PROBLEM_E"),
-            RejectReason::UnterminatedBlock("<PROBLEM_START>"),
-        ),
-        (
-            "huge and unterminated",
-            huge_unterminated,
-            RejectReason::UnterminatedBlock("<PROBLEM_START>"),
-        ),
-        (
-            "empty block",
-            problem_with(""),
-            RejectReason::MissingField("Title"),
-        ),
-        (
-            "empty title",
-            problem_with(&FIELDS_OK.replace("Title: T", "Title:   ")),
-            RejectReason::MissingField("Title"),
-        ),
-        (
-            "missing description",
-            problem_with(&FIELDS_OK.replace("Description: D\n", "")),
-            RejectReason::MissingField("Description"),
-        ),
-        (
-            "renamed key",
-            problem_with(&FIELDS_OK.replace("Function Signature", "Signature")),
-            RejectReason::MissingField("Function Signature"),
-        ),
-        (
-            "empty example",
-            problem_with(&FIELDS_OK.replace("Example: f(1) -> 2", "Example:")),
-            RejectReason::MissingField("Example"),
-        ),
-        (
-            "missing hint",
-            problem_with(&FIELDS_OK.replace("\nHint: H", "")),
-            RejectReason::MissingField("Hint"),
-        ),
-        (
-            "untyped parameters",
-            problem_with(&FIELDS_OK.replace("a: int", "a, b")),
-            sig_error("parameter `a` has no type annotation"),
-        ),
-        (
-            "no return type",
-            problem_with(&FIELDS_OK.replace(" -> int", "")),
-            sig_error("no return type annotation (`-> type`)"),
-        ),
-        (
-            "not a def",
-            problem_with(&FIELDS_OK.replace("def f(a: int) -> int:", "f(a: int) -> int")),
-            sig_error("does not start with `def `"),
-        ),
-        (
-            "javascript",
-            problem_with(
-                &FIELDS_OK.replace("def f(a: int) -> int:", "function f(a: number): number"),
-            ),
-            sig_error("does not start with `def `"),
-        ),
-        (
-            "lambda",
-            problem_with(&FIELDS_OK.replace("def f(a: int) -> int:", "f = lambda a: a")),
-            sig_error("does not start with `def `"),
-        ),
-        (
-            "unclosed parameters",
-            problem_with(&FIELDS_OK.replace("def f(a: int) -> int:", "def f(a: int -> int:")),
-            sig_error("unbalanced parentheses"),
-        ),
-        (
-            "keyword as name",
-            problem_with(&FIELDS_OK.replace("def f(a: int)", "def f(lambda: int)")),
-            sig_error("`lambda` is a Python keyword"),
-        ),
-        (
-            "NUL in the name",
-            problem_with(&FIELDS_OK.replace("def f(", "def f\0(")),
-            sig_error("`f\0` is not a Python identifier"),
-        ),
-        (
-            "prose as a type",
-            problem_with(&FIELDS_OK.replace("a: int", "a: a list of numbers")),
-            sig_error("parameter `a`: annotation `a list of numbers` is not a type"),
-        ),
-        (
-            "default before required",
-            problem_with(&FIELDS_OK.replace("a: int", "a: int = 1, b: int")),
-            sig_error("parameter `b` without a default follows one with a default"),
-        ),
-        (
-            "async def",
-            problem_with(&FIELDS_OK.replace("def f", "async def f")),
-            sig_error("does not start with `def `"),
-        ),
+    let (block, unterminated) = (
+        RejectReason::MissingBlock("<PROBLEM_START>"),
+        RejectReason::UnterminatedBlock("<PROBLEM_START>"),
+    );
+    #[rustfmt::skip]
+    let responses: Vec<(&str, String, RejectReason)> = vec![
+        ("no tags", "Title: T\nDescription: D".into(), block.clone()),
+        ("empty response", String::new(), block.clone()),
+        ("lowercase tags", format!("<problem_start>\n{FIELDS_OK}\n<problem_end>"), block.clone()),
+        ("other stage's tags", format!("<RATING_START>\n{FIELDS_OK}\n<RATING_END>"), block),
+        ("tags in wrong order", format!("<PROBLEM_END>\n{FIELDS_OK}\n<PROBLEM_START>"), unterminated.clone()),
+        ("cut at max tokens mid-line", PROBLEM_OK[..PROBLEM_OK.find("Hint: Use").unwrap() + 9].into(), unterminated.clone()),
+        ("cut inside the closing tag", PROBLEM_OK.replace("<PROBLEM_END>\n", "<PROBLEM_E"), unterminated.clone()),
+        ("huge and unterminated", huge_unterminated, unterminated),
+        ("empty block", problem_with(""), RejectReason::MissingField("Title")),
     ];
-    for (case, raw, reason) in cases {
+    for (case, raw, reason) in responses {
+        assert_rejected(case, &raw, parse_problem(&raw), reason);
+    }
+    let missing = RejectReason::MissingField;
+    let sig = |why: &str| RejectReason::BadSignature(why.to_string());
+    // (case, text in FIELDS_OK, replaced by, reason)
+    #[rustfmt::skip]
+    let field_edits: Vec<(&str, &str, &str, RejectReason)> = vec![
+        ("empty title", "Title: T", "Title:   ", missing("Title")),
+        ("missing description", "Description: D\n", "", missing("Description")),
+        ("renamed key", "Function Signature", "Signature", missing("Function Signature")),
+        ("empty example", "Example: f(1) -> 2", "Example:", missing("Example")),
+        ("missing hint", "\nHint: H", "", missing("Hint")),
+        ("untyped parameters", "a: int", "a, b", sig("parameter `a` has no type annotation")),
+        ("no return type", " -> int", "", sig("no return type annotation (`-> type`)")),
+        ("not a def", "def f(a: int) -> int:", "f(a: int) -> int", sig("does not start with `def `")),
+        ("javascript", "def f(a: int) -> int:", "function f(a: number): number", sig("does not start with `def `")),
+        ("lambda", "def f(a: int) -> int:", "f = lambda a: a", sig("does not start with `def `")),
+        ("async def", "def f", "async def f", sig("does not start with `def `")),
+        ("unclosed parameters", "(a: int)", "(a: int", sig("unbalanced parentheses")),
+        ("keyword as name", "(a: int)", "(lambda: int)", sig("`lambda` is a Python keyword")),
+        ("NUL in the name", "def f(", "def f\0(", sig("`f\0` is not a Python identifier")),
+        ("prose as a type", "a: int", "a: a list of numbers", sig("parameter `a`: annotation `a list of numbers` is not a type")),
+        ("default before required", "a: int", "a: int = 1, b: int", sig("parameter `b` without a default follows one with a default")),
+    ];
+    for (case, from, to, reason) in field_edits {
+        assert!(FIELDS_OK.contains(from), "{case}");
+        let raw = problem_with(&FIELDS_OK.replacen(from, to, 1));
         assert_rejected(case, &raw, parse_problem(&raw), reason);
     }
 }

@@ -282,17 +282,9 @@ impl FunctionSignature {
 /// The parameter list between a `def`'s parentheses.
 fn parse_params(text: &str) -> Result<Vec<Param>, String> {
     let mut params: Vec<Param> = Vec::new();
-    let mut pieces: Vec<&str> = split_top_level(text, ',')
-        .into_iter()
-        .map(str::trim)
-        .collect();
-    // One trailing comma (or an empty list) leaves one empty last piece.
-    if pieces.last() == Some(&"") {
-        pieces.pop();
-    }
     let mut plain_kind = ParamKind::PositionalOrKeyword;
     let mut bare_star = false;
-    for piece in pieces {
+    for piece in list_items(text) {
         if piece.is_empty() {
             return Err("empty parameter (two commas in a row)".into());
         }
@@ -693,13 +685,7 @@ fn bind_call<'a>(
     args: &'a str,
     signature: &FunctionSignature,
 ) -> Result<Option<Vec<&'a str>>, String> {
-    let mut pieces: Vec<&str> = split_top_level(args, ',')
-        .into_iter()
-        .map(str::trim)
-        .collect();
-    if pieces.last() == Some(&"") {
-        pieces.pop();
-    }
+    let pieces = list_items(args);
     if pieces.iter().any(|p| p.is_empty()) {
         return Err("syntax error: empty argument".into());
     }
@@ -946,6 +932,19 @@ fn split_top_level(s: &str, sep: char) -> Vec<&str> {
     });
     parts.push(&s[start..]);
     parts
+}
+
+/// The trimmed items of a comma-separated parameter or argument list; one trailing comma (or an
+/// empty list) adds no item, any other empty item is kept for the caller to reject.
+fn list_items(list: &str) -> Vec<&str> {
+    let mut items: Vec<&str> = split_top_level(list, ',')
+        .into_iter()
+        .map(str::trim)
+        .collect();
+    if items.last() == Some(&"") {
+        items.pop();
+    }
+    items
 }
 
 /// Splits `lhs == rhs` at the single top-level `==`.
