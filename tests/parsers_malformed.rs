@@ -865,19 +865,69 @@ fn check_tests(
     }
 }
 
+/// A signature with every parameter kind, and tests that use them.
+const WINDOW_DEF: &str =
+    "def window(xs: List[int], k: int = 2, /, *extra: int, step: int, **opts: bool) -> List[int]:";
+const WINDOW_TESTS: &str = "<TESTS_START>\nassert window([1, 2, 3], step=1) == [3, 5]\nassert window([1, 2, 3], 3, 4, step=2, fast=True) == [6]\nassert window(*[[1]], step=1) == []\nassert window([], step=1, **{'fast': False}) == []\nassert len(window([1, 2], 1, step=1)) == 2\nassert window([1], k=1, step=1) == [1]\n<TESTS_END>";
+
 #[test]
 fn mutated_tests_parse_or_reject() {
-    let sig = signature();
-    let mut parsed = 0;
-    let mut seen_across = HashSet::new();
-    never_panics("parse_tests", &inputs(TESTS_OK, SEED, MUTATIONS), |input| {
-        if check_tests(input, &sig, parse_tests(input, &sig, &mut HashSet::new())) {
-            parsed += 1;
-        }
-        // With the running set of a problem, later batches see earlier tests as duplicates.
-        check_tests(input, &sig, parse_tests(input, &sig, &mut seen_across));
-    });
-    assert!(parsed > 100, "only {parsed} mutants parsed");
+    let window = FunctionSignature::parse(WINDOW_DEF).unwrap();
+    for (sig, valid) in [(signature(), TESTS_OK), (window, WINDOW_TESTS)] {
+        let mut parsed = 0;
+        let mut seen_across = HashSet::new();
+        never_panics("parse_tests", &inputs(valid, SEED, MUTATIONS), |input| {
+            if check_tests(input, &sig, parse_tests(input, &sig, &mut HashSet::new())) {
+                parsed += 1;
+            }
+            // With the running set of a problem, later batches see earlier tests as duplicates.
+            check_tests(input, &sig, parse_tests(input, &sig, &mut seen_across));
+        });
+        assert!(parsed > 100, "only {parsed} mutants of {} parsed", sig.name);
+    }
+}
+
+#[test]
+fn every_parameter_kind_binds_like_python() {
+    let sig = FunctionSignature::parse(WINDOW_DEF).unwrap();
+    assert_eq!(sig.to_def(), WINDOW_DEF);
+    // `k=1` binds to **opts (k is positional-only and keeps its default), as in Python.
+    let parsed = parse_tests(WINDOW_TESTS, &sig, &mut HashSet::new()).unwrap();
+    assert_eq!(
+        (parsed.tests.len(), parsed.dropped.len()),
+        (6, 0),
+        "{parsed:?}"
+    );
+    assert!(
+        parsed.tests.iter().all(|t| t.call.is_none()),
+        "keyword and starred calls stay asserts"
+    );
+    let wrong = [
+        (
+            "assert window(xs=[1], step=1) == []",
+            "calls `window` without required argument `xs`",
+        ),
+        (
+            "assert window([1]) == []",
+            "calls `window` without required argument `step`",
+        ),
+        (
+            "assert window([1], 2, 3, step=1, step=2) == []",
+            "calls `window` with `step` given twice",
+        ),
+    ];
+    let lines: Vec<&str> = wrong.iter().map(|(line, _)| *line).collect();
+    let raw = tests_block(&format!(
+        "assert window([4], step=1) == [4]\n{}",
+        lines.join("\n")
+    ));
+    let parsed = parse_tests(&raw, &sig, &mut HashSet::new()).unwrap();
+    let dropped: Vec<(&str, &str)> = parsed
+        .dropped
+        .iter()
+        .map(|(l, r)| (l.as_str(), r.as_str()))
+        .collect();
+    assert_eq!(dropped, wrong);
 }
 
 #[test]
