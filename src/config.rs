@@ -2,9 +2,13 @@
 //! settings, `smoke.toml` is the tiny run CI executes). Unknown fields are errors, and every error
 //! names the file and the field, so a typo never silently falls back to a default.
 
+pub mod toml_file;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use toml_file::{Invalid, TomlFileError, Validate};
 
 /// A whole pipeline definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,57 +198,29 @@ fn default_shard_rows() -> usize {
     1024
 }
 
-/// Why a pipeline file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: toml::de::Error,
-    },
-    #[error("{path}: field `{field}`: {why}")]
-    Invalid {
-        path: PathBuf,
-        field: &'static str,
-        why: String,
-    },
-}
+/// Why a pipeline file could not be used (names the file, and the field for a bad value).
+pub type ConfigError = TomlFileError;
 
 impl PipelineConfig {
     /// Reads and validates a pipeline TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        toml_file::load(path)
     }
 
     /// Parses and validates TOML text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: PipelineConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        config.validate(path)?;
-        Ok(config)
+        toml_file::parse(text, path)
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |field, why: &str| {
-            Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                field,
-                why: why.to_string(),
-            })
-        };
+    /// The folder of this run.
+    pub fn run_dir(&self) -> PathBuf {
+        self.runs_dir.join(&self.name)
+    }
+}
+
+impl Validate for PipelineConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        let invalid = Invalid::err;
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
             return invalid("name", "must be a plain, non-empty folder name");
         }
@@ -280,11 +256,6 @@ impl PipelineConfig {
             return invalid("sandbox.test_cpu_seconds", "must be positive");
         }
         Ok(())
-    }
-
-    /// The folder of this run.
-    pub fn run_dir(&self) -> PathBuf {
-        self.runs_dir.join(&self.name)
     }
 }
 

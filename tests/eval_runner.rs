@@ -1,20 +1,18 @@
 //! The eval runner's bookkeeping end to end, on real recorded model outputs: completions come
 //! from `tests/fixtures/eval/*.jsonl` (llama.cpp generations, replayed through
-//! `RecordedCompletions`), programs run in a plain python3 subprocess with the HumanEval check
-//! function. That checker is a simple honest stand-in for the production sandbox (no isolation,
-//! no rlimits) so that resume, Parquet rows and pass@1 can be tested before the sandbox is wired.
+//! `RecordedCompletions`) and programs run in the production sandbox pool, so resume, Parquet
+//! rows, verdicts and pass@1 are tested without loading a model.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use ucoder_flow::eval::config::{EvalConfig, Overrides, SandboxLimits};
 use ucoder_flow::eval::humaneval::{self, Problem};
+use ucoder_flow::eval::prompt::PromptSpec;
 use ucoder_flow::eval::recorded::RecordedCompletions;
 use ucoder_flow::eval::runner::{self, Progress};
 use ucoder_flow::eval::{
     BackendError, CheckOutcome, CompletionSource, EvalError, Generation, GenerationRequest,
-    ProgramChecker, SampleRecord, TestOutcome,
+    ProgramChecker, SampleRecord, Summary, wiring,
 };
 use ucoder_flow::store::Stage;
 
@@ -24,105 +22,8 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE)
 }
 
-/// The real interpreter behind the pyenv shim (the shim costs ~200 ms per start).
-fn python() -> PathBuf {
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 on PATH");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-/// Runs `program` + the problem's `check(entry_point)` in a python3 subprocess: one test per
-/// program (HumanEval's check asserts everything in one function). Not a sandbox.
-struct SubprocessChecker {
-    python: PathBuf,
-    dir: tempfile::TempDir,
-    programs_run: usize,
-}
-
-impl SubprocessChecker {
-    fn new() -> Self {
-        SubprocessChecker {
-            python: python(),
-            dir: tempfile::tempdir().unwrap(),
-            programs_run: 0,
-        }
-    }
-}
-
-impl ProgramChecker for SubprocessChecker {
-    fn check(
-        &mut self,
-        problem: &Problem,
-        programs: &[String],
-        limits: &SandboxLimits,
-    ) -> Result<Vec<CheckOutcome>, BackendError> {
-        let mut outcomes = Vec::new();
-        for program in programs {
-            self.programs_run += 1;
-            let path = self.dir.path().join(format!("p{}.py", self.programs_run));
-            let source = format!(
-                "{program}\n\n{}\n\ncheck({})\n",
-                problem.test, problem.entry_point
-            );
-            std::fs::write(&path, source)?;
-            let mut child = Command::new(&self.python)
-                .arg(&path)
-                .current_dir(self.dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            let deadline = Instant::now() + Duration::from_secs_f64(limits.timeout_s);
-            let status = loop {
-                if let Some(status) = child.try_wait()? {
-                    break Some(status);
-                }
-                if Instant::now() > deadline {
-                    child.kill()?;
-                    child.wait()?;
-                    break None;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            };
-            let mut stderr = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr)?;
-            let last = stderr.lines().last().unwrap_or("").to_string();
-            outcomes.push(match status {
-                None => CheckOutcome {
-                    program_error: Some("timeout".into()),
-                    tests: vec![],
-                },
-                Some(s) if s.success() => CheckOutcome {
-                    program_error: None,
-                    tests: vec![TestOutcome {
-                        passed: true,
-                        verdict: "pass".into(),
-                    }],
-                },
-                Some(_) if last.starts_with("AssertionError") => CheckOutcome {
-                    program_error: None,
-                    tests: vec![TestOutcome {
-                        passed: false,
-                        verdict: "fail".into(),
-                    }],
-                },
-                Some(_) => CheckOutcome {
-                    program_error: None,
-                    tests: vec![TestOutcome {
-                        passed: false,
-                        verdict: format!("error: {last}"),
-                    }],
-                },
-            });
-        }
-        Ok(outcomes)
-    }
-}
-
-/// A source that counts generation calls per problem and fails after `fail_after` calls, as a
-/// killed run would stop.
+/// The recorded completions, counting generation calls per problem and failing after
+/// `fail_after` calls, as a killed run would stop.
 struct Counting {
     inner: RecordedCompletions,
     generated: Vec<String>,
@@ -133,11 +34,7 @@ impl CompletionSource for Counting {
     fn describe(&self) -> String {
         self.inner.describe()
     }
-    fn render(
-        &self,
-        id: &str,
-        spec: &ucoder_flow::eval::prompt::PromptSpec,
-    ) -> Result<String, BackendError> {
+    fn render(&self, id: &str, spec: &PromptSpec) -> Result<String, BackendError> {
         self.inner.render(id, spec)
     }
     fn generate(
@@ -157,6 +54,70 @@ fn counting(fail_after: Option<usize>) -> Counting {
         inner: RecordedCompletions::load(&fixture()).unwrap(),
         generated: Vec::new(),
         fail_after,
+    }
+}
+
+/// The sandbox, counting the programs it is given.
+struct CountingChecker<'a> {
+    sandbox: &'a mut dyn ProgramChecker,
+    programs: usize,
+}
+
+impl ProgramChecker for CountingChecker<'_> {
+    fn check(
+        &mut self,
+        problem: &Problem,
+        programs: &[String],
+        limits: &SandboxLimits,
+    ) -> Result<Vec<CheckOutcome>, BackendError> {
+        self.programs += programs.len();
+        self.sandbox.check(problem, programs, limits)
+    }
+}
+
+/// What one eval run did.
+struct Run {
+    result: Result<Summary, EvalError>,
+    /// Problem ids the model was asked to generate for.
+    generated: Vec<String>,
+    /// Programs the sandbox ran.
+    checked: usize,
+}
+
+/// The fixture problems and one sandbox pool, shared by the runs of a test.
+struct Harness {
+    problems: Vec<Problem>,
+    sandbox: Box<dyn ProgramChecker>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness {
+            problems: fixture_problems(),
+            sandbox: wiring::open_checker(&SandboxLimits::default()).unwrap(),
+        }
+    }
+
+    /// Runs (or resumes) the eval of `cfg` on recorded completions that fail after
+    /// `fail_after` generations.
+    fn run(&mut self, cfg: &EvalConfig, fail_after: Option<usize>) -> Run {
+        let mut source = counting(fail_after);
+        let mut checker = CountingChecker {
+            sandbox: self.sandbox.as_mut(),
+            programs: 0,
+        };
+        let result = runner::run(
+            cfg,
+            &self.problems,
+            &mut source,
+            &mut checker,
+            Progress::Hidden,
+        );
+        Run {
+            result,
+            generated: source.generated,
+            checked: checker.programs,
+        }
     }
 }
 
@@ -203,38 +164,23 @@ fn without_timings(mut rows: Vec<SampleRecord>) -> Vec<SampleRecord> {
 
 #[test]
 fn killed_run_resumes_without_regenerating_and_matches_uninterrupted() {
-    let problems = fixture_problems();
+    let mut harness = Harness::new();
+    let problems = harness.problems.clone();
     let limit = 8.min(problems.len());
     assert!(limit >= 7, "fixture too small");
 
     // Uninterrupted reference run.
     let reference_dir = tempfile::tempdir().unwrap();
-    let cfg = config(reference_dir.path(), limit);
-    let mut src = counting(None);
-    let reference = runner::run(
-        &cfg,
-        &problems,
-        &mut src,
-        &mut SubprocessChecker::new(),
-        Progress::Hidden,
-    )
-    .unwrap();
-    assert_eq!(src.generated.len(), limit);
+    let run = harness.run(&config(reference_dir.path(), limit), None);
+    let reference = run.result.unwrap();
+    assert_eq!(run.generated.len(), limit);
     assert!(reference.complete);
     assert_eq!(reference.samples, limit);
 
     // Killed after 5 problems: flush_every = 3, so one part (3 problems) is committed.
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), limit);
-    let mut src = counting(Some(5));
-    let err = runner::run(
-        &cfg,
-        &problems,
-        &mut src,
-        &mut SubprocessChecker::new(),
-        Progress::Hidden,
-    )
-    .unwrap_err();
+    let err = harness.run(&cfg, Some(5)).result.unwrap_err();
     assert!(err.to_string().contains("simulated crash"), "{err}");
     let committed = rows(dir.path());
     assert_eq!(committed.len(), 3, "only whole parts count");
@@ -245,17 +191,16 @@ fn killed_run_resumes_without_regenerating_and_matches_uninterrupted() {
     )
     .unwrap();
 
-    let mut src = counting(None);
-    let mut checker = SubprocessChecker::new();
-    let resumed = runner::run(&cfg, &problems, &mut src, &mut checker, Progress::Hidden).unwrap();
+    let resumed = harness.run(&cfg, None);
     let first_three: Vec<&str> = problems[..3].iter().map(|p| p.task_id.as_str()).collect();
     assert_eq!(
-        src.generated.len(),
+        resumed.generated.len(),
         limit - 3,
         "finished problems are not regenerated"
     );
     assert!(
-        src.generated
+        resumed
+            .generated
             .iter()
             .all(|id| !first_three.contains(&id.as_str()))
     );
@@ -264,60 +209,44 @@ fn killed_run_resumes_without_regenerating_and_matches_uninterrupted() {
         .filter(|r| !first_three.contains(&r.problem_id.as_str()) && r.program.is_some())
         .count();
     assert_eq!(
-        checker.programs_run, remaining_programs,
+        resumed.checked, remaining_programs,
         "only new programs are checked"
     );
-    assert_eq!(resumed.pass_at_k, reference.pass_at_k);
+    assert_eq!(resumed.result.unwrap().pass_at_k, reference.pass_at_k);
     assert_eq!(
         without_timings(rows(dir.path())),
         without_timings(rows(reference_dir.path()))
     );
 
-    // Extending the limit continues the same folder; a finished run does nothing new.
-    let mut src = counting(None);
-    let again = runner::run(
-        &cfg,
-        &problems,
-        &mut src,
-        &mut SubprocessChecker::new(),
-        Progress::Hidden,
-    )
-    .unwrap();
-    assert!(src.generated.is_empty());
-    assert_eq!(again.samples, limit);
-    let wider = config(dir.path(), problems.len());
-    let mut src = counting(None);
-    let all = runner::run(
-        &wider,
-        &problems,
-        &mut src,
-        &mut SubprocessChecker::new(),
-        Progress::Hidden,
-    )
-    .unwrap();
-    assert_eq!(src.generated.len(), problems.len() - limit);
-    assert_eq!(all.problems, problems.len());
+    // A finished run does nothing new; extending the limit continues the same folder.
+    let again = harness.run(&cfg, None);
+    assert!(again.generated.is_empty() && again.checked == 0);
+    assert_eq!(again.result.unwrap().samples, limit);
+    let all = harness.run(&config(dir.path(), problems.len()), None);
+    assert_eq!(all.generated.len(), problems.len() - limit);
+    assert_eq!(all.result.unwrap().problems, problems.len());
 }
 
 #[test]
 fn results_hold_real_verdicts_and_summary_is_written() {
-    let problems = fixture_problems();
+    let mut harness = Harness::new();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), problems.len());
-    let summary = runner::run(
-        &cfg,
-        &problems,
-        &mut counting(None),
-        &mut SubprocessChecker::new(),
-        Progress::Hidden,
-    )
-    .unwrap();
+    let problems = harness.problems.len();
+    let summary = harness
+        .run(&config(dir.path(), problems), None)
+        .result
+        .unwrap();
     let rows = rows(dir.path());
-    assert_eq!(rows.len(), problems.len());
+    assert_eq!(rows.len(), problems);
     let by_id = |id: &str| rows.iter().find(|r| r.problem_id == id).unwrap();
     // HumanEval/0: the model's nested-loop solution is correct.
     let r0 = by_id("HumanEval/0");
-    assert!(r0.passed && r0.test_verdicts == ["pass"], "{r0:?}");
+    let r0_tests = harness.problems[0].tests().len();
+    assert!(r0_tests > 1, "the sandbox runs each of the check's asserts");
+    assert!(
+        r0.passed && r0.test_verdicts == vec!["pass"; r0_tests],
+        "{r0:?}"
+    );
     assert_eq!(r0.extraction_status, "full_function");
     assert!(r0.prompt.contains("<|im_start|>assistant\n"));
     assert!(r0.completion_tokens > 0 && r0.finish_reason == "stop");
@@ -352,39 +281,27 @@ fn results_hold_real_verdicts_and_summary_is_written() {
 
 #[test]
 fn other_settings_are_refused_and_prompts_dump_round_trips() {
-    let problems = fixture_problems();
+    let mut harness = Harness::new();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 2);
-    runner::run(
-        &cfg,
-        &problems,
-        &mut counting(None),
-        &mut SubprocessChecker::new(),
-        Progress::Hidden,
-    )
-    .unwrap();
+    harness.run(&cfg, None).result.unwrap();
     let mut other = cfg.clone();
     other.decoding.max_tokens = 77;
-    let err = runner::run(
-        &other,
-        &problems,
-        &mut counting(None),
-        &mut SubprocessChecker::new(),
-        Progress::Hidden,
-    )
-    .unwrap_err();
+    let refused = harness.run(&other, None);
+    assert!(refused.generated.is_empty() && refused.checked == 0);
+    let err = refused.result.unwrap_err();
     assert!(matches!(err, EvalError::SettingsChanged { .. }), "{err}");
     assert!(err.to_string().contains("max_tokens"), "{err}");
 
     let dump = dir.path().join("prompts.jsonl");
-    let count = runner::dump_prompts(&cfg, &problems, &counting(None), &dump).unwrap();
+    let count = runner::dump_prompts(&cfg, &harness.problems, &counting(None), &dump).unwrap();
     assert_eq!(count, 2);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&dump)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines[0]["task_id"], problems[0].task_id);
+    assert_eq!(lines[0]["task_id"], harness.problems[0].task_id);
     assert_eq!(lines[0]["max_tokens"], 512);
     let recorded = rows(dir.path());
     assert_eq!(lines[0]["prompt"].as_str().unwrap(), recorded[0].prompt);

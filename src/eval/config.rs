@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::prompt::PromptStyle;
+use crate::config::toml_file::{self, Invalid, TomlFileError, Validate};
 
 /// A whole eval configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,34 +183,14 @@ pub struct Overrides {
     pub max_tokens: Option<usize>,
 }
 
-/// Why the configuration is unusable.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}: field `{field}`: {message}")]
-    Invalid {
-        path: PathBuf,
-        field: &'static str,
-        message: String,
-    },
-}
+/// Why the configuration is unusable (names the file, and the field for a bad value).
+pub type ConfigError = TomlFileError;
 
 impl EvalConfig {
     /// Reads and validates `path`, then applies `overrides` (validated again, so an override is
     /// reported against the field it replaces).
     pub fn load(path: &Path, overrides: &Overrides) -> Result<EvalConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path, overrides)
+        Self::parse(&toml_file::read(path)?, path, overrides)
     }
 
     /// Parses TOML `text` (from `path`, for messages) and applies `overrides`.
@@ -218,12 +199,9 @@ impl EvalConfig {
         path: &Path,
         overrides: &Overrides,
     ) -> Result<EvalConfig, ConfigError> {
-        let mut config: EvalConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        let mut config: EvalConfig = toml_file::deserialize(text, path)?;
         config.apply(overrides);
-        config.validate(path)?;
+        toml_file::check(&config, path)?;
         Ok(config)
     }
 
@@ -247,13 +225,11 @@ impl EvalConfig {
             self.decoding.max_tokens = m;
         }
     }
+}
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |field, message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            field,
-            message,
-        };
+impl Validate for EvalConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        let invalid = |field, why: String| Invalid { field, why };
         let d = &self.decoding;
         if self.model.name.trim().is_empty() {
             return Err(invalid(

@@ -222,20 +222,25 @@ impl Fenced {
     }
 }
 
-/// The fenced (```) blocks of a markdown response; an unclosed last fence runs to the end.
+/// The fenced blocks of a markdown response; an unclosed last fence runs to the end. A fence of
+/// n backticks closes at a line of at least n backticks (CommonMark), and the blocks fenced
+/// inside a non-Python block (a ````markdown wrapper) are listed in its place.
 fn fenced_blocks(text: &str) -> Vec<Fenced> {
     let mut blocks = Vec::new();
-    let mut open: Option<(String, Vec<&str>)> = None;
+    // (fence length, language, lines)
+    let mut open: Option<(usize, String, Vec<&str>)> = None;
     for line in text.lines() {
         let trimmed = line.trim();
+        let ticks = trimmed.len() - trimmed.trim_start_matches('`').len();
         match &mut open {
             None => {
-                if let Some(lang) = trimmed.strip_prefix("```") {
-                    open = Some((lang.trim().to_ascii_lowercase(), Vec::new()));
+                if ticks >= 3 {
+                    let lang = trimmed[ticks..].trim().to_ascii_lowercase();
+                    open = Some((ticks, lang, Vec::new()));
                 }
             }
-            Some((lang, lines)) => {
-                if trimmed == "```" {
+            Some((fence, lang, lines)) => {
+                if ticks >= *fence && ticks == trimmed.len() {
                     blocks.push(Fenced {
                         language: std::mem::take(lang),
                         code: join_lines(lines),
@@ -248,7 +253,7 @@ fn fenced_blocks(text: &str) -> Vec<Fenced> {
             }
         }
     }
-    if let Some((language, lines)) = open {
+    if let Some((_, language, lines)) = open {
         blocks.push(Fenced {
             language,
             code: join_lines(&lines),
@@ -256,6 +261,16 @@ fn fenced_blocks(text: &str) -> Vec<Fenced> {
         });
     }
     blocks
+        .into_iter()
+        .flat_map(|b| {
+            let wraps_fences = b.code.lines().any(|l| l.trim_start().starts_with("```"));
+            if wraps_fences && (!b.is_python() || b.language.is_empty()) {
+                fenced_blocks(&b.code)
+            } else {
+                vec![b]
+            }
+        })
+        .collect()
 }
 
 fn join_lines(lines: &[&str]) -> String {
@@ -282,6 +297,16 @@ fn full_function(
     mut notes: Vec<String>,
 ) -> Extraction {
     let blocks = top_level_blocks(code);
+    if !blocks
+        .iter()
+        .any(|b| b.kind() == BlockKind::Definition && b.defined_name() == Some(entry_point))
+    {
+        return Extraction::Failed {
+            reason: format!(
+                "`def {entry_point}` is swallowed by an unclosed bracket or string before it"
+            ),
+        };
+    }
     let mut kept = String::new();
     let mut dropped = 0;
     for block in &blocks {
@@ -355,11 +380,8 @@ fn body_appended(
     style: PromptStyle,
     mut notes: Vec<String>,
 ) -> Extraction {
-    let mut body = code.trim_end().to_string();
     // Leading blank lines only; keep the first line's own indentation.
-    while body.starts_with('\n') {
-        body.remove(0);
-    }
+    let mut body = code.trim_end().trim_start_matches('\n').to_string();
     let first = body.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     if !first.starts_with(' ') && !first.starts_with('\t') {
         body = body
@@ -665,6 +687,37 @@ mod tests {
         let e = extract(PROMPT, "has_close_elements", response, PromptStyle::Chat);
         assert!(program(&e).contains("return True"));
         assert!(e.detail().contains("used block 2"), "{}", e.detail());
+    }
+
+    /// Bug: a ````markdown wrapper around the python block closed at the inner fence, so the
+    /// response had "no code".
+    #[test]
+    fn fences_nested_in_a_markdown_block() {
+        for wrapper in ["````markdown", "````"] {
+            let response = format!(
+                "{wrapper}\n```python\ndef has_close_elements(a, b):\n    return True\n```\n````"
+            );
+            let e = extract(PROMPT, "has_close_elements", &response, PromptStyle::Chat);
+            assert_eq!(e.status(), "full_function", "{wrapper}: {e}");
+            assert!(!program(&e).contains("```"), "{}", program(&e));
+        }
+        // A fence closes only at a line of at least as many backticks.
+        let blocks = fenced_blocks("````python\nx = '```'\n```\ny = 1\n````\n");
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].code, "x = '```'\n```\ny = 1\n");
+    }
+
+    /// Bug: a definition swallowed by an unclosed bracket before it was reported as a full
+    /// function, but the program no longer defined it.
+    #[test]
+    fn definition_inside_an_unclosed_bracket_fails() {
+        let response = "```python\nprint(\ndef has_close_elements(a, b):\n    return True\n```";
+        let e = extract(PROMPT, "has_close_elements", response, PromptStyle::Chat);
+        assert_eq!(
+            e.detail(),
+            "`def has_close_elements` is swallowed by an unclosed bracket or string before it"
+        );
+        assert_eq!(e.status(), "failed");
     }
 
     #[test]

@@ -52,6 +52,22 @@ pub struct PackedRow {
 }
 
 impl PackedRow {
+    /// Each example in the row: its source id and the range of its tokens (into `input_ids`,
+    /// `labels` and `position_ids`).
+    pub fn spans(&self) -> impl Iterator<Item = (u64, std::ops::Range<usize>)> + '_ {
+        let ends = self
+            .offsets
+            .iter()
+            .skip(1)
+            .map(|&o| o as usize)
+            .chain([self.input_ids.len()]);
+        self.source_ids
+            .iter()
+            .zip(&self.offsets)
+            .zip(ends)
+            .map(|((&source, &start), end)| (source, start as usize..end))
+    }
+
     fn push(&mut self, example: &Example) {
         self.offsets.push(self.input_ids.len() as u32);
         self.source_ids.push(example.source_id);
@@ -145,20 +161,18 @@ mod tests {
             assert_eq!(row.position_ids.len(), row.input_ids.len());
         }
         // Each example can be cut back out of its row unchanged, with positions from 0.
+        let mut cut_out = 0;
         for row in &packed.rows {
-            for (k, &source) in row.source_ids.iter().enumerate() {
-                let start = row.offsets[k] as usize;
-                let end = row
-                    .offsets
-                    .get(k + 1)
-                    .map_or(row.input_ids.len(), |&o| o as usize);
+            for (source, span) in row.spans() {
                 let original = examples.iter().find(|e| e.source_id == source).unwrap();
-                assert_eq!(&row.input_ids[start..end], original.input_ids.as_slice());
-                assert_eq!(&row.labels[start..end], original.labels().as_slice());
-                assert_eq!(row.position_ids[start], 0);
-                assert_eq!(row.position_ids[end - 1] as usize, end - start - 1);
+                assert_eq!(&row.input_ids[span.clone()], original.input_ids.as_slice());
+                assert_eq!(&row.labels[span.clone()], original.labels().as_slice());
+                assert_eq!(row.position_ids[span.start], 0);
+                assert_eq!(row.position_ids[span.end - 1] as usize, span.len() - 1);
+                cut_out += 1;
             }
         }
+        assert_eq!(cut_out, 4, "every packed example has a span");
     }
 
     #[test]

@@ -345,21 +345,19 @@ mod tests {
         let mut seen = Vec::new();
         for row in &rows {
             assert!(row.input_ids.len() <= 256);
-            for (k, &source) in row.source_ids.iter().enumerate() {
-                let start = row.offsets[k] as usize;
-                let end = row
-                    .offsets
-                    .get(k + 1)
-                    .map_or(row.input_ids.len(), |&o| o as usize);
+            for (source, span) in row.spans() {
                 let pair = pairs.iter().find(|p| p.source_id == source).unwrap();
-                let labels = &row.labels[start..end];
+                let labels = &row.labels[span.clone()];
                 let first_label = labels.iter().position(|&l| l != IGNORE_INDEX).unwrap();
                 let prompt = tokenizer
-                    .decode(&row.input_ids[start..start + first_label])
+                    .decode(&row.input_ids[span.start..span.start + first_label])
                     .unwrap();
                 let answer_ids: Vec<u32> =
                     labels[first_label..].iter().map(|&l| l as u32).collect();
-                assert_eq!(&answer_ids[..], &row.input_ids[start + first_label..end]);
+                assert_eq!(
+                    &answer_ids[..],
+                    &row.input_ids[span.start + first_label..span.end]
+                );
                 let answer = tokenizer.decode(&answer_ids).unwrap();
                 assert!(
                     prompt.contains(&pair.user),
@@ -370,7 +368,7 @@ mod tests {
                     answer.starts_with(&pair.assistant),
                     "answer part is the solution: {answer:?}"
                 );
-                assert_eq!(row.position_ids[start], 0);
+                assert_eq!(row.position_ids[span.start], 0);
                 seen.push(source);
             }
         }
