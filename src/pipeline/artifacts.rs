@@ -273,6 +273,8 @@ flat_record!(
 pub struct TestCaseRow {
     pub problem_id: u64,
     pub test_id: u64,
+    /// `assert`, or `call` for `assert f(args) == expected`.
+    pub kind: String,
     pub code: String,
 }
 
@@ -280,7 +282,7 @@ flat_record!(
     TestCaseRow,
     "ipc_test_case",
     1,
-    [problem_id: u64, test_id: u64, code: String]
+    [problem_id: u64, test_id: u64, kind: String, code: String]
 );
 
 /// One consensus cluster at the end of the iteration (`clusters/`).

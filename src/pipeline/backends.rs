@@ -234,7 +234,9 @@ impl SandboxExecutor {
     }
 }
 
-/// The sandbox test for a stored test case.
+/// The sandbox test for a stored test case. Both kinds run as asserts: the sandbox splits
+/// `assert f(args) == expected` itself, evaluating only the call in the child and comparing
+/// outside it, which is what a call test is.
 pub fn sandbox_test(test: &ucoder_operators::TestCase) -> sandbox::TestCase {
     match test.kind {
         TestKind::Assert | TestKind::Call => sandbox::TestCase::Assert {

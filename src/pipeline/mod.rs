@@ -584,6 +584,11 @@ pub fn run(
                 tests.iter().map(move |t| TestCaseRow {
                     problem_id: d.problem.id.0,
                     test_id: t.id.0,
+                    kind: match t.kind {
+                        ucoder_operators::TestKind::Assert => "assert",
+                        ucoder_operators::TestKind::Call => "call",
+                    }
+                    .to_string(),
                     code: t.code.clone(),
                 })
             })

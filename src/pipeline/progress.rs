@@ -240,16 +240,16 @@ impl RunSummary {
             self.sandbox_workers,
             self.dataflow_workers
         );
-        let _ = writeln!(out, "\n{:<34} {:>10}", "stage", "records");
+        let _ = writeln!(out, "\n{:<40} {:>10}", "stage", "records");
         for (stage, count) in &self.counts {
-            let _ = writeln!(out, "{stage:<34} {count:>10}");
+            let _ = writeln!(out, "{stage:<40} {count:>10}");
         }
-        let _ = writeln!(out, "\n{:<34} {:>10}", "rejections", "count");
+        let _ = writeln!(out, "\n{:<40} {:>10}", "rejections", "count");
         if self.rejections.is_empty() {
-            let _ = writeln!(out, "{:<34} {:>10}", "(none)", 0);
+            let _ = writeln!(out, "{:<40} {:>10}", "(none)", 0);
         }
         for (reason, count) in &self.rejections {
-            let _ = writeln!(out, "{reason:<34} {count:>10}");
+            let _ = writeln!(out, "{reason:<40} {count:>10}");
         }
         let sizes = |m: &BTreeMap<u32, u64>| {
             if m.is_empty() {
@@ -263,12 +263,12 @@ impl RunSummary {
         };
         let _ = writeln!(
             out,
-            "\ncluster sizes (size:clusters)    {}",
+            "\ncluster sizes (size:clusters)          {}",
             sizes(&self.cluster_sizes)
         );
         let _ = writeln!(
             out,
-            "selected cluster sizes           {}",
+            "selected cluster sizes                 {}",
             sizes(&self.selected_cluster_sizes)
         );
         let _ = writeln!(

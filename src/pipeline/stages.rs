@@ -510,7 +510,14 @@ pub fn judge_tests(
             Ok(parsed) => {
                 for t in &parsed.tests {
                     if tests.len() < limit {
-                        tests.push(TestCase::new(id, TestKind::Assert, t.source.clone()));
+                        // `assert f(args) == expected` is a call test: the sandbox evaluates the
+                        // call in the child and compares with `expected` outside it.
+                        let kind = if t.call.is_some() {
+                            TestKind::Call
+                        } else {
+                            TestKind::Assert
+                        };
+                        tests.push(TestCase::new(id, kind, t.source.clone()));
                     }
                 }
                 judged.push(Ok(parsed));

@@ -287,7 +287,7 @@ impl Record for SftRow {
 
 /// Reads every packed row of an SFT folder written by [`write_sft`].
 pub fn read_sft(dir: &Path) -> Result<Vec<SftRow>, StoreError> {
-    Stage::<SftRow>::open(dir, u32::MAX)?.read_all()
+    Stage::<SftRow>::read(dir)
 }
 
 #[cfg(test)]

@@ -1,0 +1,285 @@
+//! `ucoder-flow run pipelines/smoke.toml` end to end: the real default model, the real sandbox,
+//! real Parquet checkpoints. One uninterrupted run is the reference; a run on two timely workers
+//! and a run killed with SIGKILL (twice) and resumed must reach exactly its selections, clusters
+//! and SFT shards, and the resumed run must not regenerate committed work.
+//!
+//! The runs share two cores, so they take turns (one lock) and the reference is computed once.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use ucoder_flow::llm::gguf::GgufModel;
+use ucoder_flow::llm::tokenizer::Tokenizer;
+use ucoder_flow::pipeline::artifacts::{ClusterRow, ExecutionRow, ResponseRow, SelectionRow};
+use ucoder_flow::sft::pack::IGNORE_INDEX;
+use ucoder_flow::sft::sink::read_sft;
+use ucoder_flow::store::Stage;
+
+const LLM_STAGES: [&str; 5] = ["problems", "ratings", "skeletons", "tests", "candidates"];
+
+fn turn() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn smoke_toml() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/smoke.toml")
+}
+
+fn command(runs: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ucoder-flow"));
+    cmd.arg("run")
+        .arg(smoke_toml())
+        .arg("--runs-dir")
+        .arg(runs)
+        .arg("--quiet")
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn run_to_end(runs: &Path, extra: &[&str]) -> String {
+    let out = command(runs, extra).output().expect("start ucoder-flow");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "ucoder-flow run failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Everything a run decides, in a comparable form.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    selections: Vec<SelectionRow>,
+    clusters: Vec<ClusterRow>,
+    sft_rows: Vec<ucoder_flow::sft::sink::SftRow>,
+    messages: String,
+}
+
+fn outcome(runs: &Path) -> Outcome {
+    let iter = runs.join("smoke/iter-0");
+    let mut selections = Stage::<SelectionRow>::read(&iter.join("selections")).unwrap();
+    selections.sort_by_key(|s| s.problem_id);
+    let mut clusters = Stage::<ClusterRow>::read(&iter.join("clusters")).unwrap();
+    clusters.sort_by_key(|c| (c.problem_id, c.signature));
+    Outcome {
+        selections,
+        clusters,
+        sft_rows: read_sft(&iter.join("sft")).unwrap(),
+        messages: std::fs::read_to_string(iter.join("sft/messages.jsonl")).unwrap(),
+    }
+}
+
+struct Reference {
+    _dir: tempfile::TempDir,
+    runs: PathBuf,
+    outcome: Outcome,
+    table: String,
+}
+
+fn reference() -> &'static Reference {
+    static REFERENCE: OnceLock<Reference> = OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().to_path_buf();
+        let table = run_to_end(&runs, &[]);
+        let outcome = outcome(&runs);
+        Reference {
+            _dir: dir,
+            runs,
+            outcome,
+            table,
+        }
+    })
+}
+
+/// Each checkpoint row once: nothing committed was generated or executed twice.
+fn assert_no_repeated_work(runs: &Path) -> usize {
+    let iter = runs.join("smoke/iter-0");
+    let mut rows = 0;
+    for stage in LLM_STAGES {
+        let mut seen = HashSet::new();
+        for row in Stage::<ResponseRow>::read(&iter.join(stage)).unwrap() {
+            assert!(
+                seen.insert((row.key, row.sample)),
+                "{stage}: request {:x} sample {} was generated twice",
+                row.key,
+                row.sample
+            );
+            rows += 1;
+        }
+    }
+    let mut seen = HashSet::new();
+    for row in Stage::<ExecutionRow>::read(&iter.join("executions")).unwrap() {
+        assert!(
+            seen.insert((row.candidate_id, row.test_id)),
+            "candidate {:x} ran test {:x} twice",
+            row.candidate_id,
+            row.test_id
+        );
+    }
+    rows
+}
+
+#[test]
+fn smoke_run_selects_solutions_and_writes_decodable_sft() {
+    let _turn = turn();
+    let reference = reference();
+    let o = &reference.outcome;
+    assert!(
+        !o.selections.is_empty(),
+        "the smoke run selected nothing:\n{}",
+        reference.table
+    );
+    assert!(reference.table.contains("== ucoder-flow run `smoke` =="));
+    assert!(reference.table.contains("rejections"));
+    let iter = reference.runs.join("smoke/iter-0");
+    for dir in ["problem_set", "test_cases", "clusters", "selections", "rejections", "sft"] {
+        assert!(iter.join(dir).is_dir(), "{dir} missing");
+    }
+    assert_eq!(assert_no_repeated_work(&reference.runs) > 0, true);
+
+    // Every selection is r* of a cluster of at least τ = 2 that is marked selected.
+    for s in &o.selections {
+        assert!(s.cluster_size >= 2, "{s:?}");
+        assert!(
+            o.clusters
+                .iter()
+                .any(|c| c.problem_id == s.problem_id && c.signature == s.cluster && c.selected && c.size == s.cluster_size),
+            "no selected cluster for {s:?}"
+        );
+        assert!(s.executed as f64 >= 0.8 * s.tests as f64, "ρ violated: {s:?}");
+    }
+
+    // Decode the SFT shards back: one example per selection, its labelled tokens are exactly the
+    // selected code (fenced) plus the end of the assistant turn, and the prompt is masked.
+    let source = ucoder_flow::models::resolve(
+        ucoder_flow::models::DEFAULT_MODEL,
+        &ucoder_flow::fetch::cache_dir(),
+        &|_| {},
+    )
+    .unwrap();
+    let gguf = GgufModel::open(source.path()).unwrap();
+    let tokenizer = Tokenizer::from_gguf(gguf.content()).unwrap();
+    let mut decoded = Vec::new();
+    for row in &o.sft_rows {
+        assert_eq!(row.input_ids.len(), row.labels.len());
+        assert!(row.input_ids.len() <= 1024, "packed beyond sft.max_length");
+        for (source_id, span) in row.spans() {
+            let labels = &row.labels[span.clone()];
+            let first = labels.iter().position(|&l| l != IGNORE_INDEX).expect("an answer");
+            assert!(labels[first..].iter().all(|&l| l != IGNORE_INDEX), "answer tokens are contiguous");
+            for (&id, &label) in row.input_ids[span.clone()][first..].iter().zip(&labels[first..]) {
+                assert_eq!(i64::from(id), label);
+            }
+            let prompt = tokenizer.decode(&row.input_ids[span.start..span.start + first]).unwrap();
+            let answer = tokenizer.decode(&row.input_ids[span.start + first..span.end]).unwrap();
+            assert_eq!(row.position_ids[span.start], 0);
+            decoded.push((source_id, prompt, answer));
+        }
+    }
+    decoded.sort_by_key(|(id, _, _)| *id);
+    assert_eq!(decoded.len(), o.selections.len());
+    let messages: Vec<serde_json::Value> = o
+        .messages
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(messages.len(), o.selections.len());
+    for ((source_id, prompt, answer), s) in decoded.iter().zip(&o.selections) {
+        assert_eq!(*source_id, s.problem_id);
+        let fenced = format!("```python\n{}\n```", s.code.trim_end());
+        assert!(answer.starts_with(&fenced), "answer {answer:?} is not the selected code");
+        assert!(answer.ends_with("<|im_end|>\n") || answer.ends_with("<|im_end|>"), "{answer:?}");
+        assert!(prompt.contains("<|im_start|>user") && prompt.ends_with("<|im_start|>assistant\n"));
+        let m = messages
+            .iter()
+            .find(|m| m["source_id"] == serde_json::json!(s.problem_id))
+            .expect("a messages line per selection");
+        assert_eq!(m["messages"][1]["content"], serde_json::json!(fenced));
+        assert!(prompt.contains(m["messages"][0]["content"].as_str().unwrap()));
+    }
+}
+
+#[test]
+fn two_workers_select_exactly_what_one_worker_selects() {
+    let _turn = turn();
+    let reference = reference();
+    let dir = tempfile::tempdir().unwrap();
+    run_to_end(dir.path(), &["-w", "2"]);
+    assert_eq!(outcome(dir.path()), reference.outcome);
+}
+
+/// Starts a run and SIGKILLs it once `ready(run folder)` holds (or returns false if the run ended
+/// first).
+fn kill_when(runs: &Path, ready: impl Fn(&Path) -> bool) -> bool {
+    let mut child = command(runs, &[]).spawn().expect("start ucoder-flow");
+    let deadline = Instant::now() + Duration::from_secs(1200);
+    let iter = runs.join("smoke/iter-0");
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "the run failed before it could be killed");
+            return false;
+        }
+        if ready(&iter) {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            return true;
+        }
+        assert!(Instant::now() < deadline, "the run never reached the kill point");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn has_part(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("part-"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn sigkilled_run_resumes_to_the_same_selections_without_redoing_work() {
+    let _turn = turn();
+    let reference = reference();
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path();
+
+    // Kill 1: while the tests are being generated. Kill 2 (of the resumed run): once the first
+    // solutions are committed.
+    let killed_in_tests = kill_when(runs, |iter| has_part(&iter.join("tests")));
+    let manifest = std::fs::read_to_string(runs.join("smoke/manifest.json")).unwrap();
+    assert!(!manifest.contains("\"complete\""), "a killed run is not complete");
+    let killed_in_sampling = kill_when(runs, |iter| has_part(&iter.join("candidates")));
+    assert!(killed_in_tests || killed_in_sampling, "neither kill landed");
+
+    let committed_before = assert_no_repeated_work(runs);
+    let table = run_to_end(runs, &[]);
+    assert!(table.contains("(resumed)"), "{table}");
+    let replayed: u64 = table
+        .lines()
+        .find(|l| l.starts_with("completions replayed from checkpoints"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .expect("a replay count in the table");
+    assert!(
+        replayed as usize >= committed_before,
+        "every committed completion is replayed ({replayed} < {committed_before})\n{table}"
+    );
+    assert_no_repeated_work(runs);
+    assert_eq!(outcome(runs), reference.outcome);
+
+    // A finished run is not redone: the same command reports it.
+    let again = command(runs, &[]).output().unwrap();
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is complete"));
+}
