@@ -140,7 +140,14 @@ fn smoke_run_selects_solutions_and_writes_decodable_sft() {
     assert!(reference.table.contains("== ucoder-flow run `smoke` =="));
     assert!(reference.table.contains("rejections"));
     let iter = reference.runs.join("smoke/iter-0");
-    for dir in ["problem_set", "test_cases", "clusters", "selections", "rejections", "sft"] {
+    for dir in [
+        "problem_set",
+        "test_cases",
+        "clusters",
+        "selections",
+        "rejections",
+        "sft",
+    ] {
         assert!(iter.join(dir).is_dir(), "{dir} missing");
     }
     assert_eq!(assert_no_repeated_work(&reference.runs) > 0, true);
@@ -149,12 +156,16 @@ fn smoke_run_selects_solutions_and_writes_decodable_sft() {
     for s in &o.selections {
         assert!(s.cluster_size >= 2, "{s:?}");
         assert!(
-            o.clusters
-                .iter()
-                .any(|c| c.problem_id == s.problem_id && c.signature == s.cluster && c.selected && c.size == s.cluster_size),
+            o.clusters.iter().any(|c| c.problem_id == s.problem_id
+                && c.signature == s.cluster
+                && c.selected
+                && c.size == s.cluster_size),
             "no selected cluster for {s:?}"
         );
-        assert!(s.executed as f64 >= 0.8 * s.tests as f64, "ρ violated: {s:?}");
+        assert!(
+            s.executed as f64 >= 0.8 * s.tests as f64,
+            "ρ violated: {s:?}"
+        );
     }
 
     // Decode the SFT shards back: one example per selection, its labelled tokens are exactly the
@@ -173,13 +184,26 @@ fn smoke_run_selects_solutions_and_writes_decodable_sft() {
         assert!(row.input_ids.len() <= 1024, "packed beyond sft.max_length");
         for (source_id, span) in row.spans() {
             let labels = &row.labels[span.clone()];
-            let first = labels.iter().position(|&l| l != IGNORE_INDEX).expect("an answer");
-            assert!(labels[first..].iter().all(|&l| l != IGNORE_INDEX), "answer tokens are contiguous");
-            for (&id, &label) in row.input_ids[span.clone()][first..].iter().zip(&labels[first..]) {
+            let first = labels
+                .iter()
+                .position(|&l| l != IGNORE_INDEX)
+                .expect("an answer");
+            assert!(
+                labels[first..].iter().all(|&l| l != IGNORE_INDEX),
+                "answer tokens are contiguous"
+            );
+            for (&id, &label) in row.input_ids[span.clone()][first..]
+                .iter()
+                .zip(&labels[first..])
+            {
                 assert_eq!(i64::from(id), label);
             }
-            let prompt = tokenizer.decode(&row.input_ids[span.start..span.start + first]).unwrap();
-            let answer = tokenizer.decode(&row.input_ids[span.start + first..span.end]).unwrap();
+            let prompt = tokenizer
+                .decode(&row.input_ids[span.start..span.start + first])
+                .unwrap();
+            let answer = tokenizer
+                .decode(&row.input_ids[span.start + first..span.end])
+                .unwrap();
             assert_eq!(row.position_ids[span.start], 0);
             decoded.push((source_id, prompt, answer));
         }
@@ -195,8 +219,14 @@ fn smoke_run_selects_solutions_and_writes_decodable_sft() {
     for ((source_id, prompt, answer), s) in decoded.iter().zip(&o.selections) {
         assert_eq!(*source_id, s.problem_id);
         let fenced = format!("```python\n{}\n```", s.code.trim_end());
-        assert!(answer.starts_with(&fenced), "answer {answer:?} is not the selected code");
-        assert!(answer.ends_with("<|im_end|>\n") || answer.ends_with("<|im_end|>"), "{answer:?}");
+        assert!(
+            answer.starts_with(&fenced),
+            "answer {answer:?} is not the selected code"
+        );
+        assert!(
+            answer.ends_with("<|im_end|>\n") || answer.ends_with("<|im_end|>"),
+            "{answer:?}"
+        );
         assert!(prompt.contains("<|im_start|>user") && prompt.ends_with("<|im_start|>assistant\n"));
         let m = messages
             .iter()
@@ -232,7 +262,10 @@ fn kill_when(runs: &Path, ready: impl Fn(&Path) -> bool) -> bool {
             child.wait().unwrap();
             return true;
         }
-        assert!(Instant::now() < deadline, "the run never reached the kill point");
+        assert!(
+            Instant::now() < deadline,
+            "the run never reached the kill point"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -258,7 +291,10 @@ fn sigkilled_run_resumes_to_the_same_selections_without_redoing_work() {
     // solutions are committed.
     let killed_in_tests = kill_when(runs, |iter| has_part(&iter.join("tests")));
     let manifest = std::fs::read_to_string(runs.join("smoke/manifest.json")).unwrap();
-    assert!(!manifest.contains("\"complete\""), "a killed run is not complete");
+    assert!(
+        !manifest.contains("\"complete\""),
+        "a killed run is not complete"
+    );
     let killed_in_sampling = kill_when(runs, |iter| has_part(&iter.join("candidates")));
     assert!(killed_in_tests || killed_in_sampling, "neither kill landed");
 

@@ -194,14 +194,13 @@ impl ExecutionMemo {
                 column: "outcome".into(),
                 problem: format!("unknown outcome `{}`", row.outcome),
             })?;
-            let execution =
-                by_candidate
-                    .entry(CandidateId(row.candidate_id))
-                    .or_insert_with(|| Execution {
-                        problem_id: ProblemId(row.problem_id),
-                        candidate_id: CandidateId(row.candidate_id),
-                        results: Vec::new(),
-                    });
+            let execution = by_candidate
+                .entry(CandidateId(row.candidate_id))
+                .or_insert_with(|| Execution {
+                    problem_id: ProblemId(row.problem_id),
+                    candidate_id: CandidateId(row.candidate_id),
+                    results: Vec::new(),
+                });
             if execution
                 .results
                 .iter()

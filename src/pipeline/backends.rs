@@ -201,7 +201,10 @@ impl Generate for CandleGenerator {
                                     .iter()
                                     .map(|c| c.token_ids.len() as u64)
                                     .sum::<u64>();
-                                completions.into_iter().map(from_engine_completion).collect()
+                                completions
+                                    .into_iter()
+                                    .map(from_engine_completion)
+                                    .collect()
                             })
                             .map_err(|single| {
                                 backend_error(format!("{single} (batch failed with: {e})"))

@@ -33,17 +33,19 @@ use timely::dataflow::operators::{Concat, Exchange};
 use timely::dataflow::{Scope, StreamVec};
 use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
 use ucoder_operators::{
-    BackendError, BackendHandle, BatchPolicy, Candidate, CandidateId, ClusterKey, ExecJob,
-    Execution, Generation, GenerationRequest, ProblemId, RejectReason, Rejection, Selection,
-    SelectionConfig, SignatureKind, TestCase, Verdict, as_insertions, consensus, offload,
+    BackendError, BackendHandle, BatchPolicy, Candidate, CandidateId, ClusterKey, Completion,
+    ExecJob, Execution, Generation, GenerationRequest, ProblemId, RejectReason, Rejection,
+    Selection, SelectionConfig, SignatureKind, TestCase, Verdict, as_insertions, consensus,
+    offload,
 };
 
 use super::artifacts::{ExecutionMemo, ExecutionRow, ResponseMemo, ResponseRow};
 use super::progress::Counters;
 use super::stages::{self, Draft, LlmStage, StagePrompts, response_row};
 use crate::dedup::NearDuplicateFilter;
-use crate::sft::sink::SftSummary;
+use crate::prompts::PromptError;
 use crate::sandbox::{self, Job, JobResult, Limits, Verdict as SandboxVerdict};
+use crate::sft::sink::SftSummary;
 use crate::store::{Record, Stage};
 
 /// A problem ready for sampling: its draft, validated tests and the solution prompt.
@@ -181,12 +183,11 @@ where
     Row: Record + 'static,
     Out: 'static,
 {
-    let (hits, misses) = requests.ok_err::<Vec<_>, _, Vec<_>, _, _>(move |(c, key, req)| {
-        match lookup(key) {
+    let (hits, misses) =
+        requests.ok_err::<Vec<_>, _, Vec<_>, _, _>(move |(c, key, req)| match lookup(key) {
             Some(resp) => Ok((c, key, resp, false)),
             None => Err(((c, key), req)),
-        }
-    });
+        });
     let fresh = offload(
         misses,
         name,
@@ -248,7 +249,7 @@ fn first_completion(
     generation: &Generation,
     stage: LlmStage,
     problem: Option<ProblemId>,
-) -> Result<&ucoder_operators::Completion, Rejection> {
+) -> Result<&Completion, Rejection> {
     match generation {
         Ok(completions) => completions.first().ok_or_else(|| {
             stages::rejection(
@@ -306,6 +307,99 @@ fn log_operator_time(worker: &mut timely::worker::Worker) -> Rc<RefCell<BTreeMap
     seconds
 }
 
+/// Answers of an LLM stage already committed by an interrupted run, by request key.
+fn response_lookup(
+    ctx: &Arc<GraphContext>,
+    stage: LlmStage,
+) -> impl Fn(u64) -> Option<Generation> + 'static {
+    let ctx = Arc::clone(ctx);
+    move |key: u64| {
+        let found = ctx.memos[stage as usize].get(key).cloned();
+        if let Some(completions) = &found {
+            Counters::add(&ctx.counters.replayed_completions, completions.len() as u64);
+        }
+        found.map(Ok)
+    }
+}
+
+/// The checkpoint of an LLM stage for `worker`.
+fn response_checkpoint(
+    ctx: &GraphContext,
+    stage: LlmStage,
+    worker: u32,
+) -> Checkpoint<ResponseRow> {
+    Checkpoint::new(
+        ctx.iter_dir.join(stage.dir_name()),
+        worker,
+        ctx.failure.clone(),
+    )
+}
+
+/// Where rejected responses and records go (worker-local).
+#[derive(Clone)]
+struct Rejects(Rc<RefCell<Collect>>);
+
+impl Rejects {
+    fn push(&self, rejection: Rejection) {
+        self.0.borrow_mut().rejections.push(rejection);
+    }
+}
+
+/// A stage that asks the model one question per draft (Rater, SkeletonWriter): `judge` either
+/// completes the draft with the answer or rejects it.
+fn draft_stage<'s>(
+    drafts: StreamVec<'s, u64, Draft>,
+    stage: LlmStage,
+    ctx: &Arc<GraphContext>,
+    worker: u32,
+    rejects: &Rejects,
+    request: fn(&StagePrompts, &Draft) -> Result<GenerationRequest, PromptError>,
+    mut judge: impl FnMut(&mut Draft, &Completion) -> Result<(), Rejection> + 'static,
+) -> StreamVec<'s, u64, Draft> {
+    let ctx2 = Arc::clone(ctx);
+    let requests = drafts.flat_map(move |d: Draft| match request(&ctx2.stages, &d) {
+        Ok(r) => {
+            let key = d.problem.id.0;
+            Some((d, key, r))
+        }
+        Err(e) => {
+            ctx2.failure.set(format!(
+                "rendering the {} prompt: {e}",
+                stage.operator_name()
+            ));
+            None
+        }
+    });
+    let rejects = rejects.clone();
+    checkpointed(
+        requests,
+        stage.operator_name(),
+        response_lookup(ctx, stage),
+        ctx.llm[stage as usize].clone(),
+        ctx.llm_batch,
+        response_checkpoint(ctx, stage, worker),
+        move |mut d: Draft, key, generation: Generation, _| {
+            let id = Some(d.problem.id);
+            let completion = match first_completion(&generation, stage, id) {
+                Ok(c) => c,
+                Err(r) => {
+                    rejects.push(r);
+                    return (Vec::new(), Vec::new());
+                }
+            };
+            let judged = judge(&mut d, completion);
+            let row = response_row(key, id, 0, None, completion, judged.as_ref().map(|_| ()));
+            match judged {
+                Ok(()) => (vec![d], vec![row]),
+                Err(r) => {
+                    rejects.push(r);
+                    (Vec::new(), vec![row])
+                }
+            }
+        },
+    )
+}
+
 /// Builds and runs the graph on one worker until the iteration is complete (or a failure).
 pub fn run_worker(worker: &mut timely::worker::Worker, ctx: &Arc<GraphContext>) -> WorkerOutput {
     let operator_seconds = log_operator_time(worker);
@@ -344,37 +438,14 @@ pub fn run_worker(worker: &mut timely::worker::Worker, ctx: &Arc<GraphContext>) 
     output
 }
 
-fn build<'s>(
-    scope: Scope<'s, u64>,
-    ctx: &Arc<GraphContext>,
-    collect: &Rc<RefCell<Collect>>,
-) {
+fn build<'s>(scope: Scope<'s, u64>, ctx: &Arc<GraphContext>, collect: &Rc<RefCell<Collect>>) {
     let (index, peers) = (scope.index() as u64, scope.peers() as u64);
     let worker = index as u32;
     let counters = Arc::clone(&ctx.counters);
-    let stage_dir = |stage: LlmStage| ctx.iter_dir.join(stage.dir_name());
-    let checkpoint = |stage: LlmStage| {
-        Checkpoint::<ResponseRow>::new(stage_dir(stage), worker, ctx.failure.clone())
-    };
+    let reject = Rejects(Rc::clone(collect));
+    let memo = |stage: LlmStage| response_lookup(ctx, stage);
+    let checkpoint = |stage: LlmStage| response_checkpoint(ctx, stage, worker);
     let handle = |stage: LlmStage| ctx.llm[stage as usize].clone();
-    let memo = |stage: LlmStage| {
-        let ctx = Arc::clone(ctx);
-        let counters = Arc::clone(&counters);
-        move |key: u64| {
-            let found = ctx.memos[stage as usize].get(key).cloned();
-            if let Some(completions) = &found {
-                Counters::add(
-                    &counters.replayed_completions,
-                    completions.len() as u64,
-                );
-            }
-            found.map(Ok)
-        }
-    };
-    let reject = {
-        let collect = Rc::clone(collect);
-        move |r: Rejection| collect.borrow_mut().rejections.push(r)
-    };
 
     // 1. ProblemGenerator: request i (category i mod 5) on worker i mod peers.
     let problem_requests = {
@@ -389,7 +460,8 @@ fn build<'s>(
                     Some(((category, seed), i, request))
                 }
                 Err(e) => {
-                    ctx.failure.set(format!("rendering the problem prompt: {e}"));
+                    ctx.failure
+                        .set(format!("rendering the problem prompt: {e}"));
                     None
                 }
             })
@@ -409,7 +481,7 @@ fn build<'s>(
                 let completion = match first_completion(&generation, LlmStage::Problems, None) {
                     Ok(c) => c,
                     Err(r) => {
-                        reject(r);
+                        reject.push(r);
                         return (vec![(i, None)], Vec::new());
                     }
                 };
@@ -428,7 +500,7 @@ fn build<'s>(
                         Some(p)
                     }
                     Err(r) => {
-                        reject(r);
+                        reject.push(r);
                         None
                     }
                 };
@@ -464,7 +536,7 @@ fn build<'s>(
                                 skeleton: None,
                             });
                         }
-                        Err(duplicate) => reject(Rejection {
+                        Err(duplicate) => reject.push(Rejection {
                             stage: ucoder_operators::Stage::Problem,
                             problem_id: Some(problem.id),
                             reason: RejectReason::Duplicate,
@@ -478,114 +550,38 @@ fn build<'s>(
         .exchange(|d: &Draft| d.problem.id.0)
     };
 
-    // 3. Rater.
+    // 3. Rater, 4. SkeletonWriter (then a sandbox check that the skeleton loads and defines the
+    //    function).
     let rated = {
-        let reject = reject.clone();
         let counters = Arc::clone(&counters);
-        let ctx2 = Arc::clone(ctx);
-        let requests = drafts.flat_map(move |d: Draft| match ctx2.stages.rating(&d) {
-            Ok(r) => {
-                let key = d.problem.id.0;
-                Some((d, key, r))
-            }
-            Err(e) => {
-                ctx2.failure.set(format!("rendering the rating prompt: {e}"));
-                None
-            }
-        });
         let min_score = ctx.stages.settings.min_score;
-        checkpointed(
-            requests,
-            LlmStage::Ratings.operator_name(),
-            memo(LlmStage::Ratings),
-            handle(LlmStage::Ratings),
-            ctx.llm_batch,
-            checkpoint(LlmStage::Ratings),
-            move |mut d: Draft, key, generation: Generation, _| {
-                let id = Some(d.problem.id);
-                let completion = match first_completion(&generation, LlmStage::Ratings, id) {
-                    Ok(c) => c,
-                    Err(r) => {
-                        reject(r);
-                        return (Vec::new(), Vec::new());
-                    }
-                };
-                let judged = stages::judge_rating(&d, completion, min_score);
-                let row = response_row(
-                    key,
-                    id,
-                    0,
-                    None,
-                    completion,
-                    judged.as_ref().map(|_| ()),
-                );
-                match judged {
-                    Ok(rating) => {
-                        Counters::add(&counters.problems_rated, 1);
-                        d.rating = Some(rating);
-                        (vec![d], vec![row])
-                    }
-                    Err(r) => {
-                        reject(r);
-                        (Vec::new(), vec![row])
-                    }
-                }
+        draft_stage(
+            drafts,
+            LlmStage::Ratings,
+            ctx,
+            worker,
+            &reject,
+            StagePrompts::rating,
+            move |d, completion| {
+                let rating = stages::judge_rating(d, completion, min_score)?;
+                Counters::add(&counters.problems_rated, 1);
+                d.rating = Some(rating);
+                Ok(())
             },
         )
     };
-
-    // 4. SkeletonWriter, then a sandbox check that the skeleton loads and defines the function.
-    let skeletons = {
-        let reject = reject.clone();
-        let ctx2 = Arc::clone(ctx);
-        let requests = rated.flat_map(move |d: Draft| match ctx2.stages.skeleton(&d) {
-            Ok(r) => {
-                let key = d.problem.id.0;
-                Some((d, key, r))
-            }
-            Err(e) => {
-                ctx2.failure.set(format!("rendering the skeleton prompt: {e}"));
-                None
-            }
-        });
-        checkpointed(
-            requests,
-            LlmStage::Skeletons.operator_name(),
-            memo(LlmStage::Skeletons),
-            handle(LlmStage::Skeletons),
-            ctx.llm_batch,
-            checkpoint(LlmStage::Skeletons),
-            move |mut d: Draft, key, generation: Generation, _| {
-                let id = Some(d.problem.id);
-                let completion = match first_completion(&generation, LlmStage::Skeletons, id) {
-                    Ok(c) => c,
-                    Err(r) => {
-                        reject(r);
-                        return (Vec::new(), Vec::new());
-                    }
-                };
-                let judged = stages::judge_skeleton(&d, completion);
-                let row = response_row(
-                    key,
-                    id,
-                    0,
-                    None,
-                    completion,
-                    judged.as_ref().map(|_| ()),
-                );
-                match judged {
-                    Ok(skeleton) => {
-                        d.skeleton = Some(skeleton);
-                        (vec![d], vec![row])
-                    }
-                    Err(r) => {
-                        reject(r);
-                        (Vec::new(), vec![row])
-                    }
-                }
-            },
-        )
-    };
+    let skeletons = draft_stage(
+        rated,
+        LlmStage::Skeletons,
+        ctx,
+        worker,
+        &reject,
+        StagePrompts::skeleton,
+        |d, completion| {
+            d.skeleton = Some(stages::judge_skeleton(d, completion)?);
+            Ok(())
+        },
+    );
     let checked_skeletons = {
         let limits = ctx.check_limits.clone();
         let jobs = skeletons.map(move |d: Draft| {
@@ -634,7 +630,7 @@ fn build<'s>(
                     Some(d)
                 }
                 Err((reason, detail)) => {
-                    reject(stages::rejection(
+                    reject.push(stages::rejection(
                         LlmStage::Skeletons,
                         id,
                         reason,
@@ -676,14 +672,15 @@ fn build<'s>(
                 let id = Some(d.problem.id);
                 match first_completion(&generation, LlmStage::Tests, id) {
                     Ok(c) => {
-                        let (tests, judged) = stages::judge_tests(&d, std::slice::from_ref(c), usize::MAX);
+                        let (tests, judged) =
+                            stages::judge_tests(&d, std::slice::from_ref(c), usize::MAX);
                         Counters::add(&counters.tests_parsed, tests.len() as u64);
                         let status = judged[0].as_ref().map(|_| ());
                         let row = response_row(key, id, 0, None, c, status);
                         (vec![(d, b, Some(c.clone()))], vec![row])
                     }
                     Err(r) => {
-                        reject(r);
+                        reject.push(r);
                         (vec![(d, b, None)], Vec::new())
                     }
                 }
@@ -694,17 +691,16 @@ fn build<'s>(
         let reject = reject.clone();
         let batches = ctx.stages.settings.test_batches() as usize;
         let limit = ctx.stages.settings.tests_per_problem;
-        let mut pending: HashMap<ProblemId, Vec<Option<ucoder_operators::Completion>>> =
-            HashMap::new();
+        let mut pending: HashMap<ProblemId, Vec<Option<Completion>>> = HashMap::new();
         stateful(
             test_batches,
             "TestAssembler",
-            move |(d, b, completion): (Rc<Draft>, u64, Option<ucoder_operators::Completion>),
+            move |(d, b, completion): (Rc<Draft>, u64, Option<Completion>),
                   out: &mut Vec<(Rc<Draft>, Vec<TestCase>)>| {
                 let slots = pending
                     .entry(d.problem.id)
                     .or_insert_with(|| vec![None; batches]);
-                slots[b as usize] = Some(completion.unwrap_or_else(|| ucoder_operators::Completion {
+                slots[b as usize] = Some(completion.unwrap_or_else(|| Completion {
                     text: String::new(),
                     logprobs: Default::default(),
                     finish: ucoder_operators::FinishReason::Stop,
@@ -724,7 +720,7 @@ fn build<'s>(
                         .iter()
                         .filter_map(|j| j.as_ref().err().map(|r| r.detail.clone()))
                         .collect();
-                    reject(stages::rejection(
+                    reject.push(stages::rejection(
                         LlmStage::Tests,
                         Some(d.problem.id),
                         RejectReason::Unparseable,
@@ -768,17 +764,20 @@ fn build<'s>(
             let result = match result {
                 Ok(r) if r.program_error.is_none() && r.tests.len() == tests.len() => r,
                 Ok(r) => {
-                    reject(stages::rejection(
+                    reject.push(stages::rejection(
                         LlmStage::Tests,
                         id,
                         RejectReason::SyntaxError,
-                        format!("the skeleton did not load with the tests: {:?}", r.program_error),
+                        format!(
+                            "the skeleton did not load with the tests: {:?}",
+                            r.program_error
+                        ),
                         d.skeleton_code(),
                     ));
                     return None;
                 }
                 Err(e) => {
-                    reject(stages::rejection(
+                    reject.push(stages::rejection(
                         LlmStage::Tests,
                         id,
                         RejectReason::BackendError,
@@ -791,8 +790,10 @@ fn build<'s>(
             let mut kept = Vec::new();
             for (test, r) in tests.into_iter().zip(&result.tests) {
                 match &r.verdict {
-                    SandboxVerdict::Error { kind } if kind == "InvalidTest" || kind == "SyntaxError" => {
-                        reject(stages::rejection(
+                    SandboxVerdict::Error { kind }
+                        if kind == "InvalidTest" || kind == "SyntaxError" =>
+                    {
+                        reject.push(stages::rejection(
                             LlmStage::Tests,
                             id,
                             RejectReason::SyntaxError,
@@ -804,7 +805,7 @@ fn build<'s>(
                 }
             }
             if kept.is_empty() {
-                reject(stages::rejection(
+                reject.push(stages::rejection(
                     LlmStage::Tests,
                     id,
                     RejectReason::SyntaxError,
@@ -816,7 +817,8 @@ fn build<'s>(
             let prompt = match ctx2.stages.solution_prompt(&d) {
                 Ok(p) => p,
                 Err(e) => {
-                    ctx2.failure.set(format!("rendering the solution prompt: {e}"));
+                    ctx2.failure
+                        .set(format!("rendering the solution prompt: {e}"));
                     return None;
                 }
             };
@@ -858,9 +860,11 @@ fn build<'s>(
                                     for round in 0..rounds {
                                         let time = capability.delayed(&(round + 1), 0);
                                         match ctx2.stages.solutions(&r.draft, round) {
-                                            Ok((key, request)) => output
-                                                .session(&time)
-                                                .give(((Rc::clone(&r), round), key, request)),
+                                            Ok((key, request)) => output.session(&time).give((
+                                                (Rc::clone(&r), round),
+                                                key,
+                                                request,
+                                            )),
                                             Err(e) => ctx2
                                                 .failure
                                                 .set(format!("rendering the solution prompt: {e}")),
@@ -889,7 +893,7 @@ fn build<'s>(
                 let completions = match generation {
                     Ok(c) => c,
                     Err(e) => {
-                        reject(stages::rejection(
+                        reject.push(stages::rejection(
                             LlmStage::Candidates,
                             id,
                             RejectReason::BackendError,
@@ -918,7 +922,7 @@ fn build<'s>(
                             Counters::add(&counters.candidates, 1);
                             outs.push((Rc::clone(&r), candidate));
                         }
-                        Err(rejection) => reject(rejection),
+                        Err(rejection) => reject.push(rejection),
                     }
                 }
                 (outs, rows)
@@ -975,7 +979,7 @@ fn build<'s>(
                 let execution = match result {
                     Ok(e) => e,
                     Err(e) => {
-                        reject(stages::rejection(
+                        reject.push(stages::rejection(
                             LlmStage::Candidates,
                             Some(c.problem_id),
                             RejectReason::BackendError,
@@ -992,7 +996,7 @@ fn build<'s>(
                 match Verdict::new(&c, &execution, &test_ids, kind) {
                     Ok(v) => (vec![v], rows),
                     Err(e) => {
-                        reject(stages::rejection(
+                        reject.push(stages::rejection(
                             LlmStage::Candidates,
                             Some(c.problem_id),
                             RejectReason::IncompleteExecution,
@@ -1015,7 +1019,9 @@ fn build<'s>(
     let pairs = out
         .selections
         .map(|s| (s.candidate_id, s))
-        .join_map(codes, |_, s, code| (s.problem_id, (s.clone(), code.clone())))
+        .join_map(codes, |_, s, code| {
+            (s.problem_id, (s.clone(), code.clone()))
+        })
         .join_map(prompts, |_, (s, code), prompt| {
             (s.clone(), prompt.clone(), code.clone())
         });

@@ -105,7 +105,9 @@ impl CoreSplit {
             .engine_threads
             .unwrap_or_else(|| cores.saturating_sub(sandbox_workers).max(1));
         if sandbox_workers == 0 || engine_threads == 0 {
-            return Err("resources.engine_threads and resources.sandbox_workers must be at least 1".into());
+            return Err(
+                "resources.engine_threads and resources.sandbox_workers must be at least 1".into(),
+            );
         }
         if engine_threads + sandbox_workers > cores {
             return Err(format!(
@@ -211,7 +213,14 @@ fn classify_operators(seconds: &BTreeMap<String, f64>, wall: f64) -> DataflowTim
         "ClusterLog",
     ];
     const CONSENSUS_WORDS: [&str; 8] = [
-        "Arrange", "Reduce", "Join", "Count", "Selector", "Standings", "Consolidate", "Threshold",
+        "Arrange",
+        "Reduce",
+        "Join",
+        "Count",
+        "Selector",
+        "Standings",
+        "Consolidate",
+        "Threshold",
     ];
     let mut t = DataflowTime::default();
     let mut top: Vec<(String, f64)> = Vec::new();
@@ -277,12 +286,11 @@ pub fn run(
         });
     }
     let available = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let split = CoreSplit::plan(&config.resources, available).map_err(|why| {
-        PipelineError::Invalid {
+    let split =
+        CoreSplit::plan(&config.resources, available).map_err(|why| PipelineError::Invalid {
             path: path.to_path_buf(),
             why,
-        }
-    })?;
+        })?;
     if split.cores > available {
         say(&format!(
             "warning: resources.cores = {} but this machine has {available}; engine threads and \
@@ -439,29 +447,41 @@ pub fn run(
     );
     let check_pool = BackendPool::spawn(
         "sandbox-checks",
-        vec![SandboxChecker::new(Arc::clone(&sandbox), Arc::clone(&check_clock))],
+        vec![SandboxChecker::new(
+            Arc::clone(&sandbox),
+            Arc::clone(&check_clock),
+        )],
     );
 
     let sft_writer: Arc<SftWriter> = {
         let engine = Arc::clone(&engine);
         let dir = iter_dir.join("sft");
         let (max_length, shard_rows) = (config.sft.max_length, config.sft.shard_rows);
-        Arc::new(move |selections: &[(ucoder_operators::Selection, String, String)]| {
-            let engine = engine.lock().unwrap_or_else(|p| p.into_inner());
-            let template = engine
-                .chat_template()
-                .ok_or_else(|| "the model has no chat template".to_string())?;
-            let pairs: Vec<SftPair> = selections
-                .iter()
-                .map(|(s, prompt, code)| SftPair {
-                    source_id: s.problem_id.0,
-                    user: prompt.clone(),
-                    assistant: format!("```python\n{}\n```", code.trim_end()),
-                })
-                .collect();
-            write_sft(&dir, &pairs, engine.tokenizer(), template, max_length, shard_rows)
+        Arc::new(
+            move |selections: &[(ucoder_operators::Selection, String, String)]| {
+                let engine = engine.lock().unwrap_or_else(|p| p.into_inner());
+                let template = engine
+                    .chat_template()
+                    .ok_or_else(|| "the model has no chat template".to_string())?;
+                let pairs: Vec<SftPair> = selections
+                    .iter()
+                    .map(|(s, prompt, code)| SftPair {
+                        source_id: s.problem_id.0,
+                        user: prompt.clone(),
+                        assistant: format!("```python\n{}\n```", code.trim_end()),
+                    })
+                    .collect();
+                write_sft(
+                    &dir,
+                    &pairs,
+                    engine.tokenizer(),
+                    template,
+                    max_length,
+                    shard_rows,
+                )
                 .map_err(|e| format!("writing the SFT shards: {e}"))
-        })
+            },
+        )
     };
 
     let counters = Arc::new(Counters::default());
@@ -491,8 +511,16 @@ pub fn run(
         sft: sft_writer,
     });
 
-    say(&format!("running {} into {}", path.display(), iter_dir.display()));
-    let bars = ProgressBars::start(Arc::clone(&counters), config.problems.count as u64, options.quiet);
+    say(&format!(
+        "running {} into {}",
+        path.display(),
+        iter_dir.display()
+    ));
+    let bars = ProgressBars::start(
+        Arc::clone(&counters),
+        config.problems.count as u64,
+        options.quiet,
+    );
     let graph_started = Instant::now();
     let outputs: Vec<WorkerOutput> = {
         let context = Arc::clone(&context);
@@ -552,12 +580,15 @@ pub fn run(
         &ready
             .iter()
             .map(|(d, tests)| {
-                let rating = d.rating.clone().unwrap_or_else(|| ucoder_operators::Rating {
-                    problem_id: d.problem.id,
-                    score: 0.0,
-                    difficulty: String::new(),
-                    summary: String::new(),
-                });
+                let rating = d
+                    .rating
+                    .clone()
+                    .unwrap_or_else(|| ucoder_operators::Rating {
+                        problem_id: d.problem.id,
+                        score: 0.0,
+                        difficulty: String::new(),
+                        summary: String::new(),
+                    });
                 ProblemRow {
                     problem_id: d.problem.id.0,
                     request: d.request,
@@ -646,22 +677,43 @@ pub fn run(
     // Summary.
     let c = |x: &std::sync::atomic::AtomicU64| x.load(std::sync::atomic::Ordering::Relaxed);
     let counts = vec![
-        ("problems requested".to_string(), config.problems.count as u64),
+        (
+            "problems requested".to_string(),
+            config.problems.count as u64,
+        ),
         ("problems parsed".to_string(), c(&counters.problems_parsed)),
-        ("problems after de-duplication".to_string(), c(&counters.problems_unique)),
-        (format!("problems rated >= {}", config.rating.min_score), c(&counters.problems_rated)),
+        (
+            "problems after de-duplication".to_string(),
+            c(&counters.problems_unique),
+        ),
+        (
+            format!("problems rated >= {}", config.rating.min_score),
+            c(&counters.problems_rated),
+        ),
         ("skeletons checked".to_string(), c(&counters.skeletons)),
-        ("problems with tests".to_string(), c(&counters.problems_ready)),
+        (
+            "problems with tests".to_string(),
+            c(&counters.problems_ready),
+        ),
         ("tests parsed".to_string(), c(&counters.tests_parsed)),
         ("tests kept".to_string(), c(&counters.tests_kept)),
         ("solutions sampled".to_string(), c(&counters.samples)),
-        ("candidates (code extracted)".to_string(), c(&counters.candidates)),
+        (
+            "candidates (code extracted)".to_string(),
+            c(&counters.candidates),
+        ),
         ("candidates executed".to_string(), c(&counters.executions)),
         ("test runs".to_string(), c(&counters.test_runs)),
         ("clusters".to_string(), clusters.len() as u64),
         ("selections".to_string(), selections.len() as u64),
-        ("completions replayed from checkpoints".to_string(), c(&counters.replayed_completions)),
-        ("executions replayed from checkpoints".to_string(), c(&counters.replayed_executions)),
+        (
+            "completions replayed from checkpoints".to_string(),
+            c(&counters.replayed_completions),
+        ),
+        (
+            "executions replayed from checkpoints".to_string(),
+            c(&counters.replayed_executions),
+        ),
     ];
     let mut rejection_counts = BTreeMap::new();
     for r in &rejections {
@@ -802,7 +854,11 @@ mod tests {
     fn rejection_keys_name_stage_reason_and_parser_label() {
         use ucoder_operators::Stage;
         assert_eq!(
-            rejection_key(Stage::Problem, "unparseable", "missing_block: no <PROBLEM_START> block"),
+            rejection_key(
+                Stage::Problem,
+                "unparseable",
+                "missing_block: no <PROBLEM_START> block"
+            ),
             "problem/unparseable/missing_block"
         );
         assert_eq!(

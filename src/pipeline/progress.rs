@@ -120,25 +120,32 @@ fn draw(counters: &Counters, problems: u64, stop: &AtomicBool, quiet: bool) {
     loop {
         let c = |x: &AtomicU64| Counters::get(x);
         let values = [
-            (problems, c(&counters.problems_answered), format!(
-                "parsed {} unique {} rated {} skeletons {}",
-                c(&counters.problems_parsed),
-                c(&counters.problems_unique),
-                c(&counters.problems_rated),
-                c(&counters.skeletons)
-            )),
-            (c(&counters.tests_target), c(&counters.tests_parsed), format!(
-                "kept {}",
-                c(&counters.tests_kept)
-            )),
-            (c(&counters.candidates_target), c(&counters.samples), format!(
-                "programs {}",
-                c(&counters.candidates)
-            )),
-            (c(&counters.samples), c(&counters.executions), format!(
-                "test runs {}",
-                c(&counters.test_runs)
-            )),
+            (
+                problems,
+                c(&counters.problems_answered),
+                format!(
+                    "parsed {} unique {} rated {} skeletons {}",
+                    c(&counters.problems_parsed),
+                    c(&counters.problems_unique),
+                    c(&counters.problems_rated),
+                    c(&counters.skeletons)
+                ),
+            ),
+            (
+                c(&counters.tests_target),
+                c(&counters.tests_parsed),
+                format!("kept {}", c(&counters.tests_kept)),
+            ),
+            (
+                c(&counters.candidates_target),
+                c(&counters.samples),
+                format!("programs {}", c(&counters.candidates)),
+            ),
+            (
+                c(&counters.samples),
+                c(&counters.executions),
+                format!("test runs {}", c(&counters.test_runs)),
+            ),
         ];
         for (bar, (len, pos, msg)) in bars.iter().zip(&values) {
             bar.set_length(*len.max(pos));

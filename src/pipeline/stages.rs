@@ -8,9 +8,9 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use ucoder_operators::stable_hash::StableHasher;
 use ucoder_operators::{
-    Candidate, Category, ChatMessage, Completion, FinishReason, GenerationRequest, LogprobSummary, Problem,
-    ProblemId, Rating, RejectReason, Rejection, Role, SamplingParams, Skeleton, Stage, TestCase,
-    TestKind,
+    Candidate, Category, ChatMessage, Completion, FinishReason, GenerationRequest, LogprobSummary,
+    Problem, ProblemId, Rating, RejectReason, Rejection, Role, SamplingParams, Skeleton, Stage,
+    TestCase, TestKind,
 };
 
 use super::artifacts::{ResponseRow, finish_label};
@@ -266,11 +266,18 @@ impl StagePrompts {
     }
 
     /// Test batch `batch` of `draft`: its key and request.
-    pub fn tests(&self, draft: &Draft, batch: u64) -> Result<(u64, GenerationRequest), PromptError> {
+    pub fn tests(
+        &self,
+        draft: &Draft,
+        batch: u64,
+    ) -> Result<(u64, GenerationRequest), PromptError> {
         let s = &self.settings;
         let count = (s.tests_per_problem - batch as usize * s.test_batch).min(s.test_batch);
         let focus = TEST_FOCI[(batch % TEST_FOCI.len() as u64) as usize];
-        let function = draft.skeleton.as_ref().map_or("", |k| k.function_name.as_str());
+        let function = draft
+            .skeleton
+            .as_ref()
+            .map_or("", |k| k.function_name.as_str());
         let prompt = self.prompts.tests(
             &draft.statement(),
             draft.skeleton_code(),
@@ -279,16 +286,13 @@ impl StagePrompts {
             focus,
         )?;
         let key = indexed_key(draft.problem.id, batch);
-        Ok((
-            key,
-            {
-                // About 40 tokens a test line: a batch that asked for `count` tests has no use for
-                // more (models tend to go on repeating themselves until the limit).
-                let mut r = s.request(LlmStage::Tests, key, prompt, 1, s.test_temperature);
-                r.params.max_tokens = r.params.max_tokens.min(40 * count as u32 + 40);
-                r
-            },
-        ))
+        Ok((key, {
+            // About 40 tokens a test line: a batch that asked for `count` tests has no use for
+            // more (models tend to go on repeating themselves until the limit).
+            let mut r = s.request(LlmStage::Tests, key, prompt, 1, s.test_temperature);
+            r.params.max_tokens = r.params.max_tokens.min(40 * count as u32 + 40);
+            r
+        }))
     }
 
     /// The user turn of the solution prompt (also the SFT prompt).
@@ -423,13 +427,14 @@ pub fn judge_rating(
 pub fn judge_skeleton(draft: &Draft, completion: &Completion) -> Result<Skeleton, Rejection> {
     let id = Some(draft.problem.id);
     let signature = draft.signature();
-    let code = parse_skeleton(&LlmStage::Skeletons.answer(completion), &signature.name).map_err(|r| {
-        let mut rejection = parse_rejection(LlmStage::Skeletons, id, r);
-        if rejection.detail.starts_with("skeleton_missing_function") {
-            rejection.reason = RejectReason::MissingFunction;
-        }
-        rejection
-    })?;
+    let code =
+        parse_skeleton(&LlmStage::Skeletons.answer(completion), &signature.name).map_err(|r| {
+            let mut rejection = parse_rejection(LlmStage::Skeletons, id, r);
+            if rejection.detail.starts_with("skeleton_missing_function") {
+                rejection.reason = RejectReason::MissingFunction;
+            }
+            rejection
+        })?;
     Ok(Skeleton {
         problem_id: draft.problem.id,
         function_name: signature.name.clone(),
@@ -543,7 +548,8 @@ fn parse_test_answer(
                 && matches!(r.reason, parse::RejectReason::UnterminatedBlock(_)) =>
         {
             let complete = answer.rfind('\n').map_or("", |i| &answer[..i]);
-            let mut parsed = parse::parse_tests(&format!("{complete}\n<TESTS_END>"), signature, seen)?;
+            let mut parsed =
+                parse::parse_tests(&format!("{complete}\n<TESTS_END>"), signature, seen)?;
             let cut = &answer[complete.len()..];
             parsed
                 .dropped
@@ -645,14 +651,19 @@ mod tests {
             "def add(a, b):\n    pass\n"
         );
         assert_eq!(
-            stub("def add(\n    a,\n    b,\n):  # sum\n    '''One line.'''\n    return a\n", "add"),
+            stub(
+                "def add(\n    a,\n    b,\n):  # sum\n    '''One line.'''\n    return a\n",
+                "add"
+            ),
             "def add(\n    a,\n    b,\n):  # sum\n    '''One line.'''\n    pass\n"
         );
         let (tests, judged) = judge_tests(
             &d,
             &[
                 completion("assert add(1, 2) == 3\nassert add(0, 0) == 0\n<TESTS_END>"),
-                completion("assert add(1, 2) == 3\nassert add(-1, 1) == 0\nassert add(1) == 1\n<TESTS_END>"),
+                completion(
+                    "assert add(1, 2) == 3\nassert add(-1, 1) == 0\nassert add(1) == 1\n<TESTS_END>",
+                ),
                 completion("no tests here"),
             ],
             10,
@@ -660,20 +671,34 @@ mod tests {
         let codes: Vec<&str> = tests.iter().map(|t| t.code.as_str()).collect();
         assert_eq!(
             codes,
-            ["assert add(1, 2) == 3", "assert add(0, 0) == 0", "assert add(-1, 1) == 0"]
+            [
+                "assert add(1, 2) == 3",
+                "assert add(0, 0) == 0",
+                "assert add(-1, 1) == 0"
+            ]
         );
         assert!(judged[0].is_ok() && judged[1].is_ok());
         let mut cut = completion("assert add(2, 2) == 4\nassert add(3, 3) == 6\nassert add(4,");
         cut.finish = FinishReason::Length;
         let (salvaged, cut_judged) = judge_tests(&d, &[cut.clone()], 10);
-        assert_eq!(salvaged.len(), 2, "the complete lines of a cut answer are kept");
+        assert_eq!(
+            salvaged.len(),
+            2,
+            "the complete lines of a cut answer are kept"
+        );
         assert_eq!(
             cut_judged[0].as_ref().unwrap().dropped,
             vec![("assert add(4,".to_string(), "cut at max_tokens".to_string())]
         );
         cut.finish = FinishReason::Stop;
-        assert!(judge_tests(&d, &[cut], 10).1[0].is_err(), "an unclosed block that was not cut is rejected");
-        assert_eq!(judged[2].as_ref().unwrap_err().reason, RejectReason::Unparseable);
+        assert!(
+            judge_tests(&d, &[cut], 10).1[0].is_err(),
+            "an unclosed block that was not cut is rejected"
+        );
+        assert_eq!(
+            judged[2].as_ref().unwrap_err().reason,
+            RejectReason::Unparseable
+        );
         let candidate = judge_candidate(
             &d,
             3,
@@ -694,24 +719,18 @@ mod tests {
     #[test]
     fn low_ratings_and_broken_answers_become_rejections() {
         let d = draft();
-        let low = judge_rating(
-            &d,
-            &completion(" 3\nSummary: vague\n<RATING_END>"),
-            7.0,
-        )
-        .unwrap_err();
+        let low =
+            judge_rating(&d, &completion(" 3\nSummary: vague\n<RATING_END>"), 7.0).unwrap_err();
         assert_eq!(low.reason, RejectReason::LowQuality);
-        let ok = judge_rating(
-            &d,
-            &completion(" 8/10\nSummary: fine\n<RATING_END>"),
-            7.0,
-        )
-        .unwrap();
+        let ok = judge_rating(&d, &completion(" 8/10\nSummary: fine\n<RATING_END>"), 7.0).unwrap();
         assert_eq!(ok.score, 8.0);
-        let cut = judge_problem(Category::MultiDomain, 1, &completion(" x"))
-            .unwrap_err();
+        let cut = judge_problem(Category::MultiDomain, 1, &completion(" x")).unwrap_err();
         assert_eq!(cut.reason, RejectReason::Unparseable);
-        assert!(cut.detail.starts_with("unterminated_block"), "{}", cut.detail);
+        assert!(
+            cut.detail.starts_with("unterminated_block"),
+            "{}",
+            cut.detail
+        );
         assert_eq!(cut.raw, "<PROBLEM_START>\nTitle: x");
         let other = judge_skeleton(
             &d,

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array};
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array,
+};
 use arrow::datatypes::{DataType, Float64Type, UInt32Type, UInt64Type};
 
 use super::StoreError;
