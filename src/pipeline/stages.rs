@@ -75,9 +75,31 @@ impl LlmStage {
         }
     }
 
-    /// The full answer: the prefill followed by what the model wrote.
+    /// The tag that closes the stage's answer block.
+    fn closing_tag(self) -> Option<&'static str> {
+        match self {
+            LlmStage::Problems => Some("<PROBLEM_END>"),
+            LlmStage::Ratings => Some("<RATING_END>"),
+            LlmStage::Skeletons => Some("<SKELETON_END>"),
+            LlmStage::Tests => Some("<TESTS_END>"),
+            LlmStage::Candidates => None,
+        }
+    }
+
+    /// The full answer: the prefill followed by what the model wrote. A model that ended its
+    /// turn inside the block (end-of-turn token, not the token limit) has finished its answer,
+    /// so the block is closed where the turn ended; the fields are then parsed as strictly as
+    /// ever. An answer cut by the token limit stays unclosed and is rejected.
     pub fn answer(self, completion: &Completion) -> String {
-        format!("{}{}", self.prefill(), completion.text)
+        let mut text = format!("{}{}", self.prefill(), completion.text);
+        if let Some(close) = self.closing_tag()
+            && completion.finish == FinishReason::Stop
+            && !text.contains(close)
+        {
+            text.push('\n');
+            text.push_str(close);
+        }
+        text
     }
 
     fn record_stage(self) -> Stage {
@@ -690,11 +712,13 @@ mod tests {
             cut_judged[0].as_ref().unwrap().dropped,
             vec![("assert add(4,".to_string(), "cut at max_tokens".to_string())]
         );
+        // A turn that ended inside the block closes it; the malformed last line is dropped.
         cut.finish = FinishReason::Stop;
-        assert!(
-            judge_tests(&d, &[cut], 10).1[0].is_err(),
-            "an unclosed block that was not cut is rejected"
-        );
+        let (ended, ended_judged) = judge_tests(&d, &[cut], 10);
+        assert_eq!(ended.len(), 2);
+        let dropped = &ended_judged[0].as_ref().unwrap().dropped;
+        assert_eq!(dropped.len(), 1);
+        assert_ne!(dropped[0].1, "cut at max_tokens");
         assert_eq!(
             judged[2].as_ref().unwrap_err().reason,
             RejectReason::Unparseable
@@ -724,7 +748,9 @@ mod tests {
         assert_eq!(low.reason, RejectReason::LowQuality);
         let ok = judge_rating(&d, &completion(" 8/10\nSummary: fine\n<RATING_END>"), 7.0).unwrap();
         assert_eq!(ok.score, 8.0);
-        let cut = judge_problem(Category::MultiDomain, 1, &completion(" x")).unwrap_err();
+        let mut cut_off = completion(" x");
+        cut_off.finish = FinishReason::Length;
+        let cut = judge_problem(Category::MultiDomain, 1, &cut_off).unwrap_err();
         assert_eq!(cut.reason, RejectReason::Unparseable);
         assert!(
             cut.detail.starts_with("unterminated_block"),
