@@ -53,7 +53,7 @@ pub struct EngineOptions {
     pub max_prefill_tokens: usize,
     /// Caps the context window below the model's own (`None` = the model's).
     pub context_length: Option<usize>,
-    /// Kernels for batches of several token rows (int8 AVX-512 by default).
+    /// Matmul kernels (the packed AVX-512 VNNI kernel for every batch size by default).
     pub batch_kernels: BatchKernels,
 }
 

@@ -1,35 +1,106 @@
-//! A batched CPU matmul for many activation rows against int8 block-quantized weights.
+//! The CPU matmul kernel: block-quantized weights kept at (nearly) their GGUF size, times
+//! activation rows quantized to int8, with AVX-512 VNNI integer dot products.
 //!
-//! candle's quantized kernels stream the weights once per activation row tile and, for shapes
-//! whose inner dimension is not a multiple of 256 (qwen2-0.5B's 896), fall back to AVX2 dot
-//! products; dense sampling decodes 8–64 rows per step, where the work is compute-bound. This
-//! kernel stores each weight as int8 with one f32 scale per 32 values (the information of Q8_0),
-//! dequantizes a tile of 4 weight rows into an L1/L2-resident f32 scratch once, and multiplies it
-//! with every activation row using AVX-512 FMAs in a 4×4 register tile, so the conversion cost is
-//! shared by all rows and every weight byte is read from memory once per step. Work is split
-//! over weight-row tiles on candle's CPU pool (the engine's thread budget).
+//! Decoding one token streams every weight once, so its speed is the bytes read per token; a
+//! batch of rows (dense sampling, prefill) reuses each weight for many rows, so there the integer
+//! throughput counts. Both are served like ggml's `vec_dot` kernels: at load, each GGUF tensor is
+//! repacked (not re-quantized) into [`PackedWeight`], blocks of 32 unsigned 4-, 5- or 8-bit values
+//! `u` with a scale `d` and either a per-block minimum `m` (`w = d·u + m`: Q4_1, Q5_1, Q4_K) or a
+//! fixed offset (`w = d·(u − o)`: Q4_0, Q5_0, Q8_0). Types without such a form (Q6_K, Q2_K…,
+//! f16/f32 weights) are quantized to 8-bit blocks (the precision of Q8_0). Activations are
+//! quantized per matmul to int8 blocks of 32 with their own scale (as llama.cpp's Q8_0/Q8_K), and
+//! each block's dot product is exact integer arithmetic (`vpdpbusd`), scaled and accumulated in
+//! f32. One register-tiled routine serves every batch size, and the operations a row goes through
+//! do not depend on how many rows share its batch, so a token's numbers are bit-identical alone
+//! and batched. Work is split over 4-row weight tiles on candle's CPU pool (the engine's thread
+//! budget).
+
+use half::f16;
 
 /// Values per quantization block.
-const BLOCK: usize = 32;
-/// Weight rows per tile.
+pub const BLOCK: usize = 32;
+/// Two blocks are processed per 512-bit vector.
+const PAIR: usize = 2 * BLOCK;
+/// Weight rows per register tile.
 const TILE_N: usize = 4;
 /// Activation rows per register tile.
 const TILE_M: usize = 4;
 
-/// A weight matrix (n rows × k) as int8 blocks of 32 with one f32 scale each.
-pub struct Int8Weight {
-    n: usize,
-    k: usize,
-    q: Vec<i8>,
-    scales: Vec<f32>,
+/// Bits per stored weight value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bits {
+    B4,
+    B5,
+    B8,
 }
 
-impl Int8Weight {
-    /// Whether this CPU runs the kernel (AVX-512F).
+impl Bits {
+    /// Bytes of one pair of blocks: nibbles (+ 64 high bits for B5), or 64 bytes for B8.
+    fn pair_bytes(self) -> usize {
+        match self {
+            Bits::B4 => 32,
+            Bits::B5 => 40,
+            Bits::B8 => 64,
+        }
+    }
+}
+
+/// How a block's unsigned values map to weights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Affine {
+    /// `w = d·(u − offset)`.
+    Offset(f32),
+    /// `w = d·u + m` with a stored `m` per block.
+    Min,
+}
+
+/// A weight matrix (n rows × k) repacked for [`PackedWeight::matmul`].
+pub struct PackedWeight {
+    n: usize,
+    k: usize,
+    /// Block pairs per row (the last block is zero padding when k/32 is odd).
+    pairs: usize,
+    bits: Bits,
+    affine: Affine,
+    /// Per row, per pair: `bits.pair_bytes()` bytes.
+    vals: Vec<u8>,
+    /// Per row, per block: the scale.
+    d: Vec<f32>,
+    /// Per row, per block: the minimum (empty for [`Affine::Offset`]).
+    m: Vec<f32>,
+}
+
+/// Why a tensor cannot be packed.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("inner dimension {k} is not a multiple of the {block}-value block")]
+    Shape { k: usize, block: usize },
+    #[error("{got} bytes of {dtype:?} data, expected {expected}")]
+    Size {
+        dtype: candle_core::quantized::GgmlDType,
+        got: usize,
+        expected: usize,
+    },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// One block decoded to unsigned values plus its scale and minimum (0 for offset forms).
+type BlockOut<'a> = (&'a mut [u8; BLOCK], &'a mut f32, &'a mut f32);
+
+impl PackedWeight {
+    /// Whether this CPU runs the kernel (AVX-512 F/BW/VL and VNNI).
     pub fn supported() -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -37,53 +108,304 @@ impl Int8Weight {
         }
     }
 
-    /// Quantizes a row-major (n × k) f32 matrix; `None` when k is not a multiple of 32.
-    pub fn from_f32(w: &[f32], n: usize, k: usize) -> Option<Self> {
-        if !k.is_multiple_of(BLOCK) || w.len() != n * k {
-            return None;
-        }
-        let mut q = vec![0i8; n * k];
-        let mut scales = vec![0f32; n * k / BLOCK];
-        for (b, (src, dst)) in w
-            .chunks_exact(BLOCK)
-            .zip(q.chunks_exact_mut(BLOCK))
-            .enumerate()
-        {
-            let amax = src.iter().fold(0f32, |m, &v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-            for (o, &v) in dst.iter_mut().zip(src) {
-                *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
-            }
-            scales[b] = d;
-        }
-        Some(Int8Weight { n, k, q, scales })
-    }
-
     /// Output rows.
     pub fn rows(&self) -> usize {
         self.n
     }
 
-    /// `out (m × n) = x (m × k) · wᵀ`. Panics when the CPU lacks AVX-512F (check [`supported`]).
-    ///
-    /// [`supported`]: Int8Weight::supported
+    /// Inner dimension.
+    pub fn cols(&self) -> usize {
+        self.k
+    }
+
+    /// Bytes the packed weights occupy (what one single-row matmul reads).
+    pub fn size_in_bytes(&self) -> usize {
+        self.vals.len() + 4 * (self.d.len() + self.m.len())
+    }
+
+    /// Whether [`from_ggml`](Self::from_ggml) keeps a type's values exactly (else it
+    /// re-quantizes them to 8-bit blocks).
+    pub fn repacks_exactly(dtype: candle_core::quantized::GgmlDType) -> bool {
+        use candle_core::quantized::GgmlDType as T;
+        matches!(
+            dtype,
+            T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q4K
+        )
+    }
+
+    /// Packs a GGUF tensor of `n` rows × `k` from its raw bytes. Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and
+    /// Q4_K are repacked exactly; every other type is dequantized by candle and quantized to
+    /// 8-bit blocks. Rows are packed in parallel on candle's CPU pool.
+    pub fn from_ggml(
+        dtype: candle_core::quantized::GgmlDType,
+        data: &[u8],
+        n: usize,
+        k: usize,
+    ) -> Result<Self, PackError> {
+        use candle_core::quantized::GgmlDType as T;
+        if !k.is_multiple_of(dtype.block_size()) || !k.is_multiple_of(BLOCK) {
+            return Err(PackError::Shape {
+                k,
+                block: dtype.block_size().max(BLOCK),
+            });
+        }
+        let expected = n * k / dtype.block_size() * dtype.type_size();
+        if data.len() != expected {
+            return Err(PackError::Size {
+                dtype,
+                got: data.len(),
+                expected,
+            });
+        }
+        let row_bytes = expected / n.max(1);
+        let row = |r: usize| &data[r * row_bytes..(r + 1) * row_bytes];
+        let pack = |bits, affine, decode: &(dyn Fn(&[u8], usize, BlockOut<'_>) + Sync)| {
+            Self::build(n, k, bits, affine, &|r, b, out| decode(row(r), b, out))
+        };
+        Ok(match dtype {
+            T::Q4_0 => pack(Bits::B4, Affine::Offset(8.0), &|x, b, (u, d, _)| {
+                let x = &x[b * 18..(b + 1) * 18];
+                *d = f16_at(x, 0);
+                for j in 0..16 {
+                    u[j] = x[2 + j] & 0xF;
+                    u[j + 16] = x[2 + j] >> 4;
+                }
+            }),
+            T::Q4_1 => pack(Bits::B4, Affine::Min, &|x, b, (u, d, m)| {
+                let x = &x[b * 20..(b + 1) * 20];
+                (*d, *m) = (f16_at(x, 0), f16_at(x, 2));
+                for j in 0..16 {
+                    u[j] = x[4 + j] & 0xF;
+                    u[j + 16] = x[4 + j] >> 4;
+                }
+            }),
+            T::Q5_0 => pack(Bits::B5, Affine::Offset(16.0), &|x, b, (u, d, _)| {
+                let x = &x[b * 22..(b + 1) * 22];
+                *d = f16_at(x, 0);
+                let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
+                for j in 0..16 {
+                    u[j] = (x[6 + j] & 0xF) | ((((qh >> j) & 1) as u8) << 4);
+                    u[j + 16] = (x[6 + j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+                }
+            }),
+            T::Q5_1 => pack(Bits::B5, Affine::Min, &|x, b, (u, d, m)| {
+                let x = &x[b * 24..(b + 1) * 24];
+                (*d, *m) = (f16_at(x, 0), f16_at(x, 2));
+                let qh = u32::from_le_bytes([x[4], x[5], x[6], x[7]]);
+                for j in 0..16 {
+                    u[j] = (x[8 + j] & 0xF) | ((((qh >> j) & 1) as u8) << 4);
+                    u[j + 16] = (x[8 + j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+                }
+            }),
+            T::Q8_0 => pack(Bits::B8, Affine::Offset(128.0), &|x, b, (u, d, _)| {
+                let x = &x[b * 34..(b + 1) * 34];
+                *d = f16_at(x, 0);
+                for j in 0..32 {
+                    u[j] = x[2 + j] ^ 0x80; // i8 + 128
+                }
+            }),
+            T::Q4K => pack(Bits::B4, Affine::Min, &|x, b, (u, d, m)| {
+                // 8 sub-blocks of 32 per 144-byte super-block, as candle's BlockQ4K::to_float.
+                let x = &x[(b / 8) * 144..(b / 8 + 1) * 144];
+                let sub = b % 8;
+                let (dd, dmin) = (f16_at(x, 0), f16_at(x, 2));
+                let scales = &x[4..16];
+                let (sc, mn) = if sub < 4 {
+                    (scales[sub] & 63, scales[sub + 4] & 63)
+                } else {
+                    (
+                        (scales[sub + 4] & 0xF) | ((scales[sub - 4] >> 6) << 4),
+                        (scales[sub + 4] >> 4) | ((scales[sub] >> 6) << 4),
+                    )
+                };
+                *d = dd * sc as f32;
+                *m = -(dmin * mn as f32);
+                let qs = &x[16 + (sub / 2) * 32..16 + (sub / 2) * 32 + 32];
+                for j in 0..32 {
+                    u[j] = if sub % 2 == 0 {
+                        qs[j] & 0xF
+                    } else {
+                        qs[j] >> 4
+                    };
+                }
+            }),
+            _ => {
+                let storage = candle_core::quantized::QStorage::from_data(
+                    std::borrow::Cow::Borrowed(data),
+                    &candle_core::Device::Cpu,
+                    dtype,
+                )?;
+                let qt = candle_core::quantized::QTensor::new(storage, (n, k))?;
+                let f = qt
+                    .dequantize(&candle_core::Device::Cpu)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                return Ok(Self::from_f32(&f, n, k).expect("k checked above"));
+            }
+        })
+    }
+
+    /// Quantizes a row-major (n × k) f32 matrix to 8-bit blocks; `None` when k is not a
+    /// multiple of 32 or the length does not match.
+    pub fn from_f32(w: &[f32], n: usize, k: usize) -> Option<Self> {
+        if !k.is_multiple_of(BLOCK) || w.len() != n * k {
+            return None;
+        }
+        Some(Self::build(
+            n,
+            k,
+            Bits::B8,
+            Affine::Offset(128.0),
+            &|r, b, (u, d, _)| {
+                let src = &w[r * k + b * BLOCK..r * k + (b + 1) * BLOCK];
+                let amax = src.iter().fold(0f32, |a, &v| a.max(v.abs()));
+                *d = amax / 127.0;
+                let inv = if *d > 0.0 { 1.0 / *d } else { 0.0 };
+                for (o, &v) in u.iter_mut().zip(src) {
+                    *o = ((v * inv).round().clamp(-127.0, 127.0) as i32 + 128) as u8;
+                }
+            },
+        ))
+    }
+
+    /// Lays out blocks produced by `decode(row, block, out)`, rows in parallel.
+    fn build(
+        n: usize,
+        k: usize,
+        bits: Bits,
+        affine: Affine,
+        decode: &(dyn Fn(usize, usize, BlockOut<'_>) + Sync),
+    ) -> Self {
+        let nb = k / BLOCK;
+        let pairs = nb.div_ceil(2);
+        let pb = bits.pair_bytes();
+        let mut vals = vec![0u8; n * pairs * pb];
+        let mut d = vec![0f32; n * pairs * 2];
+        let mut m = vec![
+            0f32;
+            if affine == Affine::Min {
+                n * pairs * 2
+            } else {
+                0
+            }
+        ];
+        let (vp, dp, mp) = (
+            SharedPtr(vals.as_mut_ptr()),
+            SharedPtr(d.as_mut_ptr()),
+            SharedPtr(m.as_mut_ptr()),
+        );
+        let has_min = affine == Affine::Min;
+        let run = |range: std::ops::Range<usize>| {
+            // Rebinding makes the closure capture the Sync wrappers, not their fields.
+            #[allow(clippy::redundant_locals)]
+            let (vp, dp, mp) = (vp, dp, mp);
+            let mut u = [0u8; BLOCK];
+            for r in range {
+                // SAFETY: row r alone writes these ranges.
+                let (vals, ds, ms) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(vp.0.add(r * pairs * pb), pairs * pb),
+                        std::slice::from_raw_parts_mut(dp.0.add(r * pairs * 2), pairs * 2),
+                        if has_min {
+                            std::slice::from_raw_parts_mut(mp.0.add(r * pairs * 2), pairs * 2)
+                        } else {
+                            &mut [][..]
+                        },
+                    )
+                };
+                let mut scratch_m = 0f32;
+                for b in 0..nb {
+                    u.fill(0);
+                    let mref = if has_min { &mut ms[b] } else { &mut scratch_m };
+                    decode(r, b, (&mut u, &mut ds[b], mref));
+                    let (p, half) = (b / 2, b % 2);
+                    let pair = &mut vals[p * pb..(p + 1) * pb];
+                    match bits {
+                        Bits::B8 => pair[half * BLOCK..(half + 1) * BLOCK].copy_from_slice(&u),
+                        Bits::B4 | Bits::B5 => {
+                            for (t, &v) in u.iter().enumerate() {
+                                pair[t] |= (v & 0xF) << (4 * half);
+                                if bits == Bits::B5 && v & 0x10 != 0 {
+                                    let bit = half * BLOCK + t;
+                                    pair[32 + bit / 8] |= 1 << (bit % 8);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if n < 16 {
+            run(0..n);
+        } else {
+            candle_core::utils::barrier_pool().execute_chunked(n, run);
+        }
+        PackedWeight {
+            n,
+            k,
+            pairs,
+            bits,
+            affine,
+            vals,
+            d,
+            m,
+        }
+    }
+
+    /// The weights as f32, row-major (for tests and exports).
+    pub fn dequantize(&self) -> Vec<f32> {
+        let nb = self.k / BLOCK;
+        let pb = self.bits.pair_bytes();
+        let mut out = vec![0f32; self.n * self.k];
+        for r in 0..self.n {
+            for b in 0..nb {
+                let (p, half) = (b / 2, b % 2);
+                let pair = &self.vals[(r * self.pairs + p) * pb..(r * self.pairs + p + 1) * pb];
+                let d = self.d[r * self.pairs * 2 + b];
+                for t in 0..BLOCK {
+                    let u = match self.bits {
+                        Bits::B8 => pair[half * BLOCK + t],
+                        Bits::B4 | Bits::B5 => {
+                            let mut v = (pair[t] >> (4 * half)) & 0xF;
+                            let bit = half * BLOCK + t;
+                            if self.bits == Bits::B5 && pair[32 + bit / 8] & (1 << (bit % 8)) != 0 {
+                                v |= 0x10;
+                            }
+                            v
+                        }
+                    } as f32;
+                    out[r * self.k + b * BLOCK + t] = match self.affine {
+                        Affine::Offset(o) => d * (u - o),
+                        Affine::Min => d * u + self.m[r * self.pairs * 2 + b],
+                    };
+                }
+            }
+        }
+        out
+    }
+
+    /// `out (m × n) = x (m × k) · wᵀ`, quantizing `x` first. Panics when the CPU lacks the
+    /// kernel's instructions (check [`supported`](Self::supported)) or on shape mismatch.
     pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        assert!(Self::supported(), "Int8Weight::matmul needs AVX-512F");
-        assert_eq!(x.len(), m * self.k);
-        assert_eq!(out.len(), m * self.n);
+        let acts = QuantizedActs::new(x, m, self.k);
+        self.matmul_quantized(&acts, out);
+    }
+
+    /// `out (m × n) = acts · wᵀ` for activations quantized once (several weights may share them).
+    pub fn matmul_quantized(&self, acts: &QuantizedActs, out: &mut [f32]) {
+        assert!(Self::supported(), "PackedWeight::matmul needs AVX-512 VNNI");
+        assert_eq!(acts.pairs, self.pairs, "activation width does not match");
+        assert_eq!(out.len(), acts.m * self.n);
         let tiles = self.n.div_ceil(TILE_N);
         let out_ptr = SharedPtr(out.as_mut_ptr());
         let run = |range: std::ops::Range<usize>| {
-            // Rebinding makes the closure capture the Sync wrapper, not its raw-pointer field.
             #[allow(clippy::redundant_locals)]
             let out_ptr = out_ptr;
-            let mut scratch = vec![0f32; TILE_N * self.k];
             for t in range {
-                // SAFETY: AVX-512F checked above; tile t writes only columns of its own rows.
+                // SAFETY: instructions checked above; tile t writes only its own columns.
                 #[cfg(target_arch = "x86_64")]
                 unsafe {
-                    self.tile_avx512(t, x, m, &mut scratch, out_ptr.0)
+                    self.tile_all_rows(t, acts, out_ptr.0)
                 };
             }
         };
@@ -95,174 +417,303 @@ impl Int8Weight {
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn tile_avx512(
-        &self,
-        t: usize,
-        x: &[f32],
-        m: usize,
-        scratch: &mut [f32],
-        out: *mut f32,
-    ) {
-        use std::arch::x86_64::*;
-        let k = self.k;
-        let n0 = t * TILE_N;
-        let valid = TILE_N.min(self.n - n0);
-        let n = self.n;
-        if m == 1 {
-            // One row: multiply straight from int8, no scratch round trip.
-            for i in 0..valid {
-                let row = n0 + i;
-                let q = &self.q[row * k..(row + 1) * k];
-                let s = &self.scales[row * k / BLOCK..(row + 1) * k / BLOCK];
-                unsafe {
-                    let mut acc = _mm512_setzero_ps();
-                    for (b, &scale) in s.iter().enumerate() {
-                        let d = _mm512_set1_ps(scale);
-                        for h in 0..2 {
-                            // The same operations in the same order as the tiled path, so a
-                            // row's result does not depend on the batch size.
-                            let off = b * BLOCK + h * 16;
-                            let bytes = _mm_loadu_si128(q.as_ptr().add(off) as *const __m128i);
-                            let w =
-                                _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes)), d);
-                            acc = _mm512_fmadd_ps(_mm512_loadu_ps(x.as_ptr().add(off)), w, acc);
-                        }
-                    }
-                    *out.add(n0 + i) = _mm512_reduce_add_ps(acc);
-                }
-            }
-            return;
-        }
-        // Dequantize the tile's rows (zeros for rows past n) once for all activation rows.
-        for i in 0..TILE_N {
-            let dst = &mut scratch[i * k..(i + 1) * k];
-            if i >= valid {
-                dst.fill(0.0);
-                continue;
-            }
-            let row = n0 + i;
-            let q = &self.q[row * k..(row + 1) * k];
-            let s = &self.scales[row * k / BLOCK..(row + 1) * k / BLOCK];
-            for (b, &scale) in s.iter().enumerate() {
-                unsafe {
-                    let d = _mm512_set1_ps(scale);
-                    for h in 0..2 {
-                        let off = b * BLOCK + h * 16;
-                        let bytes = _mm_loadu_si128(q.as_ptr().add(off) as *const __m128i);
-                        let v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
-                        _mm512_storeu_ps(dst.as_mut_ptr().add(off), _mm512_mul_ps(v, d));
-                    }
-                }
-            }
-        }
-        let mut r = 0;
-        while r < m {
-            let rows = TILE_M.min(m - r);
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn tile_all_rows(&self, t: usize, acts: &QuantizedActs, out: *mut f32) {
+        let mut j = 0;
+        while j < acts.m {
+            let rows = TILE_M.min(acts.m - j);
             unsafe {
-                match rows {
-                    4 => micro::<4>(x, r, k, scratch, out, n, n0, valid),
-                    3 => micro::<3>(x, r, k, scratch, out, n, n0, valid),
-                    2 => micro::<2>(x, r, k, scratch, out, n, n0, valid),
-                    _ => micro::<1>(x, r, k, scratch, out, n, n0, valid),
+                match (self.bits, self.affine, rows) {
+                    (Bits::B4, Affine::Min, 4) => tile::<4, true, 4>(self, t, acts, j, out),
+                    (Bits::B4, Affine::Min, 3) => tile::<4, true, 3>(self, t, acts, j, out),
+                    (Bits::B4, Affine::Min, 2) => tile::<4, true, 2>(self, t, acts, j, out),
+                    (Bits::B4, Affine::Min, _) => tile::<4, true, 1>(self, t, acts, j, out),
+                    (Bits::B4, Affine::Offset(_), 4) => tile::<4, false, 4>(self, t, acts, j, out),
+                    (Bits::B4, Affine::Offset(_), 3) => tile::<4, false, 3>(self, t, acts, j, out),
+                    (Bits::B4, Affine::Offset(_), 2) => tile::<4, false, 2>(self, t, acts, j, out),
+                    (Bits::B4, Affine::Offset(_), _) => tile::<4, false, 1>(self, t, acts, j, out),
+                    (Bits::B5, Affine::Min, 4) => tile::<5, true, 4>(self, t, acts, j, out),
+                    (Bits::B5, Affine::Min, 3) => tile::<5, true, 3>(self, t, acts, j, out),
+                    (Bits::B5, Affine::Min, 2) => tile::<5, true, 2>(self, t, acts, j, out),
+                    (Bits::B5, Affine::Min, _) => tile::<5, true, 1>(self, t, acts, j, out),
+                    (Bits::B5, Affine::Offset(_), 4) => tile::<5, false, 4>(self, t, acts, j, out),
+                    (Bits::B5, Affine::Offset(_), 3) => tile::<5, false, 3>(self, t, acts, j, out),
+                    (Bits::B5, Affine::Offset(_), 2) => tile::<5, false, 2>(self, t, acts, j, out),
+                    (Bits::B5, Affine::Offset(_), _) => tile::<5, false, 1>(self, t, acts, j, out),
+                    (Bits::B8, Affine::Min, 4) => tile::<8, true, 4>(self, t, acts, j, out),
+                    (Bits::B8, Affine::Min, 3) => tile::<8, true, 3>(self, t, acts, j, out),
+                    (Bits::B8, Affine::Min, 2) => tile::<8, true, 2>(self, t, acts, j, out),
+                    (Bits::B8, Affine::Min, _) => tile::<8, true, 1>(self, t, acts, j, out),
+                    (Bits::B8, Affine::Offset(_), 4) => tile::<8, false, 4>(self, t, acts, j, out),
+                    (Bits::B8, Affine::Offset(_), 3) => tile::<8, false, 3>(self, t, acts, j, out),
+                    (Bits::B8, Affine::Offset(_), 2) => tile::<8, false, 2>(self, t, acts, j, out),
+                    (Bits::B8, Affine::Offset(_), _) => tile::<8, false, 1>(self, t, acts, j, out),
                 }
             }
-            r += rows;
+            j += rows;
         }
     }
 }
 
-/// R activation rows (from `r`) × the 4 dequantized weight rows in `w`.
+/// Activation rows quantized to int8 blocks of 32, laid out in block pairs for the kernel.
+pub struct QuantizedActs {
+    m: usize,
+    pairs: usize,
+    /// Per row, per pair: 64 int8 values (zero padded).
+    q: Vec<i8>,
+    /// Per row, per pair: 16 lanes, the first 8 the first block's scale, the last 8 the second's.
+    lanes: Vec<f32>,
+    /// Per row, per block: scale × sum of the block's int8 values.
+    sums: Vec<f32>,
+}
+
+impl QuantizedActs {
+    /// Quantizes `m` rows of `k` values (k a multiple of 32) with one scale per block of 32.
+    pub fn new(x: &[f32], m: usize, k: usize) -> Self {
+        assert!(
+            k.is_multiple_of(BLOCK) && x.len() == m * k,
+            "bad activation shape"
+        );
+        let nb = k / BLOCK;
+        let pairs = nb.div_ceil(2);
+        let mut q = vec![0i8; m * pairs * PAIR];
+        let mut lanes = vec![0f32; m * pairs * 16];
+        let mut sums = vec![0f32; m * pairs * 2];
+        for r in 0..m {
+            for b in 0..nb {
+                let src = &x[r * k + b * BLOCK..r * k + (b + 1) * BLOCK];
+                let dst = &mut q[r * pairs * PAIR + b * BLOCK..r * pairs * PAIR + (b + 1) * BLOCK];
+                let amax = src.iter().fold(0f32, |a, &v| a.max(v.abs()));
+                let d = amax / 127.0;
+                let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+                let mut isum = 0i32;
+                for (o, &v) in dst.iter_mut().zip(src) {
+                    *o = (v * inv).round() as i8;
+                    isum += *o as i32;
+                }
+                let (p, half) = (b / 2, b % 2);
+                lanes[(r * pairs + p) * 16 + half * 8..(r * pairs + p) * 16 + half * 8 + 8].fill(d);
+                sums[r * pairs * 2 + b] = d * isum as f32;
+            }
+        }
+        QuantizedActs {
+            m,
+            pairs,
+            q,
+            lanes,
+            sums,
+        }
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+}
+
+/// Unpacks one pair of blocks to 64 unsigned bytes.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn micro<const R: usize>(
-    x: &[f32],
-    r: usize,
-    k: usize,
-    w: &[f32],
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[inline]
+unsafe fn unpack<const BITS: u32>(p: *const u8) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    unsafe {
+        if BITS == 8 {
+            return _mm512_loadu_si512(p as *const _);
+        }
+        let x = _mm256_loadu_si256(p as *const __m256i);
+        let mask = _mm256_set1_epi8(0x0F);
+        let lo = _mm256_and_si256(x, mask);
+        let hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), mask);
+        let v = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        if BITS == 5 {
+            let qh = std::ptr::read_unaligned(p.add(32) as *const u64);
+            _mm512_mask_add_epi8(v, qh, v, _mm512_set1_epi8(0x10))
+        } else {
+            v
+        }
+    }
+}
+
+/// Up to 4 weight rows (tile `t`) × R activation rows (from `j0`). Every activation row goes
+/// through the same operations whatever R is.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile<const BITS: u32, const MIN: bool, const R: usize>(
+    w: &PackedWeight,
+    t: usize,
+    acts: &QuantizedActs,
+    j0: usize,
     out: *mut f32,
-    n: usize,
-    n0: usize,
-    valid: usize,
 ) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); TILE_N]; R];
-    let xp = x.as_ptr();
-    let wp = w.as_ptr();
-    let mut kk = 0;
-    while kk < k {
-        unsafe {
-            let wv = [
-                _mm512_loadu_ps(wp.add(kk)),
-                _mm512_loadu_ps(wp.add(k + kk)),
-                _mm512_loadu_ps(wp.add(2 * k + kk)),
-                _mm512_loadu_ps(wp.add(3 * k + kk)),
-            ];
+    let n0 = t * TILE_N;
+    let valid = TILE_N.min(w.n - n0);
+    let pairs = w.pairs;
+    let pb = w.bits.pair_bytes();
+    // Rows past n repeat the last row; their results are not stored.
+    let row_of = |i: usize| n0 + i.min(valid - 1);
+    unsafe {
+        let lane_pick = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        let zero = _mm512_setzero_si512();
+        let mut acc = [[_mm512_setzero_ps(); TILE_N]; R];
+        let vals: [*const u8; TILE_N] =
+            std::array::from_fn(|i| w.vals.as_ptr().add(row_of(i) * pairs * pb));
+        let ds: [*const f32; TILE_N] =
+            std::array::from_fn(|i| w.d.as_ptr().add(row_of(i) * pairs * 2));
+        let aq = acts.q.as_ptr().add(j0 * pairs * PAIR);
+        let al = acts.lanes.as_ptr().add(j0 * pairs * 16);
+        for p in 0..pairs {
+            let mut wv = [zero; TILE_N];
+            let mut ws = [_mm512_setzero_ps(); TILE_N];
+            for i in 0..TILE_N {
+                wv[i] = unpack::<BITS>(vals[i].add(p * pb));
+                let two = _mm_castpd_ps(_mm_load_sd(ds[i].add(2 * p) as *const f64));
+                ws[i] = _mm512_permutexvar_ps(lane_pick, _mm512_castps128_ps512(two));
+            }
             for j in 0..R {
-                let xv = _mm512_loadu_ps(xp.add((r + j) * k + kk));
+                let a = _mm512_loadu_si512(aq.add((j * pairs + p) * PAIR) as *const _);
+                let s = _mm512_loadu_ps(al.add((j * pairs + p) * 16));
                 for i in 0..TILE_N {
-                    acc[j][i] = _mm512_fmadd_ps(xv, wv[i], acc[j][i]);
+                    let dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, wv[i], a));
+                    acc[j][i] = _mm512_fmadd_ps(dot, _mm512_mul_ps(ws[i], s), acc[j][i]);
                 }
             }
         }
-        kk += 16;
-    }
-    for j in 0..R {
-        for i in 0..valid {
-            unsafe { *out.add((r + j) * n + n0 + i) = _mm512_reduce_add_ps(acc[j][i]) };
+        // The minimum (or offset) term: Σ_b m_b · (scale_b · Σ a_b).
+        let nb = pairs * 2;
+        let offset = match w.affine {
+            Affine::Offset(o) => o,
+            Affine::Min => 0.0,
+        };
+        for j in 0..R {
+            let sums = acts.sums.as_ptr().add((j0 + j) * nb);
+            for i in 0..valid {
+                let row = n0 + i;
+                let mins = if MIN {
+                    w.m.as_ptr().add(row * nb)
+                } else {
+                    w.d.as_ptr().add(row * nb)
+                };
+                let mut macc = _mm512_setzero_ps();
+                let mut b = 0;
+                while b < nb {
+                    let mask: __mmask16 = if nb - b >= 16 {
+                        0xFFFF
+                    } else {
+                        (1u16 << (nb - b)) - 1
+                    };
+                    let mv = _mm512_maskz_loadu_ps(mask, mins.add(b));
+                    let sv = _mm512_maskz_loadu_ps(mask, sums.add(b));
+                    macc = _mm512_fmadd_ps(mv, sv, macc);
+                    b += 16;
+                }
+                let minterm = _mm512_reduce_add_ps(macc);
+                let main = _mm512_reduce_add_ps(acc[j][i]);
+                let v = if MIN {
+                    main + minterm
+                } else {
+                    main - offset * minterm
+                };
+                *out.add((j0 + j) * w.n + row) = v;
+            }
         }
     }
 }
 
 #[derive(Clone, Copy)]
-struct SharedPtr(*mut f32);
-unsafe impl Send for SharedPtr {}
-unsafe impl Sync for SharedPtr {}
+struct SharedPtr<T>(*mut T);
+unsafe impl<T> Send for SharedPtr<T> {}
+unsafe impl<T> Sync for SharedPtr<T> {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    fn weights(n: usize, k: usize) -> Vec<f32> {
+        (0..n * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0 + (i as f32 * 0.013).sin())
+            .collect()
+    }
+
+    /// Packing reproduces candle's own dequantization of every GGUF type (exactly for the
+    /// repacked ones, within 8-bit rounding for the re-quantized ones).
+    #[test]
+    fn packing_matches_candle_dequantization() {
+        let (n, k) = (6, 512);
+        let w = weights(n, k);
+        let t = Tensor::from_slice(&w, (n, k), &Device::Cpu).unwrap();
+        for dtype in [
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q5_1,
+            GgmlDType::Q8_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+            GgmlDType::F16,
+            GgmlDType::F32,
+        ] {
+            let qt = QTensor::quantize(&t, dtype).unwrap();
+            let reference = qt
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let packed = PackedWeight::from_ggml(dtype, &qt.data().unwrap(), n, k).unwrap();
+            let ours = packed.dequantize();
+            let exact = !matches!(dtype, GgmlDType::Q6K | GgmlDType::F16 | GgmlDType::F32);
+            for (i, (&a, &b)) in ours.iter().zip(&reference).enumerate() {
+                let tol = if exact { 1e-6 * b.abs() } else { 0.02 };
+                assert!((a - b).abs() <= tol, "{dtype:?} [{i}]: {a} vs {b}");
+            }
+        }
+    }
 
     #[test]
-    fn matches_a_reference_matmul() {
-        if !Int8Weight::supported() {
-            eprintln!("skipped: no AVX-512F on this CPU");
+    fn matmul_matches_a_reference_and_is_batch_invariant() {
+        if !PackedWeight::supported() {
+            eprintln!("skipped: no AVX-512 VNNI on this CPU");
             return;
         }
-        let (n, k) = (9, 64);
-        let w: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
-            .collect();
-        let q = Int8Weight::from_f32(&w, n, k).unwrap();
-        for m in [1, 3, 4, 7] {
-            let x: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
-                .collect();
-            let mut out = vec![0f32; m * n];
-            q.matmul(&x, m, &mut out);
-            for r in 0..m {
-                for c in 0..n {
-                    let exact: f32 = (0..k).map(|i| x[r * k + i] * w[c * k + i]).sum();
-                    let err = (out[r * n + c] - exact).abs();
-                    // int8 rounding: at most half a step (amax/254) per weight.
-                    assert!(
-                        err < 0.05 * (1.0 + exact.abs()),
-                        "m={m} r={r} c={c}: {} vs {exact}",
-                        out[r * n + c]
-                    );
+        // k = 96: three blocks, an odd count, so the padding block is exercised.
+        let (n, k) = (9, 96);
+        let w = weights(n, k);
+        let t = Tensor::from_slice(&w, (n, k), &Device::Cpu).unwrap();
+        for dtype in [GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q8_0] {
+            let qt = QTensor::quantize(&t, dtype).unwrap();
+            let packed = PackedWeight::from_ggml(dtype, &qt.data().unwrap(), n, k).unwrap();
+            let deq = packed.dequantize();
+            for m in [1, 3, 4, 7] {
+                let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+                let mut out = vec![0f32; m * n];
+                packed.matmul(&x, m, &mut out);
+                for r in 0..m {
+                    for c in 0..n {
+                        let exact: f32 = (0..k).map(|i| x[r * k + i] * deq[c * k + i]).sum();
+                        let norm: f32 = (0..k).map(|i| deq[c * k + i].abs()).sum();
+                        // int8 activations: at most half a step (amax/254) per value.
+                        let err = (out[r * n + c] - exact).abs();
+                        assert!(
+                            err <= norm / 254.0 + 1e-4,
+                            "{dtype:?} m={m} r={r} c={c}: {} vs {exact}",
+                            out[r * n + c]
+                        );
+                    }
+                }
+                // A row's result is bit-identical whatever the batch size.
+                for r in 0..m {
+                    let mut one = vec![0f32; n];
+                    packed.matmul(&x[r * k..(r + 1) * k], 1, &mut one);
+                    assert_eq!(&one[..], &out[r * n..(r + 1) * n], "{dtype:?} row {r}");
                 }
             }
         }
-        // A row's result is bit-identical whatever the batch size.
-        let x: Vec<f32> = (0..5 * k).map(|i| (i as f32 * 0.37).sin()).collect();
-        let mut batch = vec![0f32; 5 * n];
-        q.matmul(&x, 5, &mut batch);
-        for r in 0..5 {
-            let mut one = vec![0f32; n];
-            q.matmul(&x[r * k..(r + 1) * k], 1, &mut one);
-            assert_eq!(&one[..], &batch[r * n..(r + 1) * n], "row {r}");
-        }
-        assert!(Int8Weight::from_f32(&w[..n * 48], n, 48).is_none());
+        assert!(PackedWeight::from_f32(&w[..n * 48], n, 48).is_none());
     }
 }

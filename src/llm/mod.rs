@@ -6,7 +6,7 @@
 //! - [`tokenizer`]: byte-level BPE tokenizer from `tokenizer.ggml.*` metadata (or tokenizer.json).
 //! - [`chat`]: the model's chat template (`tokenizer.chat_template`) rendered with minijinja.
 //! - [`model`]: the quantized qwen2/llama transformer with a ragged batched forward pass.
-//! - [`kernels`]: the int8 AVX-512 batched matmul for dense sampling.
+//! - [`kernels`]: the packed-weight AVX-512 VNNI matmul (decode, dense sampling, prefill).
 //! - [`kv_cache`]: preallocated per-sequence KV segments with shared prompt prefixes.
 //! - [`sampler`]: sampling parameters, greedy/temperature/top-k/top-p, log-probabilities, seeds.
 //! - [`engine`]: [`Engine`], continuous batching of requests and dense sampling.

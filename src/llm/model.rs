@@ -11,12 +11,12 @@
 //! without materialising repeated K/V, and prefill never builds an L×L attention matrix (each
 //! query row scores only its causal prefix).
 //!
-//! Matmul kernels: on CPUs with AVX-512 every matmul weight is re-quantized at load to int8
-//! blocks of 32 (the precision of Q8_0) and served by [`super::kernels::Int8Weight`] for any
-//! batch size, so a token's numbers never depend on what else shares its batch. Elsewhere (or
-//! when [`BatchKernels`] says so), candle's quantized matmul runs, with weights whose candle CPU
-//! dot product is scalar (Q4_1, Q5_0, Q5_1, Q8_1) re-quantized to Q8_0 (see [`Requantize`]); an
-//! f32 GEMM on dequantized copies can serve large batches instead.
+//! Matmul kernels: on CPUs with AVX-512 VNNI every matmul weight is repacked at load (at about
+//! its GGUF size) and served by [`super::kernels::PackedWeight`] for any batch size, so a token's
+//! numbers never depend on what else shares its batch. Elsewhere (or when [`BatchKernels`] says
+//! so), candle's quantized matmul runs, with weights whose candle CPU dot product is scalar (Q4_1,
+//! Q5_0, Q5_1, Q8_1) re-quantized to Q8_0 (see [`Requantize`]); an f32 GEMM on dequantized copies
+//! can serve large batches instead.
 //!
 //! All CPU work is split across candle's process-wide worker pool (the engine's thread budget),
 //! so no second set of threads competes with candle's busy-waiting workers.
@@ -28,7 +28,7 @@ use candle_core::{Device, Module, Tensor};
 
 use super::error::LlmError;
 pub use super::gguf::Architecture;
-use super::kernels::Int8Weight;
+use super::kernels::{PackedWeight, QuantizedActs};
 use super::kv_cache::SeqKv;
 
 /// How rotary embeddings pair up the dimensions of a head.
@@ -207,27 +207,32 @@ impl<R: Read + Seek> Loader<'_, R> {
     fn prepare(&mut self, name: &str, t: QTensor) -> Result<Weight, String> {
         let err = |e: candle_core::Error| format!("tensor `{name}`: {e}");
         let stored = t.dtype();
-        // The int8 kernel, when it serves every batch size, replaces the quantized weights.
-        let int8 = match self.int8_min_rows {
-            Some(_) if Int8Weight::supported() => {
+        // The packed kernel, when it serves every batch size, replaces the quantized weights.
+        let packed = match self.int8_min_rows {
+            Some(_) if PackedWeight::supported() => {
                 let (n, k) = t.shape().dims2().map_err(err)?;
-                let f = t
-                    .dequantize(&Device::Cpu)
-                    .and_then(|d| d.flatten_all()?.to_vec1::<f32>())
-                    .map_err(err)?;
-                Int8Weight::from_f32(&f, n, k)
+                let data = t.data().map_err(err)?;
+                Some(
+                    PackedWeight::from_ggml(stored, &data, n, k)
+                        .map_err(|e| format!("tensor `{name}`: {e}"))?,
+                )
             }
             _ => None,
         };
         let int8_min_rows = self.int8_min_rows.unwrap_or(usize::MAX);
-        if int8.is_some() && int8_min_rows <= 1 && self.dense_min_rows.is_none() {
+        if packed.is_some() && int8_min_rows <= 1 && self.dense_min_rows.is_none() {
+            let used = if PackedWeight::repacks_exactly(stored) {
+                stored
+            } else {
+                GgmlDType::Q8_0
+            };
             self.types
-                .push((format!("{name} (int8 kernel)"), stored, GgmlDType::Q8_0));
+                .push((format!("{name} (packed kernel)"), stored, used));
             return Ok(Weight {
                 q: None,
                 dense: None,
                 dense_min_rows: usize::MAX,
-                int8,
+                packed,
                 int8_min_rows,
             });
         }
@@ -246,7 +251,7 @@ impl<R: Read + Seek> Loader<'_, R> {
             q: Some(QMatMul::from_qtensor(t).map_err(err)?),
             dense,
             dense_min_rows: self.dense_min_rows.unwrap_or(usize::MAX),
-            int8,
+            packed,
             int8_min_rows,
         })
     }
@@ -405,9 +410,7 @@ impl Transformer {
 
         for (l, layer) in self.layers.iter().enumerate() {
             rms_norm_rows(&x, &layer.attn_norm, cfg.rms_eps, &mut xn);
-            let mut q = matmul(&layer.wq, &xn, n_rows)?;
-            let mut k = matmul(&layer.wk, &xn, n_rows)?;
-            let mut v = matmul(&layer.wv, &xn, n_rows)?;
+            let [mut q, mut k, mut v] = project([&layer.wq, &layer.wk, &layer.wv], &xn, n_rows)?;
             add_bias_rows(&mut q, layer.bq.as_deref());
             add_bias_rows(&mut k, layer.bk.as_deref());
             add_bias_rows(&mut v, layer.bv.as_deref());
@@ -432,8 +435,7 @@ impl Transformer {
             add_rows(&mut x, &o);
 
             rms_norm_rows(&x, &layer.ffn_norm, cfg.rms_eps, &mut xn);
-            let mut gate = matmul(&layer.w_gate, &xn, n_rows)?;
-            let up = matmul(&layer.w_up, &xn, n_rows)?;
+            let [mut gate, up] = project([&layer.w_gate, &layer.w_up], &xn, n_rows)?;
             for (g, u) in gate.iter_mut().zip(up.iter()) {
                 *g = *g / (1.0 + (-*g).exp()) * u;
             }
@@ -509,18 +511,19 @@ fn rope_tables(rope_dim: usize, base: f32, context: usize) -> (Vec<f32>, Vec<f32
 /// least `dense_min_rows` rows (an f32 GEMM beats the quantized kernels once weights are reused
 /// across enough rows; the copy costs 4 bytes per weight).
 struct Weight {
-    /// candle's quantized weights; `None` when the int8 kernel serves every batch size.
+    /// candle's quantized weights; `None` when the packed kernel serves every batch size.
     q: Option<QMatMul>,
     dense: Option<Tensor>,
     dense_min_rows: usize,
-    int8: Option<Int8Weight>,
+    packed: Option<PackedWeight>,
     int8_min_rows: usize,
 }
 
 /// Which kernels serve batches of several token rows (see [`super::kernels`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchKernels {
-    /// Batches of at least this many rows use the int8 AVX-512 kernel (when the CPU has it).
+    /// Batches of at least this many rows use the packed AVX-512 VNNI kernel (when the CPU has
+    /// it; see [`super::kernels`]).
     pub int8_min_rows: Option<usize>,
     /// Batches of at least this many rows use an f32 GEMM on dequantized weight copies.
     pub dense_f32_min_rows: Option<usize>,
@@ -537,24 +540,43 @@ impl Default for BatchKernels {
 
 /// `x (rows × k) · wᵀ`.
 fn matmul(w: &Weight, x: &[f32], rows: usize) -> Result<Vec<f32>, LlmError> {
-    if let Some(q8) = &w.int8
-        && (rows >= w.int8_min_rows || w.q.is_none())
-    {
-        let mut out = vec![0f32; rows * q8.rows()];
-        q8.matmul(x, rows, &mut out);
-        return Ok(out);
-    }
+    let [y] = project([w], x, rows)?;
+    Ok(y)
+}
+
+/// `x (rows × k) · wᵀ` for several weights sharing one input, which the packed kernel quantizes
+/// once for all of them.
+fn project<const N: usize>(
+    ws: [&Weight; N],
+    x: &[f32],
+    rows: usize,
+) -> Result<[Vec<f32>; N], LlmError> {
     let k = x.len() / rows;
-    let t = Tensor::from_slice(x, (rows, k), &Device::Cpu)?;
-    let y = match &w.dense {
-        Some(d) if rows >= w.dense_min_rows => t.matmul(&d.t()?)?,
-        _ => {
-            w.q.as_ref()
-                .expect("a weight keeps its quantized form unless int8 serves all sizes")
-                .forward(&t)?
+    let mut acts: Option<QuantizedActs> = None;
+    let mut outs: [Vec<f32>; N] = std::array::from_fn(|_| Vec::new());
+    for (w, y) in ws.iter().zip(outs.iter_mut()) {
+        if let Some(p) = &w.packed
+            && (rows >= w.int8_min_rows || w.q.is_none())
+        {
+            let acts = acts.get_or_insert_with(|| QuantizedActs::new(x, rows, k));
+            *y = vec![0f32; rows * p.rows()];
+            p.matmul_quantized(acts, y);
+            continue;
         }
-    };
-    Ok(y.flatten_all()?.to_vec1::<f32>()?)
+        let t = Tensor::from_slice(x, (rows, k), &Device::Cpu)?;
+        let r = match &w.dense {
+            Some(d) if rows >= w.dense_min_rows => t.matmul(&d.t()?)?,
+            _ => w
+                .q
+                .as_ref()
+                .expect(
+                    "a weight keeps its quantized form unless the packed kernel serves all sizes",
+                )
+                .forward(&t)?,
+        };
+        *y = r.flatten_all()?.to_vec1::<f32>()?;
+    }
+    Ok(outs)
 }
 
 fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
