@@ -159,76 +159,16 @@ impl PackedWeight {
         }
         let row_bytes = expected / n.max(1);
         let row = |r: usize| &data[r * row_bytes..(r + 1) * row_bytes];
-        let pack = |bits, affine, decode: &(dyn Fn(&[u8], usize, BlockOut<'_>) + Sync)| {
+        let pack = |bits, affine, decode: fn(&[u8], usize, BlockOut<'_>)| {
             Self::build(n, k, bits, affine, &|r, b, out| decode(row(r), b, out))
         };
         Ok(match dtype {
-            T::Q4_0 => pack(Bits::B4, Affine::Offset(8.0), &|x, b, (u, d, _)| {
-                let x = &x[b * 18..(b + 1) * 18];
-                *d = f16_at(x, 0);
-                for j in 0..16 {
-                    u[j] = x[2 + j] & 0xF;
-                    u[j + 16] = x[2 + j] >> 4;
-                }
-            }),
-            T::Q4_1 => pack(Bits::B4, Affine::Min, &|x, b, (u, d, m)| {
-                let x = &x[b * 20..(b + 1) * 20];
-                (*d, *m) = (f16_at(x, 0), f16_at(x, 2));
-                for j in 0..16 {
-                    u[j] = x[4 + j] & 0xF;
-                    u[j + 16] = x[4 + j] >> 4;
-                }
-            }),
-            T::Q5_0 => pack(Bits::B5, Affine::Offset(16.0), &|x, b, (u, d, _)| {
-                let x = &x[b * 22..(b + 1) * 22];
-                *d = f16_at(x, 0);
-                let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
-                for j in 0..16 {
-                    u[j] = (x[6 + j] & 0xF) | ((((qh >> j) & 1) as u8) << 4);
-                    u[j + 16] = (x[6 + j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
-                }
-            }),
-            T::Q5_1 => pack(Bits::B5, Affine::Min, &|x, b, (u, d, m)| {
-                let x = &x[b * 24..(b + 1) * 24];
-                (*d, *m) = (f16_at(x, 0), f16_at(x, 2));
-                let qh = u32::from_le_bytes([x[4], x[5], x[6], x[7]]);
-                for j in 0..16 {
-                    u[j] = (x[8 + j] & 0xF) | ((((qh >> j) & 1) as u8) << 4);
-                    u[j + 16] = (x[8 + j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
-                }
-            }),
-            T::Q8_0 => pack(Bits::B8, Affine::Offset(128.0), &|x, b, (u, d, _)| {
-                let x = &x[b * 34..(b + 1) * 34];
-                *d = f16_at(x, 0);
-                for j in 0..32 {
-                    u[j] = x[2 + j] ^ 0x80; // i8 + 128
-                }
-            }),
-            T::Q4K => pack(Bits::B4, Affine::Min, &|x, b, (u, d, m)| {
-                // 8 sub-blocks of 32 per 144-byte super-block, as candle's BlockQ4K::to_float.
-                let x = &x[(b / 8) * 144..(b / 8 + 1) * 144];
-                let sub = b % 8;
-                let (dd, dmin) = (f16_at(x, 0), f16_at(x, 2));
-                let scales = &x[4..16];
-                let (sc, mn) = if sub < 4 {
-                    (scales[sub] & 63, scales[sub + 4] & 63)
-                } else {
-                    (
-                        (scales[sub + 4] & 0xF) | ((scales[sub - 4] >> 6) << 4),
-                        (scales[sub + 4] >> 4) | ((scales[sub] >> 6) << 4),
-                    )
-                };
-                *d = dd * sc as f32;
-                *m = -(dmin * mn as f32);
-                let qs = &x[16 + (sub / 2) * 32..16 + (sub / 2) * 32 + 32];
-                for j in 0..32 {
-                    u[j] = if sub % 2 == 0 {
-                        qs[j] & 0xF
-                    } else {
-                        qs[j] >> 4
-                    };
-                }
-            }),
+            T::Q4_0 => pack(Bits::B4, Affine::Offset(8.0), decode_q4_0),
+            T::Q4_1 => pack(Bits::B4, Affine::Min, decode_q4_1),
+            T::Q5_0 => pack(Bits::B5, Affine::Offset(16.0), decode_q5_0),
+            T::Q5_1 => pack(Bits::B5, Affine::Min, decode_q5_1),
+            T::Q8_0 => pack(Bits::B8, Affine::Offset(128.0), decode_q8_0),
+            T::Q4K => pack(Bits::B4, Affine::Min, decode_q4_k),
             _ => {
                 let storage = candle_core::quantized::QStorage::from_data(
                     std::borrow::Cow::Borrowed(data),
@@ -262,19 +202,19 @@ impl PackedWeight {
                 *d = amax / 127.0;
                 let inv = if *d > 0.0 { 1.0 / *d } else { 0.0 };
                 for (o, &v) in u.iter_mut().zip(src) {
-                    *o = ((v * inv).round().clamp(-127.0, 127.0) as i32 + 128) as u8;
+                    *o = (round_even(v * inv).clamp(-127.0, 127.0) as i32 + 128) as u8;
                 }
             },
         ))
     }
 
     /// Lays out blocks produced by `decode(row, block, out)`, rows in parallel.
-    fn build(
+    fn build<F: Fn(usize, usize, BlockOut<'_>) + Sync>(
         n: usize,
         k: usize,
         bits: Bits,
         affine: Affine,
-        decode: &(dyn Fn(usize, usize, BlockOut<'_>) + Sync),
+        decode: &F,
     ) -> Self {
         let nb = k / BLOCK;
         let pairs = nb.div_ceil(2);
@@ -315,7 +255,6 @@ impl PackedWeight {
                 };
                 let mut scratch_m = 0f32;
                 for b in 0..nb {
-                    u.fill(0);
                     let mref = if has_min { &mut ms[b] } else { &mut scratch_m };
                     decode(r, b, (&mut u, &mut ds[b], mref));
                     let (p, half) = (b / 2, b % 2);
@@ -323,12 +262,15 @@ impl PackedWeight {
                     match bits {
                         Bits::B8 => pair[half * BLOCK..(half + 1) * BLOCK].copy_from_slice(&u),
                         Bits::B4 | Bits::B5 => {
+                            let shift = 4 * half;
+                            let mut high = 0u32;
                             for (t, &v) in u.iter().enumerate() {
-                                pair[t] |= (v & 0xF) << (4 * half);
-                                if bits == Bits::B5 && v & 0x10 != 0 {
-                                    let bit = half * BLOCK + t;
-                                    pair[32 + bit / 8] |= 1 << (bit % 8);
-                                }
+                                pair[t] |= (v & 0xF) << shift;
+                                high |= (((v >> 4) & 1) as u32) << t;
+                            }
+                            if bits == Bits::B5 {
+                                pair[32 + 4 * half..32 + 4 * half + 4]
+                                    .copy_from_slice(&high.to_le_bytes());
                             }
                         }
                     }
@@ -455,6 +397,82 @@ impl PackedWeight {
     }
 }
 
+fn decode_q4_0(x: &[u8], b: usize, (u, d, _): BlockOut<'_>) {
+    let x = &x[b * 18..(b + 1) * 18];
+    *d = f16_at(x, 0);
+    for j in 0..16 {
+        u[j] = x[2 + j] & 0xF;
+        u[j + 16] = x[2 + j] >> 4;
+    }
+}
+
+fn decode_q4_1(x: &[u8], b: usize, (u, d, m): BlockOut<'_>) {
+    let x = &x[b * 20..(b + 1) * 20];
+    (*d, *m) = (f16_at(x, 0), f16_at(x, 2));
+    for j in 0..16 {
+        u[j] = x[4 + j] & 0xF;
+        u[j + 16] = x[4 + j] >> 4;
+    }
+}
+
+fn decode_q5_0(x: &[u8], b: usize, (u, d, _): BlockOut<'_>) {
+    let x = &x[b * 22..(b + 1) * 22];
+    *d = f16_at(x, 0);
+    let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
+    for j in 0..16 {
+        u[j] = (x[6 + j] & 0xF) | ((((qh >> j) & 1) as u8) << 4);
+        u[j + 16] = (x[6 + j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+    }
+}
+
+fn decode_q5_1(x: &[u8], b: usize, (u, d, m): BlockOut<'_>) {
+    let x = &x[b * 24..(b + 1) * 24];
+    (*d, *m) = (f16_at(x, 0), f16_at(x, 2));
+    let qh = u32::from_le_bytes([x[4], x[5], x[6], x[7]]);
+    for j in 0..16 {
+        u[j] = (x[8 + j] & 0xF) | ((((qh >> j) & 1) as u8) << 4);
+        u[j + 16] = (x[8 + j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+    }
+}
+
+fn decode_q8_0(x: &[u8], b: usize, (u, d, _): BlockOut<'_>) {
+    let x = &x[b * 34..(b + 1) * 34];
+    *d = f16_at(x, 0);
+    for j in 0..32 {
+        u[j] = x[2 + j] ^ 0x80; // i8 + 128
+    }
+}
+
+/// Sub-block `b % 8` of a 144-byte Q4_K super-block, as candle's `BlockQ4K::to_float`.
+fn decode_q4_k(x: &[u8], b: usize, (u, d, m): BlockOut<'_>) {
+    let x = &x[(b / 8) * 144..(b / 8 + 1) * 144];
+    let sub = b % 8;
+    let (dd, dmin) = (f16_at(x, 0), f16_at(x, 2));
+    let scales = &x[4..16];
+    let (sc, mn) = if sub < 4 {
+        (scales[sub] & 63, scales[sub + 4] & 63)
+    } else {
+        (
+            (scales[sub + 4] & 0xF) | ((scales[sub - 4] >> 6) << 4),
+            (scales[sub + 4] >> 4) | ((scales[sub] >> 6) << 4),
+        )
+    };
+    *d = dd * sc as f32;
+    *m = -(dmin * mn as f32);
+    let qs = &x[16 + (sub / 2) * 32..16 + (sub / 2) * 32 + 32];
+    let shift = 4 * (sub % 2);
+    for j in 0..32 {
+        u[j] = (qs[j] >> shift) & 0xF;
+    }
+}
+
+/// Rounds half to even, without a libm call (|x| < 2^22).
+#[inline]
+fn round_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    (x + MAGIC) - MAGIC
+}
+
 /// Activation rows quantized to int8 blocks of 32, laid out in block pairs for the kernel.
 pub struct QuantizedActs {
     m: usize,
@@ -488,7 +506,7 @@ impl QuantizedActs {
                 let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
                 let mut isum = 0i32;
                 for (o, &v) in dst.iter_mut().zip(src) {
-                    *o = (v * inv).round() as i8;
+                    *o = round_even(v * inv) as i8;
                     isum += *o as i32;
                 }
                 let (p, half) = (b / 2, b % 2);

@@ -23,13 +23,14 @@
 
 use std::io::{Read, Seek};
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor, gguf_file};
 use candle_core::{Device, Module, Tensor};
 
 use super::error::LlmError;
 pub use super::gguf::Architecture;
 use super::kernels::{PackedWeight, QuantizedActs};
 use super::kv_cache::SeqKv;
+use super::weights::{GgufTensors, RawTensor, SafetensorsTensors, TensorSource};
 
 /// How rotary embeddings pair up the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,56 +172,81 @@ fn needs_requant(dtype: GgmlDType) -> bool {
     )
 }
 
-struct Loader<'a, R> {
-    ct: &'a gguf_file::Content,
-    reader: &'a mut R,
+struct Loader<'a> {
+    src: &'a mut dyn TensorSource,
     requantize: Requantize,
     dense_min_rows: Option<usize>,
     int8_min_rows: Option<usize>,
     types: Vec<(String, GgmlDType, GgmlDType)>,
 }
 
-impl<R: Read + Seek> Loader<'_, R> {
-    fn qtensor(&mut self, name: &str) -> Result<QTensor, String> {
-        self.ct
-            .tensor(self.reader, name, &Device::Cpu)
-            .map_err(|e| format!("tensor `{name}`: {e}"))
+/// A quantized tensor from stored bytes.
+fn qtensor_from(raw: &RawTensor<'_>) -> candle_core::Result<QTensor> {
+    let storage = QStorage::from_data(
+        std::borrow::Cow::Borrowed(raw.data),
+        &Device::Cpu,
+        raw.dtype,
+    )?;
+    QTensor::new(storage, raw.dims.as_slice())
+}
+
+fn is_float(dtype: GgmlDType) -> bool {
+    matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+}
+
+impl Loader<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.src.has(name)
     }
 
-    fn has(&self, name: &str) -> bool {
-        self.ct.tensor_infos.contains_key(name)
+    /// The embedding table in its stored form (float tables become Q8_0: only rows are read).
+    fn embedding(&mut self, name: &str) -> Result<QTensor, String> {
+        let err = |e: candle_core::Error| format!("tensor `{name}`: {e}");
+        let raw = self.src.read(name)?;
+        let t = qtensor_from(&raw).map_err(err)?;
+        if is_float(raw.dtype) {
+            let dense = t.dequantize(&Device::Cpu).map_err(err)?;
+            return QTensor::quantize(&dense, GgmlDType::Q8_0).map_err(err);
+        }
+        Ok(t)
     }
 
     fn vector(&mut self, name: &str) -> Result<Vec<f32>, String> {
-        let t = self.qtensor(name)?;
-        t.dequantize(&Device::Cpu)
+        let raw = self.src.read(name)?;
+        qtensor_from(&raw)
+            .and_then(|t| t.dequantize(&Device::Cpu))
             .and_then(|t| t.flatten_all())
             .and_then(|t| t.to_vec1::<f32>())
             .map_err(|e| format!("tensor `{name}`: {e}"))
     }
 
     fn matmul_weight(&mut self, name: &str) -> Result<Weight, String> {
-        let t = self.qtensor(name)?;
-        self.prepare(name, t)
+        self.prepare(name, name)
     }
 
-    fn prepare(&mut self, name: &str, t: QTensor) -> Result<Weight, String> {
+    /// Loads tensor `tensor` as the matmul weight called `name`.
+    fn prepare(&mut self, name: &str, tensor: &str) -> Result<Weight, String> {
         let err = |e: candle_core::Error| format!("tensor `{name}`: {e}");
-        let stored = t.dtype();
+        let (int8_min_rows_opt, dense_min_rows, requantize) =
+            (self.int8_min_rows, self.dense_min_rows, self.requantize);
+        let raw = self.src.read(tensor)?;
+        let stored = raw.dtype;
+        let [n, k] = raw.dims[..] else {
+            return Err(format!(
+                "tensor `{name}`: expected a matrix, found dimensions {:?}",
+                raw.dims
+            ));
+        };
         // The packed kernel, when it serves every batch size, replaces the quantized weights.
-        let packed = match self.int8_min_rows {
-            Some(_) if PackedWeight::supported() => {
-                let (n, k) = t.shape().dims2().map_err(err)?;
-                let data = t.data().map_err(err)?;
-                Some(
-                    PackedWeight::from_ggml(stored, &data, n, k)
-                        .map_err(|e| format!("tensor `{name}`: {e}"))?,
-                )
-            }
+        let packed = match int8_min_rows_opt {
+            Some(_) if PackedWeight::supported() => Some(
+                PackedWeight::from_ggml(stored, raw.data, n, k)
+                    .map_err(|e| format!("tensor `{name}`: {e}"))?,
+            ),
             _ => None,
         };
-        let int8_min_rows = self.int8_min_rows.unwrap_or(usize::MAX);
-        if packed.is_some() && int8_min_rows <= 1 && self.dense_min_rows.is_none() {
+        let int8_min_rows = int8_min_rows_opt.unwrap_or(usize::MAX);
+        if packed.is_some() && int8_min_rows <= 1 && dense_min_rows.is_none() {
             let used = if PackedWeight::repacks_exactly(stored) {
                 stored
             } else {
@@ -236,21 +262,24 @@ impl<R: Read + Seek> Loader<'_, R> {
                 int8_min_rows,
             });
         }
-        let t = if self.requantize == Requantize::ScalarToQ8_0 && needs_requant(stored) {
+        let t = qtensor_from(&raw).map_err(err)?;
+        let t = if is_float(stored)
+            || (requantize == Requantize::ScalarToQ8_0 && needs_requant(stored))
+        {
             let dense = t.dequantize(&Device::Cpu).map_err(err)?;
             QTensor::quantize(&dense, GgmlDType::Q8_0).map_err(err)?
         } else {
             t
         };
         self.types.push((name.to_string(), stored, t.dtype()));
-        let dense = match self.dense_min_rows {
+        let dense = match dense_min_rows {
             Some(_) => Some(t.dequantize(&Device::Cpu).map_err(err)?),
             None => None,
         };
         Ok(Weight {
             q: Some(QMatMul::from_qtensor(t).map_err(err)?),
             dense,
-            dense_min_rows: self.dense_min_rows.unwrap_or(usize::MAX),
+            dense_min_rows: dense_min_rows.unwrap_or(usize::MAX),
             packed,
             int8_min_rows,
         })
@@ -268,15 +297,56 @@ impl Transformer {
         kernels: BatchKernels,
     ) -> Result<Self, String> {
         let cfg = ModelConfig::from_gguf(ct, architecture)?;
+        // llama.cpp's converter permutes llama q/k rows to pair dimensions (2i, 2i + 1).
+        let rope = match architecture {
+            Architecture::Qwen2 => RopeStyle::Neox,
+            Architecture::Llama => RopeStyle::Interleaved,
+        };
+        let mut src = GgufTensors::new(ct, reader);
+        Self::load(cfg, rope, &mut src, requantize, kernels)
+    }
+
+    /// Loads a Hugging Face safetensors directory (`config.json` plus `*.safetensors`); matmul
+    /// weights are quantized to 8-bit blocks (see [`super::kernels`]).
+    pub fn from_safetensors(
+        dir: &std::path::Path,
+        requantize: Requantize,
+        kernels: BatchKernels,
+    ) -> Result<Self, String> {
+        let (_, cfg, tied) = super::weights::hf_config(&dir.join("config.json"))?;
+        let mut src = SafetensorsTensors::open(dir)?;
+        if !tied && !src.has("output.weight") {
+            return Err(
+                "config.json says tie_word_embeddings is false but lm_head.weight is missing"
+                    .into(),
+            );
+        }
+        // Hugging Face checkpoints pair dimensions (i, i + d/2) for qwen2 and llama alike.
+        Self::load(cfg, RopeStyle::Neox, &mut src, requantize, kernels)
+    }
+
+    fn load(
+        cfg: ModelConfig,
+        rope: RopeStyle,
+        src: &mut dyn TensorSource,
+        requantize: Requantize,
+        kernels: BatchKernels,
+    ) -> Result<Self, String> {
         let mut ld = Loader {
-            ct,
-            reader,
+            src,
             requantize,
             dense_min_rows: kernels.dense_f32_min_rows,
             int8_min_rows: kernels.int8_min_rows,
             types: Vec::new(),
         };
-        let embed = ld.qtensor("token_embd.weight")?;
+        let embed = ld.embedding("token_embd.weight")?;
+        let embed_dims = embed.shape().dims().to_vec();
+        if embed_dims != [cfg.vocab_size, cfg.hidden] {
+            return Err(format!(
+                "token_embd.weight has dimensions {embed_dims:?}, expected [{}, {}]",
+                cfg.vocab_size, cfg.hidden
+            ));
+        }
         if cfg.hidden % embed.dtype().block_size() != 0 {
             return Err(format!(
                 "token_embd.weight: hidden size {} is not a multiple of the {:?} block size",
@@ -289,13 +359,15 @@ impl Transformer {
             ld.matmul_weight("output.weight")?
         } else {
             // Tied embeddings: the output head is the embedding matrix.
-            let tied = ld.qtensor("token_embd.weight")?;
-            ld.prepare("output.weight (tied to token_embd.weight)", tied)?
+            ld.prepare(
+                "output.weight (tied to token_embd.weight)",
+                "token_embd.weight",
+            )?
         };
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let p = format!("blk.{i}");
-            let bias = |ld: &mut Loader<'_, R>, name: String| -> Result<Option<Vec<f32>>, String> {
+            let bias = |ld: &mut Loader<'_>, name: String| -> Result<Option<Vec<f32>>, String> {
                 if ld.has(&name) {
                     ld.vector(&name).map(Some)
                 } else {
@@ -318,10 +390,6 @@ impl Transformer {
             });
         }
         let weight_types = std::mem::take(&mut ld.types);
-        let rope = match architecture {
-            Architecture::Qwen2 => RopeStyle::Neox,
-            Architecture::Llama => RopeStyle::Interleaved,
-        };
         let (rope_cos, rope_sin) = rope_tables(cfg.rope_dim, cfg.rope_base, cfg.context_length);
         Ok(Transformer {
             cfg,
