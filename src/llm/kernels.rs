@@ -25,6 +25,8 @@ const PAIR: usize = 2 * BLOCK;
 const TILE_N: usize = 4;
 /// Activation rows per register tile.
 const TILE_M: usize = 4;
+/// How far ahead (in block pairs) the kernel prefetches weights.
+const PREFETCH_PAIRS: usize = 16;
 
 /// Bits per stored weight value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,8 +66,11 @@ pub struct PackedWeight {
     affine: Affine,
     /// Per row, per pair: `bits.pair_bytes()` bytes.
     vals: Vec<u8>,
-    /// Per row, per block: the scale.
+    /// Per row, per block: the scale ([`Affine::Min`]; empty otherwise).
     d: Vec<f32>,
+    /// Per row, per block: the scale as f16 bits ([`Affine::Offset`], whose scales are f16 in
+    /// every source; empty otherwise).
+    d16: Vec<u16>,
     /// Per row, per block: the minimum (empty for [`Affine::Offset`]).
     m: Vec<f32>,
 }
@@ -120,7 +125,7 @@ impl PackedWeight {
 
     /// Bytes the packed weights occupy (what one single-row matmul reads).
     pub fn size_in_bytes(&self) -> usize {
-        self.vals.len() + 4 * (self.d.len() + self.m.len())
+        self.vals.len() + 4 * (self.d.len() + self.m.len()) + 2 * self.d16.len()
     }
 
     /// Whether [`from_ggml`](Self::from_ggml) keeps a type's values exactly (else it
@@ -199,7 +204,8 @@ impl PackedWeight {
             &|r, b, (u, d, _)| {
                 let src = &w[r * k + b * BLOCK..r * k + (b + 1) * BLOCK];
                 let amax = src.iter().fold(0f32, |a, &v| a.max(v.abs()));
-                *d = amax / 127.0;
+                // The scale is stored as f16 (as Q8_0's): quantize with the rounded one.
+                *d = f16::from_f32(amax / 127.0).to_f32();
                 let inv = if *d > 0.0 { 1.0 / *d } else { 0.0 };
                 for (o, &v) in u.iter_mut().zip(src) {
                     *o = (round_even(v * inv).clamp(-127.0, 127.0) as i32 + 128) as u8;
@@ -282,6 +288,13 @@ impl PackedWeight {
         } else {
             candle_core::utils::barrier_pool().execute_chunked(n, run);
         }
+        let d16 = match affine {
+            Affine::Offset(_) => std::mem::take(&mut d)
+                .into_iter()
+                .map(|v| f16::from_f32(v).to_bits())
+                .collect(),
+            Affine::Min => Vec::new(),
+        };
         PackedWeight {
             n,
             k,
@@ -290,7 +303,15 @@ impl PackedWeight {
             affine,
             vals,
             d,
+            d16,
             m,
+        }
+    }
+
+    fn scale(&self, i: usize) -> f32 {
+        match self.affine {
+            Affine::Offset(_) => f16::from_bits(self.d16[i]).to_f32(),
+            Affine::Min => self.d[i],
         }
     }
 
@@ -303,7 +324,7 @@ impl PackedWeight {
             for b in 0..nb {
                 let (p, half) = (b / 2, b % 2);
                 let pair = &self.vals[(r * self.pairs + p) * pb..(r * self.pairs + p + 1) * pb];
-                let d = self.d[r * self.pairs * 2 + b];
+                let d = self.scale(r * self.pairs * 2 + b);
                 for t in 0..BLOCK {
                     let u = match self.bits {
                         Bits::B8 => pair[half * BLOCK + t],
@@ -578,16 +599,37 @@ unsafe fn tile<const BITS: u32, const MIN: bool, const R: usize>(
         let mut acc = [[_mm512_setzero_ps(); TILE_N]; R];
         let vals: [*const u8; TILE_N] =
             std::array::from_fn(|i| w.vals.as_ptr().add(row_of(i) * pairs * pb));
-        let ds: [*const f32; TILE_N] =
-            std::array::from_fn(|i| w.d.as_ptr().add(row_of(i) * pairs * 2));
+        // Scales: f32 pairs (MIN) or f16 pairs, read through one byte pointer per row.
+        let scale_bytes = if MIN { 4 } else { 2 };
+        let ds: [*const u8; TILE_N] = std::array::from_fn(|i| {
+            if MIN {
+                w.d.as_ptr().add(row_of(i) * pairs * 2) as *const u8
+            } else {
+                w.d16.as_ptr().add(row_of(i) * pairs * 2) as *const u8
+            }
+        });
         let aq = acts.q.as_ptr().add(j0 * pairs * PAIR);
         let al = acts.lanes.as_ptr().add(j0 * pairs * 16);
         for p in 0..pairs {
             let mut wv = [zero; TILE_N];
             let mut ws = [_mm512_setzero_ps(); TILE_N];
             for i in 0..TILE_N {
+                // Streams of 4 rows: ask for the bytes a few cache lines ahead.
+                // (Addresses past the end are never dereferenced: prefetches do not fault.)
+                _mm_prefetch::<_MM_HINT_T0>(
+                    vals[i].wrapping_add((p + PREFETCH_PAIRS) * pb) as *const i8
+                );
+                _mm_prefetch::<_MM_HINT_T0>(
+                    ds[i].wrapping_add(2 * scale_bytes * (p + PREFETCH_PAIRS)) as *const i8,
+                );
                 wv[i] = unpack::<BITS>(vals[i].add(p * pb));
-                let two = _mm_castpd_ps(_mm_load_sd(ds[i].add(2 * p) as *const f64));
+                let two = if MIN {
+                    _mm_castpd_ps(_mm_load_sd(ds[i].add(8 * p) as *const f64))
+                } else {
+                    _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
+                        ds[i].add(4 * p) as *const i32,
+                    )))
+                };
                 ws[i] = _mm512_permutexvar_ps(lane_pick, _mm512_castps128_ps512(two));
             }
             for j in 0..R {
@@ -609,11 +651,6 @@ unsafe fn tile<const BITS: u32, const MIN: bool, const R: usize>(
             let sums = acts.sums.as_ptr().add((j0 + j) * nb);
             for i in 0..valid {
                 let row = n0 + i;
-                let mins = if MIN {
-                    w.m.as_ptr().add(row * nb)
-                } else {
-                    w.d.as_ptr().add(row * nb)
-                };
                 let mut macc = _mm512_setzero_ps();
                 let mut b = 0;
                 while b < nb {
@@ -622,7 +659,14 @@ unsafe fn tile<const BITS: u32, const MIN: bool, const R: usize>(
                     } else {
                         (1u16 << (nb - b)) - 1
                     };
-                    let mv = _mm512_maskz_loadu_ps(mask, mins.add(b));
+                    let mv = if MIN {
+                        _mm512_maskz_loadu_ps(mask, w.m.as_ptr().add(row * nb + b))
+                    } else {
+                        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
+                            mask,
+                            w.d16.as_ptr().add(row * nb + b) as *const i16,
+                        ))
+                    };
                     let sv = _mm512_maskz_loadu_ps(mask, sums.add(b));
                     macc = _mm512_fmadd_ps(mv, sv, macc);
                     b += 16;
