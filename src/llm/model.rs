@@ -347,7 +347,7 @@ impl Transformer {
                 cfg.vocab_size, cfg.hidden
             ));
         }
-        if cfg.hidden % embed.dtype().block_size() != 0 {
+        if !cfg.hidden.is_multiple_of(embed.dtype().block_size()) {
             return Err(format!(
                 "token_embd.weight: hidden size {} is not a multiple of the {:?} block size",
                 cfg.hidden,
