@@ -64,14 +64,19 @@ pub struct PackedWeight {
     pairs: usize,
     bits: Bits,
     affine: Affine,
-    /// Per row, per pair: `bits.pair_bytes()` bytes.
+    /// Tile-interleaved: for each 4-row tile, for each pair, the 4 rows' `bits.pair_bytes()`
+    /// bytes one after the other, so a tile (and a thread's run of tiles) is one sequential
+    /// stream. Rows past n are zero padding.
     vals: Vec<u8>,
-    /// Per row, per block: the scale ([`Affine::Min`]; empty otherwise).
+    /// Scales and minimums are tile-interleaved like `vals`: for each tile and pair, 4 rows × 2
+    /// blocks (see [`PackedWeight::scale_index`]).
+    ///
+    /// The scale ([`Affine::Min`]; empty otherwise).
     d: Vec<f32>,
-    /// Per row, per block: the scale as f16 bits ([`Affine::Offset`], whose scales are f16 in
+    /// The scale as f16 bits ([`Affine::Offset`], whose scales are f16 in
     /// every source; empty otherwise).
     d16: Vec<u16>,
-    /// Per row, per block: the minimum (empty for [`Affine::Offset`]).
+    /// The minimum (empty for [`Affine::Offset`]).
     m: Vec<f32>,
 }
 
@@ -225,12 +230,13 @@ impl PackedWeight {
         let nb = k / BLOCK;
         let pairs = nb.div_ceil(2);
         let pb = bits.pair_bytes();
-        let mut vals = vec![0u8; n * pairs * pb];
-        let mut d = vec![0f32; n * pairs * 2];
+        let n_pad = n.div_ceil(TILE_N) * TILE_N;
+        let mut vals = vec![0u8; n_pad * pairs * pb];
+        let mut d = vec![0f32; n_pad * pairs * 2];
         let mut m = vec![
             0f32;
             if affine == Affine::Min {
-                n * pairs * 2
+                n_pad * pairs * 2
             } else {
                 0
             }
@@ -247,24 +253,26 @@ impl PackedWeight {
             let (vp, dp, mp) = (vp, dp, mp);
             let mut u = [0u8; BLOCK];
             for r in range {
-                // SAFETY: row r alone writes these ranges.
-                let (vals, ds, ms) = unsafe {
-                    (
-                        std::slice::from_raw_parts_mut(vp.0.add(r * pairs * pb), pairs * pb),
-                        std::slice::from_raw_parts_mut(dp.0.add(r * pairs * 2), pairs * 2),
-                        if has_min {
-                            std::slice::from_raw_parts_mut(mp.0.add(r * pairs * 2), pairs * 2)
-                        } else {
-                            &mut [][..]
-                        },
-                    )
-                };
                 let mut scratch_m = 0f32;
                 for b in 0..nb {
-                    let mref = if has_min { &mut ms[b] } else { &mut scratch_m };
-                    decode(r, b, (&mut u, &mut ds[b], mref));
                     let (p, half) = (b / 2, b % 2);
-                    let pair = &mut vals[p * pb..(p + 1) * pb];
+                    let si = scale_index(pairs, r, b);
+                    // SAFETY: row r alone writes its pairs and scales (disjoint across rows).
+                    let (pair, dref, mref) = unsafe {
+                        (
+                            std::slice::from_raw_parts_mut(
+                                vp.0.add(pair_offset(pairs, pb, r, p)),
+                                pb,
+                            ),
+                            &mut *dp.0.add(si),
+                            if has_min {
+                                &mut *mp.0.add(si)
+                            } else {
+                                &mut scratch_m
+                            },
+                        )
+                    };
+                    decode(r, b, (&mut u, dref, mref));
                     match bits {
                         Bits::B8 => pair[half * BLOCK..(half + 1) * BLOCK].copy_from_slice(&u),
                         Bits::B4 | Bits::B5 => {
@@ -308,7 +316,7 @@ impl PackedWeight {
         }
     }
 
-    fn scale(&self, i: usize) -> f32 {
+    fn scale_at(&self, i: usize) -> f32 {
         match self.affine {
             Affine::Offset(_) => f16::from_bits(self.d16[i]).to_f32(),
             Affine::Min => self.d[i],
@@ -323,8 +331,10 @@ impl PackedWeight {
         for r in 0..self.n {
             for b in 0..nb {
                 let (p, half) = (b / 2, b % 2);
-                let pair = &self.vals[(r * self.pairs + p) * pb..(r * self.pairs + p + 1) * pb];
-                let d = self.scale(r * self.pairs * 2 + b);
+                let at = pair_offset(self.pairs, pb, r, p);
+                let pair = &self.vals[at..at + pb];
+                let si = scale_index(self.pairs, r, b);
+                let d = self.scale_at(si);
                 for t in 0..BLOCK {
                     let u = match self.bits {
                         Bits::B8 => pair[half * BLOCK + t],
@@ -339,7 +349,7 @@ impl PackedWeight {
                     } as f32;
                     out[r * self.k + b * BLOCK + t] = match self.affine {
                         Affine::Offset(o) => d * (u - o),
-                        Affine::Min => d * u + self.m[r * self.pairs * 2 + b],
+                        Affine::Min => d * u + self.m[si],
                     };
                 }
             }
@@ -494,6 +504,16 @@ fn round_even(x: f32) -> f32 {
     (x + MAGIC) - MAGIC
 }
 
+/// Where row `r`'s pair `p` starts in the tile-interleaved values.
+fn pair_offset(pairs: usize, pair_bytes: usize, r: usize, p: usize) -> usize {
+    (((r / TILE_N) * pairs + p) * TILE_N + r % TILE_N) * pair_bytes
+}
+
+/// Where row `r`'s block `b` has its scale (and minimum) in the tile-interleaved arrays.
+fn scale_index(pairs: usize, r: usize, b: usize) -> usize {
+    (((r / TILE_N) * pairs + b / 2) * TILE_N + r % TILE_N) * 2 + b % 2
+}
+
 /// Activation rows quantized to int8 blocks of 32, laid out in block pairs for the kernel.
 pub struct QuantizedActs {
     m: usize,
@@ -574,7 +594,7 @@ unsafe fn unpack<const BITS: u32>(p: *const u8) -> std::arch::x86_64::__m512i {
     }
 }
 
-/// Up to 4 weight rows (tile `t`) × R activation rows (from `j0`). Every activation row goes
+/// The 4 weight rows of tile `t` × R activation rows (from `j0`). Every activation row goes
 /// through the same operations whatever R is.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -591,94 +611,80 @@ unsafe fn tile<const BITS: u32, const MIN: bool, const R: usize>(
     let valid = TILE_N.min(w.n - n0);
     let pairs = w.pairs;
     let pb = w.bits.pair_bytes();
-    // Rows past n repeat the last row; their results are not stored.
-    let row_of = |i: usize| n0 + i.min(valid - 1);
+    let offset = match w.affine {
+        Affine::Offset(o) => o,
+        Affine::Min => 0.0,
+    };
     unsafe {
-        let lane_pick = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        // Lanes 0-7 take element 2i (block 2p of row i), lanes 8-15 element 2i + 1.
+        let picks: [__m512i; TILE_N] = std::array::from_fn(|i| {
+            let (a, b) = (2 * i as i32, 2 * i as i32 + 1);
+            _mm512_set_epi32(b, b, b, b, b, b, b, b, a, a, a, a, a, a, a, a)
+        });
         let zero = _mm512_setzero_si512();
         let mut acc = [[_mm512_setzero_ps(); TILE_N]; R];
-        let vals: [*const u8; TILE_N] =
-            std::array::from_fn(|i| w.vals.as_ptr().add(row_of(i) * pairs * pb));
-        // Scales: f32 pairs (MIN) or f16 pairs, read through one byte pointer per row.
-        let scale_bytes = if MIN { 4 } else { 2 };
-        let ds: [*const u8; TILE_N] = std::array::from_fn(|i| {
-            if MIN {
-                w.d.as_ptr().add(row_of(i) * pairs * 2) as *const u8
-            } else {
-                w.d16.as_ptr().add(row_of(i) * pairs * 2) as *const u8
-            }
-        });
+        // Σ_b m_b · (scale_b · Σ a_b) per activation row, lane 2i + h for row i, block 2p + h.
+        let mut macc = [_mm256_setzero_ps(); R];
+        let vals = w.vals.as_ptr().add(t * pairs * TILE_N * pb);
+        let scale_base = t * pairs * TILE_N * 2;
         let aq = acts.q.as_ptr().add(j0 * pairs * PAIR);
         let al = acts.lanes.as_ptr().add(j0 * pairs * 16);
+        let asum = acts.sums.as_ptr().add(j0 * pairs * 2);
         for p in 0..pairs {
+            let at = vals.add(p * TILE_N * pb);
+            // (Addresses past the end are never dereferenced: prefetches do not fault.)
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(PREFETCH_PAIRS * TILE_N * pb) as *const i8);
+            let si = scale_base + p * TILE_N * 2;
+            let (scales, mins) = if MIN {
+                _mm_prefetch::<_MM_HINT_T0>(
+                    w.d.as_ptr().wrapping_add(si + PREFETCH_PAIRS * 8) as *const i8
+                );
+                _mm_prefetch::<_MM_HINT_T0>(
+                    w.m.as_ptr().wrapping_add(si + PREFETCH_PAIRS * 8) as *const i8
+                );
+                (
+                    _mm256_loadu_ps(w.d.as_ptr().add(si)),
+                    _mm256_loadu_ps(w.m.as_ptr().add(si)),
+                )
+            } else {
+                _mm_prefetch::<_MM_HINT_T0>(
+                    w.d16.as_ptr().wrapping_add(si + PREFETCH_PAIRS * 8) as *const i8
+                );
+                let sc = _mm256_cvtph_ps(_mm_loadu_si128(w.d16.as_ptr().add(si) as *const __m128i));
+                (sc, sc)
+            };
+            let scales16 = _mm512_castps256_ps512(scales);
             let mut wv = [zero; TILE_N];
             let mut ws = [_mm512_setzero_ps(); TILE_N];
             for i in 0..TILE_N {
-                // Streams of 4 rows: ask for the bytes a few cache lines ahead.
-                // (Addresses past the end are never dereferenced: prefetches do not fault.)
-                _mm_prefetch::<_MM_HINT_T0>(
-                    vals[i].wrapping_add((p + PREFETCH_PAIRS) * pb) as *const i8
-                );
-                _mm_prefetch::<_MM_HINT_T0>(
-                    ds[i].wrapping_add(2 * scale_bytes * (p + PREFETCH_PAIRS)) as *const i8,
-                );
-                wv[i] = unpack::<BITS>(vals[i].add(p * pb));
-                let two = if MIN {
-                    _mm_castpd_ps(_mm_load_sd(ds[i].add(8 * p) as *const f64))
-                } else {
-                    _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
-                        ds[i].add(4 * p) as *const i32,
-                    )))
-                };
-                ws[i] = _mm512_permutexvar_ps(lane_pick, _mm512_castps128_ps512(two));
+                wv[i] = unpack::<BITS>(at.add(i * pb));
+                ws[i] = _mm512_permutexvar_ps(picks[i], scales16);
             }
             for j in 0..R {
                 let a = _mm512_loadu_si512(aq.add((j * pairs + p) * PAIR) as *const _);
                 let s = _mm512_loadu_ps(al.add((j * pairs + p) * 16));
+                let sums = _mm256_castpd_ps(_mm256_broadcast_sd(
+                    &*(asum.add(j * pairs * 2 + 2 * p) as *const f64),
+                ));
+                macc[j] = _mm256_fmadd_ps(mins, sums, macc[j]);
                 for i in 0..TILE_N {
                     let dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, wv[i], a));
                     acc[j][i] = _mm512_fmadd_ps(dot, _mm512_mul_ps(ws[i], s), acc[j][i]);
                 }
             }
         }
-        // The minimum (or offset) term: Σ_b m_b · (scale_b · Σ a_b).
-        let nb = pairs * 2;
-        let offset = match w.affine {
-            Affine::Offset(o) => o,
-            Affine::Min => 0.0,
-        };
         for j in 0..R {
-            let sums = acts.sums.as_ptr().add((j0 + j) * nb);
+            let mut m8 = [0f32; 8];
+            _mm256_storeu_ps(m8.as_mut_ptr(), macc[j]);
             for i in 0..valid {
-                let row = n0 + i;
-                let mut macc = _mm512_setzero_ps();
-                let mut b = 0;
-                while b < nb {
-                    let mask: __mmask16 = if nb - b >= 16 {
-                        0xFFFF
-                    } else {
-                        (1u16 << (nb - b)) - 1
-                    };
-                    let mv = if MIN {
-                        _mm512_maskz_loadu_ps(mask, w.m.as_ptr().add(row * nb + b))
-                    } else {
-                        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
-                            mask,
-                            w.d16.as_ptr().add(row * nb + b) as *const i16,
-                        ))
-                    };
-                    let sv = _mm512_maskz_loadu_ps(mask, sums.add(b));
-                    macc = _mm512_fmadd_ps(mv, sv, macc);
-                    b += 16;
-                }
-                let minterm = _mm512_reduce_add_ps(macc);
+                let minterm = m8[2 * i] + m8[2 * i + 1];
                 let main = _mm512_reduce_add_ps(acc[j][i]);
                 let v = if MIN {
                     main + minterm
                 } else {
                     main - offset * minterm
                 };
-                *out.add((j0 + j) * w.n + row) = v;
+                *out.add((j0 + j) * w.n + n0 + i) = v;
             }
         }
     }
