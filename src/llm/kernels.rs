@@ -366,27 +366,7 @@ impl PackedWeight {
 
     /// `out (m × n) = acts · wᵀ` for activations quantized once (several weights may share them).
     pub fn matmul_quantized(&self, acts: &QuantizedActs, out: &mut [f32]) {
-        assert!(Self::supported(), "PackedWeight::matmul needs AVX-512 VNNI");
-        assert_eq!(acts.pairs, self.pairs, "activation width does not match");
-        assert_eq!(out.len(), acts.m * self.n);
-        let tiles = self.n.div_ceil(TILE_N);
-        let out_ptr = SharedPtr(out.as_mut_ptr());
-        let run = |range: std::ops::Range<usize>| {
-            #[allow(clippy::redundant_locals)]
-            let out_ptr = out_ptr;
-            for t in range {
-                // SAFETY: instructions checked above; tile t writes only its own columns.
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    self.tile_all_rows(t, acts, out_ptr.0)
-                };
-            }
-        };
-        if tiles < 2 {
-            run(0..tiles);
-        } else {
-            candle_core::utils::barrier_pool().execute_chunked(tiles, run);
-        }
+        matmul_many(&[self], acts, &mut [out]);
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -502,6 +482,45 @@ fn decode_q4_k(x: &[u8], b: usize, (u, d, m): BlockOut<'_>) {
 fn round_even(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
     (x + MAGIC) - MAGIC
+}
+
+/// `outs[i] (m × n_i) = acts · ws[i]ᵀ` for weights sharing one input (q/k/v, gate/up), in one
+/// parallel pass over all their tiles (one wake-up of the thread pool instead of one per weight).
+/// Panics when the CPU lacks the kernel's instructions or on shape mismatch.
+pub fn matmul_many(ws: &[&PackedWeight], acts: &QuantizedActs, outs: &mut [&mut [f32]]) {
+    assert!(
+        PackedWeight::supported(),
+        "PackedWeight::matmul needs AVX-512 VNNI"
+    );
+    assert_eq!(ws.len(), outs.len());
+    let mut starts = Vec::with_capacity(ws.len() + 1);
+    let mut total = 0;
+    for (w, out) in ws.iter().zip(outs.iter()) {
+        assert_eq!(acts.pairs, w.pairs, "activation width does not match");
+        assert_eq!(out.len(), acts.m * w.n);
+        starts.push(total);
+        total += w.n.div_ceil(TILE_N);
+    }
+    starts.push(total);
+    let ptrs: Vec<SharedPtr<f32>> = outs.iter_mut().map(|o| SharedPtr(o.as_mut_ptr())).collect();
+    let run = |range: std::ops::Range<usize>| {
+        let mut which = 0;
+        for g in range {
+            while g >= starts[which + 1] {
+                which += 1;
+            }
+            // SAFETY: instructions checked above; a tile writes only its own columns.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                ws[which].tile_all_rows(g - starts[which], acts, ptrs[which].0)
+            };
+        }
+    };
+    if total < 2 {
+        run(0..total);
+    } else {
+        candle_core::utils::barrier_pool().execute_chunked(total, run);
+    }
 }
 
 /// Where row `r`'s pair `p` starts in the tile-interleaved values.

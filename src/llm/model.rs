@@ -28,7 +28,7 @@ use candle_core::{Device, Module, Tensor};
 
 use super::error::LlmError;
 pub use super::gguf::Architecture;
-use super::kernels::{PackedWeight, QuantizedActs};
+use super::kernels::{PackedWeight, QuantizedActs, matmul_many};
 use super::kv_cache::SeqKv;
 use super::weights::{GgufTensors, RawTensor, SafetensorsTensors, TensorSource};
 
@@ -620,15 +620,29 @@ fn project<const N: usize>(
     rows: usize,
 ) -> Result<[Vec<f32>; N], LlmError> {
     let k = x.len() / rows;
-    let mut acts: Option<QuantizedActs> = None;
     let mut outs: [Vec<f32>; N] = std::array::from_fn(|_| Vec::new());
+    let use_packed = |w: &Weight| w.packed.is_some() && (rows >= w.int8_min_rows || w.q.is_none());
+    // The packed weights share one quantization of x and one parallel pass.
+    let packed: Vec<usize> = (0..N).filter(|&i| use_packed(ws[i])).collect();
+    if !packed.is_empty() {
+        let acts = QuantizedActs::new(x, rows, k);
+        let weights: Vec<&PackedWeight> = packed
+            .iter()
+            .map(|&i| ws[i].packed.as_ref().expect("filtered"))
+            .collect();
+        for (&i, w) in packed.iter().zip(&weights) {
+            outs[i] = vec![0f32; rows * w.rows()];
+        }
+        let mut slices: Vec<&mut [f32]> = outs
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| packed.contains(i))
+            .map(|(_, o)| o.as_mut_slice())
+            .collect();
+        matmul_many(&weights, &acts, &mut slices);
+    }
     for (w, y) in ws.iter().zip(outs.iter_mut()) {
-        if let Some(p) = &w.packed
-            && (rows >= w.int8_min_rows || w.q.is_none())
-        {
-            let acts = acts.get_or_insert_with(|| QuantizedActs::new(x, rows, k));
-            *y = vec![0f32; rows * p.rows()];
-            p.matmul_quantized(acts, y);
+        if use_packed(w) {
             continue;
         }
         let t = Tensor::from_slice(x, (rows, k), &Device::Cpu)?;
