@@ -372,35 +372,78 @@ impl PackedWeight {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn tile_all_rows(&self, t: usize, acts: &QuantizedActs, out: *mut f32) {
+        let pb = self.bits.pair_bytes();
+        let vals = unsafe { self.vals.as_ptr().add(t * self.pairs * TILE_N * pb) };
+        if acts.m <= TILE_M || self.bits == Bits::B8 {
+            unsafe { self.tile_rows(self.bits, vals, pb, t, acts, out) };
+            return;
+        }
+        // Several row tiles reuse the weights: unpack the tile to bytes once (an exact
+        // conversion, so the numbers do not change) and run the 8-bit path over them.
+        thread_local! {
+            static UNPACKED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        UNPACKED.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            scratch.resize(self.pairs * TILE_N * PAIR, 0);
+            let dst = scratch.as_mut_ptr();
+            unsafe {
+                for q in 0..self.pairs * TILE_N {
+                    let v = match self.bits {
+                        Bits::B4 => unpack::<4>(vals.add(q * pb)),
+                        Bits::B5 => unpack::<5>(vals.add(q * pb)),
+                        Bits::B8 => unreachable!("8-bit weights are read in place"),
+                    };
+                    std::arch::x86_64::_mm512_storeu_si512(dst.add(q * PAIR) as *mut _, v);
+                }
+                self.tile_rows(Bits::B8, dst, PAIR, t, acts, out);
+            }
+        });
+    }
+
+    /// Every activation row tile against weight tile `t`, whose values (`bits` wide, `pb`
+    /// bytes per pair) start at `vals`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn tile_rows(
+        &self,
+        bits: Bits,
+        vals: *const u8,
+        pb: usize,
+        t: usize,
+        acts: &QuantizedActs,
+        out: *mut f32,
+    ) {
         let mut j = 0;
         while j < acts.m {
             let rows = TILE_M.min(acts.m - j);
+            let a = (vals, pb, t, acts, j, out);
             unsafe {
-                match (self.bits, self.affine, rows) {
-                    (Bits::B4, Affine::Min, 4) => tile::<4, true, 4>(self, t, acts, j, out),
-                    (Bits::B4, Affine::Min, 3) => tile::<4, true, 3>(self, t, acts, j, out),
-                    (Bits::B4, Affine::Min, 2) => tile::<4, true, 2>(self, t, acts, j, out),
-                    (Bits::B4, Affine::Min, _) => tile::<4, true, 1>(self, t, acts, j, out),
-                    (Bits::B4, Affine::Offset(_), 4) => tile::<4, false, 4>(self, t, acts, j, out),
-                    (Bits::B4, Affine::Offset(_), 3) => tile::<4, false, 3>(self, t, acts, j, out),
-                    (Bits::B4, Affine::Offset(_), 2) => tile::<4, false, 2>(self, t, acts, j, out),
-                    (Bits::B4, Affine::Offset(_), _) => tile::<4, false, 1>(self, t, acts, j, out),
-                    (Bits::B5, Affine::Min, 4) => tile::<5, true, 4>(self, t, acts, j, out),
-                    (Bits::B5, Affine::Min, 3) => tile::<5, true, 3>(self, t, acts, j, out),
-                    (Bits::B5, Affine::Min, 2) => tile::<5, true, 2>(self, t, acts, j, out),
-                    (Bits::B5, Affine::Min, _) => tile::<5, true, 1>(self, t, acts, j, out),
-                    (Bits::B5, Affine::Offset(_), 4) => tile::<5, false, 4>(self, t, acts, j, out),
-                    (Bits::B5, Affine::Offset(_), 3) => tile::<5, false, 3>(self, t, acts, j, out),
-                    (Bits::B5, Affine::Offset(_), 2) => tile::<5, false, 2>(self, t, acts, j, out),
-                    (Bits::B5, Affine::Offset(_), _) => tile::<5, false, 1>(self, t, acts, j, out),
-                    (Bits::B8, Affine::Min, 4) => tile::<8, true, 4>(self, t, acts, j, out),
-                    (Bits::B8, Affine::Min, 3) => tile::<8, true, 3>(self, t, acts, j, out),
-                    (Bits::B8, Affine::Min, 2) => tile::<8, true, 2>(self, t, acts, j, out),
-                    (Bits::B8, Affine::Min, _) => tile::<8, true, 1>(self, t, acts, j, out),
-                    (Bits::B8, Affine::Offset(_), 4) => tile::<8, false, 4>(self, t, acts, j, out),
-                    (Bits::B8, Affine::Offset(_), 3) => tile::<8, false, 3>(self, t, acts, j, out),
-                    (Bits::B8, Affine::Offset(_), 2) => tile::<8, false, 2>(self, t, acts, j, out),
-                    (Bits::B8, Affine::Offset(_), _) => tile::<8, false, 1>(self, t, acts, j, out),
+                match (bits, self.affine, rows) {
+                    (Bits::B4, Affine::Min, 4) => tile::<4, true, 4>(self, a),
+                    (Bits::B4, Affine::Min, 3) => tile::<4, true, 3>(self, a),
+                    (Bits::B4, Affine::Min, 2) => tile::<4, true, 2>(self, a),
+                    (Bits::B4, Affine::Min, _) => tile::<4, true, 1>(self, a),
+                    (Bits::B4, Affine::Offset(_), 4) => tile::<4, false, 4>(self, a),
+                    (Bits::B4, Affine::Offset(_), 3) => tile::<4, false, 3>(self, a),
+                    (Bits::B4, Affine::Offset(_), 2) => tile::<4, false, 2>(self, a),
+                    (Bits::B4, Affine::Offset(_), _) => tile::<4, false, 1>(self, a),
+                    (Bits::B5, Affine::Min, 4) => tile::<5, true, 4>(self, a),
+                    (Bits::B5, Affine::Min, 3) => tile::<5, true, 3>(self, a),
+                    (Bits::B5, Affine::Min, 2) => tile::<5, true, 2>(self, a),
+                    (Bits::B5, Affine::Min, _) => tile::<5, true, 1>(self, a),
+                    (Bits::B5, Affine::Offset(_), 4) => tile::<5, false, 4>(self, a),
+                    (Bits::B5, Affine::Offset(_), 3) => tile::<5, false, 3>(self, a),
+                    (Bits::B5, Affine::Offset(_), 2) => tile::<5, false, 2>(self, a),
+                    (Bits::B5, Affine::Offset(_), _) => tile::<5, false, 1>(self, a),
+                    (Bits::B8, Affine::Min, 4) => tile::<8, true, 4>(self, a),
+                    (Bits::B8, Affine::Min, 3) => tile::<8, true, 3>(self, a),
+                    (Bits::B8, Affine::Min, 2) => tile::<8, true, 2>(self, a),
+                    (Bits::B8, Affine::Min, _) => tile::<8, true, 1>(self, a),
+                    (Bits::B8, Affine::Offset(_), 4) => tile::<8, false, 4>(self, a),
+                    (Bits::B8, Affine::Offset(_), 3) => tile::<8, false, 3>(self, a),
+                    (Bits::B8, Affine::Offset(_), 2) => tile::<8, false, 2>(self, a),
+                    (Bits::B8, Affine::Offset(_), _) => tile::<8, false, 1>(self, a),
                 }
             }
             j += rows;
@@ -613,6 +656,9 @@ unsafe fn unpack<const BITS: u32>(p: *const u8) -> std::arch::x86_64::__m512i {
     }
 }
 
+/// (tile values, bytes per pair, tile, activations, first activation row, output).
+type TileArgs<'a> = (*const u8, usize, usize, &'a QuantizedActs, usize, *mut f32);
+
 /// The 4 weight rows of tile `t` × R activation rows (from `j0`). Every activation row goes
 /// through the same operations whatever R is.
 #[cfg(target_arch = "x86_64")]
@@ -620,16 +666,12 @@ unsafe fn unpack<const BITS: u32>(p: *const u8) -> std::arch::x86_64::__m512i {
 #[allow(clippy::needless_range_loop)]
 unsafe fn tile<const BITS: u32, const MIN: bool, const R: usize>(
     w: &PackedWeight,
-    t: usize,
-    acts: &QuantizedActs,
-    j0: usize,
-    out: *mut f32,
+    (vals, pb, t, acts, j0, out): TileArgs<'_>,
 ) {
     use std::arch::x86_64::*;
     let n0 = t * TILE_N;
     let valid = TILE_N.min(w.n - n0);
     let pairs = w.pairs;
-    let pb = w.bits.pair_bytes();
     let offset = match w.affine {
         Affine::Offset(o) => o,
         Affine::Min => 0.0,
@@ -644,7 +686,6 @@ unsafe fn tile<const BITS: u32, const MIN: bool, const R: usize>(
         let mut acc = [[_mm512_setzero_ps(); TILE_N]; R];
         // Σ_b m_b · (scale_b · Σ a_b) per activation row, lane 2i + h for row i, block 2p + h.
         let mut macc = [_mm256_setzero_ps(); R];
-        let vals = w.vals.as_ptr().add(t * pairs * TILE_N * pb);
         let scale_base = t * pairs * TILE_N * 2;
         let aq = acts.q.as_ptr().add(j0 * pairs * PAIR);
         let al = acts.lanes.as_ptr().add(j0 * pairs * 16);
