@@ -12,8 +12,11 @@
 //! each block's dot product is exact integer arithmetic (`vpdpbusd`), scaled and accumulated in
 //! f32. One register-tiled routine serves every batch size, and the operations a row goes through
 //! do not depend on how many rows share its batch, so a token's numbers are bit-identical alone
-//! and batched. Work is split over 4-row weight tiles on candle's CPU pool (the engine's thread
-//! budget).
+//! and batched (batches of more than 4 rows unpack a tile's 4/5-bit values to bytes once, an exact
+//! step, and reuse them). The 4 rows of a tile are stored interleaved pair by pair, so each tile,
+//! and each thread's run of tiles, is read as one sequential stream. Work is split over 4-row
+//! weight tiles on candle's CPU pool (the engine's thread budget); [`matmul_many`] serves weights
+//! that share an input (q/k/v, gate/up) in one pass.
 
 use half::f16;
 
