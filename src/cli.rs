@@ -75,6 +75,8 @@ enum ModelsCommand {
         #[arg(default_value = models::DEFAULT_MODEL)]
         name: String,
     },
+    /// Write a GGUF model as a Hugging Face safetensors directory (dequantized f32 weights).
+    Export(crate::llm::export::ExportArgs),
 }
 
 /// Runs the command line and maps errors to a non-zero exit code with the full cause chain.
@@ -131,6 +133,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", path.display());
                 Ok(())
             }
+            ModelsCommand::Export(args) => Ok(crate::llm::export::export_command(&args)?),
         },
         Command::Bench { command } => match command {
             BenchCommand::Llm(args) => Ok(crate::llm::bench::bench_command(&args)?),

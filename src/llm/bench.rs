@@ -81,7 +81,7 @@ pub struct LlmBenchArgs {
     /// Use an f32 GEMM on dequantized weights for batches of at least this many rows.
     #[arg(long)]
     pub dense_gemm_min_rows: Option<usize>,
-    /// Use the int8 AVX-512 kernel for batches of at least this many rows (0 = never).
+    /// Use the packed AVX-512 VNNI kernel for batches of at least this many rows (0 = never).
     #[arg(long, default_value_t = 1)]
     pub int8_min_rows: usize,
     /// Run the same measurements with llama.cpp (llama-cpp-python) and print the ratios.

@@ -53,7 +53,7 @@ pub struct EngineOptions {
     pub max_prefill_tokens: usize,
     /// Caps the context window below the model's own (`None` = the model's).
     pub context_length: Option<usize>,
-    /// Kernels for batches of several token rows (int8 AVX-512 by default).
+    /// Matmul kernels (the packed AVX-512 VNNI kernel for every batch size by default).
     pub batch_kernels: BatchKernels,
 }
 
@@ -180,7 +180,8 @@ fn apply_thread_budget(threads: usize) -> Result<(), LlmError> {
 }
 
 impl Engine {
-    /// Loads a model (GGUF `qwen2` or `llama`) with its tokenizer and chat template.
+    /// Loads a model (GGUF file or safetensors directory, `qwen2` or `llama`) with its tokenizer
+    /// and chat template.
     pub fn load(source: &ModelSource, opts: &EngineOptions) -> Result<Engine, LlmError> {
         match opts.device {
             DeviceChoice::Cpu => {}
@@ -199,35 +200,63 @@ impl Engine {
                 "max_batch_rows and max_prefill_tokens must be at least 1".into(),
             ));
         }
-        let path = match source {
-            ModelSource::Gguf(p) => p.clone(),
-            ModelSource::Safetensors(p) => {
-                return Err(LlmError::SafetensorsNotSupported { path: p.clone() });
-            }
-        };
         let threads = resolve_threads(opts.threads);
         apply_thread_budget(threads)?;
         let start = Instant::now();
-        let gguf = GgufModel::open(&path)?;
-        let content = gguf.content();
-        let mut reader = gguf.reader()?;
-        let model = Transformer::from_gguf(
-            content,
-            &mut reader,
-            gguf.architecture(),
-            opts.requantize,
-            opts.batch_kernels,
-        )
-        .map_err(|message| LlmError::InvalidModel {
-            path: path.clone(),
-            message,
-        })?;
-        let tokenizer = Tokenizer::from_gguf(content)?;
-        let chat = match ChatTemplate::from_gguf(content) {
-            Ok(t) => Some(t),
-            Err(ChatError::NoTemplate) => None,
-            Err(e) => return Err(e.into()),
+        let (model, tokenizer, chat) = match source {
+            ModelSource::Gguf(path) => {
+                let gguf = GgufModel::open(path)?;
+                let content = gguf.content();
+                let mut reader = gguf.reader()?;
+                let model = Transformer::from_gguf(
+                    content,
+                    &mut reader,
+                    gguf.architecture(),
+                    opts.requantize,
+                    opts.batch_kernels,
+                )
+                .map_err(|message| LlmError::InvalidModel {
+                    path: path.clone(),
+                    message,
+                })?;
+                let tokenizer = Tokenizer::from_gguf(content)?;
+                let chat = match ChatTemplate::from_gguf(content) {
+                    Ok(t) => Some(t),
+                    Err(ChatError::NoTemplate) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                (model, tokenizer, chat)
+            }
+            ModelSource::Safetensors(dir) => {
+                let model = Transformer::from_safetensors(dir, opts.requantize, opts.batch_kernels)
+                    .map_err(|message| LlmError::InvalidSafetensors {
+                        path: dir.clone(),
+                        message,
+                    })?;
+                let tokenizer = Tokenizer::from_json_file(dir.join("tokenizer.json"))?;
+                let config = dir.join("tokenizer_config.json");
+                let chat = if config.is_file() {
+                    match ChatTemplate::from_tokenizer_config(&config) {
+                        Ok(t) => Some(t),
+                        Err(ChatError::NoTemplate) => None,
+                        Err(e) => return Err(e.into()),
+                    }
+                } else {
+                    None
+                };
+                (model, tokenizer, chat)
+            }
         };
+        if tokenizer.vocab_size() > model.config().vocab_size {
+            return Err(LlmError::InvalidModel {
+                path: source.path().to_path_buf(),
+                message: format!(
+                    "the tokenizer has {} tokens but the model's vocabulary only {}",
+                    tokenizer.vocab_size(),
+                    model.config().vocab_size
+                ),
+            });
+        }
         let eos = tokenizer.eos_token_ids().to_vec();
         let model_ctx = model.config().context_length;
         let context_length = opts.context_length.unwrap_or(model_ctx).min(model_ctx);

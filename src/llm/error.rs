@@ -10,10 +10,8 @@ pub enum LlmError {
     Gguf(#[from] super::gguf::GgufError),
     #[error("{path}: not a valid GGUF model: {message}")]
     InvalidModel { path: PathBuf, message: String },
-    #[error(
-        "{path}: safetensors models are not yet supported by the candle engine; pass a GGUF file (e.g. convert with llama.cpp's convert_hf_to_gguf.py)"
-    )]
-    SafetensorsNotSupported { path: PathBuf },
+    #[error("{path}: not a usable safetensors model directory: {message}")]
+    InvalidSafetensors { path: PathBuf, message: String },
     #[error(transparent)]
     Tokenizer(#[from] super::tokenizer::TokenizerError),
     #[error(transparent)]

@@ -11,25 +11,26 @@
 //! without materialising repeated K/V, and prefill never builds an L×L attention matrix (each
 //! query row scores only its causal prefix).
 //!
-//! Matmul kernels: on CPUs with AVX-512 every matmul weight is re-quantized at load to int8
-//! blocks of 32 (the precision of Q8_0) and served by [`super::kernels::Int8Weight`] for any
-//! batch size, so a token's numbers never depend on what else shares its batch. Elsewhere (or
-//! when [`BatchKernels`] says so), candle's quantized matmul runs, with weights whose candle CPU
-//! dot product is scalar (Q4_1, Q5_0, Q5_1, Q8_1) re-quantized to Q8_0 (see [`Requantize`]); an
-//! f32 GEMM on dequantized copies can serve large batches instead.
+//! Matmul kernels: on CPUs with AVX-512 VNNI every matmul weight is repacked at load (at about
+//! its GGUF size) and served by [`super::kernels::PackedWeight`] for any batch size, so a token's
+//! numbers never depend on what else shares its batch. Elsewhere (or when [`BatchKernels`] says
+//! so), candle's quantized matmul runs, with weights whose candle CPU dot product is scalar (Q4_1,
+//! Q5_0, Q5_1, Q8_1) re-quantized to Q8_0 (see [`Requantize`]); an f32 GEMM on dequantized copies
+//! can serve large batches instead.
 //!
 //! All CPU work is split across candle's process-wide worker pool (the engine's thread budget),
 //! so no second set of threads competes with candle's busy-waiting workers.
 
 use std::io::{Read, Seek};
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor, gguf_file};
 use candle_core::{Device, Module, Tensor};
 
 use super::error::LlmError;
 pub use super::gguf::Architecture;
-use super::kernels::Int8Weight;
+use super::kernels::{PackedWeight, QuantizedActs, matmul_many};
 use super::kv_cache::SeqKv;
+use super::weights::{GgufTensors, RawTensor, SafetensorsTensors, TensorSource};
 
 /// How rotary embeddings pair up the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,82 +172,115 @@ fn needs_requant(dtype: GgmlDType) -> bool {
     )
 }
 
-struct Loader<'a, R> {
-    ct: &'a gguf_file::Content,
-    reader: &'a mut R,
+struct Loader<'a> {
+    src: &'a mut dyn TensorSource,
     requantize: Requantize,
     dense_min_rows: Option<usize>,
     int8_min_rows: Option<usize>,
     types: Vec<(String, GgmlDType, GgmlDType)>,
 }
 
-impl<R: Read + Seek> Loader<'_, R> {
-    fn qtensor(&mut self, name: &str) -> Result<QTensor, String> {
-        self.ct
-            .tensor(self.reader, name, &Device::Cpu)
-            .map_err(|e| format!("tensor `{name}`: {e}"))
+/// A quantized tensor from stored bytes.
+fn qtensor_from(raw: &RawTensor<'_>) -> candle_core::Result<QTensor> {
+    let storage = QStorage::from_data(
+        std::borrow::Cow::Borrowed(raw.data),
+        &Device::Cpu,
+        raw.dtype,
+    )?;
+    QTensor::new(storage, raw.dims.as_slice())
+}
+
+fn is_float(dtype: GgmlDType) -> bool {
+    matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+}
+
+impl Loader<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.src.has(name)
     }
 
-    fn has(&self, name: &str) -> bool {
-        self.ct.tensor_infos.contains_key(name)
+    /// The embedding table in its stored form (float tables become Q8_0: only rows are read).
+    fn embedding(&mut self, name: &str) -> Result<QTensor, String> {
+        let err = |e: candle_core::Error| format!("tensor `{name}`: {e}");
+        let raw = self.src.read(name)?;
+        let t = qtensor_from(&raw).map_err(err)?;
+        if is_float(raw.dtype) {
+            let dense = t.dequantize(&Device::Cpu).map_err(err)?;
+            return QTensor::quantize(&dense, GgmlDType::Q8_0).map_err(err);
+        }
+        Ok(t)
     }
 
     fn vector(&mut self, name: &str) -> Result<Vec<f32>, String> {
-        let t = self.qtensor(name)?;
-        t.dequantize(&Device::Cpu)
+        let raw = self.src.read(name)?;
+        qtensor_from(&raw)
+            .and_then(|t| t.dequantize(&Device::Cpu))
             .and_then(|t| t.flatten_all())
             .and_then(|t| t.to_vec1::<f32>())
             .map_err(|e| format!("tensor `{name}`: {e}"))
     }
 
     fn matmul_weight(&mut self, name: &str) -> Result<Weight, String> {
-        let t = self.qtensor(name)?;
-        self.prepare(name, t)
+        self.prepare(name, name)
     }
 
-    fn prepare(&mut self, name: &str, t: QTensor) -> Result<Weight, String> {
+    /// Loads tensor `tensor` as the matmul weight called `name`.
+    fn prepare(&mut self, name: &str, tensor: &str) -> Result<Weight, String> {
         let err = |e: candle_core::Error| format!("tensor `{name}`: {e}");
-        let stored = t.dtype();
-        // The int8 kernel, when it serves every batch size, replaces the quantized weights.
-        let int8 = match self.int8_min_rows {
-            Some(_) if Int8Weight::supported() => {
-                let (n, k) = t.shape().dims2().map_err(err)?;
-                let f = t
-                    .dequantize(&Device::Cpu)
-                    .and_then(|d| d.flatten_all()?.to_vec1::<f32>())
-                    .map_err(err)?;
-                Int8Weight::from_f32(&f, n, k)
-            }
+        let (int8_min_rows_opt, dense_min_rows, requantize) =
+            (self.int8_min_rows, self.dense_min_rows, self.requantize);
+        let raw = self.src.read(tensor)?;
+        let stored = raw.dtype;
+        let [n, k] = raw.dims[..] else {
+            return Err(format!(
+                "tensor `{name}`: expected a matrix, found dimensions {:?}",
+                raw.dims
+            ));
+        };
+        // The packed kernel, when it serves every batch size, replaces the quantized weights.
+        let packed = match int8_min_rows_opt {
+            Some(_) if PackedWeight::supported() => Some(
+                PackedWeight::from_ggml(stored, raw.data, n, k)
+                    .map_err(|e| format!("tensor `{name}`: {e}"))?,
+            ),
             _ => None,
         };
-        let int8_min_rows = self.int8_min_rows.unwrap_or(usize::MAX);
-        if int8.is_some() && int8_min_rows <= 1 && self.dense_min_rows.is_none() {
+        let int8_min_rows = int8_min_rows_opt.unwrap_or(usize::MAX);
+        if packed.is_some() && int8_min_rows <= 1 && dense_min_rows.is_none() {
+            let used = if PackedWeight::repacks_exactly(stored) {
+                stored
+            } else {
+                GgmlDType::Q8_0
+            };
             self.types
-                .push((format!("{name} (int8 kernel)"), stored, GgmlDType::Q8_0));
+                .push((format!("{name} (packed kernel)"), stored, used));
             return Ok(Weight {
                 q: None,
                 dense: None,
                 dense_min_rows: usize::MAX,
-                int8,
+                packed,
                 int8_min_rows,
             });
         }
-        let t = if self.requantize == Requantize::ScalarToQ8_0 && needs_requant(stored) {
+        let t = qtensor_from(&raw).map_err(err)?;
+        let t = if is_float(stored)
+            || (requantize == Requantize::ScalarToQ8_0 && needs_requant(stored))
+        {
             let dense = t.dequantize(&Device::Cpu).map_err(err)?;
             QTensor::quantize(&dense, GgmlDType::Q8_0).map_err(err)?
         } else {
             t
         };
         self.types.push((name.to_string(), stored, t.dtype()));
-        let dense = match self.dense_min_rows {
+        let dense = match dense_min_rows {
             Some(_) => Some(t.dequantize(&Device::Cpu).map_err(err)?),
             None => None,
         };
         Ok(Weight {
             q: Some(QMatMul::from_qtensor(t).map_err(err)?),
             dense,
-            dense_min_rows: self.dense_min_rows.unwrap_or(usize::MAX),
-            int8,
+            dense_min_rows: dense_min_rows.unwrap_or(usize::MAX),
+            packed,
             int8_min_rows,
         })
     }
@@ -263,16 +297,57 @@ impl Transformer {
         kernels: BatchKernels,
     ) -> Result<Self, String> {
         let cfg = ModelConfig::from_gguf(ct, architecture)?;
+        // llama.cpp's converter permutes llama q/k rows to pair dimensions (2i, 2i + 1).
+        let rope = match architecture {
+            Architecture::Qwen2 => RopeStyle::Neox,
+            Architecture::Llama => RopeStyle::Interleaved,
+        };
+        let mut src = GgufTensors::new(ct, reader);
+        Self::load(cfg, rope, &mut src, requantize, kernels)
+    }
+
+    /// Loads a Hugging Face safetensors directory (`config.json` plus `*.safetensors`); matmul
+    /// weights are quantized to 8-bit blocks (see [`super::kernels`]).
+    pub fn from_safetensors(
+        dir: &std::path::Path,
+        requantize: Requantize,
+        kernels: BatchKernels,
+    ) -> Result<Self, String> {
+        let (_, cfg, tied) = super::weights::hf_config(&dir.join("config.json"))?;
+        let mut src = SafetensorsTensors::open(dir)?;
+        if !tied && !src.has("output.weight") {
+            return Err(
+                "config.json says tie_word_embeddings is false but lm_head.weight is missing"
+                    .into(),
+            );
+        }
+        // Hugging Face checkpoints pair dimensions (i, i + d/2) for qwen2 and llama alike.
+        Self::load(cfg, RopeStyle::Neox, &mut src, requantize, kernels)
+    }
+
+    fn load(
+        cfg: ModelConfig,
+        rope: RopeStyle,
+        src: &mut dyn TensorSource,
+        requantize: Requantize,
+        kernels: BatchKernels,
+    ) -> Result<Self, String> {
         let mut ld = Loader {
-            ct,
-            reader,
+            src,
             requantize,
             dense_min_rows: kernels.dense_f32_min_rows,
             int8_min_rows: kernels.int8_min_rows,
             types: Vec::new(),
         };
-        let embed = ld.qtensor("token_embd.weight")?;
-        if cfg.hidden % embed.dtype().block_size() != 0 {
+        let embed = ld.embedding("token_embd.weight")?;
+        let embed_dims = embed.shape().dims().to_vec();
+        if embed_dims != [cfg.vocab_size, cfg.hidden] {
+            return Err(format!(
+                "token_embd.weight has dimensions {embed_dims:?}, expected [{}, {}]",
+                cfg.vocab_size, cfg.hidden
+            ));
+        }
+        if !cfg.hidden.is_multiple_of(embed.dtype().block_size()) {
             return Err(format!(
                 "token_embd.weight: hidden size {} is not a multiple of the {:?} block size",
                 cfg.hidden,
@@ -284,13 +359,15 @@ impl Transformer {
             ld.matmul_weight("output.weight")?
         } else {
             // Tied embeddings: the output head is the embedding matrix.
-            let tied = ld.qtensor("token_embd.weight")?;
-            ld.prepare("output.weight (tied to token_embd.weight)", tied)?
+            ld.prepare(
+                "output.weight (tied to token_embd.weight)",
+                "token_embd.weight",
+            )?
         };
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let p = format!("blk.{i}");
-            let bias = |ld: &mut Loader<'_, R>, name: String| -> Result<Option<Vec<f32>>, String> {
+            let bias = |ld: &mut Loader<'_>, name: String| -> Result<Option<Vec<f32>>, String> {
                 if ld.has(&name) {
                     ld.vector(&name).map(Some)
                 } else {
@@ -313,10 +390,6 @@ impl Transformer {
             });
         }
         let weight_types = std::mem::take(&mut ld.types);
-        let rope = match architecture {
-            Architecture::Qwen2 => RopeStyle::Neox,
-            Architecture::Llama => RopeStyle::Interleaved,
-        };
         let (rope_cos, rope_sin) = rope_tables(cfg.rope_dim, cfg.rope_base, cfg.context_length);
         Ok(Transformer {
             cfg,
@@ -405,9 +478,7 @@ impl Transformer {
 
         for (l, layer) in self.layers.iter().enumerate() {
             rms_norm_rows(&x, &layer.attn_norm, cfg.rms_eps, &mut xn);
-            let mut q = matmul(&layer.wq, &xn, n_rows)?;
-            let mut k = matmul(&layer.wk, &xn, n_rows)?;
-            let mut v = matmul(&layer.wv, &xn, n_rows)?;
+            let [mut q, mut k, mut v] = project([&layer.wq, &layer.wk, &layer.wv], &xn, n_rows)?;
             add_bias_rows(&mut q, layer.bq.as_deref());
             add_bias_rows(&mut k, layer.bk.as_deref());
             add_bias_rows(&mut v, layer.bv.as_deref());
@@ -432,8 +503,7 @@ impl Transformer {
             add_rows(&mut x, &o);
 
             rms_norm_rows(&x, &layer.ffn_norm, cfg.rms_eps, &mut xn);
-            let mut gate = matmul(&layer.w_gate, &xn, n_rows)?;
-            let up = matmul(&layer.w_up, &xn, n_rows)?;
+            let [mut gate, up] = project([&layer.w_gate, &layer.w_up], &xn, n_rows)?;
             for (g, u) in gate.iter_mut().zip(up.iter()) {
                 *g = *g / (1.0 + (-*g).exp()) * u;
             }
@@ -509,18 +579,19 @@ fn rope_tables(rope_dim: usize, base: f32, context: usize) -> (Vec<f32>, Vec<f32
 /// least `dense_min_rows` rows (an f32 GEMM beats the quantized kernels once weights are reused
 /// across enough rows; the copy costs 4 bytes per weight).
 struct Weight {
-    /// candle's quantized weights; `None` when the int8 kernel serves every batch size.
+    /// candle's quantized weights; `None` when the packed kernel serves every batch size.
     q: Option<QMatMul>,
     dense: Option<Tensor>,
     dense_min_rows: usize,
-    int8: Option<Int8Weight>,
+    packed: Option<PackedWeight>,
     int8_min_rows: usize,
 }
 
 /// Which kernels serve batches of several token rows (see [`super::kernels`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchKernels {
-    /// Batches of at least this many rows use the int8 AVX-512 kernel (when the CPU has it).
+    /// Batches of at least this many rows use the packed AVX-512 VNNI kernel (when the CPU has
+    /// it; see [`super::kernels`]).
     pub int8_min_rows: Option<usize>,
     /// Batches of at least this many rows use an f32 GEMM on dequantized weight copies.
     pub dense_f32_min_rows: Option<usize>,
@@ -537,24 +608,57 @@ impl Default for BatchKernels {
 
 /// `x (rows × k) · wᵀ`.
 fn matmul(w: &Weight, x: &[f32], rows: usize) -> Result<Vec<f32>, LlmError> {
-    if let Some(q8) = &w.int8
-        && (rows >= w.int8_min_rows || w.q.is_none())
-    {
-        let mut out = vec![0f32; rows * q8.rows()];
-        q8.matmul(x, rows, &mut out);
-        return Ok(out);
-    }
+    let [y] = project([w], x, rows)?;
+    Ok(y)
+}
+
+/// `x (rows × k) · wᵀ` for several weights sharing one input, which the packed kernel quantizes
+/// once for all of them.
+fn project<const N: usize>(
+    ws: [&Weight; N],
+    x: &[f32],
+    rows: usize,
+) -> Result<[Vec<f32>; N], LlmError> {
     let k = x.len() / rows;
-    let t = Tensor::from_slice(x, (rows, k), &Device::Cpu)?;
-    let y = match &w.dense {
-        Some(d) if rows >= w.dense_min_rows => t.matmul(&d.t()?)?,
-        _ => {
-            w.q.as_ref()
-                .expect("a weight keeps its quantized form unless int8 serves all sizes")
-                .forward(&t)?
+    let mut outs: [Vec<f32>; N] = std::array::from_fn(|_| Vec::new());
+    let use_packed = |w: &Weight| w.packed.is_some() && (rows >= w.int8_min_rows || w.q.is_none());
+    // The packed weights share one quantization of x and one parallel pass.
+    let packed: Vec<usize> = (0..N).filter(|&i| use_packed(ws[i])).collect();
+    if !packed.is_empty() {
+        let acts = QuantizedActs::new(x, rows, k);
+        let weights: Vec<&PackedWeight> = packed
+            .iter()
+            .map(|&i| ws[i].packed.as_ref().expect("filtered"))
+            .collect();
+        for (&i, w) in packed.iter().zip(&weights) {
+            outs[i] = vec![0f32; rows * w.rows()];
         }
-    };
-    Ok(y.flatten_all()?.to_vec1::<f32>()?)
+        let mut slices: Vec<&mut [f32]> = outs
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| packed.contains(i))
+            .map(|(_, o)| o.as_mut_slice())
+            .collect();
+        matmul_many(&weights, &acts, &mut slices);
+    }
+    for (w, y) in ws.iter().zip(outs.iter_mut()) {
+        if use_packed(w) {
+            continue;
+        }
+        let t = Tensor::from_slice(x, (rows, k), &Device::Cpu)?;
+        let r = match &w.dense {
+            Some(d) if rows >= w.dense_min_rows => t.matmul(&d.t()?)?,
+            _ => w
+                .q
+                .as_ref()
+                .expect(
+                    "a weight keeps its quantized form unless the packed kernel serves all sizes",
+                )
+                .forward(&t)?,
+        };
+        *y = r.flatten_all()?.to_vec1::<f32>()?;
+    }
+    Ok(outs)
 }
 
 fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
