@@ -150,7 +150,7 @@ fn smoke_run_selects_solutions_and_writes_decodable_sft() {
     ] {
         assert!(iter.join(dir).is_dir(), "{dir} missing");
     }
-    assert_eq!(assert_no_repeated_work(&reference.runs) > 0, true);
+    assert!(assert_no_repeated_work(&reference.runs) > 0);
 
     // Every selection is r* of a cluster of at least τ = 2 that is marked selected.
     for s in &o.selections {

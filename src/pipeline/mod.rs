@@ -335,15 +335,14 @@ pub fn run(
                 .and_then(|s| s.get("complete"))
                 .and_then(|c| c.as_bool())
                 == Some(true)
+                && let Some(summary) = read_json::<RunSummary>(&iter_dir.join("summary.json"))?
             {
-                if let Some(summary) = read_json::<RunSummary>(&iter_dir.join("summary.json"))? {
-                    say(&format!(
-                        "{} is complete; its summary is in {}",
-                        run_dir.display(),
-                        iter_dir.join("summary.json").display()
-                    ));
-                    return Ok(summary);
-                }
+                say(&format!(
+                    "{} is complete; its summary is in {}",
+                    run_dir.display(),
+                    iter_dir.join("summary.json").display()
+                ));
+                return Ok(summary);
             }
             true
         }
