@@ -140,14 +140,7 @@ fn smoke_run_selects_solutions_and_writes_decodable_sft() {
     assert!(reference.table.contains("== ucoder-flow run `smoke` =="));
     assert!(reference.table.contains("rejections"));
     let iter = reference.runs.join("smoke/iter-0");
-    for dir in [
-        "problem_set",
-        "test_cases",
-        "clusters",
-        "selections",
-        "rejections",
-        "sft",
-    ] {
+    for dir in ucoder_flow::pipeline::RESULT_DIRS {
         assert!(iter.join(dir).is_dir(), "{dir} missing");
     }
     assert!(assert_no_repeated_work(&reference.runs) > 0);

@@ -201,17 +201,16 @@ impl ExecutionMemo {
                     candidate_id: CandidateId(row.candidate_id),
                     results: Vec::new(),
                 });
-            if execution
-                .results
-                .iter()
-                .all(|r| r.test_id != TestId(row.test_id))
-            {
-                execution.results.push(TestResult {
-                    test_id: TestId(row.test_id),
-                    outcome,
-                    output_hash: row.output_hash,
-                });
-            }
+            execution.results.push(TestResult {
+                test_id: TestId(row.test_id),
+                outcome,
+                output_hash: row.output_hash,
+            });
+        }
+        // A (candidate, test) row counts once, whatever parts it appears in.
+        for execution in by_candidate.values_mut() {
+            execution.results.sort_by_key(|r| r.test_id);
+            execution.results.dedup_by_key(|r| r.test_id);
         }
         Ok(ExecutionMemo { by_candidate })
     }

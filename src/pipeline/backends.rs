@@ -265,27 +265,40 @@ fn sandbox_error(message: impl ToString) -> BackendError {
     }
 }
 
+/// Submits every job to the pool at once (its workers run them in parallel), then collects the
+/// results in order.
+fn run_jobs(
+    pool: &SandboxPool,
+    jobs: impl Iterator<Item = Job>,
+) -> Vec<Result<JobResult, BackendError>> {
+    let pending: Vec<_> = jobs.map(|job| pool.submit(job)).collect();
+    pending
+        .into_iter()
+        .map(|reply| {
+            reply
+                .recv()
+                .map_err(|_| sandbox_error("the sandbox pool shut down"))?
+                .map_err(sandbox_error)
+        })
+        .collect()
+}
+
 impl Execute for SandboxExecutor {
     fn execute(&mut self, jobs: &[ExecJob]) -> Vec<Result<Execution, BackendError>> {
         let started = Instant::now();
-        let pending: Vec<_> = jobs
-            .iter()
-            .map(|job| {
-                self.pool.submit(Job {
-                    program: job.code.clone(),
-                    tests: job.tests.iter().map(sandbox_test).collect(),
-                    limits: Some(self.limits.clone()),
-                })
-            })
-            .collect();
+        let results = run_jobs(
+            &self.pool,
+            jobs.iter().map(|job| Job {
+                program: job.code.clone(),
+                tests: job.tests.iter().map(sandbox_test).collect(),
+                limits: Some(self.limits.clone()),
+            }),
+        );
         let out = jobs
             .iter()
-            .zip(pending)
-            .map(|(job, reply)| {
-                let result = reply
-                    .recv()
-                    .map_err(|_| sandbox_error("the sandbox pool shut down"))?
-                    .map_err(sandbox_error)?;
+            .zip(results)
+            .map(|(job, result)| {
+                let result = result?;
                 if result.tests.len() != job.tests.len() {
                     return Err(sandbox_error(format!(
                         "candidate {}: {} results for {} tests",
@@ -332,16 +345,7 @@ impl ucoder_operators::Service for SandboxChecker {
     type Response = Result<JobResult, BackendError>;
     fn serve(&mut self, jobs: &[Job]) -> Vec<Result<JobResult, BackendError>> {
         let started = Instant::now();
-        let pending: Vec<_> = jobs.iter().map(|j| self.pool.submit(j.clone())).collect();
-        let out = pending
-            .into_iter()
-            .map(|reply| {
-                reply
-                    .recv()
-                    .map_err(|_| sandbox_error("the sandbox pool shut down"))?
-                    .map_err(sandbox_error)
-            })
-            .collect();
+        let out = run_jobs(&self.pool, jobs.iter().cloned());
         self.clock.record(started, jobs.len(), 0);
         out
     }

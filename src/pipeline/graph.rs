@@ -35,8 +35,7 @@ use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
 use ucoder_operators::{
     BackendError, BackendHandle, BatchPolicy, Candidate, CandidateId, ClusterKey, Completion,
     ExecJob, Execution, Generation, GenerationRequest, ProblemId, RejectReason, Rejection,
-    Selection, SelectionConfig, SignatureKind, TestCase, Verdict, as_insertions, consensus,
-    offload,
+    Selection, SelectionConfig, TestCase, Verdict, as_insertions, consensus, offload,
 };
 
 use super::artifacts::{ExecutionMemo, ExecutionRow, ResponseMemo, ResponseRow};
@@ -77,7 +76,6 @@ impl Failure {
 pub struct GraphContext {
     pub stages: StagePrompts,
     pub selection: SelectionConfig,
-    pub signature: SignatureKind,
     pub dedup_threshold: f32,
     pub problem_count: u64,
     /// One handle per LLM stage, in [`LlmStage::ALL`] order.
@@ -859,16 +857,13 @@ fn build<'s>(scope: Scope<'s, u64>, ctx: &Arc<GraphContext>, collect: &Rc<RefCel
                                     let r: Rc<Ready> = r;
                                     for round in 0..rounds {
                                         let time = capability.delayed(&(round + 1), 0);
-                                        match ctx2.stages.solutions(&r.draft, round) {
-                                            Ok((key, request)) => output.session(&time).give((
-                                                (Rc::clone(&r), round),
-                                                key,
-                                                request,
-                                            )),
-                                            Err(e) => ctx2
-                                                .failure
-                                                .set(format!("rendering the solution prompt: {e}")),
-                                        }
+                                        let (key, request) =
+                                            ctx2.stages.solutions(&r.draft, &r.prompt, round);
+                                        output.session(&time).give((
+                                            (Rc::clone(&r), round),
+                                            key,
+                                            request,
+                                        ));
                                     }
                                 }
                             }
@@ -960,7 +955,7 @@ fn build<'s>(scope: Scope<'s, u64>, ctx: &Arc<GraphContext>, collect: &Rc<RefCel
         };
         let reject = reject.clone();
         let counters = Arc::clone(&counters);
-        let kind = ctx.signature;
+        let kind = ctx.selection.signature;
         checkpointed(
             requests,
             "Executor",

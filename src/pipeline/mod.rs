@@ -162,7 +162,7 @@ fn model_identity(source: &ModelSource) -> String {
 }
 
 /// Derived result folders, rebuilt by every run that completes an iteration.
-const RESULT_DIRS: [&str; 6] = [
+pub const RESULT_DIRS: [&str; 6] = [
     "problem_set",
     "test_cases",
     "clusters",
@@ -179,7 +179,6 @@ fn write_table<R: Record>(iter_dir: &Path, name: &str, rows: &[R]) -> Result<Pat
         fs::remove_dir_all(&building).map_err(StoreError::io(&building))?;
     }
     Stage::<R>::open(&building, 0)?.commit(rows)?;
-    fs::create_dir_all(&building).map_err(StoreError::io(&building))?;
     if dest.exists() {
         fs::remove_dir_all(&dest).map_err(StoreError::io(&dest))?;
     }
@@ -187,11 +186,17 @@ fn write_table<R: Record>(iter_dir: &Path, name: &str, rows: &[R]) -> Result<Pat
     Ok(dest)
 }
 
-fn rejection_key(stage: ucoder_operators::Stage, reason: &str, detail: &str) -> String {
-    let stage = serde_json::to_value(stage)
+/// The stored name of a record stage (`problem`, `rating`, ...).
+fn stage_label(stage: ucoder_operators::Stage) -> String {
+    serde_json::to_value(stage)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The summary's key of a rejection: `stage/reason`, plus the parser's label for unparseable ones.
+fn rejection_key(stage: ucoder_operators::Stage, reason: &str, detail: &str) -> String {
+    let stage = stage_label(stage);
     match detail.split_once(':') {
         Some((label, _))
             if reason == "unparseable"
@@ -492,7 +497,6 @@ pub fn run(
             settings,
         },
         selection: selection_config(&config),
-        signature: selection_config(&config).signature,
         dedup_threshold: config.problems.dedup_threshold,
         problem_count: config.problems.count as u64,
         llm: llm_pools.iter().map(BackendPool::handle).collect(),
@@ -662,9 +666,7 @@ pub fn run(
         &rejections
             .iter()
             .map(|r| RejectionRow {
-                stage: rejection_key(r.stage, "", "")
-                    .trim_end_matches('/')
-                    .to_string(),
+                stage: stage_label(r.stage),
                 problem_id: r.problem_id.map(|p| p.0),
                 reason: r.reason.as_str().to_string(),
                 detail: r.detail.clone(),

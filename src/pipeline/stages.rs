@@ -323,20 +323,20 @@ impl StagePrompts {
             .solution(&draft.statement(), draft.skeleton_code())
     }
 
-    /// Sampling round `round` (0-based) of `draft`: its key and request.
-    pub fn solutions(
-        &self,
-        draft: &Draft,
-        round: u64,
-    ) -> Result<(u64, GenerationRequest), PromptError> {
+    /// Sampling round `round` (0-based) of `draft`, whose solution prompt (rendered once per
+    /// problem by [`StagePrompts::solution_prompt`]) is `prompt`: its key and request.
+    pub fn solutions(&self, draft: &Draft, prompt: &str, round: u64) -> (u64, GenerationRequest) {
         let s = &self.settings;
         let n = (s.samples - round as usize * s.round).min(s.round) as u32;
         let key = indexed_key(draft.problem.id, round);
-        let prompt = self.solution_prompt(draft)?;
-        Ok((
+        let request = s.request(
+            LlmStage::Candidates,
             key,
-            s.request(LlmStage::Candidates, key, prompt, n, s.sample_temperature),
-        ))
+            prompt.to_string(),
+            n,
+            s.sample_temperature,
+        );
+        (key, request)
     }
 }
 
