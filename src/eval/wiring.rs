@@ -99,19 +99,14 @@ impl ProgramChecker for PoolChecker {
             ..self.0.default_limits().clone()
         };
         let tests = problem.tests();
-        let pending: Vec<_> = programs
-            .iter()
-            .map(|p| {
-                self.0.submit(Job {
-                    program: p.clone(),
-                    tests: tests.clone(),
-                    limits: Some(limits.clone()),
-                })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(pending.len());
-        for rx in pending {
-            let result = rx.recv()??;
+        let results = self.0.run_all(programs.iter().map(|p| Job {
+            program: p.clone(),
+            tests: tests.clone(),
+            limits: Some(limits.clone()),
+        }));
+        let mut out = Vec::with_capacity(results.len());
+        for result in results {
+            let result = result?;
             out.push(CheckOutcome {
                 program_error: result
                     .program_error

@@ -265,21 +265,14 @@ fn sandbox_error(message: impl ToString) -> BackendError {
     }
 }
 
-/// Submits every job to the pool at once (its workers run them in parallel), then collects the
-/// results in order.
+/// [`SandboxPool::run_all`], with failures as [`BackendError`]s.
 fn run_jobs(
     pool: &SandboxPool,
     jobs: impl Iterator<Item = Job>,
 ) -> Vec<Result<JobResult, BackendError>> {
-    let pending: Vec<_> = jobs.map(|job| pool.submit(job)).collect();
-    pending
+    pool.run_all(jobs)
         .into_iter()
-        .map(|reply| {
-            reply
-                .recv()
-                .map_err(|_| sandbox_error("the sandbox pool shut down"))?
-                .map_err(sandbox_error)
-        })
+        .map(|result| result.map_err(sandbox_error))
         .collect()
 }
 

@@ -131,6 +131,19 @@ impl SandboxPool {
             .unwrap_or(Err(SandboxError::ShutDown))
     }
 
+    /// Runs several jobs at once (the workers take them in parallel) and returns their results in
+    /// the jobs' order.
+    pub fn run_all(
+        &self,
+        jobs: impl IntoIterator<Item = Job>,
+    ) -> Vec<Result<JobResult, SandboxError>> {
+        let pending: Vec<_> = jobs.into_iter().map(|job| self.submit(job)).collect();
+        pending
+            .into_iter()
+            .map(|reply| reply.recv().unwrap_or(Err(SandboxError::ShutDown)))
+            .collect()
+    }
+
     /// Queues a job; the result arrives on the returned channel.
     pub fn submit(&self, job: Job) -> Receiver<Result<JobResult, SandboxError>> {
         let (tx, rx) = bounded(1);
