@@ -14,22 +14,15 @@ fn canonical_solutions_pass_and_broken_ones_fail() {
     let pool = pool(2);
     let canonical: Vec<_> = problems
         .iter()
-        .map(|p| {
-            pool.submit(Job {
-                program: p.canonical_program(),
-                tests: p.tests(),
-                limits: None,
-            })
-        })
+        .map(|p| pool.submit(Job::new(p.canonical_program(), p.tests())))
         .collect();
     let broken: Vec<_> = problems
         .iter()
         .map(|p| {
-            pool.submit(Job {
-                program: format!("{}    return None\n", p.prompt),
-                tests: p.tests(),
-                limits: None,
-            })
+            pool.submit(Job::new(
+                format!("{}    return None\n", p.prompt),
+                p.tests(),
+            ))
         })
         .collect();
     let mut split = 0;

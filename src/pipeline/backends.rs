@@ -255,6 +255,8 @@ pub fn outcome(verdict: &Verdict) -> Outcome {
         Verdict::Fail => Outcome::Fail,
         Verdict::Error { .. } => Outcome::Error,
         Verdict::Timeout | Verdict::Killed => Outcome::Timeout,
+        // The executor sets no `min_passes`, so no test is skipped.
+        Verdict::Skipped => Outcome::Error,
     }
 }
 
@@ -285,6 +287,7 @@ impl Execute for SandboxExecutor {
                 program: job.code.clone(),
                 tests: job.tests.iter().map(sandbox_test).collect(),
                 limits: Some(self.limits.clone()),
+                min_passes: None,
             }),
         );
         let out = jobs

@@ -1,5 +1,5 @@
-//! What the host offers a worker: the real interpreter path, a per-worker pids cgroup, an
-//! unprivileged uid, and the isolation refusals already logged (each is logged once per process).
+//! What the host offers a worker: the real interpreter path, per-worker job cgroups (pids,
+//! memory, CPU accounting), an unprivileged uid, and the isolation refusals already logged (each is logged once per process).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -64,21 +64,90 @@ pub fn slot_uid() -> u32 {
     1_000_000_000 + (std::process::id() % 1_000_000) * 64 + slot
 }
 
-const CGROUP_V1_PIDS: &str = "/sys/fs/cgroup/pids";
+/// The worker's job cgroups: every job process (and the worker's zygote, which forks them) lives
+/// in them, so the pids cap, the memory limit and the CPU accounting cover the whole job.
+/// Each is created under this process's own cgroup of that controller (cgroup v1) and removed on
+/// drop; a controller the host does not offer is reported with the reason.
+pub struct WorkerCgroups {
+    pub pids: Result<WorkerCgroup, String>,
+    pub memory: Result<WorkerCgroup, String>,
+    pub cpuacct: Result<WorkerCgroup, String>,
+}
 
-/// A pids cgroup for one worker, removed on drop.
+impl WorkerCgroups {
+    /// Creates the three cgroups for one worker; `max_processes` is the job's process cap.
+    pub fn create(uid: u32, max_processes: u64) -> WorkerCgroups {
+        let pids = WorkerCgroup::create("pids", uid).and_then(|c| {
+            // The zygote counts too.
+            std::fs::write(c.path.join("pids.max"), (max_processes + 1).to_string())
+                .map_err(|e| format!("writing {}/pids.max: {e}", c.path.display()))?;
+            Ok(c)
+        });
+        WorkerCgroups {
+            pids,
+            memory: WorkerCgroup::create("memory", uid),
+            cpuacct: WorkerCgroup::create("cpuacct", uid),
+        }
+    }
+
+    /// The worker's configuration entries: `cgroup_<controller>` (a path or null) and
+    /// `cgroup_<controller>_why` (why there is none).
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        for (name, cg) in [
+            ("pids", &self.pids),
+            ("memory", &self.memory),
+            ("cpuacct", &self.cpuacct),
+        ] {
+            let (path, why) = match cg {
+                Ok(c) => (
+                    serde_json::Value::String(c.path.to_string_lossy().into_owned()),
+                    String::new(),
+                ),
+                Err(why) => (serde_json::Value::Null, why.clone()),
+            };
+            out.insert(format!("cgroup_{name}"), path);
+            out.insert(format!("cgroup_{name}_why"), why.into());
+        }
+        out
+    }
+}
+
+/// One cgroup v1 directory for one worker, removed on drop.
 pub struct WorkerCgroup {
     path: PathBuf,
 }
 
+/// This process's own cgroup of a v1 controller, from `/proc/self/cgroup`.
+fn own_cgroup(controller: &str) -> Result<PathBuf, String> {
+    let root = Path::new("/sys/fs/cgroup").join(controller);
+    if !root.join("cgroup.procs").is_file() {
+        return Err(format!(
+            "no cgroup v1 {controller} hierarchy at {} (cgroup v2 delegation is not used)",
+            root.display()
+        ));
+    }
+    let table = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
+    let own = table
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == controller)
+                .then(|| path.to_string())
+        })
+        .next()
+        .ok_or_else(|| format!("/proc/self/cgroup names no {controller} cgroup"))?;
+    Ok(root.join(own.trim_start_matches('/')))
+}
+
 impl WorkerCgroup {
-    /// Creates `/sys/fs/cgroup/pids/ucoder-flow/<pid>-<uid>` with `pids.max`, or says why not.
-    pub fn create(uid: u32, max_processes: u64) -> Result<WorkerCgroup, String> {
-        let root = Path::new(CGROUP_V1_PIDS);
-        if !root.join("cgroup.procs").is_file() {
-            return Err("no cgroup v1 pids hierarchy at /sys/fs/cgroup/pids (cgroup v2 delegation is not used)".into());
-        }
-        let parent = root.join("ucoder-flow");
+    /// Creates `<own cgroup>/ucoder-flow/<pid>-<uid>` for `controller`, or says why not.
+    fn create(controller: &str, uid: u32) -> Result<WorkerCgroup, String> {
+        let parent = own_cgroup(controller)?.join("ucoder-flow");
         if let Err(e) = std::fs::create_dir(&parent)
             && e.kind() != std::io::ErrorKind::AlreadyExists
         {
@@ -91,14 +160,7 @@ impl WorkerCgroup {
         {
             return Err(format!("mkdir {}: {e}", path.display()));
         }
-        // The worker's own PID 1 and waiting outer process count too.
-        std::fs::write(path.join("pids.max"), (max_processes + 4).to_string())
-            .map_err(|e| format!("writing {}/pids.max: {e}", path.display()))?;
         Ok(WorkerCgroup { path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -1,21 +1,28 @@
 //! The sandbox: a pool of isolated, warm Python workers that run untrusted generated code.
 //!
-//! [`SandboxPool`] keeps W forkserver workers (the Python program `worker.py`, shipped inside the
-//! binary) started from the real interpreter. Each worker isolates itself once (PID, network
-//! and mount namespaces, a read-only file system with a private tmpfs per job, a pids cgroup
-//! and an unprivileged uid where the host allows) and forks one child per [`Job`]; the child
-//! gets its own session and rlimits, loads the program and runs the tests. Verdicts are
-//! decided outside the child: a test of the form `assert <expr> == <literal>` (or a
-//! [`TestCase::Call`] with an expected literal) only sends the value of `<expr>` back, as
-//! type-tagged plain data ([`value::Value`]), and the comparison happens here. Asserts that
-//! cannot be split run inside the child and say so ([`TestResult::checked_in_child`]).
-//! Per-test CPU budgets, a whole-job wall deadline, capped output and kill-everything cleanup
-//! are enforced by the worker; a worker that dies or hangs is killed and replaced by the pool
+//! [`SandboxPool`] keeps W workers (the Python program `worker.py`, shipped inside the binary)
+//! started from the real interpreter. Each worker isolates itself once (PID, network, mount and
+//! IPC namespaces, a read-only file system with a private tmpfs per job, job cgroups for pids,
+//! memory and CPU accounting, an unprivileged uid where the host allows) and is three processes:
+//! a supervisor that talks to this pool and plans the tests, a zygote forked before any job
+//! existed, and one child per [`Job`] forked from the zygote, so the child's memory has never
+//! held an expected value, another job's data or the result channel. The child gets its own
+//! session, rlimits and a seccomp filter, loads the program and runs the tests.
+//!
+//! Verdicts are decided outside the child wherever the test's form allows ([`judge`]): equality,
+//! tolerance (`abs(E - L) < eps`, `math.isclose`), membership in a literal, `is None`, truthiness
+//! of a call and expected exceptions send back only the value (as type-tagged plain data,
+//! [`value::Value`]) or the exception's class names. Asserts that cannot be split run inside the
+//! child and say so ([`TestResult::checked_in_child`]). Reports travel on a pipe made for the job
+//! alone; anything malformed is a protocol violation of that job. Per-test CPU budgets (from the
+//! job's cgroup), a whole-job wall deadline, capped output and kill-everything cleanup are
+//! enforced by the supervisor; a worker that dies or hangs is killed and replaced by the pool
 //! and its job re-run once, then reported as killed. A job is never lost and never passes
 //! without having run.
 
 mod bench;
 mod host;
+pub mod judge;
 mod pool;
 pub mod protocol;
 pub mod pysource;
@@ -136,6 +143,23 @@ pub struct Job {
     pub tests: Vec<TestCase>,
     /// Overrides the pool's default limits.
     pub limits: Option<Limits>,
+    /// Stop the job as soon as fewer than this many of its tests can still pass (its passes so
+    /// far plus the tests not yet decided): the rest are [`Verdict::Skipped`]. For a consumer
+    /// that can no longer use the candidate (e.g. e(r) >= rho is out of reach). `None` runs
+    /// every test.
+    pub min_passes: Option<usize>,
+}
+
+impl Job {
+    /// A job that runs every test under the pool's limits.
+    pub fn new(program: impl Into<String>, tests: Vec<TestCase>) -> Job {
+        Job {
+            program: program.into(),
+            tests,
+            limits: None,
+            min_passes: None,
+        }
+    }
 }
 
 /// One test.
@@ -174,6 +198,8 @@ pub enum Verdict {
     Timeout,
     /// The process died (signal, output limit, job deadline, protocol violation, lost worker).
     Killed,
+    /// Not run: the job stopped early because it could no longer reach [`Job::min_passes`].
+    Skipped,
 }
 
 /// The outcome of one test.
@@ -186,7 +212,8 @@ pub struct TestResult {
     pub output_hash: Option<u64>,
     /// The returned value, for tests that returned one.
     pub value: Option<Value>,
-    /// True when the verdict came from an assert that ran inside the candidate's process.
+    /// True when the verdict was decided inside the candidate's process ("decided in child"): an
+    /// assert of a form the supervisor cannot split, so the candidate's own code could sway it.
     pub checked_in_child: bool,
     /// Why the verdict is what it is, when there is more to say (kill reason, invalid test).
     pub detail: Option<String>,
@@ -216,6 +243,10 @@ pub struct JobResult {
     pub attempts: u32,
     /// Wall time from dispatch to answer.
     pub wall: Duration,
+    /// Peak memory of the job's processes together (its memory cgroup), where the host has one.
+    pub memory_peak_bytes: Option<u64>,
+    /// True when the job stopped early ([`Job::min_passes`]); its untried tests are skipped.
+    pub stopped_early: bool,
 }
 
 impl JobResult {

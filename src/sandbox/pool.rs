@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use serde_json::{Value as Json, json};
 
-use super::host::{self, WorkerCgroup};
+use super::host;
+use super::judge::{self, Report};
 use super::protocol::{FrameError, FrameReader, PROTOCOL_VERSION, write_frame};
 use super::value::Value;
 use super::{
@@ -224,20 +225,22 @@ struct WorkerProcess {
     child: Child,
     stdin: ChildStdin,
     reader: FrameReader<ChildStdout>,
-    _cgroup: Option<WorkerCgroup>,
+    _cgroups: host::WorkerCgroups,
     _scratch: Option<tempfile::TempDir>,
 }
 
 impl WorkerProcess {
     fn start(spec: &WorkerSpec) -> Result<(WorkerProcess, Hello), SandboxError> {
         let limits = &spec.config.limits;
-        let (cgroup, cgroup_why) = if spec.config.cgroup {
-            match WorkerCgroup::create(spec.uid.unwrap_or(spec.slot as u32), limits.processes) {
-                Ok(c) => (Some(c), String::new()),
-                Err(why) => (None, why),
-            }
+        let cgroups = if spec.config.cgroup {
+            host::WorkerCgroups::create(spec.uid.unwrap_or(spec.slot as u32), limits.processes)
         } else {
-            (None, "disabled by configuration".to_string())
+            let off = || Err("disabled by configuration".to_string());
+            host::WorkerCgroups {
+                pids: off(),
+                memory: off(),
+                cpuacct: off(),
+            }
         };
         let scratch = tempfile::Builder::new()
             .prefix("ucoder-sandbox-")
@@ -248,16 +251,17 @@ impl WorkerProcess {
         } else {
             "the pool does not run as root, so it cannot switch uid"
         };
-        let cfg = json!({
+        let mut cfg = json!({
             "protocol": PROTOCOL_VERSION,
             "namespaces": spec.config.namespaces,
             "uid": spec.uid,
             "uid_why": uid_why,
-            "cgroup": cgroup.as_ref().map(|c| c.path().to_string_lossy().to_string()),
-            "cgroup_why": cgroup_why,
             "scratch": scratch.path().to_string_lossy(),
             "limits": limits.to_json(),
         });
+        if let Json::Object(map) = &mut cfg {
+            map.extend(cgroups.to_json());
+        }
         let mut cmd = Command::new(&spec.python);
         cmd.args(["-s", "-S", "-P", "-c", WORKER_SOURCE])
             .arg(cfg.to_string())
@@ -333,7 +337,7 @@ impl WorkerProcess {
                 child,
                 stdin,
                 reader,
-                _cgroup: cgroup,
+                _cgroups: cgroups,
                 _scratch: Some(scratch),
             },
             Hello { features, python },
@@ -411,36 +415,17 @@ fn run_task(
         }
         let w = worker.as_mut().expect("worker present");
         let deadline = Instant::now() + limits.job_wall + HANG_GRACE;
-        let outcome = write_frame(&mut w.stdin, &request)
-            .map_err(FrameError::Io)
-            .and_then(|()| w.reader.read(deadline));
-        match outcome {
-            Ok(resp) => {
-                if resp.get("id") != Some(&json!(id)) {
-                    events.push(format!(
-                        "attempt {attempt}: worker answered another job; worker replaced"
-                    ));
-                } else if let Some(err) = resp.get("worker_error") {
-                    return Err(SandboxError::Worker(
-                        err.as_str().unwrap_or("?").to_string(),
-                    ));
-                } else {
-                    let mut result = decode_response(&resp, job.tests.len())?;
-                    events.append(&mut result.events);
-                    result.events = events;
-                    result.attempts = attempt;
-                    result.wall = started.elapsed();
-                    return Ok(result);
-                }
+        match exchange(w, &request, job, id, deadline) {
+            Ok(mut result) => {
+                events.append(&mut result.events);
+                result.events = events;
+                result.attempts = attempt;
+                result.wall = started.elapsed();
+                return Ok(result);
             }
-            Err(e) => {
-                let what = match e {
-                    FrameError::Timeout => "hung past the job deadline".to_string(),
-                    FrameError::Eof => "died".to_string(),
-                    other => format!("failed ({other})"),
-                };
+            Err(why) => {
                 events.push(format!(
-                    "attempt {attempt}: worker {what}; killed and replaced"
+                    "attempt {attempt}: worker {why}; killed and replaced"
                 ));
             }
         }
@@ -474,9 +459,80 @@ fn run_task(
         events,
         attempts: MAX_ATTEMPTS,
         wall: started.elapsed(),
+        memory_peak_bytes: None,
+        stopped_early: false,
     })
 }
 
+/// One attempt of a job on one worker: sends it, reads the result batches as the tests end
+/// (asking the worker to stop once the job can no longer reach [`Job::min_passes`]), and the
+/// closing frame. `Err` says why the worker must be replaced (it died, hung, broke the
+/// protocol or reported an internal error); a failing candidate is never an `Err`.
+fn exchange(
+    w: &mut WorkerProcess,
+    request: &Json,
+    job: &Job,
+    id: u64,
+    deadline: Instant,
+) -> Result<JobResult, String> {
+    let n = job.tests.len();
+    write_frame(&mut w.stdin, request).map_err(|e| format!("failed ({e})"))?;
+    let mut tests: Vec<Option<TestResult>> = vec![None; n];
+    let mut passed = 0usize;
+    let mut decided = 0usize;
+    let mut stop_sent = false;
+    loop {
+        let frame = w.reader.read(deadline).map_err(|e| match e {
+            FrameError::Timeout => "hung past the job deadline".to_string(),
+            FrameError::Eof => "died".to_string(),
+            other => format!("failed ({other})"),
+        })?;
+        if frame.get("id") != Some(&json!(id)) {
+            return Err("answered another job".into());
+        }
+        if let Some(err) = frame.get("worker_error") {
+            return Err(format!(
+                "reported an internal error ({})",
+                err.as_str().unwrap_or("?")
+            ));
+        }
+        if let Some(batch) = frame.get("results") {
+            let batch = batch.as_array().ok_or("sent results that are not a list")?;
+            for t in batch {
+                let i = t
+                    .get("i")
+                    .and_then(|i| i.as_u64())
+                    .map(|i| i as usize)
+                    .filter(|i| *i < n)
+                    .ok_or("sent a result for no test of the job")?;
+                if tests[i].is_some() {
+                    return Err(format!("sent test {i} twice"));
+                }
+                let result = decode_test(t).map_err(|e| format!("broke the protocol ({e})"))?;
+                decided += 1;
+                passed += usize::from(result.verdict == Verdict::Pass);
+                tests[i] = Some(result);
+            }
+            if let Some(min) = job.min_passes
+                && !stop_sent
+                && decided < n
+                && passed + (n - decided) < min
+            {
+                write_frame(&mut w.stdin, &json!({"stop": id}))
+                    .map_err(|e| format!("failed ({e})"))?;
+                stop_sent = true;
+            }
+        }
+        if frame.get("end") == Some(&Json::Bool(true)) {
+            let tests = tests
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| t.ok_or(format!("ended the job without test {i}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(decode_end(&frame, tests));
+        }
+    }
+}
 fn test_json(t: &TestCase) -> Json {
     match t {
         TestCase::Assert { source } => json!({"kind": "assert", "source": source}),
@@ -492,15 +548,8 @@ fn protocol(what: &str) -> SandboxError {
     SandboxError::Protocol(what.to_string())
 }
 
-/// Turns the worker's answer into a [`JobResult`], deciding split verdicts here.
-fn decode_response(resp: &Json, n_tests: usize) -> Result<JobResult, SandboxError> {
-    let tests = resp
-        .get("tests")
-        .and_then(|t| t.as_array())
-        .ok_or_else(|| protocol("no tests array"))?;
-    if tests.len() != n_tests {
-        return Err(protocol("test count differs from the job"));
-    }
+/// The closing frame of a job, with its tests' results already decoded.
+fn decode_end(resp: &Json, tests: Vec<TestResult>) -> JobResult {
     let program_error = match resp.get("program_error") {
         None | Some(Json::Null) => None,
         Some(e) => Some(ProgramError {
@@ -516,19 +565,15 @@ fn decode_response(resp: &Json, n_tests: usize) -> Result<JobResult, SandboxErro
                 .to_string(),
         }),
     };
-    let results = tests
-        .iter()
-        .map(decode_test)
-        .collect::<Result<Vec<_>, _>>()?;
     let text = |k: &str| {
         resp.get(k)
             .and_then(|s| s.as_str())
             .unwrap_or("")
             .to_string()
     };
-    Ok(JobResult {
+    JobResult {
         program_error,
-        tests: results,
+        tests,
         stdout: text("stdout"),
         stderr: text("stderr"),
         output_bytes: resp
@@ -546,9 +591,10 @@ fn decode_response(resp: &Json, n_tests: usize) -> Result<JobResult, SandboxErro
             .unwrap_or_default(),
         attempts: 1,
         wall: Duration::ZERO,
-    })
+        memory_peak_bytes: resp.get("memory_peak").and_then(|m| m.as_u64()),
+        stopped_early: resp.get("stopped") == Some(&Json::Bool(true)),
+    }
 }
-
 fn decode_test(t: &Json) -> Result<TestResult, SandboxError> {
     let status = t
         .get("s")
@@ -558,7 +604,7 @@ fn decode_test(t: &Json) -> Result<TestResult, SandboxError> {
     let duration = t
         .get("cpu")
         .and_then(|c| c.as_f64())
-        .filter(|c| c.is_finite() && *c >= 0.0)
+        .filter(|c| c.is_finite() && *c >= 0.0 && *c < 1e7)
         .map(Duration::from_secs_f64)
         .unwrap_or(Duration::ZERO);
     let mut result = TestResult {
@@ -572,6 +618,8 @@ fn decode_test(t: &Json) -> Result<TestResult, SandboxError> {
     let error = |kind: &str| Verdict::Error {
         kind: kind.to_string(),
     };
+    let judge_spec = t.get("judge");
+    let kind = t.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
     result.verdict = match status {
         "v" => {
             let raw = t
@@ -584,11 +632,7 @@ fn decode_test(t: &Json) -> Result<TestResult, SandboxError> {
                 }
                 Ok(value) => {
                     result.output_hash = Some(value.signature_hash());
-                    let verdict = if value == Value::Truncated {
-                        error("ValueTooLarge")
-                    } else {
-                        judge(&value, t)?
-                    };
+                    let verdict = judge::decide(Report::Value(&value), judge_spec)?;
                     result.value = Some(value);
                     verdict
                 }
@@ -599,40 +643,26 @@ fn decode_test(t: &Json) -> Result<TestResult, SandboxError> {
         }
         "pass" => Verdict::Pass,
         "fail" => Verdict::Fail,
-        "raised" => error(t.get("kind").and_then(|k| k.as_str()).unwrap_or("?")),
+        "raised" if judge_spec.is_some() => {
+            let mro: Vec<String> = t
+                .get("mro")
+                .and_then(|m| m.as_array())
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|c| c.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            judge::decide(Report::Raised { kind, mro: &mro }, judge_spec)?
+        }
+        "returned" => judge::decide(Report::Returned, judge_spec)?,
+        "raised" => error(kind),
         "timeout" => Verdict::Timeout,
         "killed" => Verdict::Killed,
+        "skipped" => Verdict::Skipped,
         "invalid" => error("InvalidTest"),
         "program_error" => error("ProgramError"),
         other => return Err(protocol(&format!("unknown test status {other:?}"))),
     };
     Ok(result)
-}
-
-/// The outside comparison: the child only sent `value`; `expected` came from the trusted parent.
-fn judge(value: &Value, t: &Json) -> Result<Verdict, SandboxError> {
-    let Some(cmp) = t.get("cmp").and_then(|c| c.as_str()) else {
-        return Ok(Verdict::Pass); // a call without an expected value: it returned
-    };
-    let expected = match t.get("expected") {
-        None | Some(Json::Null) => None,
-        Some(e) => {
-            Some(Value::from_json(e).map_err(|e| protocol(&format!("expected value: {e}")))?)
-        }
-    };
-    let need = || {
-        expected
-            .as_ref()
-            .ok_or_else(|| protocol("comparison without expected value"))
-    };
-    let ok = match cmp {
-        "eq" => value.py_eq(need()?),
-        "ne" => !value.py_eq(need()?) && !matches!(value, Value::Opaque(_)),
-        "is" => value.is_same_singleton(need()?),
-        "isnot" => !value.is_same_singleton(need()?),
-        "truthy" => value.truthy() == Some(true),
-        "falsy" => value.truthy() == Some(false),
-        other => return Err(protocol(&format!("unknown comparison {other:?}"))),
-    };
-    Ok(if ok { Verdict::Pass } else { Verdict::Fail })
 }

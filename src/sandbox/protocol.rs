@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
 /// Version of the protocol spoken by this crate and by the embedded `worker.py`.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// First four bytes of every frame.
 pub const MAGIC: &[u8; 4] = b"UCSB";
 /// Largest payload either side accepts.

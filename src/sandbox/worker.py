@@ -1,55 +1,86 @@
-# ucoder-flow sandbox worker: a forkserver that runs untrusted Python one job at a time.
+# ucoder-flow sandbox worker: runs untrusted Python one job at a time.
 #
 # Started by the Rust SandboxPool from the real interpreter with `-s -S -P`, an environment that
-# holds only PYTHONHASHSEED, and one argument: a JSON config. It sets up its isolation once
-# (PID, network and mount namespaces, a read-only file system view, a process cap), pre-imports
-# the standard modules generated code uses, and then serves framed, versioned requests on fd 0,
-# answering on fd 1. Per job it forks a child that drops to an unprivileged uid, gets its own
-# session, rlimits and a private tmpfs as working directory, loads the program and runs the
-# tests. Expected values never enter the child: tests written as `assert <expr> == <literal>`
-# are split here with `ast`; the child sends back the value of <expr> as type-tagged plain data,
-# and the Rust side compares it with the literal. The parent (this process) measures CPU time,
-# drains and caps output, kills every process of the job when it ends, and resumes the job in a
-# fresh child after a test that killed its process.
+# holds only PYTHONHASHSEED, and one argument: a JSON config. Three roles, three processes:
+#
+# - The SUPERVISOR (PID 1 of the worker's PID namespace when the host allows one) sets up the
+#   isolation once (PID, network, mount and IPC namespaces, a read-only file system view), then
+#   serves framed, versioned requests from Rust on fd 0 and answers on fd 1. It plans every test:
+#   a test of a form it can judge (`assert E == L`, `abs(E - L) < eps`, `math.isclose(E, L)`,
+#   `E in (L, ...)`, `E is None`, `assert f(...)`, an expected exception) is split into the part
+#   the child must run (E) and the expected part, which stays here and goes to Rust with the
+#   child's value. It never runs candidate code and no job process is ever forked from it.
+# - The ZYGOTE is forked from the supervisor at the end of set-up, before any job exists: it has
+#   the pre-imported modules and the value tagger, and has never held a program, a test, an
+#   expected value or a result channel. Per job it receives, over a Unix socket, only file
+#   descriptors (job input, result pipe, stdout, stderr), forks the job's child, and reports the
+#   child's exit status. It sits in the worker's job cgroups (pids, memory, CPU accounting), so
+#   every job process inherits them with no migration cost.
+# - The CHILD drops to an unprivileged uid, gets its own session, rlimits, a seccomp filter (no
+#   keyring, ptrace or cross-process memory calls) and the job's private tmpfs as working
+#   directory, reads its job (the program and the parts of the tests it must run, never an
+#   expected value) from a memfd, and reports each test's value or status as length-prefixed
+#   JSON on a pipe made for this job alone. The supervisor reads that pipe with strict limits:
+#   anything malformed is a protocol violation of that job, never a crash of the worker.
+#
+# The supervisor measures CPU from the job's cgroup, drains and caps output, kills every process
+# of the job when it ends, empties the worker's SysV IPC namespace, and resumes the job in a
+# fresh child after a test that killed its process. Rust may send `{"stop": id}` while a job
+# runs: the rest of its tests are then skipped.
 
 import ast
 import errno
 import gc
 import json
+import marshal
+import math
 import os
 import select
 import signal
+import socket
 import struct
 import sys
 import time
 
-PROTOCOL = 1
+PROTOCOL = 2
 MAGIC = b"UCSB"
 HEADER = struct.Struct("<4sII")
 MAX_FRAME = 256 << 20
+CHILD_LEN = struct.Struct("<I")
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
-MS_REMOUNT = 32
 MS_BIND = 4096
 MS_MOVE = 8192
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_NAME = 15
+PR_SET_SECCOMP = 22
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+SECCOMP_MODE_FILTER = 2
 SYS_MOUNT_SETATTR = 442
 AT_FDCWD = -100
 AT_RECURSIVE = 0x8000
 MOUNT_ATTR_RDONLY = 1
 MOUNT_ATTR_NOSUID = 2
 MOUNT_ATTR_NODEV = 4
+IPC_RMID = 0
+
+# Room in the job's memory cgroup for the zygote's own pages (it sits in the cgroup too).
+ZYGOTE_MEMORY = 64 << 20
+
+# Child fds: 0 /dev/null, 1 stdout pipe, 2 stderr pipe, 3 result pipe, 4 job memfd.
+RESULT_FD = 3
+JOB_FD = 4
 
 PREIMPORT = (
     "abc array bisect calendar cmath collections collections.abc copy dataclasses datetime "
@@ -89,7 +120,14 @@ def feature(name, fn):
         return False
 
 
-# ---------------------------------------------------------------- framing
+def set_name(name):
+    try:
+        libc().prctl(PR_SET_NAME, name, 0, 0, 0)
+    except Exception:
+        pass
+
+
+# ---------------------------------------------------------------- framing (Rust <-> supervisor)
 
 
 def read_exact(fd, n):
@@ -110,31 +148,9 @@ def write_all(fd, data):
         view = view[n:]
 
 
-# Bound at import, before any candidate code runs: a program that replaces `json.dumps` or
-# builtins does not change how its results are framed.
-# The C encoder is used directly: JSONEncoder.encode itself calls `isinstance`, which a program
-# may have replaced.
-def _no_default(o):
-    raise TypeError("not JSON data")
-
-
-_c_encoder = json.encoder.c_make_encoder(
-    None, _no_default, json.encoder.c_encode_basestring, None, ":", ",", False, False, True
-)
-_join = "".join
-
-
-def _json_encode(obj):
-    return _join(_c_encoder(obj, 0))
-
-
-_header_pack = HEADER.pack
-_bytes_len = len
-
-
 def encode_frame(obj):
-    data = _json_encode(obj).encode("utf-8")
-    return _header_pack(MAGIC, PROTOCOL, _bytes_len(data)) + data
+    data = json.dumps(obj, separators=(",", ":"), allow_nan=True).encode("utf-8")
+    return HEADER.pack(MAGIC, PROTOCOL, len(data)) + data
 
 
 def read_frame(fd):
@@ -158,7 +174,6 @@ def make_tagger(max_bytes, max_depth=64):
     _type = type
     _issubclass = issubclass
     _len = len
-    _isnan = float.__ne__
     f_repr = float.__repr__
     i_str = int.__repr__
     i_int = int.__int__
@@ -175,10 +190,10 @@ def make_tagger(max_bytes, max_depth=64):
     c_real = complex.real.__get__
     c_imag = complex.imag.__get__
     _list = list
+    _ord = ord
     _int, _float, _str, _bytes, _bytearray = int, float, str, bytes, bytearray
     _tuple, _set, _frozenset, _dict, _complex, _bool = tuple, set, frozenset, dict, complex, bool
     none_t = _type(None)
-    _isnan  # (kept for clarity)
 
     class TooLarge(Exception):
         pass
@@ -220,7 +235,7 @@ def make_tagger(max_bytes, max_depth=64):
                     s_enc(s, "utf-8")
                     return ["s", s]
                 except UnicodeEncodeError:
-                    return ["u", [ord(ch) for ch in s]]
+                    return ["u", [_ord(ch) for ch in s]]
             if _issubclass(t, _bytes) or _issubclass(t, _bytearray):
                 b = ba_bytes(v) if _issubclass(t, _bytearray) else v
                 spend(2 * _len(b))
@@ -251,15 +266,24 @@ def make_tagger(max_bytes, max_depth=64):
     return tag
 
 
-# ---------------------------------------------------------------- splitting asserts
+# ---------------------------------------------------------------- planning (supervisor only)
+#
+# A plan is (child_part, judge). `child_part` is what the child runs, as plain data with code
+# objects (marshalled into the job's input); `judge` is what decides the verdict from the
+# child's report, kept here and sent to Rust with it. Test forms that cannot be split run in the
+# child as a whole (`("assert", code)`, judge None) and are labelled "decided in child".
+
+
+def _literal(node):
+    """(True, value) when `node` is a Python literal (constants, containers, -x, a+bj)."""
+    try:
+        return True, ast.literal_eval(node)
+    except Exception:
+        return False, None
 
 
 def _is_literal(node):
-    try:
-        ast.literal_eval(node)
-        return True
-    except Exception:
-        return False
+    return _literal(node)[0]
 
 
 def _is_plain_call(node):
@@ -271,100 +295,248 @@ def _is_plain_call(node):
     )
 
 
+def _number(value):
+    return type(value) in (int, float) and value == value
+
+
+def _split_eq(test_expr):
+    """`E == L`, `E != L`, `E is None/True/False`, `E is not ...` (either side literal)."""
+    if not (isinstance(test_expr, ast.Compare) and len(test_expr.ops) == 1):
+        return None
+    op = test_expr.ops[0]
+    left, right = test_expr.left, test_expr.comparators[0]
+    cmp = {ast.Eq: "eq", ast.NotEq: "ne", ast.Is: "is", ast.IsNot: "isnot",
+           ast.In: "in", ast.NotIn: "notin"}.get(type(op))
+    if cmp is None:
+        return None
+    lit_l, val_l = _literal(left)
+    lit_r, val_r = _literal(right)
+    if cmp in ("in", "notin"):
+        # Membership in a literal container (list, tuple, set, frozenset, dict keys, substring).
+        if lit_r and not lit_l and type(val_r) in (list, tuple, set, frozenset, dict, str, bytes):
+            return left, {"cmp": cmp, "value": val_r}
+        return None
+    if lit_r and not lit_l:
+        expr, lit = left, val_r
+    elif lit_l and not lit_r:
+        expr, lit = right, val_l
+    else:
+        return None
+    if cmp in ("is", "isnot") and not (lit is None or lit is True or lit is False):
+        return None
+    return expr, {"cmp": cmp, "value": lit}
+
+
+def _abs_diff(node):
+    """`abs(E - L)` or `abs(L - E)` with numeric literal L -> (E, L)."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "abs"
+            and len(node.args) == 1 and not node.keywords):
+        return None
+    inner = node.args[0]
+    if not (isinstance(inner, ast.BinOp) and isinstance(inner.op, ast.Sub)):
+        return None
+    lit_l, val_l = _literal(inner.left)
+    lit_r, val_r = _literal(inner.right)
+    if lit_r and not lit_l and _number(val_r):
+        return inner.left, val_r
+    if lit_l and not lit_r and _number(val_l):
+        return inner.right, val_l
+    return None
+
+
+def _split_approx(test_expr):
+    """`abs(E - L) < eps` (or <=, or mirrored) and `math.isclose(E, L, rel_tol=, abs_tol=)`."""
+    if isinstance(test_expr, ast.Compare) and len(test_expr.ops) == 1:
+        op = type(test_expr.ops[0])
+        left, right = test_expr.left, test_expr.comparators[0]
+        mirrored = {ast.Gt: ast.Lt, ast.GtE: ast.LtE}
+        if op in mirrored:
+            left, right, op = right, left, mirrored[op]
+        if op in (ast.Lt, ast.LtE):
+            diff = _abs_diff(left)
+            ok, tol = _literal(right)
+            if diff and ok and _number(tol):
+                expr, lit = diff
+                return expr, {"cmp": "absdiff", "value": lit, "tol": float(tol),
+                              "strict": op is ast.Lt}
+        return None
+    if not isinstance(test_expr, ast.Call):
+        return None
+    f = test_expr.func
+    named = (isinstance(f, ast.Attribute) and f.attr == "isclose" and isinstance(f.value, ast.Name)
+             and f.value.id == "math") or (isinstance(f, ast.Name) and f.id == "isclose")
+    if not named or len(test_expr.args) != 2:
+        return None
+    tols = {"rel_tol": 1e-9, "abs_tol": 0.0}
+    for k in test_expr.keywords:
+        ok, v = _literal(k.value)
+        if k.arg not in tols or not ok or not _number(v) or v < 0:
+            return None
+        tols[k.arg] = float(v)
+    a, b = test_expr.args
+    lit_a, val_a = _literal(a)
+    lit_b, val_b = _literal(b)
+    if lit_b and not lit_a and _number(val_b):
+        expr, lit = a, val_b
+    elif lit_a and not lit_b and _number(val_a):
+        expr, lit = b, val_a
+    else:
+        return None
+    return expr, {"cmp": "isclose", "value": lit, "rel_tol": tols["rel_tol"], "abs_tol": tols["abs_tol"]}
+
+
+def _split_truth(test_expr):
+    """`assert f(<literals>)` / `assert not f(<literals>)`: only the returned value is judged
+    outside. Any other bare expression would compute its verdict inside the child."""
+    negated = isinstance(test_expr, ast.UnaryOp) and isinstance(test_expr.op, ast.Not)
+    inner = test_expr.operand if negated else test_expr
+    if _is_plain_call(inner):
+        return inner, {"cmp": "falsy" if negated else "truthy"}
+    return None
+
+
+def _exception_names(node):
+    """`ValueError` or `(ValueError, TypeError)` -> names, else None."""
+    if isinstance(node, ast.Name):
+        return [node.id]
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        return [node.attr]
+    if isinstance(node, ast.Tuple) and node.elts:
+        names = [_exception_names(e) for e in node.elts]
+        if all(n and len(n) == 1 for n in names):
+            return [n[0] for n in names]
+    return None
+
+
+def _is_assert_false(stmt):
+    return isinstance(stmt, ast.Assert) and isinstance(stmt.test, ast.Constant) and not stmt.test.value
+
+
+def _split_raises(stmt):
+    """An expected exception, as a statement:
+        try: E [; assert False]  except X[ as e]: pass  [else: assert False]
+        with pytest.raises(X): E
+    -> (the statement the child runs, the exception class names)."""
+    if isinstance(stmt, ast.Try) and len(stmt.handlers) == 1 and not stmt.finalbody:
+        h = stmt.handlers[0]
+        body = list(stmt.body)
+        fails_after = False
+        if len(body) == 2 and _is_assert_false(body[1]):
+            body = body[:1]
+            fails_after = True
+        if stmt.orelse:
+            if len(stmt.orelse) == 1 and _is_assert_false(stmt.orelse[0]):
+                fails_after = True
+            else:
+                return None
+        if not fails_after or len(body) != 1 or not isinstance(body[0], (ast.Expr, ast.Assign)):
+            return None
+        if h.type is None or not all(isinstance(s, ast.Pass) for s in h.body):
+            return None
+        names = _exception_names(h.type)
+        if not names or "BaseException" in names:
+            return None
+        return body[0], names
+    if isinstance(stmt, ast.With) and len(stmt.items) == 1 and len(stmt.body) == 1:
+        ctx = stmt.items[0].context_expr
+        if (isinstance(ctx, ast.Call) and isinstance(ctx.func, ast.Attribute) and ctx.func.attr == "raises"
+                and isinstance(ctx.func.value, ast.Name) and ctx.func.value.id == "pytest"
+                and len(ctx.args) == 1 and not ctx.keywords and stmt.items[0].optional_vars is None
+                and isinstance(stmt.body[0], (ast.Expr, ast.Assign))):
+            names = _exception_names(ctx.args[0])
+            if names and "BaseException" not in names:
+                return stmt.body[0], names
+    return None
+
+
+def _judge(spec, tag):
+    """The judge sent to Rust: the comparison with its expected value as tagged data."""
+    out = dict(spec)
+    if "value" in out:
+        out["value"] = tag(out["value"])
+    return out
+
+
 def plan_test(test, tag):
-    """Turns one test into (plan sent to the child, expected kept here)."""
+    """Turns one test into (child part, judge). Invalid tests get ("invalid", why) and no judge."""
     kind = test.get("kind")
     if kind == "call":
         fn = test.get("function")
         args = test.get("args")
         if not isinstance(fn, str) or not isinstance(args, str):
-            return {"mode": "invalid", "why": "call test needs function and args strings"}, None
+            return ("invalid", "call test needs function and args strings"), None
         try:
-            ast.parse(fn, mode="eval")
+            fn_code = compile(ast.Expression(body=ast.parse(fn, mode="eval").body), "<function>", "eval")
             a = ast.literal_eval(args)
             if not isinstance(a, (list, tuple)):
                 raise ValueError("args must be a list or tuple literal")
         except Exception as e:
-            return {"mode": "invalid", "why": "args: %s" % clean_text(str(e), 300)}, None
-        expected = None
+            return ("invalid", "args: %s" % clean_text(str(e), 300)), None
+        judge = None
         if test.get("expected") is not None:
             try:
-                expected = {"cmp": "eq", "value": tag(ast.literal_eval(test["expected"]))}
+                judge = _judge({"cmp": "eq", "value": ast.literal_eval(test["expected"])}, tag)
             except Exception as e:
-                return {"mode": "invalid", "why": "expected is not a Python literal: %s" % clean_text(str(e), 300)}, None
-        return {"mode": "call", "fn_code": compile(fn, "<function>", "eval"), "args": a}, expected
+                return ("invalid", "expected is not a Python literal: %s" % clean_text(str(e), 300)), None
+        return ("call", fn_code, tuple(a)), judge
     if kind != "assert" or not isinstance(test.get("source"), str):
-        return {"mode": "invalid", "why": "unknown test kind"}, None
+        return ("invalid", "unknown test kind"), None
     source = test["source"]
     try:
         tree = ast.parse(source)
     except Exception as e:
-        return {"mode": "invalid", "why": "assert does not parse: %s" % clean_text(str(e), 300)}, None
-    body = tree.body
+        return ("invalid", "assert does not parse: %s" % clean_text(str(e), 300)), None
     try:
-        child_only = {"mode": "assert", "code": compile(tree, "<test>", "exec")}
+        whole = ("assert", compile(tree, "<test>", "exec"))
     except Exception as e:
-        return {"mode": "invalid", "why": "assert does not compile: %s" % clean_text(str(e), 300)}, None
-    if not body or not isinstance(body[-1], ast.Assert):
-        return child_only, None
-    setup = ast.unparse(ast.Module(body=body[:-1], type_ignores=[])) if len(body) > 1 else ""
-    test_expr = body[-1].test
-    split = None
-    if isinstance(test_expr, ast.Compare) and len(test_expr.ops) == 1:
-        op = test_expr.ops[0]
-        left, right = test_expr.left, test_expr.comparators[0]
-        cmp = {ast.Eq: "eq", ast.NotEq: "ne", ast.Is: "is", ast.IsNot: "isnot"}.get(type(op))
-        if cmp:
-            lit_l, lit_r = _is_literal(left), _is_literal(right)
-            if lit_r and not lit_l:
-                split = (left, cmp, right)
-            elif lit_l and not lit_r:
-                split = (right, cmp, left)
-            if split and cmp in ("is", "isnot"):
-                if not (isinstance(split[2], ast.Constant) and split[2].value in (None, True, False)):
-                    split = None
-    else:
-        # `assert f(<literals>)` / `assert not f(<literals>)`: only the returned value is judged
-        # outside. Any other expression would compute the verdict (and hold its expected values)
-        # inside the child, so it stays an in-child assert.
-        negated = isinstance(test_expr, ast.UnaryOp) and isinstance(test_expr.op, ast.Not)
-        inner = test_expr.operand if negated else test_expr
-        if _is_plain_call(inner):
-            split = (inner, "falsy" if negated else "truthy", None)
-    if split is None:
-        return child_only, None
-    value_node, cmp, lit = split
-    expected = {"cmp": cmp, "value": None}
-    if lit is not None:
-        try:
-            expected["value"] = tag(ast.literal_eval(lit))
-        except Exception:
-            return child_only, None
+        return ("invalid", "assert does not compile: %s" % clean_text(str(e), 300)), None
+    body = tree.body
+    if not body:
+        return whole, None
     try:
-        setup_code = compile(setup, "<test setup>", "exec") if setup else None
-        expr_code = compile(ast.Expression(body=value_node), "<test>", "eval")
+        setup = compile(ast.Module(body=body[:-1], type_ignores=[]), "<test setup>", "exec") if len(body) > 1 else None
+        last = body[-1]
+        if isinstance(last, ast.Assert):
+            split = _split_eq(last.test) or _split_approx(last.test) or _split_truth(last.test)
+            if split is None:
+                return whole, None
+            expr, spec = split
+            judge = _judge(spec, tag)
+            return ("expr", setup, compile(ast.Expression(body=expr), "<test>", "eval")), judge
+        raises = _split_raises(last)
+        if raises is not None:
+            stmt, names = raises
+            code = compile(ast.Module(body=[stmt], type_ignores=[]), "<test>", "exec")
+            return ("raises", setup, code), {"cmp": "raises", "names": names}
     except Exception:
-        return child_only, None
-    return {"mode": "expr", "setup_code": setup_code, "expr_code": expr_code}, expected
+        return whole, None
+    return whole, None
 
 
-PLAN_CACHE = {}
-PLAN_CACHE_MAX = 16384
+class Planner:
+    """Plans are pure functions of the test: a pipeline runs the same tests against many
+    candidates. The cache lives in the supervisor only."""
 
+    MAX = 16384
 
-def plan_test_cached(test, tag):
-    """Plans are pure functions of the test: a pipeline runs the same tests against many candidates."""
-    try:
-        key = (test.get("kind"), test.get("source"), test.get("function"), test.get("args"), test.get("expected"))
-        hash(key)
-    except TypeError:
-        return plan_test(test, tag)
-    hit = PLAN_CACHE.get(key)
-    if hit is None:
-        if len(PLAN_CACHE) >= PLAN_CACHE_MAX:
-            PLAN_CACHE.clear()
-        hit = PLAN_CACHE[key] = plan_test(test, tag)
-    return hit
+    def __init__(self, tag):
+        self.tag = tag
+        self.cache = {}
+
+    def plan(self, test):
+        if not isinstance(test, dict):
+            return ("invalid", "test is not an object"), None
+        try:
+            key = (test.get("kind"), test.get("source"), test.get("function"), test.get("args"), test.get("expected"))
+            hash(key)
+        except TypeError:
+            return plan_test(test, self.tag)
+        hit = self.cache.get(key)
+        if hit is None:
+            if len(self.cache) >= self.MAX:
+                self.cache.clear()
+            hit = self.cache[key] = plan_test(test, self.tag)
+        return hit
 
 
 # ---------------------------------------------------------------- the job child
@@ -374,32 +546,49 @@ class SandboxTimeout(BaseException):
     pass
 
 
-RESULTS_BYTES = 48 << 20
 ASSERT_STATUSES = ("pass", "fail", "raised", "timeout")
 VALUE_STATUSES = ("v", "raised", "timeout")
-COUNTER = struct.Struct("<Q")
+RAISES_STATUSES = ("raised", "returned", "timeout")
 
 
-def child_main(plans, start, program, shm, tag, test_cpu, program_cpu):
-    """Runs in the forked child after isolation is applied. Never returns."""
+def child_main(tag):
+    """Runs in the job's child after isolation is applied. Never returns."""
     _exit = os._exit
-    _enc = encode_frame
+    _write = os.write
+    _pack = CHILD_LEN.pack
+    def _no_default(o):
+        raise TypeError("not JSON data")
+
+    # The C encoder, bound before the program runs: a program that replaces `json.dumps` or
+    # builtins does not change how its reports are framed.
+    _dumps = json.encoder.c_make_encoder(
+        None, _no_default, json.encoder.c_encode_basestring, None, ":", ",", False, False, True)
+    _join = "".join
     _pt = time.process_time
     _pc = time.perf_counter
     _setitimer = signal.setitimer
     ITIMER = signal.ITIMER_PROF
-    _compile = compile
     _exec = exec
     _eval = eval
-    _isinstance = isinstance
-    _list_t, _tuple_t = list, tuple
     _type = type
     _str = str
     _ae = AssertionError
     _BE = BaseException
     _ST = SandboxTimeout
     _range, _len = range, len
+    _mro = type.__dict__["__mro__"].__get__
+    _name = type.__dict__["__name__"].__get__
     fired = [False]
+
+    def send(obj):
+        try:
+            data = _join(_dumps(obj, 0)).encode("utf-8")
+            view = memoryview(_pack(_len(data)) + data)
+            while view:
+                n = _write(RESULT_FD, view)
+                view = view[n:]
+        except _BE:
+            _exit(3)
 
     def on_prof(signum, frame):
         fired[0] = True
@@ -407,39 +596,35 @@ def child_main(plans, start, program, shm, tag, test_cpu, program_cpu):
 
     signal.signal(signal.SIGPROF, on_prof)
 
-    used = [COUNTER.size]
-    _pack = COUNTER.pack_into
-    _size = RESULTS_BYTES
-
-    def send(obj):
-        # Results go to a shared-memory region the parent reads: no syscall or wake-up per test.
-        try:
-            data = _enc(obj)
-            if used[0] + _len(data) > _size - 4096:
-                if "v" in obj:
-                    obj["v"] = ["T", _size]
-                data = _enc(obj)
-                if used[0] + _len(data) > _size:
-                    _exit(3)
-            end = used[0] + _len(data)
-            shm[used[0]:end] = data
-            _pack(shm, 0, end)
-            used[0] = end
-        except _BE:
-            _exit(3)
+    # The job's input: read fully, then the descriptor is closed.
+    chunks = []
+    while True:
+        b = os.read(JOB_FD, 1 << 20)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(JOB_FD)
+    program, plans, start, test_cpu, program_cpu = marshal.loads(b"".join(chunks))
+    del chunks
 
     def kind_of(e):
         try:
-            return _str(_type(e).__name__)[:100]
+            return _str(_name(_type(e)))[:100]
         except _BE:
             return "?"
 
+    def mro_of(e):
+        try:
+            return [_str(_name(c))[:100] for c in _mro(_type(e))][:32]
+        except _BE:
+            return []
+
     g = {"__name__": "__candidate__", "__builtins__": __builtins__}
-    fired[0] = False
     t0, c0 = _pc(), _pt()
     try:
         _setitimer(ITIMER, program_cpu)
-        code = _compile(program, "<program>", "exec")
+        code = compile(program, "<program>", "exec")
+        del program
         _exec(code, g)
         _setitimer(ITIMER, 0)
     except _ST:
@@ -461,38 +646,47 @@ def child_main(plans, start, program, shm, tag, test_cpu, program_cpu):
     send({"p": "ok", "cpu": _pt() - c0, "wall": _pc() - t0})
     for i in _range(start, _len(plans)):
         plan = plans[i]
-        mode = plan["mode"]
+        mode = plan[0]
         if mode == "invalid":
-            continue  # already decided by the parent
+            continue  # already decided by the supervisor
         fired[0] = False
         t0, c0 = _pc(), _pt()
         out = None
         try:
             _setitimer(ITIMER, test_cpu)
             if mode == "call":
-                fn = _eval(plan["fn_code"], g)
-                v = fn(*plan["args"])
+                fn = _eval(plan[1], g)
+                v = fn(*plan[2])
                 _setitimer(ITIMER, 0)
                 out = {"s": "v", "v": v}
             elif mode == "expr":
-                if plan["setup_code"] is not None:
-                    _exec(plan["setup_code"], g)
-                v = _eval(plan["expr_code"], g)
+                if plan[1] is not None:
+                    _exec(plan[1], g)
+                v = _eval(plan[2], g)
                 _setitimer(ITIMER, 0)
                 out = {"s": "v", "v": v}
+            elif mode == "raises":
+                if plan[1] is not None:
+                    _exec(plan[1], g)
+                _exec(plan[2], g)
+                _setitimer(ITIMER, 0)
+                out = {"s": "returned"}
             else:
-                _exec(plan["code"], g)
+                _exec(plan[1], g)
                 _setitimer(ITIMER, 0)
                 out = {"s": "pass"}
         except _ST:
             _setitimer(ITIMER, 0)
             out = {"s": "timeout"}
-        except _ae:
+        except _ae as e:
             _setitimer(ITIMER, 0)
-            out = {"s": "fail"} if mode == "assert" else {"s": "raised", "kind": "AssertionError"}
+            if mode == "assert":
+                out = {"s": "fail"}
+            else:
+                out = {"s": "raised", "kind": "AssertionError", "mro": mro_of(e)}
         except _BE as e:
             _setitimer(ITIMER, 0)
-            out = {"s": "raised", "kind": kind_of(e)}
+            out = {"s": "raised", "kind": kind_of(e), "mro": mro_of(e)}
         cpu, wall = _pt() - c0, _pc() - t0
         if fired[0] and out["s"] != "timeout":
             out = {"s": "timeout"}
@@ -514,7 +708,350 @@ def child_main(plans, start, program, shm, tag, test_cpu, program_cpu):
     _exit(0)
 
 
-# ---------------------------------------------------------------- the forkserver
+# ---------------------------------------------------------------- seccomp
+
+
+def seccomp_program():
+    """A BPF filter that answers EPERM to the keyring, ptrace and cross-process memory calls and
+    kills a process that uses another syscall ABI; None where the architecture is unknown."""
+    import ctypes
+    import platform
+
+    machine = platform.machine()
+    if machine == "x86_64":
+        arch, blocked, x32 = 0xC000003E, (248, 249, 250, 101, 310, 311), True  # keyctl is 250
+    elif machine == "aarch64":
+        arch, blocked, x32 = 0xC00000B7, (217, 218, 219, 117, 270, 271), False  # keyctl is 219
+    else:
+        return None
+
+    class SockFilter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+    LD_W_ABS, JEQ, JGE, RET = 0x20, 0x15, 0x35, 0x06
+    ALLOW, KILL, EPERM = 0x7FFF0000, 0x80000000, 0x00050000 | errno.EPERM
+    ins = [(LD_W_ABS, 0, 0, 4), (JEQ, 1, 0, arch), (RET, 0, 0, KILL), (LD_W_ABS, 0, 0, 0)]
+    if x32:
+        ins += [(JGE, 0, 1, 0x40000000), (RET, 0, 0, KILL)]
+    for nr in blocked:
+        ins += [(JEQ, 0, 1, nr), (RET, 0, 0, EPERM)]
+    ins.append((RET, 0, 0, ALLOW))
+    arr = (SockFilter * len(ins))(*[SockFilter(*i) for i in ins])
+    prog = SockFprog(len(ins), ctypes.cast(arr, ctypes.POINTER(SockFilter)))
+    return prog, arr, blocked[2]  # `arr` keeps the instructions alive; blocked[2] is keyctl
+
+
+# ---------------------------------------------------------------- the zygote
+
+
+class Zygote:
+    """Forks job children from a state that has never held job data (see the file's head)."""
+
+    def __init__(self, sock, devnull, uid, seccomp, cgroup_fds, ipc_per_worker):
+        self.sock = sock
+        self.devnull = devnull
+        self.uid = uid
+        self.seccomp = seccomp
+        self.cgroup_fds = cgroup_fds
+        self.ipc = ipc_per_worker
+
+    def serve(self, tag):
+        set_name(b"ucsb-zygote")
+        for fd in self.cgroup_fds:
+            try:
+                os.write(fd, b"0")
+            except OSError:
+                pass
+        gc.collect()
+        gc.freeze()
+        while True:
+            try:
+                msg, fds, _, _ = socket.recv_fds(self.sock, 4096, 8)
+            except (OSError, EOFError):
+                os._exit(0)
+            if not msg:
+                os._exit(0)
+            try:
+                req = json.loads(msg)
+            except ValueError:
+                os._exit(2)
+            pid = os.fork()
+            if pid == 0:
+                self.child(fds, req, tag)
+            for fd in fds:
+                os.close(fd)
+            self.sock.sendall(b"P%d\n" % pid)
+            while True:
+                try:
+                    _, status = os.waitpid(pid, 0)
+                    break
+                except ChildProcessError:
+                    status = None
+                    break
+                except InterruptedError:
+                    continue
+            self.sock.sendall(b"S%s\n" % (b"-" if status is None else str(status).encode()))
+
+    def child(self, fds, req, tag):
+        job_fd, result_fd, out_fd, err_fd = fds
+        try:
+            set_name(b"ucsb-job")
+            os.setsid()
+            os.dup2(self.devnull, 0)
+            os.dup2(out_fd, 1)
+            os.dup2(err_fd, 2)
+            os.dup2(result_fd, RESULT_FD)
+            os.dup2(job_fd, JOB_FD)
+            os.set_inheritable(RESULT_FD, False)
+            os.set_inheritable(JOB_FD, False)
+            os.closerange(JOB_FD + 1, 1 << 16)
+            os.chdir(req["dir"])
+            import resource as R
+
+            def lim_set(res, v):
+                R.setrlimit(res, (v, v))
+
+            lim_set(R.RLIMIT_AS, req["memory_bytes"])
+            lim_set(R.RLIMIT_CPU, int(req["cpu_seconds"]) + 1)
+            lim_set(R.RLIMIT_FSIZE, req["file_bytes"])
+            lim_set(R.RLIMIT_NOFILE, req["open_files"])
+            lim_set(R.RLIMIT_CORE, 0)
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            if self.uid is not None:
+                lim_set(R.RLIMIT_NPROC, req["processes"])
+                os.setgroups([])
+                os.setresgid(self.uid, self.uid, self.uid)
+                os.setresuid(self.uid, self.uid, self.uid)
+            lc = libc()
+            _check(lc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+            if self.seccomp is not None:
+                import ctypes
+
+                _check(lc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(self.seccomp[0]), 0, 0), "seccomp")
+            os.environ.clear()
+            os.environ["HOME"] = req["dir"]
+            os.environ["TMPDIR"] = req["dir"]
+            sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+            sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+            del req, fds
+            self.sock = None
+        except BaseException as e:
+            try:
+                data = json.dumps({"p": "setup", "msg": clean_text(repr(e))}).encode()
+                os.write(RESULT_FD, CHILD_LEN.pack(len(data)) + data)
+            finally:
+                os._exit(4)
+        child_main(tag)
+        os._exit(5)
+
+
+# ---------------------------------------------------------------- the supervisor
+
+
+class Violation(Exception):
+    pass
+
+
+class ChildChannel:
+    """Reads the child's length-prefixed JSON reports from its result pipe. Anything malformed
+    raises Violation; nothing the child writes can raise anything else here."""
+
+    def __init__(self, fd, frame_limit, total_limit):
+        self.fd = fd
+        self.buf = bytearray()
+        self.frame_limit = frame_limit
+        self.total_limit = total_limit
+        self.total = 0
+        self.eof = False
+
+    def fill(self):
+        while True:
+            try:
+                b = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.eof = True
+                return
+            if not b:
+                self.eof = True
+                return
+            self.total += len(b)
+            if self.total > self.total_limit:
+                raise Violation("more result data than the job's tests can produce")
+            self.buf += b
+
+    def messages(self):
+        while len(self.buf) >= CHILD_LEN.size:
+            (n,) = CHILD_LEN.unpack_from(self.buf, 0)
+            if n > self.frame_limit:
+                raise Violation("result frame of %d bytes is over the limit" % n)
+            if len(self.buf) < CHILD_LEN.size + n:
+                return
+            raw = bytes(self.buf[CHILD_LEN.size:CHILD_LEN.size + n])
+            del self.buf[:CHILD_LEN.size + n]
+            try:
+                msg = json.loads(raw.decode("utf-8"))
+            except BaseException:  # ValueError, RecursionError, MemoryError, ...
+                raise Violation("undecodable result frame") from None
+            if type(msg) is not dict:
+                raise Violation("result frame is not an object")
+            yield msg
+
+
+def _seconds(x):
+    """A sane CPU/wall figure from the child, or None."""
+    if type(x) is float and 0.0 <= x < 1e7:
+        return x
+    return None
+
+
+def _valid_value(v, max_depth=70):
+    """Checks the shape of a tagged value (every node a list led by a one-letter tag)."""
+    stack = [(v, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth or type(node) is not list or not node or type(node[0]) is not str:
+            return False
+        t = node[0]
+        if t in ("l", "t", "S", "F"):
+            if len(node) != 2 or type(node[1]) is not list:
+                return False
+            stack.extend((x, depth + 1) for x in node[1])
+        elif t == "d":
+            if len(node) != 2 or type(node[1]) is not list:
+                return False
+            for kv in node[1]:
+                if type(kv) is not list or len(kv) != 2:
+                    return False
+                stack.extend((x, depth + 1) for x in kv)
+        elif t == "u":
+            if len(node) != 2 or type(node[1]) is not list or any(type(c) is not int for c in node[1]):
+                return False
+        elif t in ("N",):
+            if len(node) != 1:
+                return False
+        elif t == "b":
+            if len(node) != 2 or type(node[1]) is not bool:
+                return False
+        elif t == "c":
+            if len(node) != 3 or type(node[1]) is not str or type(node[2]) is not str:
+                return False
+        elif t == "T":
+            if len(node) != 2 or type(node[1]) is not int:
+                return False
+        elif t in ("i", "f", "s", "y", "o"):
+            if len(node) != 2 or type(node[1]) is not str:
+                return False
+        else:
+            return False
+    return True
+
+
+class Cgroup:
+    """The worker's job cgroups as the supervisor reads and resets them. Every descriptor is
+    opened before the mount namespace exists: a file held open for writing would stop the
+    read-only remount, and after it nothing could be opened for writing."""
+
+    def __init__(self, cfg):
+        self.cpu_fd = None
+        self.mem = {}
+        self.mem_limit = None
+        self.procs = {}  # feature name -> O_WRONLY fd of cgroup.procs (the zygote joins)
+        self.why = {}
+        for name, key in (("pids cgroup per job", "cgroup_pids"), ("memory cgroup per job", "cgroup_memory"),
+                          ("cpu accounting cgroup per job", "cgroup_cpuacct")):
+            path = cfg.get(key)
+            if not path:
+                self.why[name] = cfg.get(key + "_why") or "not available"
+                continue
+            try:
+                self.procs[name] = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY)
+                if key == "cgroup_cpuacct":
+                    self.cpu_fd = os.open(os.path.join(path, "cpuacct.usage"), os.O_RDONLY)
+                if key == "cgroup_memory":
+                    for f, mode in (("memory.limit_in_bytes", os.O_WRONLY), ("memory.memsw.limit_in_bytes", os.O_WRONLY),
+                                    ("memory.max_usage_in_bytes", os.O_RDWR), ("memory.oom_control", os.O_RDONLY),
+                                    ("memory.failcnt", os.O_RDONLY)):
+                        try:
+                            self.mem[f] = os.open(os.path.join(path, f), mode)
+                        except OSError:
+                            if f != "memory.memsw.limit_in_bytes":  # absent without swap accounting
+                                raise
+            except OSError as e:
+                self.why[name] = str(e)
+                self.procs.pop(name, None)
+                if key == "cgroup_memory":
+                    self.mem = {}
+                if key == "cgroup_cpuacct":
+                    self.cpu_fd = None
+
+    def report(self):
+        for name in ("pids cgroup per job", "memory cgroup per job", "cpu accounting cgroup per job"):
+            FEATURES[name] = "ok" if name in self.procs else "refused: %s" % self.why.get(name, "not available")
+
+    def close_procs(self):
+        for fd in self.procs.values():
+            os.close(fd)
+        self.procs = {}
+
+    def cpu_seconds(self):
+        if self.cpu_fd is None:
+            return None
+        try:
+            return int(os.pread(self.cpu_fd, 64, 0)) / 1e9
+        except (OSError, ValueError):
+            return None
+
+    def _write(self, name, value):
+        fd = self.mem.get(name)
+        if fd is not None:
+            os.write(fd, str(value).encode())
+
+    def _read(self, name):
+        return os.pread(self.mem[name], 4096, 0).decode()
+
+    def set_memory(self, limit):
+        if not self.mem or limit == self.mem_limit:
+            return
+        # memory.memsw.limit_in_bytes (memory + swap) must stay >= memory.limit_in_bytes.
+        for name in ("memory.memsw.limit_in_bytes", "memory.limit_in_bytes", "memory.memsw.limit_in_bytes"):
+            try:
+                self._write(name, limit)
+            except OSError:
+                pass
+        self.mem_limit = limit
+
+    def memory_start(self):
+        if self.mem:
+            try:
+                self._write("memory.max_usage_in_bytes", 0)
+            except OSError:
+                pass
+
+    def oom_kills(self):
+        if not self.mem:
+            return None
+        try:
+            for line in self._read("memory.oom_control").splitlines():
+                k, _, v = line.partition(" ")
+                if k == "oom_kill":
+                    return int(v)
+            return int(self._read("memory.failcnt"))
+        except (OSError, ValueError):
+            return None
+
+    def memory_peak(self):
+        if not self.mem:
+            return None
+        try:
+            return int(self._read("memory.max_usage_in_bytes"))
+        except (OSError, ValueError):
+            return None
 
 
 class Worker:
@@ -523,13 +1060,17 @@ class Worker:
         self.uid = cfg.get("uid")
         self.pidns = False
         self.mountns = False
-        self.cg_fd = None
+        self.ipcns = False
         self.cg_read_path = None
         self.req_fd = 0
         self.resp_fd = 1
         self.devnull = os.open(os.devnull, os.O_RDWR)
         self.scratch = None
-        self.statuses = {}
+        self.zygote_pid = None
+        self.zsock = None
+        self.zbuf = b""
+        self.cgroup = Cgroup(cfg)
+        self.pending = None  # a request read while a job ran (never happens with one client)
 
     # -- setup, once per worker
 
@@ -541,27 +1082,21 @@ class Worker:
         os.dup2(self.devnull, 1)
         cfg = self.cfg
         flags = 0
-        cg = cfg.get("cgroup")
-        if cg:
-            def open_cg():
-                self.cg_fd = os.open(os.path.join(cg, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
-                self.cg_read_path = os.path.join(cg, "cgroup.procs")
-            feature("pids cgroup", open_cg)
-        else:
-            FEATURES["pids cgroup"] = "refused: %s" % cfg.get("cgroup_why", "not available")
         if cfg.get("namespaces", True):
             if feature("pid namespace", lambda: _check(libc().unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")):
                 flags |= CLONE_NEWPID
             feature("network namespace", lambda: _check(libc().unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)"))
             if feature("mount namespace", lambda: _check(libc().unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")):
                 self.mountns = True
+            self.ipcns = feature("ipc namespace, emptied after every job",
+                                 lambda: _check(libc().unshare(CLONE_NEWIPC), "unshare(CLONE_NEWIPC)"))
         else:
-            for f in ("pid namespace", "network namespace", "mount namespace"):
+            for f in ("pid namespace", "network namespace", "mount namespace", "ipc namespace, emptied after every job"):
                 FEATURES[f] = "refused: disabled by configuration"
         if flags & CLONE_NEWPID:
             pid = os.fork()
             if pid:
-                # The outer process only waits: the forkserver is PID 1 of the new namespace and
+                # The outer process only waits: the supervisor is PID 1 of the new namespace and
                 # talks to Rust over the inherited pipes. Rust kills this process to kill the worker.
                 for fd in (self.req_fd, self.resp_fd):
                     os.close(fd)
@@ -574,14 +1109,15 @@ class Worker:
                 os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
             self.pidns = True
             libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if self.cg_fd is not None:
-            # The forkserver joins the worker's pids cgroup once; every job child inherits it, so
-            # pids.max caps each job (plus this process) with no per-fork cost.
-            if not feature("pids cgroup", lambda: os.write(self.cg_fd, b"0")):
-                self.cg_fd = None
-                self.cg_read_path = None
         else:
             libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        set_name(b"ucsb-supervisor")
+        # Not dumpable: a job process of the same uid (no uid drop) cannot ptrace this process or
+        # read its memory through /proc.
+        feature("supervisor not dumpable", lambda: _check(libc().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "PR_SET_DUMPABLE"))
+        self.cgroup.report()
+        if self.cfg.get("cgroup_pids"):
+            self.cg_read_path = os.path.join(cfg["cgroup_pids"], "cgroup.procs")
         if self.mountns:
             self.setup_mounts()
         else:
@@ -595,7 +1131,7 @@ class Worker:
         if not self.mountns:
             import tempfile
 
-            self.scratch = tempfile.mkdtemp(prefix="ucoder-sandbox-")
+            self.scratch = tempfile.mkdtemp(prefix="ucoder-sandbox-", dir=cfg.get("scratch"))
             if self.uid is not None:
                 os.chown(self.scratch, self.uid, self.uid)
         for name in PREIMPORT:
@@ -603,12 +1139,59 @@ class Worker:
                 __import__(name)
             except Exception:
                 pass
-        self.tag = make_tagger(cfg["limits"]["value_bytes"])
-        import mmap
-
-        self.shm = mmap.mmap(-1, RESULTS_BYTES)
+        tag = make_tagger(cfg["limits"]["value_bytes"])
+        self.planner = Planner(tag)
+        seccomp = None
+        try:
+            seccomp = seccomp_program()
+            FEATURES["seccomp: no keyring, ptrace or cross-process memory"] = (
+                "ok" if seccomp is not None else "refused: unknown architecture")
+        except Exception as e:  # noqa: BLE001
+            FEATURES["seccomp: no keyring, ptrace or cross-process memory"] = "refused: %s" % (e,)
+        if seccomp is not None:
+            ok = self.probe_seccomp(seccomp)
+            if ok is not True:
+                FEATURES["seccomp: no keyring, ptrace or cross-process memory"] = "refused: %s" % ok
+                seccomp = None
+        # The zygote: forked now, before any job data exists in this process.
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        gc.collect()
+        pid = os.fork()
+        if pid == 0:
+            parent_sock.close()
+            for fd in (self.req_fd, self.resp_fd):
+                os.close(fd)
+            libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            z = Zygote(child_sock, self.devnull, self.uid, seccomp, list(self.cgroup.procs.values()), self.ipcns)
+            try:
+                z.serve(tag)
+            finally:
+                os._exit(1)
+        child_sock.close()
+        self.cgroup.close_procs()
+        self.zygote_pid = pid
+        self.zsock = parent_sock
         gc.collect()
         gc.freeze()
+
+    def probe_seccomp(self, seccomp):
+        """Applies the filter in a throwaway child and checks that the keyring is refused."""
+        import ctypes
+
+        pid = os.fork()
+        if pid == 0:
+            try:
+                lc = libc()
+                _check(lc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+                _check(lc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(seccomp[0]), 0, 0), "seccomp")
+                r = lc.syscall(seccomp[2], 0, -3, 0, 0, 0)  # keyctl(GET_KEYRING_ID, @s)
+                os._exit(0 if r == -1 and ctypes.get_errno() == errno.EPERM else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        if status == 0:
+            return True
+        return "the filter did not load or did not block keyctl (status %d)" % status
 
     def setup_mounts(self):
         lc = libc()
@@ -679,10 +1262,10 @@ class Worker:
 
     # -- per job
 
-    def job_dir_enter(self):
+    def job_dir_enter(self, lim):
         if self.mountns:
             lc = libc()
-            opts = ("size=%d,nr_inodes=4096,mode=1777" % self.limits["tmp_bytes"]).encode()
+            opts = ("size=%d,nr_inodes=4096,mode=1777" % lim["tmp_bytes"]).encode()
             _check(lc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, opts), "mount job tmpfs")
             return "/tmp"
         import tempfile
@@ -700,50 +1283,97 @@ class Worker:
 
             shutil.rmtree(d, ignore_errors=True)
 
+    def empty_ipc(self):
+        """Removes every SysV object a job left in the worker's own IPC namespace."""
+        if not self.ipcns:
+            return
+        lc = libc()
+        for name, rm in (("shm", lambda i: lc.shmctl(i, IPC_RMID, None)),
+                         ("msg", lambda i: lc.msgctl(i, IPC_RMID, None)),
+                         ("sem", lambda i: lc.semctl(i, 0, IPC_RMID))):
+            try:
+                with open("/proc/sysvipc/" + name) as f:
+                    lines = f.read().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if len(fields) > 1:
+                    try:
+                        rm(int(fields[1]))
+                    except (ValueError, OSError):
+                        pass
+
+    def others(self):
+        """Pids in this PID namespace other than the supervisor and the zygote."""
+        keep = (1, self.zygote_pid)
+        out = []
+        for e in os.listdir("/proc"):
+            if e.isdigit():
+                p = int(e)
+                if p not in keep:
+                    out.append(p)
+        return out
+
     def kill_all(self, child_pid):
-        """Kills every process of the job, escaped sessions and orphans included, and reaps them."""
+        """Kills every process of the job, escaped sessions and orphans included, and reaps
+        the ones that were reparented here."""
         if self.pidns:
-            # As PID 1 of the namespace, kill(-1) reaches every other process in it.
             for _ in range(10000):
-                try:
-                    os.kill(-1, signal.SIGKILL)
-                except ProcessLookupError:
+                pids = self.others()
+                if not pids:
                     break
+                for p in pids:
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except OSError:
+                        pass
                 if not self.reap():
                     time.sleep(0.0002)
-        else:
-            try:
-                os.killpg(child_pid, signal.SIGKILL)
-            except OSError:
-                pass
+            self.reap()
+            return
+        try:
+            os.killpg(child_pid, signal.SIGKILL)
+        except OSError:
+            pass
+        for _ in range(1000):
+            pids = set()
             if self.cg_read_path:
-                for _ in range(1000):
-                    with open(self.cg_read_path) as f:
-                        pids = [int(x) for x in f.read().split()]
-                    pids = [p for p in pids if p != os.getpid()]
-                    if not pids:
-                        break
-                    for p in pids:
-                        try:
-                            os.kill(p, signal.SIGKILL)
-                        except OSError:
-                            pass
-                    self.reap()
+                with open(self.cg_read_path) as f:
+                    pids.update(int(x) for x in f.read().split())
             if self.uid is not None:
-                k = os.fork()
-                if k == 0:
-                    try:
-                        os.setresuid(self.uid, self.uid, self.uid)
-                        for _ in range(10000):
-                            os.kill(-1, signal.SIGKILL)
-                    except BaseException:
-                        pass
-                    os._exit(0)
-                os.waitpid(k, 0)
+                pids.update(self.pids_of_uid(self.uid))
+            pids.discard(os.getpid())
+            pids.discard(self.zygote_pid)
+            if not pids:
+                break
+            for p in pids:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+            if not self.reap():
+                time.sleep(0.0002)
         self.reap()
 
+    @staticmethod
+    def pids_of_uid(uid):
+        out = []
+        for e in os.listdir("/proc"):
+            if e.isdigit():
+                try:
+                    with open("/proc/%s/status" % e) as f:
+                        for line in f:
+                            if line.startswith("Uid:"):
+                                if int(line.split()[1]) == uid:
+                                    out.append(int(e))
+                                break
+                except (OSError, ValueError, IndexError):
+                    pass
+        return out
+
     def reap(self):
-        """Reaps every exited child; returns whether any was reaped."""
+        """Reaps every exited child that is not the zygote; returns whether any was reaped."""
         any_reaped = False
         while True:
             try:
@@ -752,127 +1382,125 @@ class Worker:
                 return any_reaped
             if pid == 0:
                 return any_reaped
+            if pid == self.zygote_pid:
+                raise RuntimeError("the zygote died")
             any_reaped = True
-            self.statuses[pid] = _
 
-    def spawn_child(self, plans, start, program, job_dir):
-        r_out, w_out = os.pipe()
-        r_err, w_err = os.pipe()
-        lim = self.limits
-        remaining_cpu = lim["program_cpu"] + lim["test_cpu"] * max(1, len(plans) - start) + 1
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.setsid()
-                os.dup2(self.devnull, 0)
-                os.dup2(w_out, 1)
-                os.dup2(w_err, 2)
-                os.closerange(3, 1 << 16)
-                os.chdir(job_dir)
-                import resource as R
+    def zygote_line(self, timeout):
+        """Reads one line (`P<pid>` or `S<status>`) from the zygote."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.zbuf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError("the zygote did not answer")
+            r, _, _ = select.select([self.zsock], [], [], left)
+            if r:
+                b = self.zsock.recv(4096)
+                if not b:
+                    raise RuntimeError("the zygote closed its socket")
+                self.zbuf += b
+        line, _, self.zbuf = self.zbuf.partition(b"\n")
+        return line.decode()
 
-                def lim_set(res, v):
-                    R.setrlimit(res, (v, v))
-
-                lim_set(R.RLIMIT_AS, lim["memory_bytes"])
-                lim_set(R.RLIMIT_CPU, int(remaining_cpu) + 1)
-                lim_set(R.RLIMIT_FSIZE, lim["file_bytes"])
-                lim_set(R.RLIMIT_NOFILE, lim["open_files"])
-                lim_set(R.RLIMIT_CORE, 0)
-                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-                signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-                if self.uid is not None:
-                    lim_set(R.RLIMIT_NPROC, lim["processes"])
-                    os.setgroups([])
-                    os.setresgid(self.uid, self.uid, self.uid)
-                    os.setresuid(self.uid, self.uid, self.uid)
-                libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-                os.environ.clear()
-                os.environ["HOME"] = job_dir
-                os.environ["TMPDIR"] = job_dir
-                sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
-                sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
-            except BaseException as e:
-                try:
-                    data = encode_frame({"p": "setup", "msg": clean_text(repr(e))})
-                    self.shm[8:8 + len(data)] = data
-                    COUNTER.pack_into(self.shm, 0, 8 + len(data))
-                finally:
-                    os._exit(4)
-            child_main(plans, start, program, self.shm, self.tag, lim["test_cpu"], lim["program_cpu"])
-            os._exit(5)
-        for fd in (w_out, w_err):
-            os.close(fd)
-        for fd in (r_out, r_err):
-            os.set_blocking(fd, False)
-        return pid, r_out, r_err
+    def send(self, obj):
+        write_all(self.resp_fd, encode_frame(obj))
 
     def run_job(self, req):
         lim = dict(self.cfg["limits"])
         lim.update(req.get("limits") or {})
-        self.limits = lim
+        job_id = req.get("id")
         tests = req.get("tests") or []
-        planned = [plan_test_cached(t, self.tag) if isinstance(t, dict) else ({"mode": "invalid", "why": "test is not an object"}, None) for t in tests]
-        plans = [p for p, _ in planned]
-        results = [None] * len(plans)
+        planned = [self.planner.plan(t) for t in tests]
+        job = JobState(job_id, planned, lim)
         for i, (p, _) in enumerate(planned):
-            if p["mode"] == "invalid":
-                results[i] = {"s": "invalid", "why": p["why"]}
-        out = {"keep": lim["output_keep_bytes"], "stdout": bytearray(), "stderr": bytearray(), "total": 0}
-        program_error = None
-        program_cpu = None
+            if p[0] == "invalid":
+                job.decide(i, {"s": "invalid", "why": p[1]})
+        self.cgroup.set_memory(lim["memory_bytes"] + ZYGOTE_MEMORY)
+        self.cgroup.memory_start()
+        oom_before = self.cgroup.oom_kills()
         deadline = time.monotonic() + lim["job_wall"]
-        job_dir = self.job_dir_enter()
-        events = []
+        job_dir = self.job_dir_enter(lim)
+        child_plans = [p for p, _ in planned]
         try:
-            start = 0
             loaded_once = False
-            while True:
-                while start < len(plans) and results[start] is not None:
-                    start += 1
-                if loaded_once and start >= len(plans):
+            while not job.stopped:
+                start = job.next_open(0)
+                if loaded_once and start >= len(planned):
                     break
-                state = self.run_child(plans, start, req["program"], job_dir, results, out, deadline, events)
+                state = self.run_child(job, child_plans, start, req["program"], job_dir, deadline)
+                self.send_results(job)
                 if state.get("program_error") is not None:
-                    program_error = state["program_error"]
+                    job.program_error = state["program_error"]
                     break
-                if program_cpu is None:
-                    program_cpu = state.get("program_cpu")
+                if job.program_cpu is None:
+                    job.program_cpu = state.get("program_cpu")
                 loaded_once = True
                 if state.get("deadline"):
                     break
         finally:
             self.job_dir_leave(job_dir)
-        tested = []
-        for i, r in enumerate(results):
-            if r is None:
-                r = {"s": "killed", "why": "job wall deadline" if program_error is None else "program error"}
-                if program_error is not None:
-                    r = {"s": "program_error"}
-            r["i"] = i
-            r["child"] = plans[i]["mode"] == "assert"
-            exp = planned[i][1]
-            if exp is not None and r.get("s") == "v":
-                r["cmp"] = exp["cmp"]
-                r["expected"] = exp["value"]
-            tested.append(r)
+            self.empty_ipc()
+        oom_after = self.cgroup.oom_kills()
+        if oom_before is not None and oom_after is not None and oom_after > oom_before:
+            job.events.append("the job hit its memory cgroup limit (%d bytes)" % lim["memory_bytes"])
+        for i in range(len(planned)):
+            if job.results[i] is None:
+                if job.program_error is not None:
+                    job.decide(i, {"s": "program_error"})
+                elif job.stopped:
+                    job.decide(i, {"s": "skipped"})
+                else:
+                    job.decide(i, {"s": "killed", "why": "job wall deadline"})
+        self.send_results(job)
         return {
-            "id": req.get("id"),
-            "program_error": program_error,
-            "program_cpu": program_cpu,
-            "tests": tested,
-            "stdout": out["stdout"].decode("utf-8", "replace"),
-            "stderr": out["stderr"].decode("utf-8", "replace"),
-            "output_bytes": out["total"],
-            "events": events,
+            "id": job_id,
+            "end": True,
+            "program_error": job.program_error,
+            "program_cpu": job.program_cpu,
+            "stdout": job.out["stdout"].decode("utf-8", "replace"),
+            "stderr": job.out["stderr"].decode("utf-8", "replace"),
+            "output_bytes": job.out["total"],
+            "events": job.events,
+            "memory_peak": self.cgroup.memory_peak(),
+            "stopped": job.stopped,
         }
 
-    def run_child(self, plans, start, program, job_dir, results, out, deadline, events):
-        """One child: load the program, run tests from `start`; fills `results` as frames arrive."""
-        lim = self.limits
-        COUNTER.pack_into(self.shm, 0, COUNTER.size)
+    def send_results(self, job):
+        batch = job.take_unsent()
+        if batch:
+            self.send({"id": job.id, "results": batch})
+
+    def spawn_child(self, job, plans, start, program, job_dir):
+        lim = job.lim
+        r_out, w_out = os.pipe()
+        r_err, w_err = os.pipe()
+        r_res, w_res = os.pipe()
+        payload = marshal.dumps((program, plans, start, float(lim["test_cpu"]), float(lim["program_cpu"])))
+        mfd = os.memfd_create("job", os.MFD_CLOEXEC)
+        write_all(mfd, payload)
+        os.lseek(mfd, 0, os.SEEK_SET)
+        remaining_cpu = lim["program_cpu"] + lim["test_cpu"] * max(1, len(plans) - start) + 1
+        req = {"dir": job_dir, "memory_bytes": lim["memory_bytes"], "cpu_seconds": remaining_cpu,
+               "file_bytes": lim["file_bytes"], "open_files": lim["open_files"], "processes": lim["processes"]}
+        try:
+            socket.send_fds(self.zsock, [json.dumps(req).encode()], [mfd, w_res, w_out, w_err])
+        finally:
+            for fd in (mfd, w_res, w_out, w_err):
+                os.close(fd)
+        pid = int(self.zygote_line(10)[1:])
+        for fd in (r_out, r_err, r_res):
+            os.set_blocking(fd, False)
+        return pid, r_out, r_err, r_res
+
+    def run_child(self, job, plans, start, program, job_dir, deadline):
+        """One child: load the program, run tests from `start`; decides results as reports arrive."""
+        lim = job.lim
+        out = job.out
         out["child"] = 0
-        pid, r_out, r_err = self.spawn_child(plans, start, program, job_dir)
+        pid, r_out, r_err, r_res = self.spawn_child(job, plans, start, program, job_dir)
+        value_bytes = int(lim["value_bytes"])
+        channel = ChildChannel(r_res, frame_limit=value_bytes * 8 + (1 << 16),
+                               total_limit=(value_bytes * 8 + (1 << 16)) * (len(plans) - start + 3))
         try:
             pidfd = os.pidfd_open(pid)
         except (AttributeError, OSError):
@@ -881,20 +1509,24 @@ class Worker:
         fds = {r_out: "stdout", r_err: "stderr"}
         for fd in fds:
             poller.register(fd, select.POLLIN)
+        poller.register(r_res, select.POLLIN)
+        poller.register(self.req_fd, select.POLLIN)
         if pidfd is not None:
             poller.register(pidfd, select.POLLIN)
-        parsed = COUNTER.size
         state = {}
         loaded = False
         current = start  # the test the child is running (or program load while not loaded)
-        base_cpu = None  # child CPU when the parent first saw `current` running
         exited = False
         kill_reason = None
         status = None
         stat_path = "/proc/%d/stat" % pid
         tick = 0.05
+        cpu_base = None
 
-        def child_cpu():
+        def cpu_now():
+            c = self.cgroup.cpu_seconds()
+            if c is not None:
+                return c
             try:
                 with open(stat_path, "rb") as f:
                     fields = f.read().rsplit(b")", 1)[1].split()
@@ -918,144 +1550,120 @@ class Worker:
                 if keep > 0:
                     out[name] += b[:keep]
 
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                kill_reason = "deadline"
-                break
-            try:
-                ready = poller.poll(int(min(tick, deadline - now) * 1000) + 1)
-            except InterruptedError:
-                continue
-            progressed = False
-            for fd, ev in ready:
-                if fd == pidfd:
-                    exited = True
-                    continue
-                name = fds.get(fd)
-                if name in ("stdout", "stderr"):
-                    if not drain(fd, name):
-                        poller.unregister(fd)
-                    continue
-            if out["child"] > lim["max_output_bytes"]:
-                kill_reason = "output limit"
-                break
-            if pidfd is None and not exited:
-                try:
-                    exited = os.waitpid(pid, os.WNOHANG)[0] == pid
-                except ChildProcessError:
-                    exited = True
-            # Parse the complete frames the child has put in the shared region.
-            violation = None
-            used = COUNTER.unpack_from(self.shm, 0)[0]
-            if used > RESULTS_BYTES or used < parsed:
-                violation = "results region corrupted"
-                used = parsed
-            if used > parsed:
-                progressed = True
-            while used - parsed >= HEADER.size:
-                magic, version, length = HEADER.unpack_from(self.shm, parsed)
-                if magic != MAGIC or version != PROTOCOL or length > used - parsed - HEADER.size:
-                    violation = "bad frame header"
+        cpu_base = cpu_now()
+        res_open = True
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    kill_reason = "deadline"
                     break
                 try:
-                    msg = json.loads(self.shm[parsed + HEADER.size:parsed + HEADER.size + length].decode("utf-8"))
-                except ValueError:
-                    violation = "undecodable frame"
-                    break
-                parsed += HEADER.size + length
-                if not isinstance(msg, dict):
-                    violation = "frame is not an object"
-                    break
-                if not loaded:
-                    p = msg.get("p")
-                    if p == "ok":
-                        loaded = True
-                        state["program_cpu"] = msg.get("cpu") if isinstance(msg.get("cpu"), float) else None
-                        base_cpu = None
-                        continue
-                    if p == "timeout":
-                        state["program_error"] = {"kind": "Timeout", "msg": "program load exceeded its CPU budget"}
-                    elif p == "error":
-                        state["program_error"] = {"kind": str(msg.get("kind"))[:100], "msg": str(msg.get("msg"))[:2000]}
-                    elif p == "setup":
-                        state["program_error"] = {"kind": "SandboxSetup", "msg": str(msg.get("msg"))[:2000]}
+                    ready = poller.poll(int(min(tick, deadline - now) * 1000) + 1)
+                except InterruptedError:
+                    continue
+                progressed = False
+                for fd, ev in ready:
+                    if fd == pidfd:
+                        exited = True
+                    elif fd == self.req_fd:
+                        if self.read_control(job):
+                            kill_reason = "stopped"
+                    elif fd == r_res:
+                        pass
                     else:
-                        violation = "unexpected frame before program load"
+                        name = fds.get(fd)
+                        if name and not drain(fd, name):
+                            poller.unregister(fd)
+                if kill_reason == "stopped":
                     break
-                if msg.get("done") is True:
-                    state["done"] = True
+                if out["child"] > lim["max_output_bytes"]:
+                    kill_reason = "output limit"
                     break
-                if current >= len(plans):
-                    allowed = ()
-                else:
-                    allowed = ASSERT_STATUSES if plans[current]["mode"] == "assert" else VALUE_STATUSES
-                if msg.get("i") != current or msg.get("s") not in allowed:
-                    # A split test can only come back as a value: a "pass" for it would be forged.
-                    violation = "result frame out of order or of the wrong kind"
+                if pidfd is None and not exited:
+                    try:
+                        exited = os.waitpid(pid, os.WNOHANG)[0] == pid
+                    except ChildProcessError:
+                        exited = True
+                try:
+                    if res_open:
+                        channel.fill()
+                        if channel.eof:
+                            poller.unregister(r_res)
+                            res_open = False
+                    for msg in channel.messages():
+                        progressed = True
+                        if not loaded:
+                            p = msg.get("p")
+                            if p == "ok":
+                                loaded = True
+                                state["program_cpu"] = _seconds(msg.get("cpu"))
+                                continue
+                            if p == "timeout":
+                                state["program_error"] = {"kind": "Timeout", "msg": "program load exceeded its CPU budget"}
+                            elif p == "error":
+                                state["program_error"] = {"kind": clean_text(str(msg.get("kind")), 100),
+                                                          "msg": clean_text(str(msg.get("msg")), 2000)}
+                            elif p == "setup":
+                                state["program_error"] = {"kind": "SandboxSetup", "msg": clean_text(str(msg.get("msg")), 2000)}
+                            else:
+                                raise Violation("unexpected report before the program loaded")
+                            break
+                        if msg.get("done") is True:
+                            if current < len(plans):
+                                raise Violation("done before every test reported")
+                            state["done"] = True
+                            break
+                        job.decide_from_child(current, msg)
+                        current = job.next_open(current + 1)
+                    self.send_results(job)
+                except Violation as v:
+                    kill_reason = "protocol violation: %s" % v
                     break
-                r = {"s": msg["s"]}
-                if msg["s"] == "v":
-                    r["v"] = msg.get("v")
-                if msg["s"] == "raised":
-                    r["kind"] = str(msg.get("kind"))[:120]
-                for k in ("cpu", "wall"):
-                    if isinstance(msg.get(k), (int, float)):
-                        r[k] = float(msg[k])
-                results[current] = r
-                current += 1
-                while current < len(plans) and results[current] is not None:
-                    current += 1
-                base_cpu = None
-            if violation:
-                kill_reason = "protocol violation: " + violation
-                break
-            if state.get("done") or "program_error" in state:
-                break
-            if exited:
-                break
-            # CPU-time backstop for a test (or program load) that ignores or swallows its timer.
-            if not progressed:
-                cpu = child_cpu()
-                if cpu is not None:
-                    if base_cpu is None:
-                        base_cpu = cpu
+                if state.get("done") or "program_error" in state:
+                    break
+                if exited:
+                    # The child is gone and what it wrote was read above (a process it left behind
+                    # may still hold the pipe open: it is not waited for).
+                    break
+                if progressed:
+                    cpu_base = cpu_now()
+                    continue
+                # CPU-time backstop for the current test (or program load), from the job's cgroup
+                # where there is one: every process of the job counts, and only a report for the
+                # current test (each test reports once) moves the base.
+                cpu = cpu_now()
+                if cpu is not None and cpu_base is not None:
                     budget = lim["test_cpu"] if loaded else lim["program_cpu"]
-                    if cpu - base_cpu > budget + 0.1:
+                    if cpu - cpu_base > budget + 0.1:
                         kill_reason = "cpu"
                         break
-        # End of this child: find how it ended, then kill every process of the job.
-        try:
-            wpid, st = os.waitpid(pid, os.WNOHANG)
-            if wpid == pid:
-                status = st
-        except ChildProcessError:
-            pass
-        self.statuses.clear()
-        self.kill_all(pid)
-        if status is None:
-            status = self.statuses.get(pid)
-        if status is None:
+        finally:
+            # End of this child: kill every process of the job, then learn how the child ended.
+            self.kill_all(pid)
             try:
-                _, status = os.waitpid(pid, 0)
-            except ChildProcessError:
+                line = self.zygote_line(10)
+                status = None if line[1:] == "-" else int(line[1:])
+            except (RuntimeError, ValueError):
                 status = None
-        self.statuses.clear()
-        for fd, name in ((r_out, "stdout"), (r_err, "stderr")):
-            drain(fd, name)
-        for fd in (r_out, r_err) + ((pidfd,) if pidfd is not None else ()):
-            os.close(fd)
+            for fd, name in ((r_out, "stdout"), (r_err, "stderr")):
+                drain(fd, name)
+            for fd in (r_out, r_err, r_res) + ((pidfd,) if pidfd is not None else ()):
+                os.close(fd)
         if state.get("done") or "program_error" in state:
+            return state
+        if kill_reason == "stopped":
+            job.events.append("stopped early at test %d: the job can no longer matter" % current)
             return state
         if kill_reason == "deadline":
             state["deadline"] = True
-            events.append("job wall deadline reached")
+            job.events.append("job wall deadline reached")
             if not loaded:
                 state["program_error"] = {"kind": "Timeout", "msg": "job wall deadline during program load"}
             return state
         how = describe_status(status)
         if kill_reason:
-            events.append("%s: killed (%s)" % ("test %d" % current if loaded else "program load", kill_reason))
+            job.events.append("%s: killed (%s)" % ("test %d" % current if loaded else "program load", kill_reason))
         if not loaded:
             if kill_reason == "cpu":
                 state["program_error"] = {"kind": "Timeout", "msg": "program load exceeded its CPU budget"}
@@ -1064,35 +1672,120 @@ class Worker:
             return state
         if current < len(plans):
             if kill_reason == "cpu":
-                results[current] = {"s": "timeout"}
+                job.decide(current, {"s": "timeout"})
             elif kill_reason:
-                results[current] = {"s": "killed", "why": kill_reason}
+                job.decide(current, {"s": "killed", "why": kill_reason})
             elif status is not None and os.WIFEXITED(status):
-                results[current] = {"s": "raised", "kind": "ProcessExit(%d)" % os.WEXITSTATUS(status)}
+                job.decide(current, {"s": "raised", "kind": "ProcessExit(%d)" % os.WEXITSTATUS(status)})
             else:
-                results[current] = {"s": "killed", "why": how}
+                job.decide(current, {"s": "killed", "why": how})
         return state
+
+    def read_control(self, job):
+        """A frame from Rust while a job runs: `{"stop": id}`. Returns True to stop this job."""
+        msg = read_frame(self.req_fd)
+        if isinstance(msg, dict) and "stop" in msg:
+            if msg["stop"] == job.id:
+                job.stopped = True
+                return True
+            return False
+        self.pending = msg
+        return False
 
     def serve(self):
         hello = {"hello": True, "protocol": PROTOCOL, "python": sys.version.split()[0],
                  "pid": os.getpid(), "features": FEATURES,
                  "hash_seed_fixed": sys.flags.hash_randomization == 0}
-        write_all(self.resp_fd, encode_frame(hello))
+        self.send(hello)
         while True:
-            try:
-                req = read_frame(self.req_fd)
-            except EOFError:
+            if self.pending is not None:
+                req, self.pending = self.pending, None
+            else:
+                try:
+                    req = read_frame(self.req_fd)
+                except EOFError:
+                    os._exit(0)
+            if not isinstance(req, dict) or req.get("shutdown"):
                 os._exit(0)
-            if req.get("shutdown"):
-                os._exit(0)
+            if "stop" in req:
+                continue  # a stop for a job that already ended
             try:
                 resp = self.run_job(req)
-            except Exception as e:  # a bug here must surface as a failed job, never a pass
+            except Exception:  # a bug here must surface as a failed job, never a pass
                 import traceback
 
-                resp = {"id": req.get("id"), "worker_error": clean_text(traceback.format_exc(), 4000)}
-                del e
-            write_all(self.resp_fd, encode_frame(resp))
+                resp = {"id": req.get("id"), "end": True, "worker_error": clean_text(traceback.format_exc(), 4000)}
+            self.send(resp)
+            if "worker_error" in resp:
+                os._exit(1)  # the pool starts a fresh worker
+
+
+class JobState:
+    """What the supervisor knows of one job: per-test results (decided as reports arrive), which
+    of them Rust has seen, output, events."""
+
+    def __init__(self, job_id, planned, lim):
+        self.id = job_id
+        self.planned = planned
+        self.lim = lim
+        self.results = [None] * len(planned)
+        self.sent = [False] * len(planned)
+        self.out = {"keep": lim["output_keep_bytes"], "stdout": bytearray(), "stderr": bytearray(), "total": 0}
+        self.events = []
+        self.program_error = None
+        self.program_cpu = None
+        self.stopped = False
+
+    def next_open(self, i):
+        while i < len(self.results) and self.results[i] is not None:
+            i += 1
+        return i
+
+    def decide(self, i, r):
+        p, judge = self.planned[i]
+        r["i"] = i
+        r["child"] = p[0] == "assert"
+        if judge is not None and r.get("s") in ("v", "raised", "returned"):
+            r["judge"] = judge
+        self.results[i] = r
+
+    def decide_from_child(self, current, msg):
+        """Checks one report from the child for the test it is running; raises Violation."""
+        if current >= len(self.planned):
+            raise Violation("report after the last test")
+        i = msg.get("i")
+        if type(i) is not int or i != current:
+            raise Violation("report out of order")
+        mode = self.planned[current][0][0]
+        s = msg.get("s")
+        allowed = {"assert": ASSERT_STATUSES, "raises": RAISES_STATUSES}.get(mode, VALUE_STATUSES)
+        if s not in allowed:
+            # A split test can only come back as a value: a "pass" for it would be forged.
+            raise Violation("report of the wrong kind for test %d" % current)
+        r = {"s": s}
+        if s == "v":
+            v = msg.get("v")
+            if not _valid_value(v):
+                raise Violation("malformed value for test %d" % current)
+            r["v"] = v
+        elif s == "raised":
+            r["kind"] = clean_text(str(msg.get("kind")), 120)
+            mro = msg.get("mro")
+            if type(mro) is list and len(mro) <= 64 and all(type(m) is str and len(m) <= 200 for m in mro):
+                r["mro"] = mro
+        for k in ("cpu", "wall"):
+            x = _seconds(msg.get(k))
+            if x is not None:
+                r[k] = x
+        self.decide(current, r)
+
+    def take_unsent(self):
+        batch = []
+        for i, r in enumerate(self.results):
+            if r is not None and not self.sent[i]:
+                self.sent[i] = True
+                batch.append(r)
+        return batch
 
 
 def describe_status(status):

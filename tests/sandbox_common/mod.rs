@@ -42,11 +42,7 @@ pub fn assert_case(source: &str) -> TestCase {
 }
 
 pub fn job(program: &str, tests: Vec<TestCase>) -> Job {
-    Job {
-        program: program.into(),
-        tests,
-        limits: None,
-    }
+    Job::new(program, tests)
 }
 
 fn children(pid: u32) -> Vec<u32> {
@@ -62,7 +58,8 @@ fn children(pid: u32) -> Vec<u32> {
 }
 
 /// Processes that belong to jobs: every descendant of a worker except the worker's own
-/// process(es) (the outer process and, with a PID namespace, the forkserver it waits on).
+/// processes (the outer process, with a PID namespace the supervisor it waits on, and the
+/// zygote that forks job children).
 pub fn job_processes(pool: &SandboxPool) -> Vec<u32> {
     let pidns = pool
         .isolation()
@@ -76,7 +73,10 @@ pub fn job_processes(pool: &SandboxPool) -> Vec<u32> {
             children(outer)
         };
         while let Some(p) = stack.pop() {
-            found.push(p);
+            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+            if comm.trim() != "ucsb-zygote" {
+                found.push(p);
+            }
             stack.extend(children(p));
         }
     }
