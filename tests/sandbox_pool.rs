@@ -6,7 +6,7 @@ mod sandbox_common;
 use std::time::Duration;
 
 use sandbox_common::*;
-use ucoder_flow::sandbox::{Limits, SandboxPool, TestCase, Value, Verdict};
+use ucoder_flow::sandbox::{Job, Limits, SandboxPool, TestCase, Value, Verdict};
 
 fn verdicts(r: &ucoder_flow::sandbox::JobResult) -> Vec<Verdict> {
     r.tests.iter().map(|t| t.verdict.clone()).collect()
@@ -281,4 +281,46 @@ fn call_without_expected_only_records_the_value() {
             Value::Bool(true)
         ])
     )])));
+}
+
+#[test]
+fn a_job_stops_once_it_can_no_longer_reach_min_passes() {
+    let pool = pool(1);
+    let tests: Vec<TestCase> = (0..10)
+        .map(|i| call("f", &format!("[{i}]"), Some(&(i + 1).to_string())))
+        .collect();
+    // Each test takes 50 ms, so the stop (sent after the third failure: 0 passes + 7 left < 8)
+    // reaches the worker while tests remain.
+    let wrong = "import time\ndef f(x):\n    time.sleep(0.05)\n    return x\n";
+    let r = pool
+        .run(Job {
+            min_passes: Some(8),
+            ..job(wrong, tests.clone())
+        })
+        .unwrap();
+    let v = verdicts(&r);
+    let failed = v.iter().take_while(|v| **v == Verdict::Fail).count();
+    assert!(failed >= 3, "{v:?}");
+    assert!(
+        v[failed..].iter().all(|v| *v == Verdict::Skipped) && failed < 10,
+        "{v:?}"
+    );
+    assert!(r.stopped_early);
+    // A candidate that can still make it runs to the end.
+    let right = "def f(x):\n    return x + 1 if x != 0 else 0\n";
+    let r = pool
+        .run(Job {
+            min_passes: Some(8),
+            ..job(right, tests.clone())
+        })
+        .unwrap();
+    assert_eq!(verdicts(&r)[1..], vec![Verdict::Pass; 9][..]);
+    assert_eq!(verdicts(&r)[0], Verdict::Fail);
+    assert!(!r.stopped_early);
+    // And the worker serves the next job normally.
+    assert!(
+        pool.run(job("def f(x):\n    return x + 1\n", tests))
+            .unwrap()
+            .all_passed()
+    );
 }
