@@ -511,6 +511,12 @@ fn adversarial_suite() {
                 ..job(&program, case.tests.clone())
             })
             .expect("pool answers");
+        if result.attempts != 1 {
+            failures.push(format!(
+                "{}: the job took its worker down: {:?}",
+                case.file, result.events
+            ));
+        }
         if let Err(why) = (case.check)(&result) {
             failures.push(format!("{}: {why}\n  result: {:?}", case.file, result));
         }

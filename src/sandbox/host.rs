@@ -78,8 +78,8 @@ impl WorkerCgroups {
     /// Creates the three cgroups for one worker; `max_processes` is the job's process cap.
     pub fn create(uid: u32, max_processes: u64) -> WorkerCgroups {
         let pids = WorkerCgroup::create("pids", uid).and_then(|c| {
-            // The zygote counts too.
-            std::fs::write(c.path.join("pids.max"), (max_processes + 1).to_string())
+            // The zygote and the spare child it keeps forked ahead count too.
+            std::fs::write(c.path.join("pids.max"), (max_processes + 2).to_string())
                 .map_err(|e| format!("writing {}/pids.max: {e}", c.path.display()))?;
             Ok(c)
         });

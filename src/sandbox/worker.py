@@ -12,21 +12,24 @@
 #   child's value. It never runs candidate code and no job process is ever forked from it.
 # - The ZYGOTE is forked from the supervisor at the end of set-up, before any job exists: it has
 #   the pre-imported modules and the value tagger, and has never held a program, a test, an
-#   expected value or a result channel. Per job it receives, over a Unix socket, only file
-#   descriptors (job input, result pipe, stdout, stderr), forks the job's child, and reports the
-#   child's exit status. It sits in the worker's job cgroups (pids, memory, CPU accounting), so
-#   every job process inherits them with no migration cost.
-# - The CHILD drops to an unprivileged uid, gets its own session, rlimits, a seccomp filter (no
-#   keyring, ptrace or cross-process memory calls) and the job's private tmpfs as working
-#   directory, reads its job (the program and the parts of the tests it must run, never an
-#   expected value) from a memfd, and reports each test's value or status as length-prefixed
-#   JSON on a pipe made for this job alone. The supervisor reads that pipe with strict limits:
-#   anything malformed is a protocol violation of that job, never a crash of the worker.
+#   expected value or a result channel. It keeps one SPARE child forked ahead (so the fork of a
+#   job's child overlaps the job before it); per job it passes the spare, over a Unix socket,
+#   only the job's limits and file descriptors (job input, result pipe, stdout, stderr), and
+#   reports the child's exit status. It sits in the worker's job cgroups (pids, memory, CPU
+#   accounting), so every job process inherits them with no migration cost.
+# - The CHILD, once its job arrives, drops to an unprivileged uid, gets its own session, rlimits,
+#   a seccomp filter (no keyring, ptrace or cross-process memory calls) and the job's private
+#   tmpfs as working directory, reads its job (the program and the parts of the tests it must
+#   run, never an expected value) from a memfd, and reports each test's value or status as
+#   length-prefixed JSON on a pipe made for this job alone. The supervisor reads that pipe with
+#   strict limits: anything malformed is a protocol violation of that job, never a crash of the
+#   worker. A spare keeps root until its job arrives, so no job (under the same uid) can signal
+#   or trace the next job's child before it starts.
 #
 # The supervisor measures CPU from the job's cgroup, drains and caps output, kills every process
-# of the job when it ends, empties the worker's SysV IPC namespace, and resumes the job in a
-# fresh child after a test that killed its process. Rust may send `{"stop": id}` while a job
-# runs: the rest of its tests are then skipped.
+# of the job when it ends, empties the worker's SysV IPC namespace, remounts the job tmpfs unless
+# the job left it empty, and resumes the job in a fresh child after a test that killed its
+# process. Rust may send `{"stop": id}` while a job runs: the rest of its tests are skipped.
 
 import ast
 import errno
@@ -767,6 +770,9 @@ class Zygote:
                 pass
         gc.collect()
         gc.freeze()
+        # One spare child is always forked ahead, already isolated and waiting for a job, so a
+        # job's fork happens while the previous job runs rather than before the next one.
+        spare = self.fork_spare(tag)
         while True:
             try:
                 msg, fds, _, _ = socket.recv_fds(self.sock, 4096, 8)
@@ -774,16 +780,27 @@ class Zygote:
                 os._exit(0)
             if not msg:
                 os._exit(0)
+            pid, handoff = spare
             try:
-                req = json.loads(msg)
-            except ValueError:
-                os._exit(2)
-            pid = os.fork()
-            if pid == 0:
-                self.child(fds, req, tag)
+                socket.send_fds(handoff, [msg], fds)
+            except OSError:
+                # The spare is gone (a job without a uid of its own can signal it): reap it and
+                # hand the job to a fresh child instead.
+                handoff.close()
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+                pid, handoff = self.fork_spare(tag)
+                try:
+                    socket.send_fds(handoff, [msg], fds)
+                except OSError:
+                    pass  # its exit status tells the supervisor
+            handoff.close()
             for fd in fds:
                 os.close(fd)
             self.sock.sendall(b"P%d\n" % pid)
+            spare = self.fork_spare(tag)
             while True:
                 try:
                     _, status = os.waitpid(pid, 0)
@@ -795,21 +812,57 @@ class Zygote:
                     continue
             self.sock.sendall(b"S%s\n" % (b"-" if status is None else str(status).encode()))
 
-    def child(self, fds, req, tag):
-        job_fd, result_fd, out_fd, err_fd = fds
+    def fork_spare(self, tag):
+        """Forks the next job child; returns (pid, the socket its job arrives on)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            self.child(theirs, tag)
+        theirs.close()
+        return pid, ours
+
+    def child(self, handoff, tag):
+        """A job child: isolates itself, waits for its job's descriptors, runs the job."""
+        try:
+            set_name(b"ucsb-spare")
+            os.setsid()
+            # Only the hand-off socket stays open (moved to JOB_FD + 1); 0-2 are /dev/null.
+            keep = JOB_FD + 1
+            os.dup2(handoff.fileno(), keep)
+            handoff.detach()
+            handoff = socket.socket(fileno=keep)
+            for fd in (0, 1, 2):
+                os.dup2(self.devnull, fd)
+            os.closerange(3, keep)
+            os.closerange(keep + 1, 1 << 16)
+            import resource as R
+        except BaseException:
+            os._exit(6)
+        # Wait for the job: its limits and directory, and its descriptors.
+        try:
+            msg, fds, _, _ = socket.recv_fds(handoff, 4096, 8)
+        except BaseException:
+            os._exit(7)
+        if not msg or len(fds) != 4:
+            os._exit(7)
         try:
             set_name(b"ucsb-job")
-            os.setsid()
-            os.dup2(self.devnull, 0)
+            req = json.loads(msg)
+            # The received descriptors may sit on the numbers they must move to: lift them first.
+            lifted = []
+            for k, fd in enumerate(fds):
+                os.dup2(fd, 100 + k)
+                os.close(fd)
+                lifted.append(100 + k)
+            job_fd, result_fd, out_fd, err_fd = lifted
             os.dup2(out_fd, 1)
             os.dup2(err_fd, 2)
             os.dup2(result_fd, RESULT_FD)
             os.dup2(job_fd, JOB_FD)
-            os.set_inheritable(RESULT_FD, False)
-            os.set_inheritable(JOB_FD, False)
+            handoff.close()
             os.closerange(JOB_FD + 1, 1 << 16)
             os.chdir(req["dir"])
-            import resource as R
 
             def lim_set(res, v):
                 R.setrlimit(res, (v, v))
@@ -819,8 +872,8 @@ class Zygote:
             lim_set(R.RLIMIT_FSIZE, req["file_bytes"])
             lim_set(R.RLIMIT_NOFILE, req["open_files"])
             lim_set(R.RLIMIT_CORE, 0)
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            # Privileges go only now: a spare that waited under the job uid could be killed (or
+            # traced) by the job before it, and so break the next job.
             if self.uid is not None:
                 lim_set(R.RLIMIT_NPROC, req["processes"])
                 os.setgroups([])
@@ -832,12 +885,14 @@ class Zygote:
                 import ctypes
 
                 _check(lc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(self.seccomp[0]), 0, 0), "seccomp")
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             os.environ.clear()
             os.environ["HOME"] = req["dir"]
             os.environ["TMPDIR"] = req["dir"]
             sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
             sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
-            del req, fds
+            del req, fds, msg
             self.sock = None
         except BaseException as e:
             try:
@@ -1066,6 +1121,7 @@ class Worker:
         self.resp_fd = 1
         self.devnull = os.open(os.devnull, os.O_RDWR)
         self.scratch = None
+        self.tmp_mounted = None  # size of the job tmpfs now mounted on /tmp, if any
         self.zygote_pid = None
         self.zsock = None
         self.zbuf = b""
@@ -1264,9 +1320,15 @@ class Worker:
 
     def job_dir_enter(self, lim):
         if self.mountns:
-            lc = libc()
-            opts = ("size=%d,nr_inodes=4096,mode=1777" % lim["tmp_bytes"]).encode()
-            _check(lc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, opts), "mount job tmpfs")
+            # A job's tmpfs is reused only if the last job left it empty and it has the size this
+            # job asks for; otherwise a fresh one is mounted.
+            if self.tmp_mounted != lim["tmp_bytes"]:
+                if self.tmp_mounted is not None:
+                    libc().umount2(b"/tmp", MNT_DETACH)
+                    self.tmp_mounted = None
+                opts = ("size=%d,nr_inodes=4096,mode=1777" % lim["tmp_bytes"]).encode()
+                _check(libc().mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, opts), "mount job tmpfs")
+                self.tmp_mounted = lim["tmp_bytes"]
             return "/tmp"
         import tempfile
 
@@ -1276,8 +1338,15 @@ class Worker:
         return d
 
     def job_dir_leave(self, d):
+        """Called once every process of the job is gone."""
         if self.mountns:
-            libc().umount2(b"/tmp", MNT_DETACH)
+            try:
+                empty = not os.listdir("/tmp")
+            except OSError:
+                empty = False
+            if not empty:
+                libc().umount2(b"/tmp", MNT_DETACH)
+                self.tmp_mounted = None
         else:
             import shutil
 
@@ -1304,47 +1373,50 @@ class Worker:
                     except (ValueError, OSError):
                         pass
 
-    def others(self):
-        """Pids in this PID namespace other than the supervisor and the zygote."""
-        keep = (1, self.zygote_pid)
-        out = []
-        for e in os.listdir("/proc"):
-            if e.isdigit():
-                p = int(e)
-                if p not in keep:
-                    out.append(p)
-        return out
-
-    def kill_all(self, child_pid):
-        """Kills every process of the job, escaped sessions and orphans included, and reaps
-        the ones that were reparented here."""
-        if self.pidns:
-            for _ in range(10000):
-                pids = self.others()
-                if not pids:
-                    break
-                for p in pids:
-                    try:
-                        os.kill(p, signal.SIGKILL)
-                    except OSError:
-                        pass
-                if not self.reap():
-                    time.sleep(0.0002)
-            self.reap()
-            return
+    def is_spare(self, pid):
+        """The zygote's own child (the spare waiting for the next job) belongs to the worker.
+        Called after the job's child was reaped, so no other child of the zygote exists."""
         try:
-            os.killpg(child_pid, signal.SIGKILL)
-        except OSError:
-            pass
-        for _ in range(1000):
+            with open("/proc/%d/stat" % pid, "rb") as f:
+                return int(f.read().rsplit(b")", 1)[1].split()[1]) == self.zygote_pid
+        except (OSError, ValueError, IndexError):
+            return False
+
+    def leftovers(self):
+        """Processes of the finished job that are still around."""
+        if self.pidns:
+            pids = {int(e) for e in os.listdir("/proc") if e.isdigit()}
+        else:
             pids = set()
             if self.cg_read_path:
                 with open(self.cg_read_path) as f:
                     pids.update(int(x) for x in f.read().split())
             if self.uid is not None:
                 pids.update(self.pids_of_uid(self.uid))
-            pids.discard(os.getpid())
-            pids.discard(self.zygote_pid)
+        pids.discard(1 if self.pidns else os.getpid())
+        pids.discard(self.zygote_pid)
+        return [p for p in pids if not self.is_spare(p)]
+
+    def end_child(self, child_pid, exited):
+        """Kills every process of the job (escaped sessions and orphans included) and returns
+        the job child's wait status as the zygote reaped it (None if unknown)."""
+        if not exited:
+            try:
+                os.kill(child_pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if not self.pidns:
+            try:
+                os.killpg(child_pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            line = self.zygote_line(10)
+            status = None if line[1:] == "-" else int(line[1:])
+        except ValueError:
+            status = None
+        for _ in range(10000):
+            pids = self.leftovers()
             if not pids:
                 break
             for p in pids:
@@ -1355,6 +1427,7 @@ class Worker:
             if not self.reap():
                 time.sleep(0.0002)
         self.reap()
+        return status
 
     @staticmethod
     def pids_of_uid(uid):
@@ -1639,13 +1712,8 @@ class Worker:
                         kill_reason = "cpu"
                         break
         finally:
-            # End of this child: kill every process of the job, then learn how the child ended.
-            self.kill_all(pid)
-            try:
-                line = self.zygote_line(10)
-                status = None if line[1:] == "-" else int(line[1:])
-            except (RuntimeError, ValueError):
-                status = None
+            # End of this child: kill every process of the job, learning how the child ended.
+            status = self.end_child(pid, exited)
             for fd, name in ((r_out, "stdout"), (r_err, "stderr")):
                 drain(fd, name)
             for fd in (r_out, r_err, r_res) + ((pidfd,) if pidfd is not None else ()):

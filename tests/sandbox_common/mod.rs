@@ -58,8 +58,8 @@ fn children(pid: u32) -> Vec<u32> {
 }
 
 /// Processes that belong to jobs: every descendant of a worker except the worker's own
-/// processes (the outer process, with a PID namespace the supervisor it waits on, and the
-/// zygote that forks job children).
+/// processes (the outer process, with a PID namespace the supervisor it waits on, the zygote
+/// that forks job children, and the spare child the zygote keeps forked for the next job).
 pub fn job_processes(pool: &SandboxPool) -> Vec<u32> {
     let pidns = pool
         .isolation()
@@ -72,11 +72,19 @@ pub fn job_processes(pool: &SandboxPool) -> Vec<u32> {
         } else {
             children(outer)
         };
+        let comm = |p: u32| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
         while let Some(p) = stack.pop() {
-            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-            if comm.trim() != "ucsb-zygote" {
-                found.push(p);
+            if comm(p) == "ucsb-zygote" {
+                // Only the zygote forks its children, so a spare among them is the worker's.
+                stack.extend(children(p).into_iter().filter(|c| comm(*c) != "ucsb-spare"));
+                continue;
             }
+            found.push(p);
             stack.extend(children(p));
         }
     }
