@@ -52,6 +52,7 @@ fn canonical_solutions_pass_and_broken_ones_fail() {
             p.task_id
         );
     }
+    eprintln!("HumanEval asserts: {split} decided outside the child, {in_child} in it");
     // Most HumanEval asserts are `assert candidate(...) == literal`: decided outside the child.
     assert!(
         split > 4 * in_child,

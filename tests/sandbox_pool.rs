@@ -6,7 +6,9 @@ mod sandbox_common;
 use std::time::Duration;
 
 use sandbox_common::*;
-use ucoder_flow::sandbox::{Job, Limits, SandboxPool, TestCase, Value, Verdict};
+use ucoder_flow::sandbox::{
+    EarlyStop, Job, Limits, SandboxPool, StopCount, TestCase, Value, Verdict,
+};
 
 fn verdicts(r: &ucoder_flow::sandbox::JobResult) -> Vec<Verdict> {
     r.tests.iter().map(|t| t.verdict.clone()).collect()
@@ -284,7 +286,7 @@ fn call_without_expected_only_records_the_value() {
 }
 
 #[test]
-fn a_job_stops_once_it_can_no_longer_reach_min_passes() {
+fn a_job_stops_once_it_can_no_longer_reach_its_early_stop_count() {
     let pool = pool(1);
     let tests: Vec<TestCase> = (0..10)
         .map(|i| call("f", &format!("[{i}]"), Some(&(i + 1).to_string())))
@@ -294,7 +296,10 @@ fn a_job_stops_once_it_can_no_longer_reach_min_passes() {
     let wrong = "import time\ndef f(x):\n    time.sleep(0.05)\n    return x\n";
     let r = pool
         .run(Job {
-            min_passes: Some(8),
+            early_stop: Some(EarlyStop {
+                at_least: 8,
+                counting: StopCount::Passed,
+            }),
             ..job(wrong, tests.clone())
         })
         .unwrap();
@@ -310,7 +315,10 @@ fn a_job_stops_once_it_can_no_longer_reach_min_passes() {
     let right = "def f(x):\n    return x + 1 if x != 0 else 0\n";
     let r = pool
         .run(Job {
-            min_passes: Some(8),
+            early_stop: Some(EarlyStop {
+                at_least: 8,
+                counting: StopCount::Passed,
+            }),
             ..job(right, tests.clone())
         })
         .unwrap();
@@ -323,4 +331,38 @@ fn a_job_stops_once_it_can_no_longer_reach_min_passes() {
             .unwrap()
             .all_passed()
     );
+}
+
+#[test]
+fn early_stop_can_count_tests_that_ran_to_their_end() {
+    let pool = pool(1);
+    let tests: Vec<TestCase> = (0..10)
+        .map(|i| call("f", &format!("[{i}]"), Some("0")))
+        .collect();
+    // Every test raises: none runs to its end, so e(r) >= 0.8 is out of reach after the third.
+    let crashing = "import time\ndef f(x):\n    time.sleep(0.05)\n    raise ValueError(x)\n";
+    let stop = EarlyStop {
+        at_least: 8,
+        counting: StopCount::Ran,
+    };
+    let r = pool
+        .run(Job {
+            early_stop: Some(stop),
+            ..job(crashing, tests.clone())
+        })
+        .unwrap();
+    let v = verdicts(&r);
+    let errors = v.iter().take_while(|v| **v == err("ValueError")).count();
+    assert!(errors >= 3 && errors < 10, "{v:?}");
+    assert!(v[errors..].iter().all(|v| *v == Verdict::Skipped), "{v:?}");
+    // Failing (but running) tests count as ran: no stop.
+    let wrong = "def f(x):\n    return 1\n";
+    let r = pool
+        .run(Job {
+            early_stop: Some(stop),
+            ..job(wrong, tests)
+        })
+        .unwrap();
+    assert_eq!(verdicts(&r), vec![Verdict::Fail; 10]);
+    assert!(!r.stopped_early);
 }

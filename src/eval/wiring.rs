@@ -103,7 +103,7 @@ impl ProgramChecker for PoolChecker {
             program: p.clone(),
             tests: tests.clone(),
             limits: Some(limits.clone()),
-            min_passes: None,
+            early_stop: None,
         }));
         let mut out = Vec::with_capacity(results.len());
         for result in results {

@@ -255,7 +255,7 @@ pub fn outcome(verdict: &Verdict) -> Outcome {
         Verdict::Fail => Outcome::Fail,
         Verdict::Error { .. } => Outcome::Error,
         Verdict::Timeout | Verdict::Killed => Outcome::Timeout,
-        // The executor sets no `min_passes`, so no test is skipped.
+        // The executor sets no `early_stop`, so no test is skipped.
         Verdict::Skipped => Outcome::Error,
     }
 }
@@ -287,7 +287,7 @@ impl Execute for SandboxExecutor {
                 program: job.code.clone(),
                 tests: job.tests.iter().map(sandbox_test).collect(),
                 limits: Some(self.limits.clone()),
-                min_passes: None,
+                early_stop: None,
             }),
         );
         let out = jobs

@@ -590,7 +590,7 @@ fn build<'s>(scope: Scope<'s, u64>, ctx: &Arc<GraphContext>, collect: &Rc<RefCel
                     source: format!("assert callable({})", skeleton.function_name),
                 }],
                 limits: Some(limits.clone()),
-                min_passes: None,
+                early_stop: None,
             };
             (d, job)
         });
@@ -743,7 +743,7 @@ fn build<'s>(scope: Scope<'s, u64>, ctx: &Arc<GraphContext>, collect: &Rc<RefCel
                 program: d.skeleton_code().to_string(),
                 tests: tests.iter().map(super::backends::sandbox_test).collect(),
                 limits: Some(limits.clone()),
-                min_passes: None,
+                early_stop: None,
             };
             ((d, tests), job)
         });

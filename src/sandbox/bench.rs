@@ -187,7 +187,7 @@ fn pool_row(
             program: p.canonical_program(),
             tests: p.tests(),
             limits: None,
-            min_passes: None,
+            early_stop: None,
         })
         .collect();
     // Warm-up pass (not timed).

@@ -143,11 +143,36 @@ pub struct Job {
     pub tests: Vec<TestCase>,
     /// Overrides the pool's default limits.
     pub limits: Option<Limits>,
-    /// Stop the job as soon as fewer than this many of its tests can still pass (its passes so
-    /// far plus the tests not yet decided): the rest are [`Verdict::Skipped`]. For a consumer
-    /// that can no longer use the candidate (e.g. e(r) >= rho is out of reach). `None` runs
-    /// every test.
-    pub min_passes: Option<usize>,
+    /// Stop the job once it can no longer reach this; its untried tests become
+    /// [`Verdict::Skipped`]. For a consumer that cannot use the candidate past that point (e.g.
+    /// e(r) >= rho is out of reach). `None` runs every test.
+    pub early_stop: Option<EarlyStop>,
+}
+
+/// When a job stops early: as soon as fewer than `at_least` of its tests can still end as
+/// `counting` says (those decided so far plus those not yet run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EarlyStop {
+    pub at_least: usize,
+    pub counting: StopCount,
+}
+
+/// Which verdicts an [`EarlyStop`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCount {
+    /// [`Verdict::Pass`].
+    Passed,
+    /// [`Verdict::Pass`] or [`Verdict::Fail`]: the test ran to its end (what e(r) counts).
+    Ran,
+}
+
+impl StopCount {
+    pub fn counts(self, verdict: &Verdict) -> bool {
+        match self {
+            StopCount::Passed => *verdict == Verdict::Pass,
+            StopCount::Ran => matches!(verdict, Verdict::Pass | Verdict::Fail),
+        }
+    }
 }
 
 impl Job {
@@ -157,7 +182,7 @@ impl Job {
             program: program.into(),
             tests,
             limits: None,
-            min_passes: None,
+            early_stop: None,
         }
     }
 }
@@ -198,7 +223,7 @@ pub enum Verdict {
     Timeout,
     /// The process died (signal, output limit, job deadline, protocol violation, lost worker).
     Killed,
-    /// Not run: the job stopped early because it could no longer reach [`Job::min_passes`].
+    /// Not run: the job stopped early because it could no longer reach [`Job::early_stop`].
     Skipped,
 }
 
@@ -245,7 +270,7 @@ pub struct JobResult {
     pub wall: Duration,
     /// Peak memory of the job's processes together (its memory cgroup), where the host has one.
     pub memory_peak_bytes: Option<u64>,
-    /// True when the job stopped early ([`Job::min_passes`]); its untried tests are skipped.
+    /// True when the job stopped early ([`Job::early_stop`]); its untried tests are skipped.
     pub stopped_early: bool,
 }
 

@@ -465,7 +465,7 @@ fn run_task(
 }
 
 /// One attempt of a job on one worker: sends it, reads the result batches as the tests end
-/// (asking the worker to stop once the job can no longer reach [`Job::min_passes`]), and the
+/// (asking the worker to stop once the job can no longer reach [`Job::early_stop`]), and the
 /// closing frame. `Err` says why the worker must be replaced (it died, hung, broke the
 /// protocol or reported an internal error); a failing candidate is never an `Err`.
 fn exchange(
@@ -478,7 +478,7 @@ fn exchange(
     let n = job.tests.len();
     write_frame(&mut w.stdin, request).map_err(|e| format!("failed ({e})"))?;
     let mut tests: Vec<Option<TestResult>> = vec![None; n];
-    let mut passed = 0usize;
+    let mut counted = 0usize;
     let mut decided = 0usize;
     let mut stop_sent = false;
     loop {
@@ -510,13 +510,16 @@ fn exchange(
                 }
                 let result = decode_test(t).map_err(|e| format!("broke the protocol ({e})"))?;
                 decided += 1;
-                passed += usize::from(result.verdict == Verdict::Pass);
+                counted += usize::from(
+                    job.early_stop
+                        .is_some_and(|rule| rule.counting.counts(&result.verdict)),
+                );
                 tests[i] = Some(result);
             }
-            if let Some(min) = job.min_passes
+            if let Some(rule) = job.early_stop
                 && !stop_sent
                 && decided < n
-                && passed + (n - decided) < min
+                && counted + (n - decided) < rule.at_least
             {
                 write_frame(&mut w.stdin, &json!({"stop": id}))
                     .map_err(|e| format!("failed ({e})"))?;
