@@ -366,3 +366,33 @@ fn early_stop_can_count_tests_that_ran_to_their_end() {
     assert_eq!(verdicts(&r), vec![Verdict::Fail; 10]);
     assert!(!r.stopped_early);
 }
+
+#[test]
+fn constant_expressions_are_decided_outside_the_child() {
+    let pool = pool(1);
+    let program = "def f(x):\n    return (x + 1, x * 3)\ndef g(x):\n    return x / 3\ndef tuple(x):\n    return 'shadowed'\n";
+    let tests = vec![
+        assert_case("assert f(2) == (1 + 2, 2 * 3)"),
+        assert_case("assert f(2) == (1 + 2, 7)"),
+        assert_case("assert abs(g(2) - 2.0/3.0) < 1e-9"),
+        // The candidate shadows `tuple`: the expected side is still the builtin's.
+        assert_case("assert f(2) == tuple([3, 6])"),
+        assert_case("assert True, 'always'"),
+        assert_case("assert f(2) == f(2)"),
+    ];
+    let r = pool.run(job(program, tests)).unwrap();
+    assert_eq!(
+        verdicts(&r),
+        vec![
+            Verdict::Pass,
+            Verdict::Fail,
+            Verdict::Pass,
+            Verdict::Pass,
+            Verdict::Pass,
+            Verdict::Pass
+        ],
+        "{r:#?}"
+    );
+    let in_child: Vec<bool> = r.tests.iter().map(|t| t.checked_in_child).collect();
+    assert_eq!(in_child, vec![false, false, false, false, false, true]);
+}

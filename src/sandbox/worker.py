@@ -277,11 +277,57 @@ def make_tagger(max_bytes, max_depth=64):
 # child as a whole (`("assert", code)`, judge None) and are labelled "decided in child".
 
 
+_FOLD_OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
+             ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b}
+_FOLD_CALLS = {"tuple": tuple, "list": list, "set": set, "frozenset": frozenset}
+
+
+def _fold(node, depth=0):
+    """The value of a constant expression the supervisor can compute itself, without running
+    any of the test's or the candidate's code: literals, + - * / on numbers (`2.0/3.0`,
+    `3 + 5 + 7`), and tuple()/list()/set()/frozenset() of such, nested in containers.
+    Raises ValueError for anything else."""
+    if depth > 64:
+        raise ValueError("too deep")
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        v = _fold(node.operand, depth + 1)
+        if type(v) not in (int, float, complex):
+            raise ValueError("sign of a non-number")
+        return -v if isinstance(node.op, ast.USub) else +v
+    if isinstance(node, ast.BinOp) and type(node.op) in _FOLD_OPS:
+        a, b = _fold(node.left, depth + 1), _fold(node.right, depth + 1)
+        if type(a) not in (int, float, complex) or type(b) not in (int, float, complex):
+            raise ValueError("arithmetic on a non-number")
+        try:
+            v = _FOLD_OPS[type(node.op)](a, b)
+        except ArithmeticError as e:
+            raise ValueError(str(e)) from None
+        if type(v) is int and v.bit_length() > 4096:
+            raise ValueError("too large")
+        return v
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        items = [_fold(e, depth + 1) for e in node.elts]
+        return {ast.Tuple: tuple, ast.List: list, ast.Set: set}[type(node)](items)
+    if isinstance(node, ast.Dict):
+        if any(k is None for k in node.keys):
+            raise ValueError("dict unpacking")
+        return {_fold(k, depth + 1): _fold(v, depth + 1) for k, v in zip(node.keys, node.values)}
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FOLD_CALLS
+            and len(node.args) <= 1 and not node.keywords):
+        arg = _fold(node.args[0], depth + 1) if node.args else ()
+        if type(arg) not in (list, tuple, set, frozenset, str, dict):
+            raise ValueError("not an iterable constant")
+        return _FOLD_CALLS[node.func.id](arg)
+    raise ValueError("not a constant expression")
+
+
 def _literal(node):
-    """(True, value) when `node` is a Python literal (constants, containers, -x, a+bj)."""
+    """(True, value) when `node` is a constant expression (see `_fold`)."""
     try:
-        return True, ast.literal_eval(node)
-    except Exception:
+        return True, _fold(node)
+    except (ValueError, TypeError):  # TypeError: an unhashable set element or dict key
         return False, None
 
 
@@ -393,7 +439,7 @@ def _split_truth(test_expr):
     outside. Any other bare expression would compute its verdict inside the child."""
     negated = isinstance(test_expr, ast.UnaryOp) and isinstance(test_expr.op, ast.Not)
     inner = test_expr.operand if negated else test_expr
-    if _is_plain_call(inner):
+    if _is_plain_call(inner) or _is_literal(inner):
         return inner, {"cmp": "falsy" if negated else "truthy"}
     return None
 
