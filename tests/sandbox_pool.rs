@@ -6,9 +6,7 @@ mod sandbox_common;
 use std::time::Duration;
 
 use sandbox_common::*;
-use ucoder_flow::sandbox::{
-    EarlyStop, Job, Limits, SandboxPool, StopCount, TestCase, Value, Verdict,
-};
+use ucoder_flow::sandbox::{EarlyStop, Job, Limits, SandboxPool, TestCase, Value, Verdict};
 
 fn verdicts(r: &ucoder_flow::sandbox::JobResult) -> Vec<Verdict> {
     r.tests.iter().map(|t| t.verdict.clone()).collect()
@@ -286,85 +284,72 @@ fn call_without_expected_only_records_the_value() {
 }
 
 #[test]
-fn a_job_stops_once_it_can_no_longer_reach_its_early_stop_count() {
-    let pool = pool(1);
-    let tests: Vec<TestCase> = (0..10)
-        .map(|i| call("f", &format!("[{i}]"), Some(&(i + 1).to_string())))
-        .collect();
-    // Each test takes 50 ms, so the stop (sent after the third failure: 0 passes + 7 left < 8)
-    // reaches the worker while tests remain.
-    let wrong = "import time\ndef f(x):\n    time.sleep(0.05)\n    return x\n";
-    let r = pool
-        .run(Job {
-            early_stop: Some(EarlyStop {
-                at_least: 8,
-                counting: StopCount::Passed,
-            }),
-            ..job(wrong, tests.clone())
-        })
-        .unwrap();
-    let v = verdicts(&r);
-    let failed = v.iter().take_while(|v| **v == Verdict::Fail).count();
-    assert!(failed >= 3, "{v:?}");
-    assert!(
-        v[failed..].iter().all(|v| *v == Verdict::Skipped) && failed < 10,
-        "{v:?}"
-    );
-    assert!(r.stopped_early);
-    // A candidate that can still make it runs to the end.
-    let right = "def f(x):\n    return x + 1 if x != 0 else 0\n";
-    let r = pool
-        .run(Job {
-            early_stop: Some(EarlyStop {
-                at_least: 8,
-                counting: StopCount::Passed,
-            }),
-            ..job(right, tests.clone())
-        })
-        .unwrap();
-    assert_eq!(verdicts(&r)[1..], vec![Verdict::Pass; 9][..]);
-    assert_eq!(verdicts(&r)[0], Verdict::Fail);
-    assert!(!r.stopped_early);
-    // And the worker serves the next job normally.
-    assert!(
-        pool.run(job("def f(x):\n    return x + 1\n", tests))
-            .unwrap()
-            .all_passed()
-    );
-}
-
-#[test]
-fn early_stop_can_count_tests_that_ran_to_their_end() {
+fn a_job_stops_once_too_few_tests_can_still_run_to_their_end() {
     let pool = pool(1);
     let tests: Vec<TestCase> = (0..10)
         .map(|i| call("f", &format!("[{i}]"), Some("0")))
         .collect();
-    // Every test raises: none runs to its end, so e(r) >= 0.8 is out of reach after the third.
-    let crashing = "import time\ndef f(x):\n    time.sleep(0.05)\n    raise ValueError(x)\n";
-    let stop = EarlyStop {
-        at_least: 8,
-        counting: StopCount::Ran,
-    };
+    let stop = EarlyStop { at_least: 8 };
+    // Every test raises: none runs to its end, so 8 of 10 is out of reach after the third.
+    let crashing = "def f(x):\n    raise ValueError(x)\n";
     let r = pool
         .run(Job {
             early_stop: Some(stop),
             ..job(crashing, tests.clone())
         })
         .unwrap();
-    let v = verdicts(&r);
-    let errors = v.iter().take_while(|v| **v == err("ValueError")).count();
-    assert!(errors >= 3 && errors < 10, "{v:?}");
-    assert!(v[errors..].iter().all(|v| *v == Verdict::Skipped), "{v:?}");
-    // Failing (but running) tests count as ran: no stop.
+    let mut expected = vec![err("ValueError"); 3];
+    expected.extend(vec![Verdict::Skipped; 7]);
+    assert_eq!(verdicts(&r), expected, "{r:?}");
+    assert!(r.stopped_early);
+    // Tests that kill the child count as not run, and the stop holds across the fresh child.
+    let dying =
+        "import os\ndef f(x):\n    if x % 2 == 0:\n        os._exit(1)\n    raise KeyError(x)\n";
+    let r = pool
+        .run(Job {
+            early_stop: Some(stop),
+            ..job(dying, tests.clone())
+        })
+        .unwrap();
+    let mut expected = vec![
+        err("ProcessExit(1)"),
+        err("KeyError"),
+        err("ProcessExit(1)"),
+    ];
+    expected.extend(vec![Verdict::Skipped; 7]);
+    assert_eq!(verdicts(&r), expected, "{r:?}");
+    // Failing tests ran to their end: no stop.
     let wrong = "def f(x):\n    return 1\n";
     let r = pool
         .run(Job {
             early_stop: Some(stop),
-            ..job(wrong, tests)
+            ..job(wrong, tests.clone())
         })
         .unwrap();
     assert_eq!(verdicts(&r), vec![Verdict::Fail; 10]);
     assert!(!r.stopped_early);
+    // The same candidate stops at the same test every time.
+    let twice = "def f(x):\n    if x in (1, 4, 5):\n        raise ValueError(x)\n    return 0\n";
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            verdicts(
+                &pool
+                    .run(Job {
+                        early_stop: Some(EarlyStop { at_least: 10 }),
+                        ..job(twice, tests.clone())
+                    })
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let mut expected = vec![Verdict::Pass, err("ValueError")];
+    expected.extend(vec![Verdict::Skipped; 8]);
+    assert!(runs.iter().all(|v| *v == expected), "{runs:?}");
+    assert!(
+        pool.run(job("def f(x):\n    return 0\n", tests))
+            .unwrap()
+            .all_passed()
+    );
 }
 
 #[test]

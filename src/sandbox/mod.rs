@@ -149,30 +149,12 @@ pub struct Job {
     pub early_stop: Option<EarlyStop>,
 }
 
-/// When a job stops early: as soon as fewer than `at_least` of its tests can still end as
-/// `counting` says (those decided so far plus those not yet run).
+/// When a job stops early: as soon as fewer than `at_least` of its tests can still run to their
+/// end ([`Verdict::Pass`] or [`Verdict::Fail`], what e(r) counts). The worker decides it as the
+/// reports arrive, counting a returned value as ran, so a candidate always stops at the same test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EarlyStop {
     pub at_least: usize,
-    pub counting: StopCount,
-}
-
-/// Which verdicts an [`EarlyStop`] counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopCount {
-    /// [`Verdict::Pass`].
-    Passed,
-    /// [`Verdict::Pass`] or [`Verdict::Fail`]: the test ran to its end (what e(r) counts).
-    Ran,
-}
-
-impl StopCount {
-    pub fn counts(self, verdict: &Verdict) -> bool {
-        match self {
-            StopCount::Passed => *verdict == Verdict::Pass,
-            StopCount::Ran => matches!(verdict, Verdict::Pass | Verdict::Fail),
-        }
-    }
 }
 
 impl Job {

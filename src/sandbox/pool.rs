@@ -401,6 +401,7 @@ fn run_task(
         "program": job.program,
         "tests": job.tests.iter().map(test_json).collect::<Vec<_>>(),
         "limits": limits.to_json(),
+        "stop_below_ran": job.early_stop.map(|stop| stop.at_least),
     });
     let mut events = Vec::new();
     for attempt in 1..=MAX_ATTEMPTS {
@@ -464,9 +465,8 @@ fn run_task(
     })
 }
 
-/// One attempt of a job on one worker: sends it, reads the result batches as the tests end
-/// (asking the worker to stop once the job can no longer reach [`Job::early_stop`]), and the
-/// closing frame. `Err` says why the worker must be replaced (it died, hung, broke the
+/// One attempt of a job on one worker: sends it, reads the result batches as the tests end and
+/// the closing frame. `Err` says why the worker must be replaced (it died, hung, broke the
 /// protocol or reported an internal error); a failing candidate is never an `Err`.
 fn exchange(
     w: &mut WorkerProcess,
@@ -478,9 +478,6 @@ fn exchange(
     let n = job.tests.len();
     write_frame(&mut w.stdin, request).map_err(|e| format!("failed ({e})"))?;
     let mut tests: Vec<Option<TestResult>> = vec![None; n];
-    let mut counted = 0usize;
-    let mut decided = 0usize;
-    let mut stop_sent = false;
     loop {
         let frame = w.reader.read(deadline).map_err(|e| match e {
             FrameError::Timeout => "hung past the job deadline".to_string(),
@@ -509,21 +506,7 @@ fn exchange(
                     return Err(format!("sent test {i} twice"));
                 }
                 let result = decode_test(t).map_err(|e| format!("broke the protocol ({e})"))?;
-                decided += 1;
-                counted += usize::from(
-                    job.early_stop
-                        .is_some_and(|rule| rule.counting.counts(&result.verdict)),
-                );
                 tests[i] = Some(result);
-            }
-            if let Some(rule) = job.early_stop
-                && !stop_sent
-                && decided < n
-                && counted + (n - decided) < rule.at_least
-            {
-                write_frame(&mut w.stdin, &json!({"stop": id}))
-                    .map_err(|e| format!("failed ({e})"))?;
-                stop_sent = true;
             }
         }
         if frame.get("end") == Some(&Json::Bool(true)) {

@@ -29,7 +29,9 @@
 # The supervisor measures CPU from the job's cgroup, drains and caps output, kills every process
 # of the job when it ends, empties the worker's SysV IPC namespace, remounts the job tmpfs unless
 # the job left it empty, and resumes the job in a fresh child after a test that killed its
-# process. Rust may send `{"stop": id}` while a job runs: the rest of its tests are skipped.
+# process. A job may ask to stop early (`stop_below_ran`): once fewer of its tests can still run
+# to their end, the rest are skipped, decided here as reports arrive, so the same candidate always
+# stops at the same test.
 
 import ast
 import errno
@@ -1172,7 +1174,6 @@ class Worker:
         self.zsock = None
         self.zbuf = b""
         self.cgroup = Cgroup(cfg)
-        self.pending = None  # a request read while a job ran (never happens with one client)
 
     # -- setup, once per worker
 
@@ -1530,7 +1531,7 @@ class Worker:
         job_id = req.get("id")
         tests = req.get("tests") or []
         planned = [self.planner.plan(t) for t in tests]
-        job = JobState(job_id, planned, lim)
+        job = JobState(job_id, planned, lim, req.get("stop_below_ran"))
         for i, (p, _) in enumerate(planned):
             if p[0] == "invalid":
                 job.decide(i, {"s": "invalid", "why": p[1]})
@@ -1542,7 +1543,7 @@ class Worker:
         child_plans = [p for p, _ in planned]
         try:
             loaded_once = False
-            while not job.stopped:
+            while not job.hopeless():
                 start = job.next_open(0)
                 if loaded_once and start >= len(planned):
                     break
@@ -1629,7 +1630,6 @@ class Worker:
         for fd in fds:
             poller.register(fd, select.POLLIN)
         poller.register(r_res, select.POLLIN)
-        poller.register(self.req_fd, select.POLLIN)
         if pidfd is not None:
             poller.register(pidfd, select.POLLIN)
         state = {}
@@ -1685,17 +1685,12 @@ class Worker:
                 for fd, ev in ready:
                     if fd == pidfd:
                         exited = True
-                    elif fd == self.req_fd:
-                        if self.read_control(job):
-                            kill_reason = "stopped"
                     elif fd == r_res:
                         pass
                     else:
                         name = fds.get(fd)
                         if name and not drain(fd, name):
                             poller.unregister(fd)
-                if kill_reason == "stopped":
-                    break
                 if out["child"] > lim["max_output_bytes"]:
                     kill_reason = "output limit"
                     break
@@ -1735,7 +1730,12 @@ class Worker:
                             break
                         job.decide_from_child(current, msg)
                         current = job.next_open(current + 1)
+                        if job.hopeless():
+                            kill_reason = "stopped"
+                            break
                     self.send_results(job)
+                    if kill_reason == "stopped":
+                        break
                 except Violation as v:
                     kill_reason = "protocol violation: %s" % v
                     break
@@ -1767,7 +1767,7 @@ class Worker:
         if state.get("done") or "program_error" in state:
             return state
         if kill_reason == "stopped":
-            job.events.append("stopped early at test %d: the job can no longer matter" % current)
+            job.events.append("stopped early after test %d: too few tests can still run to their end" % (current - 1))
             return state
         if kill_reason == "deadline":
             state["deadline"] = True
@@ -1795,34 +1795,18 @@ class Worker:
                 job.decide(current, {"s": "killed", "why": how})
         return state
 
-    def read_control(self, job):
-        """A frame from Rust while a job runs: `{"stop": id}`. Returns True to stop this job."""
-        msg = read_frame(self.req_fd)
-        if isinstance(msg, dict) and "stop" in msg:
-            if msg["stop"] == job.id:
-                job.stopped = True
-                return True
-            return False
-        self.pending = msg
-        return False
-
     def serve(self):
         hello = {"hello": True, "protocol": PROTOCOL, "python": sys.version.split()[0],
                  "pid": os.getpid(), "features": FEATURES,
                  "hash_seed_fixed": sys.flags.hash_randomization == 0}
         self.send(hello)
         while True:
-            if self.pending is not None:
-                req, self.pending = self.pending, None
-            else:
-                try:
-                    req = read_frame(self.req_fd)
-                except EOFError:
-                    os._exit(0)
+            try:
+                req = read_frame(self.req_fd)
+            except EOFError:
+                os._exit(0)
             if not isinstance(req, dict) or req.get("shutdown"):
                 os._exit(0)
-            if "stop" in req:
-                continue  # a stop for a job that already ended
             try:
                 resp = self.run_job(req)
             except Exception:  # a bug here must surface as a failed job, never a pass
@@ -1838,11 +1822,15 @@ class JobState:
     """What the supervisor knows of one job: per-test results (decided as reports arrive), which
     of them Rust has seen, output, events."""
 
-    def __init__(self, job_id, planned, lim):
+    def __init__(self, job_id, planned, lim, stop_below_ran):
         self.id = job_id
+        # Early stop: once fewer than this many tests can still run to their end.
+        self.stop_below_ran = stop_below_ran if type(stop_below_ran) is int else None
         self.planned = planned
         self.lim = lim
         self.results = [None] * len(planned)
+        self.open = len(planned)  # tests not decided yet
+        self.ran = 0  # decided tests that may have run to their end
         self.sent = [False] * len(planned)
         self.out = {"keep": lim["output_keep_bytes"], "stdout": bytearray(), "stderr": bytearray(), "total": 0}
         self.events = []
@@ -1862,6 +1850,8 @@ class JobState:
         if judge is not None and r.get("s") in ("v", "raised", "returned"):
             r["judge"] = judge
         self.results[i] = r
+        self.open -= 1
+        self.ran += self.may_have_run(r)
 
     def decide_from_child(self, current, msg):
         """Checks one report from the child for the test it is running; raises Violation."""
@@ -1892,6 +1882,29 @@ class JobState:
             if x is not None:
                 r[k] = x
         self.decide(current, r)
+
+    def may_have_run(self, r):
+        """Whether a decided test can count as one that ran to its end (Pass or Fail): judged
+        optimistically, so a stop never depends on a comparison made later in Rust."""
+        s = r.get("s")
+        if s in ("pass", "fail", "returned"):
+            return True
+        if s == "v":
+            v = r.get("v")
+            return not (type(v) is list and v and v[0] == "T")
+        if s == "raised":
+            judge = r.get("judge")
+            return bool(judge and judge.get("cmp") == "raises"
+                        and any(n in judge.get("names", ()) for n in r.get("mro", ())))
+        return False
+
+    def hopeless(self):
+        """True (and the job marked stopped) once the early-stop count is out of reach."""
+        if self.stop_below_ran is None or self.stopped:
+            return self.stopped
+        if self.ran + self.open < self.stop_below_ran:
+            self.stopped = True
+        return self.stopped
 
     def take_unsent(self):
         batch = []
