@@ -14,7 +14,7 @@ use ucoder_flow::eval::{
     BackendError, CheckOutcome, CompletionSource, EvalError, Generation, GenerationRequest,
     ProgramChecker, SampleRecord, Summary, wiring,
 };
-use ucoder_flow::store::Stage;
+use ucoder_flow::store::{Stage, StoreError};
 
 const FIXTURE: &str = "tests/fixtures/eval/qwen2.5-coder-0.5b-instruct.jsonl";
 
@@ -290,7 +290,10 @@ fn other_settings_are_refused_and_prompts_dump_round_trips() {
     let refused = harness.run(&other, None);
     assert!(refused.generated.is_empty() && refused.checked == 0);
     let err = refused.result.unwrap_err();
-    assert!(matches!(err, EvalError::SettingsChanged { .. }), "{err}");
+    assert!(
+        matches!(err, EvalError::Store(StoreError::SettingsChanged { .. })),
+        "{err}"
+    );
     assert!(err.to_string().contains("max_tokens"), "{err}");
 
     let dump = dir.path().join("prompts.jsonl");

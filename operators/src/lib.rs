@@ -12,6 +12,8 @@
 //! - [`consensus`](mod@consensus): the grouper (`count`) and selector (`reduce`) as one differential dataflow.
 //! - [`backend`]: the `Generate` / `Execute` traits and the thread pool that serves them.
 //! - [`offload`](mod@offload): the non-blocking timely operator that batches requests to a backend pool.
+//! - [`checkpointed`](mod@checkpointed): a backend call whose answers are committed and replayed on resume.
+//! - [`stateful`](mod@stateful): a `flat_map` whose closure keeps state.
 //! - [`adaptive`]: when to stop sampling a problem.
 //!
 //! Wiring one iteration (timely time = sampling round, `u64`):
@@ -30,12 +32,14 @@
 
 pub mod adaptive;
 pub mod backend;
+pub mod checkpointed;
 pub mod consensus;
 pub mod offload;
 pub mod records;
 pub mod selection;
 pub mod signature;
 pub mod stable_hash;
+pub mod stateful;
 
 pub use adaptive::{AdaptiveSampling, ClusterStanding, Decision, StopReason};
 pub use backend::{
@@ -43,6 +47,7 @@ pub use backend::{
     ExecuteService, FinishReason, Generate, GenerateService, Generation, GenerationRequest, Role,
     SamplingParams, Service,
 };
+pub use checkpointed::{Answers, checkpointed};
 pub use consensus::{ClusterKey, Consensus, as_insertions, consensus};
 pub use offload::{BatchPolicy, offload};
 pub use records::{
@@ -52,3 +57,4 @@ pub use records::{
 };
 pub use selection::{Selection, SelectionConfig, SelectionRule, select_batch};
 pub use signature::{Signature, SignatureKind, Verdict, VerdictError};
+pub use stateful::stateful;

@@ -51,15 +51,6 @@ pub enum EvalError {
         #[source]
         source: BackendError,
     },
-    #[error(
-        "{dir} holds results made with other settings; use another --out, or remove the folder to start over.\n  \
-         folder: {before}\n  now:    {now}"
-    )]
-    SettingsChanged {
-        dir: PathBuf,
-        before: String,
-        now: String,
-    },
     #[error("{0} is not wired into this build yet (see src/eval/wiring.rs)")]
     NotWired(&'static str),
 }

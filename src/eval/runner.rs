@@ -17,7 +17,6 @@ use super::humaneval::Problem;
 use super::prompt;
 use super::recorded::{PromptLine, write_jsonl};
 use super::results::{SampleRecord, Summary, SummaryHeader};
-use crate::store::manifest::digest_json;
 use crate::store::{Manifest, Stage, read_json, write_json_atomic};
 
 /// The stage folder of sample rows inside the run folder.
@@ -109,26 +108,7 @@ pub fn run(
     let out = &config.output.dir;
     let described = source.describe();
     let identity = identity(config, &described);
-    let digest = digest_json(&identity);
-    match Manifest::load(out)? {
-        Some(m) if m.config_digest != digest => {
-            return Err(EvalError::SettingsChanged {
-                dir: out.clone(),
-                before: m.config.to_string(),
-                now: identity.to_string(),
-            });
-        }
-        Some(_) => {}
-        None => Manifest {
-            job: "eval".into(),
-            created_by: env!("CARGO_PKG_VERSION").into(),
-            config_digest: digest,
-            config: identity,
-            model: described.clone(),
-            stages: BTreeMap::new(),
-        }
-        .save(out)?,
-    }
+    Manifest::claim(out, "eval", identity, described.clone())?;
     let summary_path = out.join(SUMMARY_FILE);
     let earlier_wall = read_json::<Summary>(&summary_path)?.map_or(0.0, |s| s.wall_seconds);
 

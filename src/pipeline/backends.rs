@@ -12,13 +12,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ucoder_operators::{
-    BackendError, ChatMessage as OpChatMessage, Completion, ExecJob, Execute, Execution,
-    FinishReason as OpFinish, Generate, Generation, GenerationRequest, LogprobSummary, Outcome,
-    Role, TestKind, TestResult,
+    BackendError, BackendHandle, BackendPool, ChatMessage as OpChatMessage, Completion, ExecJob,
+    Execute, ExecuteService, Execution, FinishReason as OpFinish, Generate, GenerateService,
+    Generation, GenerationRequest, LogprobSummary, Outcome, Role, TestKind, TestResult,
 };
 
-use crate::llm::{self, ChatMessage, Engine};
-use crate::sandbox::{self, Job, JobResult, Limits, SandboxPool, Verdict};
+use super::PipelineError;
+use super::cores::CoreSplit;
+use super::stages::LlmStage;
+use super::summary::StageTime;
+use crate::config::PipelineConfig;
+use crate::llm::{self, ChatMessage, Engine, EngineOptions};
+use crate::models::ModelSource;
+use crate::sandbox::{self, Job, JobResult, Limits, SandboxConfig, SandboxPool, Verdict};
 
 /// Busy time and activity span of one stage's backend, shared with the report.
 #[derive(Debug)]
@@ -341,5 +347,126 @@ impl ucoder_operators::Service for SandboxChecker {
         let out = run_jobs(&self.pool, jobs.iter().cloned());
         self.clock.record(started, jobs.len(), 0);
         out
+    }
+}
+
+/// The backends of one run: the engine (one pool thread per LLM stage), the sandbox executor
+/// pool and the sandbox check pool, with a clock per stage.
+pub struct Backends {
+    pub engine: Arc<Mutex<Engine>>,
+    pub limits: Limits,
+    llm: Vec<(Arc<StageClock>, BackendPool<GenerationRequest, Generation>)>,
+    pub exec: BackendPool<ExecJob, Result<Execution, BackendError>>,
+    exec_clock: Arc<StageClock>,
+    pub check: BackendPool<Job, Result<JobResult, BackendError>>,
+    check_clock: Arc<StageClock>,
+}
+
+impl Backends {
+    /// Loads the model and starts the sandbox and the pools, with the cores of `split`.
+    pub fn start(
+        config: &PipelineConfig,
+        split: &CoreSplit,
+        source: &ModelSource,
+        say: &dyn Fn(&str),
+    ) -> Result<Self, PipelineError> {
+        say(&format!(
+            "cores: {} engine thread(s), {} sandbox worker(s), {} dataflow worker(s)",
+            split.engine_threads, split.sandbox_workers, split.dataflow_workers
+        ));
+        say(&format!("loading {}", source.path().display()));
+        let engine = Engine::load(
+            source,
+            &EngineOptions {
+                threads: Some(split.engine_threads),
+                ..Default::default()
+            },
+        )?;
+        if engine.chat_template().is_none() {
+            return Err(PipelineError::Invalid {
+                path: source.path().to_path_buf(),
+                why: "the model has no chat template; the IPC stages need an instruct model".into(),
+            });
+        }
+        let engine = Arc::new(Mutex::new(engine));
+        let limits = Limits {
+            test_cpu: Duration::from_secs_f32(config.sandbox.test_cpu_seconds),
+            memory_bytes: config.sandbox.memory_mib << 20,
+            ..Limits::default()
+        };
+        let sandbox = Arc::new(SandboxPool::new(SandboxConfig {
+            workers: split.sandbox_workers,
+            limits: limits.clone(),
+            ..Default::default()
+        })?);
+
+        let origin = Instant::now();
+        let llm = LlmStage::ALL
+            .iter()
+            .map(|stage| {
+                let clock = Arc::new(StageClock::new(origin));
+                let generator = CandleGenerator::new(Arc::clone(&engine), Arc::clone(&clock));
+                let pool =
+                    BackendPool::spawn(stage.operator_name(), vec![GenerateService(generator)]);
+                (clock, pool)
+            })
+            .collect();
+        let exec_clock = Arc::new(StageClock::new(origin));
+        let check_clock = Arc::new(StageClock::new(origin));
+        let exec = BackendPool::spawn(
+            "sandbox",
+            (0..2)
+                .map(|_| {
+                    ExecuteService(SandboxExecutor::new(
+                        Arc::clone(&sandbox),
+                        limits.clone(),
+                        Arc::clone(&exec_clock),
+                    ))
+                })
+                .collect(),
+        );
+        let check = BackendPool::spawn(
+            "sandbox-checks",
+            vec![SandboxChecker::new(
+                Arc::clone(&sandbox),
+                Arc::clone(&check_clock),
+            )],
+        );
+        Ok(Backends {
+            engine,
+            limits,
+            llm,
+            exec,
+            exec_clock,
+            check,
+            check_clock,
+        })
+    }
+
+    /// One handle per LLM stage, in [`LlmStage::ALL`] order.
+    pub fn llm_handles(&self) -> Vec<BackendHandle<GenerationRequest, Generation>> {
+        self.llm.iter().map(|(_, pool)| pool.handle()).collect()
+    }
+
+    /// Stops the pools (once the graph that held their handles is gone) and returns the time
+    /// each stage's backend spent: the LLM stages, the sandbox checks, the executions.
+    pub fn shutdown(self) -> Vec<StageTime> {
+        let stage_time = |name: &str, clock: &StageClock| StageTime {
+            stage: name.to_string(),
+            requests: clock.requests(),
+            tokens: clock.tokens(),
+            busy_s: clock.busy().as_secs_f64(),
+            span_s: clock.span().as_secs_f64(),
+        };
+        let mut times = Vec::new();
+        for (stage, (clock, pool)) in LlmStage::ALL.iter().zip(self.llm) {
+            let _ = pool.shutdown();
+            times.push(stage_time(stage.dir_name(), &clock));
+        }
+        let _ = self.exec.shutdown();
+        let _ = self.check.shutdown();
+        times.push(stage_time("sandbox checks", &self.check_clock));
+        times.push(stage_time("executions", &self.exec_clock));
+        times
     }
 }

@@ -77,6 +77,39 @@ pub fn write_json_atomic<T: Serialize + ?Sized>(dest: &Path, value: &T) -> Resul
     write_atomic(dest, &bytes)
 }
 
+/// Replaces the folder `dest` as a whole: `build` fills a hidden temp folder next to it, which
+/// is then renamed over `dest` (an older `dest` is removed first). A crash leaves the old folder
+/// or none, plus at most a temp folder that readers never look at.
+pub fn replace_dir<T>(
+    dest: &Path,
+    build: impl FnOnce(&Path) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).map_err(StoreError::io(&parent))?;
+    let building = temp_path_for(dest);
+    if building.exists() {
+        fs::remove_dir_all(&building).map_err(StoreError::io(&building))?;
+    }
+    let value = build(&building)?;
+    if dest.exists() {
+        fs::remove_dir_all(dest).map_err(StoreError::io(dest))?;
+    }
+    fs::rename(&building, dest).map_err(StoreError::io(dest))?;
+    sync_dir(&parent)?;
+    Ok(value)
+}
+
+/// Removes the folder `dir` and everything in it, if it exists.
+pub fn remove_dir(dir: &Path) -> Result<(), StoreError> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::io(dir)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// Reads a JSON file written by [`write_json_atomic`]; `Ok(None)` when it does not exist.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
     let bytes = match fs::read(path) {
@@ -95,6 +128,28 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replaces_a_folder_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("table");
+        fs::create_dir_all(&dest).unwrap();
+        fs::write(dest.join("old"), b"old").unwrap();
+        let n = replace_dir(&dest, |building| {
+            fs::create_dir_all(building).unwrap();
+            fs::write(building.join("new"), b"new").unwrap();
+            Ok(1)
+        })
+        .unwrap();
+        assert_eq!(n, 1);
+        assert!(!dest.join("old").exists());
+        assert_eq!(fs::read(dest.join("new")).unwrap(), b"new");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "no temp folder is left");
+        remove_dir(&dest).unwrap();
+        remove_dir(&dest).unwrap();
+        assert!(!dest.exists());
+    }
 
     #[test]
     fn replaces_atomically_and_leaves_no_temp() {

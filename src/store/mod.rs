@@ -21,8 +21,8 @@ pub mod stage;
 
 use std::path::PathBuf;
 
-pub use atomic::{read_json, write_atomic, write_json_atomic};
-pub use manifest::Manifest;
+pub use atomic::{read_json, remove_dir, replace_dir, write_atomic, write_json_atomic};
+pub use manifest::{Claim, Manifest};
 pub use record::Record;
 pub use stage::{Stage, StageDir};
 
@@ -76,6 +76,10 @@ pub enum StoreError {
         found: u32,
         supported: u32,
     },
+    #[error(
+        "{dir} holds results made with different settings ({changed}); use another output folder (`name`, --runs-dir or --out), or delete the folder to start over"
+    )]
+    SettingsChanged { dir: PathBuf, changed: String },
     #[error("{path}: column `{column}`: {problem}")]
     Column {
         path: PathBuf,
