@@ -284,9 +284,9 @@ pub fn read_sft(dir: &Path) -> Result<Vec<SftRow>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
     use crate::llm::gguf::GgufModel;
     use crate::sft::pack::IGNORE_INDEX;
+    use std::fs;
 
     fn small_model() -> (Tokenizer, ChatTemplate) {
         let source = crate::models::test_model().unwrap();
