@@ -5,14 +5,14 @@
 
 use std::path::{Path, PathBuf};
 
-use ucoder_flow::eval::config::{EvalConfig, Overrides, SandboxLimits};
+use ucoder_flow::eval::config::{EvalConfig, Overrides, ProgramLimits};
 use ucoder_flow::eval::humaneval::{self, Problem};
 use ucoder_flow::eval::prompt::PromptSpec;
 use ucoder_flow::eval::recorded::RecordedCompletions;
 use ucoder_flow::eval::runner::{self, Progress};
 use ucoder_flow::eval::{
-    BackendError, CheckOutcome, CompletionSource, EvalError, Generation, GenerationRequest,
-    ProgramChecker, SampleRecord, Summary, wiring,
+    BoxError, CheckOutcome, CompletionRequest, CompletionSource, EvalError, ProgramChecker,
+    SampleRecord, SampledCompletion, Summary, wiring,
 };
 use ucoder_flow::store::{Stage, StoreError};
 
@@ -34,13 +34,13 @@ impl CompletionSource for Counting {
     fn describe(&self) -> String {
         self.inner.describe()
     }
-    fn render(&self, id: &str, spec: &PromptSpec) -> Result<String, BackendError> {
+    fn render(&self, id: &str, spec: &PromptSpec) -> Result<String, BoxError> {
         self.inner.render(id, spec)
     }
     fn generate(
         &mut self,
-        request: &GenerationRequest<'_>,
-    ) -> Result<Vec<Generation>, BackendError> {
+        request: &CompletionRequest<'_>,
+    ) -> Result<Vec<SampledCompletion>, BoxError> {
         if self.fail_after == Some(self.generated.len()) {
             return Err("simulated crash".into());
         }
@@ -68,8 +68,8 @@ impl ProgramChecker for CountingChecker<'_> {
         &mut self,
         problem: &Problem,
         programs: &[String],
-        limits: &SandboxLimits,
-    ) -> Result<Vec<CheckOutcome>, BackendError> {
+        limits: &ProgramLimits,
+    ) -> Result<Vec<CheckOutcome>, BoxError> {
         self.programs += programs.len();
         self.sandbox.check(problem, programs, limits)
     }
@@ -94,7 +94,7 @@ impl Harness {
     fn new() -> Self {
         Harness {
             problems: fixture_problems(),
-            sandbox: wiring::open_checker(&SandboxLimits::default()).unwrap(),
+            sandbox: wiring::open_checker(&ProgramLimits::default()).unwrap(),
         }
     }
 

@@ -24,7 +24,7 @@
 //! stage output = offload(records.exchange(by problem id).map(|r| (r, request(r))),
 //!                        "Rater", llm.handle(), BatchPolicy { max_batch })   // (record, Generation)
 //! executions   = offload(candidates.map(|c| (c, ExecJob { .. })), "Executor", box.handle(), ..)
-//! verdicts     = executions.map(|(c, e)| Verdict::new(&c, &e?, &test_ids, kind))  // Err → Rejection
+//! verdicts     = executions.map(|(c, e)| CandidateVerdict::new(&c, &e?, &test_ids, kind))  // Err → Rejection
 //! out          = consensus(as_insertions(verdicts), &selection_config)
 //! out.selections → SftSink; out.clusters → `clusters` artifacts;
 //! out.standings  → AdaptiveSampling::decide per problem after each round → next round's requests
@@ -51,10 +51,10 @@ pub use checkpointed::{Answers, checkpointed};
 pub use consensus::{ClusterKey, Consensus, as_insertions, consensus};
 pub use offload::{BatchPolicy, offload};
 pub use records::{
-    Candidate, CandidateId, Category, Execution, LogprobSummary, Outcome, Perplexity, Problem,
-    ProblemId, Rating, RejectReason, Rejection, Skeleton, Stage, TestCase, TestId, TestKind,
-    TestResult,
+    Candidate, CandidateId, Category, Execution, GeneratedProblem, GeneratedTest, LogprobSummary,
+    Outcome, Perplexity, ProblemId, Rating, RecordStage, RejectReason, Rejection, Skeleton, TestId,
+    TestKind, TestRun,
 };
-pub use selection::{Selection, SelectionConfig, SelectionRule, select_batch};
-pub use signature::{Signature, SignatureKind, Verdict, VerdictError};
+pub use selection::{ConsensusConfig, Selection, SelectionRule, select_batch};
+pub use signature::{CandidateVerdict, Signature, SignatureKind, VerdictError};
 pub use stateful::stateful;

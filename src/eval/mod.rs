@@ -26,7 +26,7 @@ pub mod wiring;
 use std::path::PathBuf;
 
 pub use backend::{
-    BackendError, CheckOutcome, CompletionSource, Generation, GenerationRequest, ProgramChecker,
+    BoxError, CheckOutcome, CompletionRequest, CompletionSource, ProgramChecker, SampledCompletion,
     TestOutcome,
 };
 pub use config::{EvalConfig, Overrides};
@@ -36,7 +36,7 @@ pub use results::{SampleRecord, Summary};
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     #[error(transparent)]
-    Config(#[from] config::ConfigError),
+    Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     HumanEval(#[from] humaneval::HumanEvalError),
     #[error(transparent)]
@@ -49,7 +49,7 @@ pub enum EvalError {
     Backend {
         what: String,
         #[source]
-        source: BackendError,
+        source: BoxError,
     },
     #[error("{0} is not wired into this build yet (see src/eval/wiring.rs)")]
     NotWired(&'static str),

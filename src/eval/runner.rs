@@ -10,7 +10,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::EvalError;
-use super::backend::{CheckOutcome, CompletionSource, GenerationRequest, ProgramChecker};
+use super::backend::{CheckOutcome, CompletionRequest, CompletionSource, ProgramChecker};
 use super::config::EvalConfig;
 use super::extract::{Extraction, extract};
 use super::humaneval::Problem;
@@ -237,7 +237,7 @@ fn eval_problem(
     let n = config.decoding.n;
     let t0 = Instant::now();
     let generations = source
-        .generate(&GenerationRequest {
+        .generate(&CompletionRequest {
             problem_id: id,
             prompt: &rendered,
             n,

@@ -14,10 +14,10 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::chat::ChatMessage;
+use super::chat::ChatTurn;
 use super::engine::{Engine, EngineOptions};
 use super::error::LlmError;
-use super::sampler::SamplingParams;
+use super::sampler::SamplerSettings;
 use crate::models::ModelSource;
 
 /// Arguments of `ucoder-flow generate`.
@@ -181,9 +181,9 @@ pub fn generate_command(args: &GenerateArgs) -> Result<(), CommandError> {
     let prompt = if args.raw || !engine.has_chat_template() {
         args.prompt.clone()
     } else {
-        engine.chat_prompt(&[ChatMessage::user(args.prompt.clone())])?
+        engine.chat_prompt(&[ChatTurn::user(args.prompt.clone())])?
     };
-    let params = SamplingParams {
+    let params = SamplerSettings {
         temperature: args.temperature,
         top_p: args.top_p,
         top_k: args.top_k,
@@ -225,11 +225,11 @@ pub fn bench_candle(
     let prompt_tokens = engine.encode_prompt(prompt)?.len();
     let repeats = args.repeats.max(1);
     // Warm-up: the first call packs weights for the repacked kernels.
-    engine.generate_n(prompt, 1, &SamplingParams::greedy(2))?;
+    engine.generate_n(prompt, 1, &SamplerSettings::greedy(2))?;
     let mut prefill = Vec::new();
     let mut decode = Vec::new();
     for _ in 0..repeats {
-        let mut p = SamplingParams::greedy(args.decode_tokens + 1);
+        let mut p = SamplerSettings::greedy(args.decode_tokens + 1);
         p.ignore_eos = true;
         engine.generate_n(prompt, 1, &p)?;
         let s = engine.last_stats();
@@ -240,7 +240,7 @@ pub fn bench_candle(
     for &n in &args.ns {
         let mut rates = Vec::new();
         for r in 0..repeats {
-            let p = SamplingParams {
+            let p = SamplerSettings {
                 temperature: 0.8,
                 top_p: 0.95,
                 top_k: 0,
@@ -382,7 +382,7 @@ pub fn bench_command(args: &LlmBenchArgs) -> Result<(), CommandError> {
     }
     eprintln!("[bench] matmul weights (file type -> type used: count): {types:?}");
     let prompt = if engine.has_chat_template() {
-        engine.chat_prompt(&[ChatMessage::user(BENCH_PROMPT)])?
+        engine.chat_prompt(&[ChatTurn::user(BENCH_PROMPT)])?
     } else {
         BENCH_PROMPT.to_string()
     };

@@ -55,7 +55,7 @@ pub fn export_safetensors(gguf: &Path, out: &Path) -> Result<(), ExportError> {
     let model = GgufModel::open(gguf)?;
     let ct = model.content();
     let arch = model.architecture();
-    let cfg = super::model::ModelConfig::from_gguf(ct, arch).map_err(model_err)?;
+    let cfg = super::model::ModelShape::from_gguf(ct, arch).map_err(model_err)?;
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

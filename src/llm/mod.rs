@@ -28,12 +28,11 @@ pub mod sampler;
 pub mod tokenizer;
 pub mod weights;
 
-pub use chat::{ChatMessage, ChatTemplate};
+pub use chat::{ChatTemplate, ChatTurn};
 pub use engine::{
-    Completion, DeviceChoice, Engine, EngineOptions, FinishReason, GenerationRequest,
-    GenerationStats,
+    DeviceChoice, Engine, EngineOptions, GenerationStats, Sample, SampleEnd, SampleRequest,
 };
 pub use error::LlmError;
 pub use model::{BatchKernels, Requantize};
-pub use sampler::SamplingParams;
+pub use sampler::SamplerSettings;
 pub use tokenizer::Tokenizer;

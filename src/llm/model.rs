@@ -53,7 +53,7 @@ pub enum Requantize {
 
 /// Shape hyper-parameters read from the GGUF metadata.
 #[derive(Debug, Clone)]
-pub struct ModelConfig {
+pub struct ModelShape {
     pub architecture: Architecture,
     pub n_layer: usize,
     pub n_head: usize,
@@ -67,7 +67,7 @@ pub struct ModelConfig {
     pub rope_dim: usize,
 }
 
-impl ModelConfig {
+impl ModelShape {
     /// Reads the hyper-parameters of a `qwen2` or `llama` GGUF.
     pub fn from_gguf(ct: &gguf_file::Content, architecture: Architecture) -> Result<Self, String> {
         let prefix = architecture.gguf_name();
@@ -105,7 +105,7 @@ impl ModelConfig {
             .get("token_embd.weight")
             .ok_or("tensor `token_embd.weight` is missing")?;
         let vocab_size = embd.shape.dims()[0];
-        Ok(ModelConfig {
+        Ok(ModelShape {
             architecture,
             n_layer: get_u32("block_count")?,
             n_head,
@@ -154,7 +154,7 @@ struct Layer {
 
 /// A loaded model: weights, rotary tables and the forward pass.
 pub struct Transformer {
-    cfg: ModelConfig,
+    cfg: ModelShape,
     rope: RopeStyle,
     embed: QTensor,
     layers: Vec<Layer>,
@@ -296,7 +296,7 @@ impl Transformer {
         requantize: Requantize,
         kernels: BatchKernels,
     ) -> Result<Self, String> {
-        let cfg = ModelConfig::from_gguf(ct, architecture)?;
+        let cfg = ModelShape::from_gguf(ct, architecture)?;
         // llama.cpp's converter permutes llama q/k rows to pair dimensions (2i, 2i + 1).
         let rope = match architecture {
             Architecture::Qwen2 => RopeStyle::Neox,
@@ -326,7 +326,7 @@ impl Transformer {
     }
 
     fn load(
-        cfg: ModelConfig,
+        cfg: ModelShape,
         rope: RopeStyle,
         src: &mut dyn TensorSource,
         requantize: Requantize,
@@ -405,7 +405,7 @@ impl Transformer {
     }
 
     /// The model's hyper-parameters.
-    pub fn config(&self) -> &ModelConfig {
+    pub fn config(&self) -> &ModelShape {
         &self.cfg
     }
 
@@ -717,7 +717,7 @@ fn attention(
     rows: &[(usize, usize)],
     q: &[f32],
     layer: usize,
-    cfg: &ModelConfig,
+    cfg: &ModelShape,
     scale: f32,
     out: &mut [f32],
 ) {

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ucoder_operators::{
-    BackendError, BackendHandle, BackendPool, ChatMessage as OpChatMessage, Completion, ExecJob,
-    Execute, ExecuteService, Execution, FinishReason as OpFinish, Generate, GenerateService,
-    Generation, GenerationRequest, LogprobSummary, Outcome, Role, TestKind, TestResult,
+    BackendError, BackendHandle, BackendPool, ChatMessage, Completion, ExecJob, Execute,
+    ExecuteService, Execution, FinishReason, Generate, GenerateService, Generation,
+    GenerationRequest, LogprobSummary, Outcome, Role, TestKind, TestRun,
 };
 
 use super::PipelineError;
@@ -22,7 +22,7 @@ use super::cores::CoreSplit;
 use super::stages::LlmStage;
 use super::summary::StageTime;
 use crate::config::PipelineConfig;
-use crate::llm::{self, ChatMessage, Engine, EngineOptions};
+use crate::llm::{self, ChatTurn, Engine, EngineOptions};
 use crate::models::ModelSource;
 use crate::sandbox::{self, Job, JobResult, Limits, SandboxConfig, SandboxPool, Verdict};
 
@@ -113,30 +113,30 @@ fn backend_error(message: impl ToString) -> BackendError {
 fn to_engine_request(
     engine: &Engine,
     request: &GenerationRequest,
-) -> Result<llm::GenerationRequest, BackendError> {
+) -> Result<llm::SampleRequest, BackendError> {
     // A final assistant message is a prefill: the model continues it (the judge puts it back in
     // front of the completion), which keeps small models inside the tagged answer format.
     let (turns, prefill) = match request.messages.split_last() {
         Some((last, rest)) if last.role == Role::Assistant => (rest, last.content.as_str()),
         _ => (request.messages.as_slice(), ""),
     };
-    let messages: Vec<ChatMessage> = turns
+    let messages: Vec<ChatTurn> = turns
         .iter()
-        .map(|m: &OpChatMessage| {
+        .map(|m: &ChatMessage| {
             let role = match m.role {
                 Role::System => "system",
                 Role::User => "user",
                 Role::Assistant => "assistant",
             };
-            ChatMessage::new(role, m.content.as_str())
+            ChatTurn::new(role, m.content.as_str())
         })
         .collect();
     let mut prompt = engine.chat_prompt(&messages).map_err(backend_error)?;
     prompt.push_str(prefill);
-    Ok(llm::GenerationRequest {
+    Ok(llm::SampleRequest {
         prompt,
         n: request.n as usize,
-        params: llm::SamplingParams {
+        params: llm::SamplerSettings {
             temperature: request.params.temperature,
             top_p: request.params.top_p,
             top_k: 0,
@@ -148,7 +148,7 @@ fn to_engine_request(
     })
 }
 
-fn from_engine_completion(completion: llm::Completion) -> Completion {
+fn from_engine_completion(completion: llm::Sample) -> Completion {
     let mut logprobs = LogprobSummary::default();
     for &l in &completion.logprobs {
         logprobs.push(f64::from(l));
@@ -157,8 +157,8 @@ fn from_engine_completion(completion: llm::Completion) -> Completion {
         text: completion.text,
         logprobs,
         finish: match completion.finish_reason {
-            llm::FinishReason::Length => OpFinish::Length,
-            llm::FinishReason::Stop | llm::FinishReason::Eos => OpFinish::Stop,
+            llm::SampleEnd::Length => FinishReason::Length,
+            llm::SampleEnd::Stop | llm::SampleEnd::Eos => FinishReason::Stop,
         },
     }
 }
@@ -246,7 +246,7 @@ impl SandboxExecutor {
 /// The sandbox test for a stored test case. Both kinds run as asserts: the sandbox splits
 /// `assert f(args) == expected` itself, evaluating only the call in the child and comparing
 /// outside it, which is what a call test is.
-pub fn sandbox_test(test: &ucoder_operators::TestCase) -> sandbox::TestCase {
+pub fn sandbox_test(test: &ucoder_operators::GeneratedTest) -> sandbox::TestCase {
     match test.kind {
         TestKind::Assert | TestKind::Call => sandbox::TestCase::Assert {
             source: test.code.clone(),
@@ -313,7 +313,7 @@ impl Execute for SandboxExecutor {
                         .tests
                         .iter()
                         .zip(&result.tests)
-                        .map(|(test, r)| TestResult {
+                        .map(|(test, r)| TestRun {
                             test_id: test.id,
                             outcome: outcome(&r.verdict),
                             output_hash: r.output_hash,

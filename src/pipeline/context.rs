@@ -10,8 +10,8 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use ucoder_operators::{
-    BackendError, BackendHandle, ClusterKey, ExecJob, Execution, Generation, GenerationRequest,
-    Rejection, Selection, SelectionConfig, TestCase,
+    BackendError, BackendHandle, ClusterKey, ConsensusConfig, ExecJob, Execution, GeneratedTest,
+    Generation, GenerationRequest, Rejection, Selection,
 };
 
 use super::artifacts::{ExecutionMemo, ResponseMemo};
@@ -41,7 +41,7 @@ impl Failure {
 /// Everything the workers share: backends, checkpoints, settings, counters.
 pub struct GraphContext {
     pub stages: StagePrompts,
-    pub selection: SelectionConfig,
+    pub selection: ConsensusConfig,
     pub dedup_threshold: f32,
     pub problem_count: u64,
     /// One handle per LLM stage, in [`LlmStage::ALL`] order.
@@ -78,7 +78,7 @@ impl GraphContext {
 #[derive(Default)]
 pub struct Collect {
     /// Problems with their validated tests.
-    pub ready: Vec<(Draft, Arc<[TestCase]>)>,
+    pub ready: Vec<(Draft, Arc<[GeneratedTest]>)>,
     pub rejections: Vec<Rejection>,
     /// Cluster changes: ((problem, signature), size) → diff.
     pub clusters: BTreeMap<(ClusterKey, isize), isize>,

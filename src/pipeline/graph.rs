@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use timely::dataflow::Scope;
 use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
-use ucoder_operators::{ClusterKey, Rejection, TestCase};
+use ucoder_operators::{ClusterKey, GeneratedTest, Rejection};
 
 use super::context::{Collector, GraphContext};
 use super::stages::selector::Selected;
@@ -38,7 +38,7 @@ use crate::sft::sink::SftSummary;
 /// What one worker hands back when the iteration is done.
 #[derive(Debug, Default)]
 pub struct WorkerOutput {
-    pub ready: Vec<(Draft, Arc<[TestCase]>)>,
+    pub ready: Vec<(Draft, Arc<[GeneratedTest]>)>,
     pub rejections: Vec<Rejection>,
     /// Final clusters ((problem, signature), size) owned by this worker.
     pub clusters: Vec<(ClusterKey, u32)>,

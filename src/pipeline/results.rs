@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use ucoder_operators::{ClusterKey, Rejection, TestCase};
+use ucoder_operators::{ClusterKey, GeneratedTest, Rejection};
 
 use super::artifacts::RejectionRow;
 use super::graph::WorkerOutput;
@@ -29,7 +29,7 @@ pub const RESULT_DIRS: [&str; 6] = [
 /// Everything the workers decided, in a canonical order.
 #[derive(Debug, Default)]
 pub struct Results {
-    pub ready: Vec<(Draft, Arc<[TestCase]>)>,
+    pub ready: Vec<(Draft, Arc<[GeneratedTest]>)>,
     pub rejections: Vec<Rejection>,
     pub clusters: Vec<(ClusterKey, u32)>,
     pub selections: Vec<Selected>,

@@ -159,7 +159,7 @@ pub fn rejection_key(r: &Rejection) -> String {
 }
 
 /// The stored name of a record stage (`problem`, `rating`, ...).
-pub fn stage_label(stage: ucoder_operators::Stage) -> String {
+pub fn stage_label(stage: ucoder_operators::RecordStage) -> String {
     serde_json::to_value(stage)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
@@ -215,9 +215,13 @@ pub fn classify_operators(seconds: &BTreeMap<String, f64>, wall: f64) -> Dataflo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ucoder_operators::{RejectReason, Stage};
+    use ucoder_operators::{RecordStage, RejectReason};
 
-    fn rejection(stage: Stage, reason: RejectReason, label: Option<&'static str>) -> Rejection {
+    fn rejection(
+        stage: RecordStage,
+        reason: RejectReason,
+        label: Option<&'static str>,
+    ) -> Rejection {
         Rejection {
             stage,
             problem_id: None,
@@ -232,19 +236,23 @@ mod tests {
     fn rejection_keys_name_stage_reason_and_parser_label() {
         assert_eq!(
             rejection_key(&rejection(
-                Stage::Problem,
+                RecordStage::Problem,
                 RejectReason::Unparseable,
                 Some("missing_block")
             )),
             "problem/unparseable/missing_block"
         );
         assert_eq!(
-            rejection_key(&rejection(Stage::Rating, RejectReason::LowQuality, None)),
+            rejection_key(&rejection(
+                RecordStage::Rating,
+                RejectReason::LowQuality,
+                None
+            )),
             "rating/low_quality"
         );
         assert_eq!(
             rejection_key(&rejection(
-                Stage::Skeleton,
+                RecordStage::Skeleton,
                 RejectReason::MissingFunction,
                 Some("skeleton_missing_function")
             )),

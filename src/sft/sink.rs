@@ -22,7 +22,7 @@ use arrow::datatypes::{
 use serde::Serialize;
 
 use super::pack::{Example, PackedRow, pack};
-use crate::llm::chat::{ChatError, ChatMessage, ChatTemplate};
+use crate::llm::chat::{ChatError, ChatTemplate, ChatTurn};
 use crate::llm::tokenizer::{Tokenizer, TokenizerError};
 use crate::store::{Record, Stage, StoreError, replace_dir, write_atomic};
 
@@ -83,17 +83,14 @@ pub fn tokenize_pair(
     template: &ChatTemplate,
 ) -> Result<Example, SftError> {
     let source_id = pair.source_id;
-    let render = |messages: &[ChatMessage], generation_prompt| {
+    let render = |messages: &[ChatTurn], generation_prompt| {
         template
             .render(messages, generation_prompt)
             .map_err(|source| SftError::Template { source_id, source })
     };
-    let user = ChatMessage::user(pair.user.clone());
+    let user = ChatTurn::user(pair.user.clone());
     let prompt = render(std::slice::from_ref(&user), true)?;
-    let full = render(
-        &[user, ChatMessage::assistant(pair.assistant.clone())],
-        false,
-    )?;
+    let full = render(&[user, ChatTurn::assistant(pair.assistant.clone())], false)?;
     let answer = full
         .strip_prefix(&prompt)
         .ok_or(SftError::TemplateNotPrefix { source_id })?;

@@ -70,7 +70,7 @@ pub fn rejection(
 pub fn parse_rejection(
     stage: LlmStage,
     problem_id: Option<ProblemId>,
-    r: parse::Rejection,
+    r: parse::ParseRejection,
 ) -> Rejection {
     let label = r.reason.label();
     Rejection {

@@ -1,7 +1,7 @@
 //! [`Draft`]: a problem on its way through rating, skeleton and tests.
 
 use serde::{Deserialize, Serialize};
-use ucoder_operators::{Problem, Rating, Skeleton};
+use ucoder_operators::{GeneratedProblem, Rating, Skeleton};
 
 use crate::prompts::parse::FunctionSignature;
 
@@ -10,7 +10,7 @@ use crate::prompts::parse::FunctionSignature;
 pub struct Draft {
     /// Index of the problem request that produced it.
     pub request: u64,
-    pub problem: Problem,
+    pub problem: GeneratedProblem,
     pub rating: Option<Rating>,
     pub skeleton: Option<Skeleton>,
 }

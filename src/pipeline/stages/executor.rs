@@ -1,7 +1,7 @@
 //! Executor: every candidate runs on its problem's whole test set in the sandbox; the per-test
 //! outcomes (and output hashes) become the candidate's execution signature.
 //!
-//! Contract: emits one [`Verdict`] per candidate whose execution covers the test set exactly,
+//! Contract: emits one [`CandidateVerdict`] per candidate whose execution covers the test set exactly,
 //! and checkpoints one `executions/` row per (candidate, test); an execution committed by an
 //! interrupted run is replayed instead of run again. A failed or incomplete execution is filed
 //! as a `backend_error` or `incomplete_execution` rejection.
@@ -12,8 +12,8 @@ use std::sync::Arc;
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::Map;
 use ucoder_operators::{
-    Answers, BackendError, BatchPolicy, Candidate, CandidateId, ExecJob, Execution, RejectReason,
-    Verdict, checkpointed,
+    Answers, BackendError, BatchPolicy, Candidate, CandidateId, CandidateVerdict, ExecJob,
+    Execution, RejectReason, checkpointed,
 };
 
 use super::LlmStage;
@@ -40,7 +40,7 @@ pub fn wire<'s>(
     ctx: &Arc<GraphContext>,
     worker: u32,
     collect: &Collector,
-) -> StreamVec<'s, u64, Verdict> {
+) -> StreamVec<'s, u64, CandidateVerdict> {
     let requests = candidates.map(|(r, c): (Rc<Ready>, Candidate)| {
         let job = job(&r, &c);
         let key = c.id.0;
@@ -91,7 +91,7 @@ pub fn wire<'s>(
             Counters::add(&counters.test_runs, execution.results.len() as u64);
             let rows: Vec<ExecutionRow> = ExecutionRow::of(&execution).collect();
             let test_ids: Vec<_> = r.tests.iter().map(|t| t.id).collect();
-            match Verdict::new(&c, &execution, &test_ids, kind) {
+            match CandidateVerdict::new(&c, &execution, &test_ids, kind) {
                 Ok(v) => (vec![v], rows),
                 Err(e) => {
                     collect.reject(reject(RejectReason::IncompleteExecution, e.to_string()));

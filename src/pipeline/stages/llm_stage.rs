@@ -1,7 +1,7 @@
 //! The five stages that ask the model: their checkpoint folders, the paper's operator names and
 //! the tagged answer formats (the opening tag the answer is primed with and the closing tag).
 
-use ucoder_operators::{Completion, FinishReason, Stage};
+use ucoder_operators::{Completion, FinishReason, RecordStage};
 
 /// The LLM stages, in graph order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -84,13 +84,13 @@ impl LlmStage {
     }
 
     /// The record stage its rejections are filed under.
-    pub fn record_stage(self) -> Stage {
+    pub fn record_stage(self) -> RecordStage {
         match self {
-            LlmStage::Problems => Stage::Problem,
-            LlmStage::Ratings => Stage::Rating,
-            LlmStage::Skeletons => Stage::Skeleton,
-            LlmStage::Tests => Stage::Test,
-            LlmStage::Candidates => Stage::Candidate,
+            LlmStage::Problems => RecordStage::Problem,
+            LlmStage::Ratings => RecordStage::Rating,
+            LlmStage::Skeletons => RecordStage::Skeleton,
+            LlmStage::Tests => RecordStage::Test,
+            LlmStage::Candidates => RecordStage::Candidate,
         }
     }
 }

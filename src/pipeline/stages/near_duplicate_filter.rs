@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::Exchange;
-use ucoder_operators::{Problem, RejectReason, Rejection, Stage, stateful};
+use ucoder_operators::{GeneratedProblem, RecordStage, RejectReason, Rejection, stateful};
 
 use super::Draft;
 use crate::dedup::NearDuplicateFilter;
@@ -20,7 +20,7 @@ use crate::pipeline::progress::Counters;
 
 /// The stage: admitted drafts, routed by problem id.
 pub fn wire<'s>(
-    problems: StreamVec<'s, u64, (u64, Option<Problem>)>,
+    problems: StreamVec<'s, u64, (u64, Option<GeneratedProblem>)>,
     ctx: &Arc<GraphContext>,
     collect: &Collector,
 ) -> StreamVec<'s, u64, Draft> {
@@ -28,7 +28,7 @@ pub fn wire<'s>(
     let counters = Arc::clone(&ctx.counters);
     let mut filter = NearDuplicateFilter::new(ctx.dedup_threshold);
     let mut next = 0u64;
-    let mut waiting: BTreeMap<u64, Option<Problem>> = BTreeMap::new();
+    let mut waiting: BTreeMap<u64, Option<GeneratedProblem>> = BTreeMap::new();
     stateful(
         problems.exchange(|_| 0),
         "NearDuplicateFilter",
@@ -49,7 +49,7 @@ pub fn wire<'s>(
                         });
                     }
                     Err(duplicate) => collect.reject(Rejection {
-                        stage: Stage::Problem,
+                        stage: RecordStage::Problem,
                         problem_id: Some(problem.id),
                         reason: RejectReason::Duplicate,
                         detail: format!("{duplicate:?}"),

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use timely::dataflow::operators::vec::{Map, ToStream};
 use timely::dataflow::{Scope, StreamVec};
-use ucoder_operators::{Category, Completion, Generation, GenerationRequest, Problem, Rejection};
+use ucoder_operators::{
+    Category, Completion, GeneratedProblem, Generation, GenerationRequest, Rejection,
+};
 
 use super::ask::{ask_model, first_completion, parse_rejection, response_row};
 use super::{LlmStage, StagePrompts, request_seed};
@@ -37,13 +39,17 @@ pub fn request(
     Ok((category, request))
 }
 
-/// Judges a Problem Generator completion.
-pub fn judge(category: Category, seed: u64, completion: &Completion) -> Result<Problem, Rejection> {
+/// Judges a ProblemGenerator completion.
+pub fn judge(
+    category: Category,
+    seed: u64,
+    completion: &Completion,
+) -> Result<GeneratedProblem, Rejection> {
     let parsed = parse_problem(&LlmStage::Problems.answer(completion))
         .map_err(|r| parse_rejection(LlmStage::Problems, None, r))?;
     let signature = parsed.signature.to_def();
-    Ok(Problem {
-        id: Problem::derive_id(&parsed.title, &parsed.description, &signature),
+    Ok(GeneratedProblem {
+        id: GeneratedProblem::derive_id(&parsed.title, &parsed.description, &signature),
         category,
         seed,
         title: parsed.title,
@@ -59,7 +65,7 @@ pub fn wire<'s>(
     scope: Scope<'s, u64>,
     ctx: &Arc<GraphContext>,
     collect: &Collector,
-) -> StreamVec<'s, u64, (u64, Option<Problem>)> {
+) -> StreamVec<'s, u64, (u64, Option<GeneratedProblem>)> {
     let (index, peers) = (scope.index() as u64, scope.peers() as u64);
     let requests = {
         let ctx = Arc::clone(ctx);

@@ -16,8 +16,8 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 use ucoder_operators::{
-    Candidate, CandidateId, ClusterKey, ProblemId, Selection, SelectionConfig, SelectionRule,
-    SignatureKind, Verdict, as_insertions, consensus,
+    Candidate, CandidateId, CandidateVerdict, ClusterKey, ConsensusConfig, ProblemId, Selection,
+    SelectionRule, SignatureKind, as_insertions, consensus,
 };
 
 use super::test_check::Ready;
@@ -29,8 +29,8 @@ use crate::pipeline::context::Collector;
 pub type Selected = (Selection, String, String);
 
 /// The operators crate's selection settings for the pipeline's `[selection]`.
-pub fn selection_config(config: &PipelineConfig) -> SelectionConfig {
-    SelectionConfig {
+pub fn selection_config(config: &PipelineConfig) -> ConsensusConfig {
+    ConsensusConfig {
         rho: f64::from(config.selection.rho),
         tau: config.selection.tau as u32,
         rule: match config.selection.selector {
@@ -82,10 +82,10 @@ pub fn selection_rows(selections: &[Selected]) -> Vec<SelectionRow> {
 
 /// The stage on one worker: the selections with their prompts and code.
 pub fn wire<'s>(
-    verdicts: StreamVec<'s, u64, Verdict>,
+    verdicts: StreamVec<'s, u64, CandidateVerdict>,
     candidates: StreamVec<'s, u64, (Rc<Ready>, Candidate)>,
     ready: StreamVec<'s, u64, Rc<Ready>>,
-    selection: &SelectionConfig,
+    selection: &ConsensusConfig,
     collect: &Collector,
 ) -> VecCollection<'s, u64, Selected> {
     let out = consensus(as_insertions(verdicts), selection);

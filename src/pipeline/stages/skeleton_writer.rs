@@ -33,7 +33,7 @@ pub fn judge(draft: &Draft, completion: &Completion) -> Result<Skeleton, Rejecti
     let signature = draft.signature();
     let code =
         parse_skeleton(&LlmStage::Skeletons.answer(completion), &signature.name).map_err(|r| {
-            let missing = matches!(r.reason, parse::RejectReason::SkeletonMissingFunction(_));
+            let missing = matches!(r.reason, parse::ParseError::SkeletonMissingFunction(_));
             let mut rejection = parse_rejection(LlmStage::Skeletons, id, r);
             if missing {
                 rejection.reason = RejectReason::MissingFunction;

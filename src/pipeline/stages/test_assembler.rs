@@ -10,7 +10,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use timely::dataflow::StreamVec;
-use ucoder_operators::{Completion, FinishReason, ProblemId, RejectReason, TestCase, stateful};
+use ucoder_operators::{
+    Completion, FinishReason, GeneratedTest, ProblemId, RejectReason, stateful,
+};
 
 use super::ask::rejection;
 use super::test_generator::{self, TestBatch};
@@ -18,7 +20,7 @@ use super::{Draft, LlmStage};
 use crate::pipeline::context::{Collector, GraphContext};
 
 /// A draft with its assembled (not yet sandbox-checked) tests.
-pub type Assembled = (Rc<Draft>, Vec<TestCase>);
+pub type Assembled = (Rc<Draft>, Vec<GeneratedTest>);
 
 /// The stage on one worker (drafts arrive where their problem is owned).
 pub fn wire<'s>(

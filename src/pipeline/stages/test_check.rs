@@ -14,7 +14,7 @@ use std::sync::Arc;
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::Map;
 use ucoder_operators::{
-    BackendError, BatchPolicy, Rating, RejectReason, Rejection, TestCase, TestKind, offload,
+    BackendError, BatchPolicy, GeneratedTest, Rating, RejectReason, Rejection, TestKind, offload,
 };
 
 use super::ask::rejection;
@@ -30,12 +30,12 @@ use crate::sandbox::{Job, JobResult, Limits, Verdict};
 #[derive(Debug)]
 pub struct Ready {
     pub draft: Draft,
-    pub tests: Arc<[TestCase]>,
+    pub tests: Arc<[GeneratedTest]>,
     pub prompt: String,
 }
 
 /// The sandbox job that runs `tests` against `draft`'s skeleton.
-pub fn job(draft: &Draft, tests: &[TestCase], limits: &Limits) -> Job {
+pub fn job(draft: &Draft, tests: &[GeneratedTest], limits: &Limits) -> Job {
     Job {
         program: draft.skeleton_code().to_string(),
         tests: tests.iter().map(sandbox_test).collect(),
@@ -47,9 +47,9 @@ pub fn job(draft: &Draft, tests: &[TestCase], limits: &Limits) -> Job {
 /// sandbox failed), and the rejections of the others.
 pub fn judge(
     draft: &Draft,
-    tests: Vec<TestCase>,
+    tests: Vec<GeneratedTest>,
     result: Result<JobResult, BackendError>,
-) -> (Vec<TestCase>, Vec<Rejection>) {
+) -> (Vec<GeneratedTest>, Vec<Rejection>) {
     let id = Some(draft.problem.id);
     let reject =
         |reason, detail: String, raw: &str| rejection(LlmStage::Tests, id, reason, detail, raw);
@@ -92,7 +92,7 @@ pub fn judge(
 }
 
 /// The `problem_set/` row of a ready problem.
-pub fn problem_row(draft: &Draft, tests: &[TestCase]) -> ProblemRow {
+pub fn problem_row(draft: &Draft, tests: &[GeneratedTest]) -> ProblemRow {
     let rating = draft.rating.clone().unwrap_or_else(|| Rating {
         problem_id: draft.problem.id,
         score: 0.0,
@@ -119,7 +119,7 @@ pub fn problem_row(draft: &Draft, tests: &[TestCase]) -> ProblemRow {
 /// The `test_cases/` rows of a ready problem.
 pub fn test_case_rows<'a>(
     draft: &'a Draft,
-    tests: &'a [TestCase],
+    tests: &'a [GeneratedTest],
 ) -> impl Iterator<Item = TestCaseRow> + 'a {
     tests.iter().map(move |t| TestCaseRow {
         problem_id: draft.problem.id.0,
@@ -177,7 +177,7 @@ pub fn wire<'s>(
             &counters.candidates_target,
             ctx2.stages.settings.samples as u64,
         );
-        let tests: Arc<[TestCase]> = Arc::from(kept);
+        let tests: Arc<[GeneratedTest]> = Arc::from(kept);
         collect
             .0
             .borrow_mut()

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::Map;
 use ucoder_operators::{
-    Completion, FinishReason, Generation, GenerationRequest, Rejection, TestCase, TestKind,
+    Completion, FinishReason, GeneratedTest, Generation, GenerationRequest, Rejection, TestKind,
 };
 
 use super::ask::{ask_model, first_completion, parse_rejection, response_row};
@@ -62,7 +62,7 @@ pub fn judge(
     draft: &Draft,
     batches: &[Completion],
     limit: usize,
-) -> (Vec<TestCase>, Vec<Result<ParsedTests, Rejection>>) {
+) -> (Vec<GeneratedTest>, Vec<Result<ParsedTests, Rejection>>) {
     let id = draft.problem.id;
     let signature = draft.signature();
     let mut seen = HashSet::new();
@@ -80,7 +80,7 @@ pub fn judge(
                         } else {
                             TestKind::Assert
                         };
-                        tests.push(TestCase::new(id, kind, t.source.clone()));
+                        tests.push(GeneratedTest::new(id, kind, t.source.clone()));
                     }
                 }
                 judged.push(Ok(parsed));
@@ -98,12 +98,12 @@ fn parse_answer(
     completion: &Completion,
     signature: &FunctionSignature,
     seen: &mut HashSet<String>,
-) -> Result<ParsedTests, parse::Rejection> {
+) -> Result<ParsedTests, parse::ParseRejection> {
     let answer = LlmStage::Tests.answer(completion);
     match parse::parse_tests(&answer, signature, seen) {
         Err(r)
             if completion.finish == FinishReason::Length
-                && matches!(r.reason, parse::RejectReason::UnterminatedBlock(_)) =>
+                && matches!(r.reason, parse::ParseError::UnterminatedBlock(_)) =>
         {
             let complete = answer.rfind('\n').map_or("", |i| &answer[..i]);
             let mut parsed =
