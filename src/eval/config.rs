@@ -183,8 +183,6 @@ pub struct Overrides {
     pub max_tokens: Option<usize>,
 }
 
-/// Why the configuration is unusable (names the file, and the field for a bad value).
-
 impl EvalConfig {
     /// Reads and validates `path`, then applies `overrides` (validated again, so an override is
     /// reported against the field it replaces).

@@ -279,7 +279,7 @@ impl Engine {
     }
 
     /// The model's hyper-parameters.
-    pub fn config(&self) -> &super::model::ModelShape {
+    pub fn config(&self) -> &super::shape::ModelShape {
         self.model.config()
     }
 

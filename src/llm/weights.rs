@@ -22,7 +22,7 @@ use candle_core::quantized::{GgmlDType, gguf_file};
 use candle_core::{DType, Device};
 
 use super::gguf::Architecture;
-use super::model::ModelShape;
+use super::shape::ModelShape;
 
 /// A tensor's stored type, its dimensions (candle order: rows first) and its bytes.
 pub struct RawTensor<'a> {

@@ -1,4 +1,4 @@
-//! The Parquet tables of an IPC run (DESIGN §4) and what resume reads back from them.
+//! The Parquet tables of an IPC run (docs/ARCHITECTURE.md, "Artifacts and the store") and what resume reads back from them.
 //!
 //! Two kinds of tables live under `runs/<name>/iter-<t>/`:
 //!

@@ -388,38 +388,3 @@ fn mark_complete(run_dir: &Path, results: &Results, sft_rows: usize) -> Result<(
     );
     manifest.save(run_dir)
 }
-
-/// Arguments of `ucoder-flow run` (and of `ucoder-flow PIPELINE.toml`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
-    /// The pipeline file (e.g. pipelines/ipc.toml).
-    pub pipeline: PathBuf,
-    /// Timely worker threads (the same selections for any number).
-    #[arg(short = 'w', long)]
-    pub workers: Option<usize>,
-    /// Where run folders go (default: the file's `runs_dir`, `runs/`).
-    #[arg(long)]
-    pub runs_dir: Option<PathBuf>,
-    /// A registry model name or a GGUF path, instead of the file's `[model] name`.
-    #[arg(long)]
-    pub model: Option<String>,
-    /// No progress bars.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-}
-
-/// Runs `ucoder-flow run` and prints the summary table.
-pub fn run_cli(args: &RunArgs, say: &dyn Fn(&str)) -> Result<RunSummary, PipelineError> {
-    let summary = run(
-        &args.pipeline,
-        &RunOptions {
-            workers: args.workers,
-            runs_dir: args.runs_dir.clone(),
-            model: args.model.clone(),
-            quiet: args.quiet,
-        },
-        say,
-    )?;
-    println!("{}", summary.table());
-    Ok(summary)
-}

@@ -1,4 +1,4 @@
-//! Strict parsers for the tagged blocks the IPC stage prompts ask for (DESIGN §1):
+//! Strict parsers for the tagged blocks the IPC stage prompts ask for (docs/ARCHITECTURE.md, "The run"):
 //! `<PROBLEM_START> … <PROBLEM_END>`, `<RATING_START> … <RATING_END>`,
 //! `<SKELETON_START> … <SKELETON_END>` and `<TESTS_START> … <TESTS_END>`.
 //!

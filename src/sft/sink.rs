@@ -149,7 +149,7 @@ pub fn write_sft(
             jsonl.push(b'\n');
         }
         write_atomic(&building.join("messages.jsonl"), &jsonl)?;
-        Ok(shards)
+        Ok::<_, StoreError>(shards)
     })?;
     let tokens = packed.rows.iter().map(|r| r.input_ids.len()).sum();
     let label_tokens = packed

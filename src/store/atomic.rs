@@ -33,11 +33,12 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Runs `fill` on a fresh temp file next to `dest`, then fsyncs and renames it over `dest`.
-/// On any error the temp file is removed and `dest` is untouched.
-pub(crate) fn commit_with<T>(
+/// On any error (of `fill` too: a download whose checksum does not match, ...) the temp file is
+/// removed and `dest` is untouched.
+pub fn write_atomic_with<T, E: From<StoreError>>(
     dest: &Path,
-    fill: impl FnOnce(&mut File) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
+    fill: impl FnOnce(&mut File) -> Result<T, E>,
+) -> Result<T, E> {
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -62,7 +63,7 @@ pub(crate) fn commit_with<T>(
 
 /// Writes `bytes` to `dest` atomically.
 pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    commit_with(dest, |file| {
+    write_atomic_with(dest, |file| {
         file.write_all(bytes).map_err(StoreError::io(dest))
     })
 }
@@ -77,26 +78,30 @@ pub fn write_json_atomic<T: Serialize + ?Sized>(dest: &Path, value: &T) -> Resul
     write_atomic(dest, &bytes)
 }
 
-/// Replaces the folder `dest` as a whole: `build` fills a hidden temp folder next to it, which
+/// Replaces the folder `dest` as a whole: `build` fills a fresh hidden temp folder next to it, which
 /// is then renamed over `dest` (an older `dest` is removed first). A crash leaves the old folder
-/// or none, plus at most a temp folder that readers never look at.
-pub fn replace_dir<T>(
+/// or none, plus at most a temp folder that readers never look at; a failed `build` leaves
+/// `dest` as it was.
+pub fn replace_dir<T, E: From<StoreError>>(
     dest: &Path,
-    build: impl FnOnce(&Path) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
+    build: impl FnOnce(&Path) -> Result<T, E>,
+) -> Result<T, E> {
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     fs::create_dir_all(&parent).map_err(StoreError::io(&parent))?;
     let building = temp_path_for(dest);
-    if building.exists() {
-        fs::remove_dir_all(&building).map_err(StoreError::io(&building))?;
-    }
-    let value = build(&building)?;
-    if dest.exists() {
-        fs::remove_dir_all(dest).map_err(StoreError::io(dest))?;
-    }
+    remove_dir(&building)?;
+    fs::create_dir_all(&building).map_err(StoreError::io(&building))?;
+    let value = match build(&building) {
+        Ok(value) => value,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&building);
+            return Err(e);
+        }
+    };
+    remove_dir(dest)?;
     fs::rename(&building, dest).map_err(StoreError::io(dest))?;
     sync_dir(&parent)?;
     Ok(value)
@@ -136,9 +141,8 @@ mod tests {
         fs::create_dir_all(&dest).unwrap();
         fs::write(dest.join("old"), b"old").unwrap();
         let n = replace_dir(&dest, |building| {
-            fs::create_dir_all(building).unwrap();
             fs::write(building.join("new"), b"new").unwrap();
-            Ok(1)
+            Ok::<_, StoreError>(1)
         })
         .unwrap();
         assert_eq!(n, 1);
@@ -171,7 +175,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("x.json");
         write_atomic(&dest, b"old").unwrap();
-        let err = commit_with(&dest, |f| {
+        let err = write_atomic_with::<(), StoreError>(&dest, |f| {
             f.write_all(b"half").unwrap();
             Err::<(), _>(StoreError::io(&dest)(std::io::Error::other(
                 "simulated failure",

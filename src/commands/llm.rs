@@ -14,10 +14,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::chat::ChatTurn;
-use super::engine::{Engine, EngineOptions};
-use super::error::LlmError;
-use super::sampler::SamplerSettings;
+use crate::llm::model::BatchKernels;
+use crate::llm::{ChatTurn, Engine, EngineOptions, LlmError, SamplerSettings};
 use crate::models::ModelSource;
 
 /// Arguments of `ucoder-flow generate`.
@@ -104,12 +102,8 @@ pub enum CommandError {
     Model(#[from] crate::models::ModelError),
     #[error("llama.cpp benchmark ({script}): {message}")]
     LlamaCpp { script: PathBuf, message: String },
-    #[error("{path}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Write(#[from] crate::store::StoreError),
 }
 
 /// The prompt every benchmark run uses (a chat-formatted coding request, ~100 tokens).
@@ -369,7 +363,7 @@ pub fn bench_command(args: &LlmBenchArgs) -> Result<(), CommandError> {
     let opts = EngineOptions {
         threads: args.threads,
         max_batch_rows: args.ns.iter().copied().max().unwrap_or(1).max(64),
-        batch_kernels: super::model::BatchKernels {
+        batch_kernels: BatchKernels {
             int8_min_rows: (args.int8_min_rows > 0).then_some(args.int8_min_rows),
             dense_f32_min_rows: args.dense_gemm_min_rows,
         },
@@ -408,23 +402,7 @@ pub fn bench_command(args: &LlmBenchArgs) -> Result<(), CommandError> {
     print!("{}", format_report(&report));
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).expect("report serializes");
-        write_atomic(path, text.as_bytes()).map_err(|source| CommandError::Write {
-            path: path.clone(),
-            source,
-        })?;
+        crate::store::write_atomic(path, text.as_bytes())?;
     }
-    Ok(())
-}
-
-/// Writes `bytes` to a temp file beside `path`, fsyncs it and renames it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
