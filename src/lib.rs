@@ -13,6 +13,7 @@
 //! - [`prompts`]: the IPC stage prompt templates and their strict parsers.
 //! - [`dedup`]: near-duplicate problem removal (normalized signature + MinHash of descriptions).
 //! - [`sft`]: SFT data: prompt masking, sequence packing and the shard sink.
+//! - [`progress`]: the [`Reporter`](progress::Reporter) through which library code reports progress.
 //! - [`pipeline`]: `ucoder-flow run`: one IPC iteration as a timely dataflow, resumable from its checkpoints.
 //! - [`commands`]: the `ucoder-flow` command line: clap types, commands, printing.
 
@@ -24,6 +25,7 @@ pub mod fetch;
 pub mod llm;
 pub mod models;
 pub mod pipeline;
+pub mod progress;
 pub mod prompts;
 pub mod sandbox;
 pub mod sft;

@@ -9,11 +9,12 @@ use ucoder_flow::eval::config::{EvalConfig, Overrides, ProgramLimits};
 use ucoder_flow::eval::humaneval::{self, Problem};
 use ucoder_flow::eval::prompt::PromptSpec;
 use ucoder_flow::eval::recorded::RecordedCompletions;
-use ucoder_flow::eval::runner::{self, Progress};
+use ucoder_flow::eval::runner;
 use ucoder_flow::eval::{
     BoxError, CheckOutcome, CompletionRequest, CompletionSource, EvalError, ProgramChecker,
     SampleRecord, SampledCompletion, Summary, wiring,
 };
+use ucoder_flow::progress::Silent;
 use ucoder_flow::store::{Stage, StoreError};
 
 const FIXTURE: &str = "tests/fixtures/eval/qwen2.5-coder-0.5b-instruct.jsonl";
@@ -106,13 +107,7 @@ impl Harness {
             sandbox: self.sandbox.as_mut(),
             programs: 0,
         };
-        let result = runner::run(
-            cfg,
-            &self.problems,
-            &mut source,
-            &mut checker,
-            Progress::Hidden,
-        );
+        let result = runner::run(cfg, &self.problems, &mut source, &mut checker, &Silent);
         Run {
             result,
             generated: source.generated,

@@ -3,8 +3,10 @@
 
 use std::path::PathBuf;
 
+use super::progress::{LogFormat, Renderer};
 use crate::eval::recorded::RecordedCompletions;
 use crate::eval::{CompletionSource, EvalConfig, Overrides, humaneval, runner, wiring};
+use crate::progress::Reporter;
 
 /// `ucoder-flow eval` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -42,8 +44,9 @@ pub struct EvalArgs {
 }
 
 /// Runs `ucoder-flow eval`: prints the summary table to stdout, progress and notes to stderr.
-pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
-    let say = |line: &str| eprintln!("[eval] {line}");
+pub fn run(args: &EvalArgs, format: LogFormat) -> anyhow::Result<()> {
+    let renderer = Renderer::new("eval", format, args.quiet);
+    let say = |line: &str| renderer.note(line);
     let overrides = Overrides {
         model: args.model.clone(),
         limit: args.limit,
@@ -73,17 +76,12 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         source.describe(),
         config.output.dir.display()
     ));
-    let progress = if args.quiet {
-        runner::Progress::Hidden
-    } else {
-        runner::Progress::Bar
-    };
     let summary = runner::run(
         &config,
         &problems,
         source.as_mut(),
         checker.as_mut(),
-        progress,
+        &renderer,
     )?;
     println!("{}", summary.table());
     say(&format!(

@@ -6,10 +6,12 @@
 //! - [`eval`]: `ucoder-flow eval`.
 //! - [`models`]: `ucoder-flow models list|fetch|export`.
 //! - [`llm`]: `ucoder-flow generate` and `ucoder-flow bench llm`.
+//! - [`progress`]: how the library's progress is rendered (`--log-format`).
 
 pub mod eval;
 pub mod llm;
 pub mod models;
+pub mod progress;
 pub mod run;
 
 use std::process::ExitCode;
@@ -17,6 +19,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use self::progress::LogFormat;
 use crate::models::DEFAULT_MODEL;
 
 #[derive(Debug, Parser)]
@@ -33,6 +36,10 @@ struct Cli {
     /// `ucoder-flow PIPELINE.toml` is `ucoder-flow run PIPELINE.toml`.
     #[command(flatten)]
     run: Option<run::RunArgs>,
+    /// How progress is written: `text` (bars on a terminal, plain lines otherwise) or `json`
+    /// (one JSON object per line on stderr).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +114,7 @@ fn say(line: &str) {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let format = cli.log_format;
     let command = match (cli.command, cli.run) {
         (Some(command), _) => command,
         (None, Some(args)) => Command::Run(args),
@@ -117,9 +125,9 @@ fn run(cli: Cli) -> Result<()> {
         }
     };
     match command {
-        Command::Run(args) => run::run(&args, &say),
+        Command::Run(args) => run::run(&args, format),
         Command::Generate(args) => Ok(llm::generate_command(&args)?),
-        Command::Eval(args) => eval::run(&args),
+        Command::Eval(args) => eval::run(&args, format),
         Command::Models { command } => match command {
             ModelsCommand::List => {
                 models::list();

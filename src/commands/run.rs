@@ -2,7 +2,9 @@
 //! the closing summary table.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use super::progress::{LogFormat, Renderer};
 use crate::pipeline::{self, RunOptions};
 
 /// Arguments of `ucoder-flow run` (and of `ucoder-flow PIPELINE.toml`).
@@ -25,16 +27,15 @@ pub struct RunArgs {
 }
 
 /// Runs the pipeline and prints the summary table.
-pub fn run(args: &RunArgs, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<()> {
     let summary = pipeline::run(
         &args.pipeline,
         &RunOptions {
             workers: args.workers,
             runs_dir: args.runs_dir.clone(),
             model: args.model.clone(),
-            quiet: args.quiet,
         },
-        say,
+        Arc::new(Renderer::new("ucoder-flow", format, args.quiet)),
     )?;
     println!("{}", summary.table());
     Ok(())

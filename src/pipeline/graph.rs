@@ -25,33 +25,17 @@ use std::time::Duration;
 
 use timely::dataflow::Scope;
 use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
-use ucoder_operators::{ClusterKey, GeneratedTest, Rejection};
 
 use super::context::{Collector, GraphContext};
-use super::stages::selector::Selected;
+use super::results::Results;
 use super::stages::{
-    Draft, executor, near_duplicate_filter, problem_generator, rater, selector, sft_sink,
-    skeleton_check, skeleton_writer, solution_sampler, test_assembler, test_check, test_generator,
+    executor, near_duplicate_filter, problem_generator, rater, selector, sft_sink, skeleton_check,
+    skeleton_writer, solution_sampler, test_assembler, test_check, test_generator,
 };
-use crate::sft::sink::SftSummary;
-
-/// What one worker hands back when the iteration is done.
-#[derive(Debug, Default)]
-pub struct WorkerOutput {
-    pub ready: Vec<(Draft, Arc<[GeneratedTest]>)>,
-    pub rejections: Vec<Rejection>,
-    /// Final clusters ((problem, signature), size) owned by this worker.
-    pub clusters: Vec<(ClusterKey, u32)>,
-    /// Final (selection, SFT prompt, selected code): worker 0 only.
-    pub selections: Vec<Selected>,
-    /// What the SftSink wrote: worker 0 only.
-    pub sft: Option<SftSummary>,
-    /// Seconds each operator was scheduled, by operator name.
-    pub operator_seconds: BTreeMap<String, f64>,
-}
 
 /// Builds and runs the graph on one worker until the iteration is complete (or a failure).
-pub fn run_worker(worker: &mut timely::worker::Worker, ctx: &Arc<GraphContext>) -> WorkerOutput {
+/// Returns this worker's part of the [`Results`].
+pub fn run_worker(worker: &mut timely::worker::Worker, ctx: &Arc<GraphContext>) -> Results {
     let operator_seconds = log_operator_time(worker);
     let collect = Collector::default();
     {
@@ -66,7 +50,7 @@ pub fn run_worker(worker: &mut timely::worker::Worker, ctx: &Arc<GraphContext>) 
         }
     }
     let mut c = collect.0.borrow_mut();
-    WorkerOutput {
+    Results {
         ready: std::mem::take(&mut c.ready),
         rejections: std::mem::take(&mut c.rejections),
         clusters: c

@@ -28,8 +28,7 @@ use std::time::Instant;
 use self::artifacts::{ExecutionMemo, ResponseMemo};
 use self::backends::Backends;
 use self::context::{Failure, GraphContext};
-use self::graph::WorkerOutput;
-use self::progress::{Counters, ProgressBars};
+use self::progress::{Counters, ProgressFeed};
 use self::results::Results;
 use self::stages::sft_sink::SftSink;
 use self::stages::{LlmStage, StagePrompts, StageSettings, selector};
@@ -37,6 +36,7 @@ use self::summary::{RunSummary, classify_operators, rejection_key};
 use crate::config::{ConfigError, PipelineConfig};
 use crate::llm::LlmError;
 use crate::models::{ModelError, ModelSource};
+use crate::progress::Reporter;
 use crate::prompts::{PromptError, PromptSet};
 use crate::sandbox::SandboxError;
 use crate::store::{Claim, Manifest, StoreError, read_json, remove_dir, write_json_atomic};
@@ -76,17 +76,17 @@ pub struct RunOptions {
     pub runs_dir: Option<PathBuf>,
     /// Overrides `[model] name` (a registry name or a path).
     pub model: Option<String>,
-    /// No progress bars.
-    pub quiet: bool,
 }
 
-/// Runs (or resumes) the pipeline in `path`; `say` receives progress lines.
+/// Runs (or resumes) the pipeline in `path`, reporting notes and live gauges to `reporter`.
 pub fn run(
     path: &Path,
     options: &RunOptions,
-    say: &dyn Fn(&str),
+    reporter: Arc<dyn Reporter>,
 ) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
+    let say = |line: &str| reporter.note(line);
+    let say: &dyn Fn(&str) = &say;
     let (config, split) = load_settings(path, options, say)?;
     let source = crate::models::resolve(&config.model.name, &crate::fetch::cache_dir(), say)?;
     let run_dir = config.run_dir();
@@ -157,15 +157,15 @@ pub fn run(
         path.display(),
         iter_dir.display()
     ));
-    let bars = ProgressBars::start(
+    let feed = ProgressFeed::start(
         Arc::clone(&counters),
         config.problems.count as u64,
-        options.quiet,
+        Arc::clone(&reporter),
     );
     let graph_started = Instant::now();
     let outputs = run_graph(context, split.dataflow_workers)?;
     let graph_wall = graph_started.elapsed().as_secs_f64();
-    drop(bars);
+    drop(feed);
     let stage_times = backends.shutdown();
     if let Some(message) = failure.get() {
         return Err(PipelineError::Stopped(message));
@@ -278,10 +278,7 @@ fn load_checkpoints(iter_dir: &Path) -> Result<(Vec<ResponseMemo>, ExecutionMemo
 }
 
 /// Runs the graph on `workers` timely workers until the iteration is complete (or a failure).
-fn run_graph(
-    context: Arc<GraphContext>,
-    workers: usize,
-) -> Result<Vec<WorkerOutput>, PipelineError> {
+fn run_graph(context: Arc<GraphContext>, workers: usize) -> Result<Vec<Results>, PipelineError> {
     timely::execute(timely::Config::process(workers), move |worker| {
         graph::run_worker(worker, &context)
     })

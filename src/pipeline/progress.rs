@@ -1,13 +1,13 @@
-//! Live progress of a run: counters the operators bump (shared by every timely worker), the
-//! per-stage progress bars drawn from them (problems, tests, candidates, executions, with
-//! rates). The closing table is in [`summary`](super::summary).
+//! Live progress of a run: counters the operators bump (shared by every timely worker) and the
+//! gauges fed from them to the caller's [`Reporter`] (problems, tests, candidates, executions).
+//! The closing table is in [`summary`](super::summary).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use crate::progress::{Gauge, Reporter};
 
 /// Counters of a run, bumped by the operators.
 #[derive(Debug, Default)]
@@ -56,30 +56,39 @@ impl Counters {
     }
 }
 
-/// Draws the progress bars until dropped.
-pub struct ProgressBars {
+/// Feeds the run's gauges (problems, tests, candidates, executions) to a [`Reporter`] every
+/// 200 ms until dropped, then once more and [`Reporter::done`].
+pub struct ProgressFeed {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl ProgressBars {
-    /// Starts drawing `counters` (hidden when stderr is not a terminal; then a plain line is
-    /// printed every 30 s instead).
-    pub fn start(counters: Arc<Counters>, problems: u64, quiet: bool) -> Self {
+impl ProgressFeed {
+    pub fn start(counters: Arc<Counters>, problems: u64, reporter: Arc<dyn Reporter>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("progress".into())
-            .spawn(move || draw(&counters, problems, &flag, quiet))
+            .spawn(move || {
+                loop {
+                    let last = flag.load(Ordering::Relaxed);
+                    reporter.gauges(&gauges(&counters, problems));
+                    if last {
+                        reporter.done();
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
             .expect("spawning the progress thread");
-        ProgressBars {
+        ProgressFeed {
             stop,
             thread: Some(thread),
         }
     }
 }
 
-impl Drop for ProgressBars {
+impl Drop for ProgressFeed {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
@@ -88,86 +97,39 @@ impl Drop for ProgressBars {
     }
 }
 
-fn draw(counters: &Counters, problems: u64, stop: &AtomicBool, quiet: bool) {
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let multi = MultiProgress::with_draw_target(if terminal && !quiet {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    });
-    let style = ProgressStyle::with_template(
-        "{prefix:>11} [{bar:30}] {pos:>6}/{len:<6} {per_sec:>10} {elapsed_precise} {msg}",
-    )
-    .expect("a valid template")
-    .progress_chars("=> ");
-    let bar = |name: &str| {
-        let b = multi.add(ProgressBar::new(0));
-        b.set_style(style.clone());
-        b.set_prefix(name.to_string());
-        b
-    };
-    let bars = [
-        bar("problems"),
-        bar("tests"),
-        bar("candidates"),
-        bar("executions"),
-    ];
-    let started = Instant::now();
-    let mut last_line = Instant::now();
-    loop {
-        let c = |x: &AtomicU64| Counters::get(x);
-        let values = [
-            (
-                problems,
-                c(&counters.problems_answered),
-                format!(
-                    "parsed {} unique {} rated {} skeletons {}",
-                    c(&counters.problems_parsed),
-                    c(&counters.problems_unique),
-                    c(&counters.problems_rated),
-                    c(&counters.skeletons)
-                ),
+/// The run's gauges from its counters.
+pub fn gauges(counters: &Counters, problems: u64) -> [Gauge; 4] {
+    let c = |x: &AtomicU64| Counters::get(x);
+    [
+        Gauge {
+            name: "problems",
+            done: c(&counters.problems_answered),
+            total: problems,
+            message: format!(
+                "parsed {} unique {} rated {} skeletons {}",
+                c(&counters.problems_parsed),
+                c(&counters.problems_unique),
+                c(&counters.problems_rated),
+                c(&counters.skeletons)
             ),
-            (
-                c(&counters.tests_target),
-                c(&counters.tests_parsed),
-                format!("kept {}", c(&counters.tests_kept)),
-            ),
-            (
-                c(&counters.candidates_target),
-                c(&counters.samples),
-                format!("programs {}", c(&counters.candidates)),
-            ),
-            (
-                c(&counters.samples),
-                c(&counters.executions),
-                format!("test runs {}", c(&counters.test_runs)),
-            ),
-        ];
-        for (bar, (len, pos, msg)) in bars.iter().zip(&values) {
-            bar.set_length(*len.max(pos));
-            bar.set_position(*pos);
-            bar.set_message(msg.clone());
-        }
-        if !terminal && !quiet && last_line.elapsed() >= Duration::from_secs(30) {
-            last_line = Instant::now();
-            eprintln!(
-                "[ucoder-flow] {:>6.0}s problems {}/{} tests {} candidates {}/{} executions {}",
-                started.elapsed().as_secs_f64(),
-                values[0].1,
-                values[0].0,
-                c(&counters.tests_kept),
-                values[2].1,
-                values[2].0,
-                values[3].1,
-            );
-        }
-        if stop.load(Ordering::Relaxed) {
-            for bar in &bars {
-                bar.abandon();
-            }
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        },
+        Gauge {
+            name: "tests",
+            done: c(&counters.tests_parsed),
+            total: c(&counters.tests_target),
+            message: format!("kept {}", c(&counters.tests_kept)),
+        },
+        Gauge {
+            name: "candidates",
+            done: c(&counters.samples),
+            total: c(&counters.candidates_target),
+            message: format!("programs {}", c(&counters.candidates)),
+        },
+        Gauge {
+            name: "executions",
+            done: c(&counters.executions),
+            total: c(&counters.samples),
+            message: format!("test runs {}", c(&counters.test_runs)),
+        },
+    ]
 }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use ucoder_operators::{ClusterKey, GeneratedTest, Rejection};
 
 use super::artifacts::RejectionRow;
-use super::graph::WorkerOutput;
 use super::stages::selector::{self, Selected};
 use super::stages::{Draft, test_check};
 use super::summary::stage_label;
@@ -26,13 +25,17 @@ pub const RESULT_DIRS: [&str; 6] = [
     "sft",
 ];
 
-/// Everything the workers decided, in a canonical order.
+/// Everything the workers decided: one worker's part, or (after [`Results::gather`]) all of it
+/// in a canonical order.
 #[derive(Debug, Default)]
 pub struct Results {
     pub ready: Vec<(Draft, Arc<[GeneratedTest]>)>,
     pub rejections: Vec<Rejection>,
+    /// Final clusters ((problem, signature), size).
     pub clusters: Vec<(ClusterKey, u32)>,
+    /// Final (selection, SFT prompt, selected code): from worker 0.
     pub selections: Vec<Selected>,
+    /// What the SftSink wrote: from worker 0.
     pub sft: Option<SftSummary>,
     /// Seconds each operator was scheduled, summed over the workers.
     pub operator_seconds: BTreeMap<String, f64>,
@@ -40,7 +43,7 @@ pub struct Results {
 
 impl Results {
     /// Merges the workers' outputs and sorts them, so the tables do not depend on `-w`.
-    pub fn gather(outputs: Vec<WorkerOutput>) -> Self {
+    pub fn gather(outputs: Vec<Results>) -> Self {
         let mut r = Results::default();
         for out in outputs {
             r.ready.extend(out.ready);

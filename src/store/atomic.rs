@@ -32,6 +32,16 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(StoreError::io(dir))
 }
 
+/// The folder that holds `dest` (`.` for a bare name), created if missing.
+fn created_parent(dest: &Path) -> Result<PathBuf, StoreError> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+    Ok(dir)
+}
+
 /// Runs `fill` on a fresh temp file next to `dest`, then fsyncs and renames it over `dest`.
 /// On any error (of `fill` too: a download whose checksum does not match, ...) the temp file is
 /// removed and `dest` is untouched.
@@ -39,11 +49,7 @@ pub fn write_atomic_with<T, E: From<StoreError>>(
     dest: &Path,
     fill: impl FnOnce(&mut File) -> Result<T, E>,
 ) -> Result<T, E> {
-    let dir = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+    let dir = created_parent(dest)?;
     let tmp = temp_path_for(dest);
     let result = (|| {
         let mut file = File::create(&tmp).map_err(StoreError::io(&tmp))?;
@@ -86,11 +92,7 @@ pub fn replace_dir<T, E: From<StoreError>>(
     dest: &Path,
     build: impl FnOnce(&Path) -> Result<T, E>,
 ) -> Result<T, E> {
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&parent).map_err(StoreError::io(&parent))?;
+    let parent = created_parent(dest)?;
     let building = temp_path_for(dest);
     remove_dir(&building)?;
     fs::create_dir_all(&building).map_err(StoreError::io(&building))?;
