@@ -11,6 +11,7 @@
 //! - [`store`]: atomic Parquet artifact parts, manifests and resume.
 //! - [`eval`]: public benchmarks (HumanEval), pass@k and the `ucoder-flow eval` job.
 //! - [`prompts`]: the IPC stage prompt templates and their strict parsers.
+//! - [`python`]: reading Python source (the lexer the parsers share, the skeleton stub).
 //! - [`dedup`]: near-duplicate problem removal (normalized signature + MinHash of descriptions).
 //! - [`sft`]: SFT data: prompt masking, sequence packing and the shard sink.
 //! - [`progress`]: the [`Reporter`](progress::Reporter) through which library code reports progress.
@@ -27,6 +28,7 @@ pub mod models;
 pub mod pipeline;
 pub mod progress;
 pub mod prompts;
+pub mod python;
 pub mod sandbox;
 pub mod sft;
 pub mod store;

@@ -10,12 +10,10 @@
 //! signature's parameters, and a test is split into a call and an expected value only when that
 //! split means the same as the assert.
 
-mod pyscan;
-
 use std::collections::HashSet;
 use std::fmt;
 
-use pyscan::{
+use crate::python::lexer::{
     KEYWORDS, balanced, call_sites, code_chars, code_part, code_words, is_identifier, keyword_name,
     list_items, matching_paren, normalize, parenthesized, scan, split_top_level,
     split_top_level_eq, top_level_words,
