@@ -133,7 +133,7 @@ pub enum SelectorConfig {
     DualAgreement,
 }
 
-/// Consensus selection (DESIGN §1).
+/// Consensus selection (docs/ARCHITECTURE.md, "Selection").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SelectionConfig {

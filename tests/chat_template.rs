@@ -4,7 +4,7 @@
 //! environment Hugging Face uses) from the same templates, and agree with both models'
 //! documented ChatML layout.
 
-use ucoder_flow::llm::chat::{ChatError, ChatMessage, ChatTemplate};
+use ucoder_flow::llm::chat::{ChatError, ChatTemplate, ChatTurn};
 use ucoder_flow::llm::gguf::GgufModel;
 use ucoder_flow::models::{self, DEFAULT_MODEL, TEST_MODEL};
 
@@ -20,21 +20,21 @@ fn template(model: &str) -> ChatTemplate {
     ChatTemplate::from_gguf(gguf(model).content()).expect("chat template")
 }
 
-fn one_turn() -> Vec<ChatMessage> {
-    vec![ChatMessage::user("Write a function that adds two numbers.")]
+fn one_turn() -> Vec<ChatTurn> {
+    vec![ChatTurn::user("Write a function that adds two numbers.")]
 }
 
-fn multi_turn() -> Vec<ChatMessage> {
+fn multi_turn() -> Vec<ChatTurn> {
     vec![
-        ChatMessage::system("You are a coding assistant."),
-        ChatMessage::user("Hi"),
-        ChatMessage::assistant("Hello! How can I help?"),
-        ChatMessage::user("Sort a list."),
+        ChatTurn::system("You are a coding assistant."),
+        ChatTurn::user("Hi"),
+        ChatTurn::assistant("Hello! How can I help?"),
+        ChatTurn::user("Sort a list."),
     ]
 }
 
-fn finished() -> Vec<ChatMessage> {
-    vec![ChatMessage::user("x"), ChatMessage::assistant("y")]
+fn finished() -> Vec<ChatTurn> {
+    vec![ChatTurn::user("x"), ChatTurn::assistant("y")]
 }
 
 #[test]
@@ -71,10 +71,10 @@ fn qwen_template_renders_like_the_reference() {
     );
     // Consecutive tool results are merged into one user turn (loop.index0, look-behind/ahead).
     let tools = vec![
-        ChatMessage::user("Run the tests."),
-        ChatMessage::assistant("Running."),
-        ChatMessage::new("tool", "3 passed"),
-        ChatMessage::new("tool", "0 failed"),
+        ChatTurn::user("Run the tests."),
+        ChatTurn::assistant("Running."),
+        ChatTurn::new("tool", "3 passed"),
+        ChatTurn::new("tool", "0 failed"),
     ];
     assert_eq!(
         t.render(&tools, true).unwrap(),

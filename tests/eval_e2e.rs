@@ -4,8 +4,9 @@
 use std::path::Path;
 
 use ucoder_flow::eval::config::{EvalConfig, Overrides};
-use ucoder_flow::eval::runner::{self, Progress};
+use ucoder_flow::eval::runner;
 use ucoder_flow::eval::{SampleRecord, humaneval, wiring};
+use ucoder_flow::progress::Silent;
 use ucoder_flow::store::Stage;
 
 fn config(out: &Path) -> EvalConfig {
@@ -37,14 +38,7 @@ fn small_model_real_sandbox_end_to_end() {
         outcomes[1]
     );
 
-    let summary = runner::run(
-        &cfg,
-        &problems,
-        source.as_mut(),
-        checker.as_mut(),
-        Progress::Hidden,
-    )
-    .unwrap();
+    let summary = runner::run(&cfg, &problems, source.as_mut(), checker.as_mut(), &Silent).unwrap();
     assert_eq!(
         (summary.problems, summary.samples, summary.complete),
         (3, 3, true)
@@ -75,14 +69,7 @@ fn small_model_real_sandbox_end_to_end() {
     // Greedy decoding reproduces itself: a second run in another folder gives the same completions.
     let dir2 = tempfile::tempdir().unwrap();
     let cfg2 = config(dir2.path());
-    runner::run(
-        &cfg2,
-        &problems,
-        source.as_mut(),
-        checker.as_mut(),
-        Progress::Hidden,
-    )
-    .unwrap();
+    runner::run(&cfg2, &problems, source.as_mut(), checker.as_mut(), &Silent).unwrap();
     let rows2 = Stage::<SampleRecord>::open(&runner::samples_dir(dir2.path()), 9)
         .unwrap()
         .read_all()

@@ -5,16 +5,17 @@
 
 use std::path::{Path, PathBuf};
 
-use ucoder_flow::eval::config::{EvalConfig, Overrides, SandboxLimits};
+use ucoder_flow::eval::config::{EvalConfig, Overrides, ProgramLimits};
 use ucoder_flow::eval::humaneval::{self, Problem};
 use ucoder_flow::eval::prompt::PromptSpec;
 use ucoder_flow::eval::recorded::RecordedCompletions;
-use ucoder_flow::eval::runner::{self, Progress};
+use ucoder_flow::eval::runner;
 use ucoder_flow::eval::{
-    BackendError, CheckOutcome, CompletionSource, EvalError, Generation, GenerationRequest,
-    ProgramChecker, SampleRecord, Summary, wiring,
+    BoxError, CheckOutcome, CompletionRequest, CompletionSource, EvalError, ProgramChecker,
+    SampleRecord, SampledCompletion, Summary, wiring,
 };
-use ucoder_flow::store::Stage;
+use ucoder_flow::progress::Silent;
+use ucoder_flow::store::{Stage, StoreError};
 
 const FIXTURE: &str = "tests/fixtures/eval/qwen2.5-coder-0.5b-instruct.jsonl";
 
@@ -34,13 +35,13 @@ impl CompletionSource for Counting {
     fn describe(&self) -> String {
         self.inner.describe()
     }
-    fn render(&self, id: &str, spec: &PromptSpec) -> Result<String, BackendError> {
+    fn render(&self, id: &str, spec: &PromptSpec) -> Result<String, BoxError> {
         self.inner.render(id, spec)
     }
     fn generate(
         &mut self,
-        request: &GenerationRequest<'_>,
-    ) -> Result<Vec<Generation>, BackendError> {
+        request: &CompletionRequest<'_>,
+    ) -> Result<Vec<SampledCompletion>, BoxError> {
         if self.fail_after == Some(self.generated.len()) {
             return Err("simulated crash".into());
         }
@@ -68,8 +69,8 @@ impl ProgramChecker for CountingChecker<'_> {
         &mut self,
         problem: &Problem,
         programs: &[String],
-        limits: &SandboxLimits,
-    ) -> Result<Vec<CheckOutcome>, BackendError> {
+        limits: &ProgramLimits,
+    ) -> Result<Vec<CheckOutcome>, BoxError> {
         self.programs += programs.len();
         self.sandbox.check(problem, programs, limits)
     }
@@ -94,7 +95,7 @@ impl Harness {
     fn new() -> Self {
         Harness {
             problems: fixture_problems(),
-            sandbox: wiring::open_checker(&SandboxLimits::default()).unwrap(),
+            sandbox: wiring::open_checker(&ProgramLimits::default()).unwrap(),
         }
     }
 
@@ -106,13 +107,7 @@ impl Harness {
             sandbox: self.sandbox.as_mut(),
             programs: 0,
         };
-        let result = runner::run(
-            cfg,
-            &self.problems,
-            &mut source,
-            &mut checker,
-            Progress::Hidden,
-        );
+        let result = runner::run(cfg, &self.problems, &mut source, &mut checker, &Silent);
         Run {
             result,
             generated: source.generated,
@@ -290,7 +285,10 @@ fn other_settings_are_refused_and_prompts_dump_round_trips() {
     let refused = harness.run(&other, None);
     assert!(refused.generated.is_empty() && refused.checked == 0);
     let err = refused.result.unwrap_err();
-    assert!(matches!(err, EvalError::SettingsChanged { .. }), "{err}");
+    assert!(
+        matches!(err, EvalError::Store(StoreError::SettingsChanged { .. })),
+        "{err}"
+    );
     assert!(err.to_string().contains("max_tokens"), "{err}");
 
     let dump = dir.path().join("prompts.jsonl");

@@ -4,6 +4,13 @@
 //! and SFT shards, and the resumed run must not regenerate committed work.
 //!
 //! The runs share two cores, so they take turns (one lock) and the reference is computed once.
+//!
+//! The golden check: the reference run's selections and clusters (row for row) and SFT shards and
+//! `messages.jsonl` (byte for byte) equal the recording in `tests/fixtures/golden/smoke/`, made
+//! by the tree before a refactor; a change that moves code must not move results. To re-record
+//! after a deliberate change of results, run the smoke pipeline and point
+//! `golden_fixture_matches_a_recorded_run` at it with `UCODER_FLOW_GOLDEN_RUNS=<runs dir>` and
+//! `UCODER_FLOW_GOLDEN_BLESS=1`.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -17,6 +24,8 @@ use ucoder_flow::pipeline::artifacts::{ClusterRow, ExecutionRow, ResponseRow, Se
 use ucoder_flow::sft::pack::IGNORE_INDEX;
 use ucoder_flow::sft::sink::read_sft;
 use ucoder_flow::store::Stage;
+
+const GOLDEN: &str = "tests/fixtures/golden/smoke";
 
 const LLM_STAGES: [&str; 5] = ["problems", "ratings", "skeletons", "tests", "candidates"];
 
@@ -311,4 +320,143 @@ fn sigkilled_run_resumes_to_the_same_selections_without_redoing_work() {
     let again = command(runs, &[]).output().unwrap();
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("is complete"));
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN)
+}
+
+/// Selections as canonical JSON rows, by problem.
+fn selections_json(iter: &Path) -> Vec<serde_json::Value> {
+    let mut rows = Stage::<SelectionRow>::read(&iter.join("selections")).unwrap();
+    rows.sort_by_key(|s| s.problem_id);
+    rows.iter()
+        .map(|s| {
+            serde_json::json!({
+                "problem_id": s.problem_id,
+                "candidate_id": s.candidate_id,
+                "cluster": s.cluster,
+                "cluster_size": s.cluster_size,
+                "executed": s.executed,
+                "tests": s.tests,
+                "passed": s.passed,
+                "perplexity": s.perplexity,
+                "code": s.code,
+            })
+        })
+        .collect()
+}
+
+/// Clusters as canonical JSON rows, by (problem, signature).
+fn clusters_json(iter: &Path) -> Vec<serde_json::Value> {
+    let mut rows = Stage::<ClusterRow>::read(&iter.join("clusters")).unwrap();
+    rows.sort_by_key(|c| (c.problem_id, c.signature));
+    rows.iter()
+        .map(|c| {
+            serde_json::json!({
+                "problem_id": c.problem_id,
+                "signature": c.signature,
+                "size": c.size,
+                "passed": c.passed,
+                "selected": c.selected,
+            })
+        })
+        .collect()
+}
+
+/// The files of the SFT folder, by name.
+fn sft_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn read_golden_rows(name: &str) -> Vec<serde_json::Value> {
+    let path = golden_dir().join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn assert_rows_equal(what: &str, found: &[serde_json::Value], golden: &[serde_json::Value]) {
+    for (i, (f, g)) in found.iter().zip(golden).enumerate() {
+        assert_eq!(f, g, "{what}: row {i} differs from the golden recording");
+    }
+    assert_eq!(
+        found.len(),
+        golden.len(),
+        "{what}: {} rows, the golden recording has {}",
+        found.len(),
+        golden.len()
+    );
+}
+
+/// The run in `runs` decided exactly what the golden recording decided.
+fn assert_matches_golden(runs: &Path) {
+    let iter = runs.join("smoke/iter-0");
+    assert_rows_equal(
+        "selections",
+        &selections_json(&iter),
+        &read_golden_rows("selections.json"),
+    );
+    assert_rows_equal(
+        "clusters",
+        &clusters_json(&iter),
+        &read_golden_rows("clusters.json"),
+    );
+    let found = sft_files(&iter.join("sft"));
+    let golden = sft_files(&golden_dir().join("sft"));
+    let names = |files: &[(String, Vec<u8>)]| files.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&found), names(&golden), "SFT files");
+    for ((name, bytes), (_, expected)) in found.iter().zip(&golden) {
+        assert!(
+            bytes == expected,
+            "sft/{name}: its bytes differ from the golden recording"
+        );
+    }
+}
+
+/// Writes the golden recording from the run in `runs`.
+fn bless_golden(runs: &Path) {
+    let iter = runs.join("smoke/iter-0");
+    let dir = golden_dir();
+    std::fs::create_dir_all(dir.join("sft")).unwrap();
+    let pretty = |rows: Vec<serde_json::Value>| serde_json::to_string_pretty(&rows).unwrap() + "\n";
+    std::fs::write(dir.join("selections.json"), pretty(selections_json(&iter))).unwrap();
+    std::fs::write(dir.join("clusters.json"), pretty(clusters_json(&iter))).unwrap();
+    for (name, _) in sft_files(&dir.join("sft")) {
+        std::fs::remove_file(dir.join("sft").join(name)).unwrap();
+    }
+    for (name, bytes) in sft_files(&iter.join("sft")) {
+        std::fs::write(dir.join("sft").join(name), bytes).unwrap();
+    }
+}
+
+#[test]
+fn smoke_run_matches_the_golden_recording() {
+    let _turn = turn();
+    assert_matches_golden(&reference().runs);
+}
+
+/// Checks (or, with `UCODER_FLOW_GOLDEN_BLESS=1`, writes) the golden recording against a smoke
+/// run folder made elsewhere (`UCODER_FLOW_GOLDEN_RUNS`, the `--runs-dir` of that run); without
+/// that variable there is nothing to compare and the test passes.
+#[test]
+fn golden_fixture_matches_a_recorded_run() {
+    let Some(runs) = std::env::var_os("UCODER_FLOW_GOLDEN_RUNS") else {
+        return;
+    };
+    let runs = PathBuf::from(runs);
+    if std::env::var_os("UCODER_FLOW_GOLDEN_BLESS").is_some() {
+        bless_golden(&runs);
+    }
+    assert_matches_golden(&runs);
 }

@@ -5,7 +5,7 @@
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use ucoder_flow::llm::{
-    ChatMessage, Engine, EngineOptions, FinishReason, GenerationRequest, LlmError, SamplingParams,
+    ChatTurn, Engine, EngineOptions, LlmError, SampleEnd, SampleRequest, SamplerSettings,
 };
 
 /// One engine for the whole file: loading takes a while and the CPU pool is process-wide.
@@ -26,8 +26,8 @@ fn engine() -> MutexGuard<'static, Engine> {
 
 const PROMPT: &str = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n";
 
-fn sampled(seed: u64, max_tokens: usize) -> SamplingParams {
-    SamplingParams {
+fn sampled(seed: u64, max_tokens: usize) -> SamplerSettings {
+    SamplerSettings {
         temperature: 0.9,
         top_p: 0.95,
         top_k: 50,
@@ -78,12 +78,12 @@ fn same_seed_same_tokens_and_seeds_differ() {
     assert_eq!(&alone[..], &a[..2]);
     let mixed = e
         .generate_batch(&[
-            GenerationRequest {
+            SampleRequest {
                 prompt: "import numpy as np\n".into(),
                 n: 3,
                 params: sampled(9, 12),
             },
-            GenerationRequest {
+            SampleRequest {
                 prompt: PROMPT.into(),
                 n: 4,
                 params: sampled(5, 16),
@@ -96,7 +96,7 @@ fn same_seed_same_tokens_and_seeds_differ() {
 #[test]
 fn greedy_dense_equals_single_stream_runs() {
     let mut e = engine();
-    let params = SamplingParams::greedy(32);
+    let params = SamplerSettings::greedy(32);
     let dense = e.generate_n(PROMPT, 8, &params).unwrap();
     assert_eq!(dense.len(), 8);
     let single = e.generate_n(PROMPT, 1, &params).unwrap().remove(0);
@@ -119,10 +119,10 @@ fn batched_prompts_equal_separate_runs() {
         "class Stack:\n    def __init__(self):\n",
         "# sort a list\n",
     ];
-    let params = SamplingParams::greedy(12);
-    let requests: Vec<GenerationRequest> = prompts
+    let params = SamplerSettings::greedy(12);
+    let requests: Vec<SampleRequest> = prompts
         .iter()
-        .map(|p| GenerationRequest {
+        .map(|p| SampleRequest {
             prompt: p.to_string(),
             n: 2,
             params: params.clone(),
@@ -141,7 +141,7 @@ fn batched_prompts_equal_separate_runs() {
 fn stop_strings_cut_the_text() {
     let mut e = engine();
     let free = e
-        .generate_n(PROMPT, 1, &SamplingParams::greedy(40))
+        .generate_n(PROMPT, 1, &SamplerSettings::greedy(40))
         .unwrap()
         .remove(0);
     // Stop at the first newline the model writes after its first non-empty line.
@@ -153,10 +153,10 @@ fn stop_strings_cut_the_text() {
     let Some(cut) = first_line_end else {
         panic!("greedy completion has no newline to stop at: {text:?}");
     };
-    let mut params = SamplingParams::greedy(40);
+    let mut params = SamplerSettings::greedy(40);
     params.stop = vec!["\n".into(), "NEVER-APPEARS".into()];
     let stopped = e.generate_n(PROMPT, 1, &params).unwrap().remove(0);
-    assert_eq!(stopped.finish_reason, FinishReason::Stop);
+    assert_eq!(stopped.finish_reason, SampleEnd::Stop);
     let expected = &text[..text.find('\n').unwrap()];
     assert_eq!(stopped.text, expected, "cut at {cut}");
     assert!(stopped.token_ids.len() < free.token_ids.len());
@@ -165,18 +165,18 @@ fn stop_strings_cut_the_text() {
 #[test]
 fn chat_prompt_ends_with_eos_or_length() {
     let mut e = engine();
-    let prompt = e.chat_prompt(&[ChatMessage::user("Say hello.")]).unwrap();
+    let prompt = e.chat_prompt(&[ChatTurn::user("Say hello.")]).unwrap();
     assert!(prompt.contains("Say hello."));
     let out = e
-        .generate_n(&prompt, 1, &SamplingParams::greedy(48))
+        .generate_n(&prompt, 1, &SamplerSettings::greedy(48))
         .unwrap()
         .remove(0);
     assert!(matches!(
         out.finish_reason,
-        FinishReason::Eos | FinishReason::Length
+        SampleEnd::Eos | SampleEnd::Length
     ));
     assert!(!out.text.contains("<|im_end|>"), "{:?}", out.text);
-    if out.finish_reason == FinishReason::Length {
+    if out.finish_reason == SampleEnd::Length {
         assert_eq!(out.token_ids.len(), 48);
     }
 }
@@ -187,7 +187,7 @@ fn prompt_longer_than_the_context_window_is_a_clear_error() {
     let ctx = e.context_length();
     let long = "x = 1\n".repeat(ctx);
     let err = e
-        .generate_n(&long, 2, &SamplingParams::greedy(4))
+        .generate_n(&long, 2, &SamplerSettings::greedy(4))
         .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, LlmError::PromptTooLong { .. }), "{msg}");
@@ -211,7 +211,7 @@ fn max_tokens_is_clipped_to_the_context_window() {
     let n_prompt = e.encode_prompt(PROMPT).unwrap().len();
     assert!(n_prompt < 40, "{n_prompt}");
     let out = e
-        .generate_n(PROMPT, 2, &SamplingParams::greedy(100))
+        .generate_n(PROMPT, 2, &SamplerSettings::greedy(100))
         .unwrap();
     for c in &out {
         assert!(
@@ -219,13 +219,13 @@ fn max_tokens_is_clipped_to_the_context_window() {
             "{} tokens after {n_prompt}",
             c.token_ids.len()
         );
-        if c.finish_reason == FinishReason::Length {
+        if c.finish_reason == SampleEnd::Length {
             assert_eq!(c.token_ids.len(), 48 - n_prompt);
         }
     }
     let long = "x = 1\n".repeat(20);
     let err = e
-        .generate_n(&long, 1, &SamplingParams::greedy(4))
+        .generate_n(&long, 1, &SamplerSettings::greedy(4))
         .unwrap_err();
     assert!(
         matches!(
@@ -242,14 +242,14 @@ fn max_tokens_is_clipped_to_the_context_window() {
 #[test]
 fn invalid_parameters_are_rejected() {
     let mut e = engine();
-    let mut params = SamplingParams::greedy(4);
+    let mut params = SamplerSettings::greedy(4);
     params.top_p = 0.0;
     assert!(matches!(
         e.generate_n(PROMPT, 1, &params),
         Err(LlmError::InvalidParams(_))
     ));
     assert!(matches!(
-        e.generate_n("", 1, &SamplingParams::greedy(4)),
+        e.generate_n("", 1, &SamplerSettings::greedy(4)),
         Err(LlmError::EmptyPrompt)
     ));
 }

@@ -18,7 +18,7 @@
 //! mistake the export must not make) measures a mean |Δ| of about 2.2 nats and fails them.
 
 use ucoder_flow::llm::export::export_safetensors;
-use ucoder_flow::llm::{ChatMessage, Engine, EngineOptions, SamplingParams};
+use ucoder_flow::llm::{ChatTurn, Engine, EngineOptions, SamplerSettings};
 use ucoder_flow::models::ModelSource;
 
 const PROMPTS: &[&str] = &[
@@ -60,7 +60,7 @@ fn exported_safetensors_model_matches_the_gguf_model() {
     assert_eq!(gguf.config().vocab_size, st.config().vocab_size);
 
     // Tokenizer and chat template come through the JSON files unchanged.
-    let chat = [ChatMessage::user("Write a haiku about Rust.")];
+    let chat = [ChatTurn::user("Write a haiku about Rust.")];
     let chat_prompt = gguf.chat_prompt(&chat).unwrap();
     assert_eq!(st.chat_prompt(&chat).unwrap(), chat_prompt);
     for text in PROMPTS.iter().copied().chain([chat_prompt.as_str()]) {
@@ -75,7 +75,7 @@ fn exported_safetensors_model_matches_the_gguf_model() {
     let deviation = |st: &mut Engine, gguf: &mut Engine| -> (f32, f32, usize) {
         let (mut worst, mut sum, mut n) = (0f32, 0f32, 0usize);
         for prompt in PROMPTS.iter().copied().chain([chat_prompt.as_str()]) {
-            let mut params = SamplingParams::greedy(32);
+            let mut params = SamplerSettings::greedy(32);
             params.ignore_eos = true;
             let a = gguf.generate_n(prompt, 1, &params).unwrap().remove(0);
             let ids = gguf.encode_prompt(prompt).unwrap();
@@ -100,11 +100,11 @@ fn exported_safetensors_model_matches_the_gguf_model() {
     // The first greedy tokens agree (later ones may part at near-ties).
     for prompt in PROMPTS {
         let a = gguf
-            .generate_n(prompt, 1, &SamplingParams::greedy(6))
+            .generate_n(prompt, 1, &SamplerSettings::greedy(6))
             .unwrap()
             .remove(0);
         let b = st
-            .generate_n(prompt, 1, &SamplingParams::greedy(6))
+            .generate_n(prompt, 1, &SamplerSettings::greedy(6))
             .unwrap()
             .remove(0);
         assert_eq!(a.token_ids, b.token_ids, "{prompt:?}");

@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use ucoder_flow::eval::extract::{Extraction, ProgramKind, extract};
 use ucoder_flow::eval::prompt::PromptStyle;
 use ucoder_flow::prompts::parse::{
-    DUPLICATE, FunctionSignature, ParsedTests, RejectReason, Rejection, parse_problem,
+    DUPLICATE, FunctionSignature, ParseError, ParseRejection, ParsedTests, parse_problem,
     parse_rating, parse_skeleton, parse_tests,
 };
 
@@ -47,8 +47,8 @@ fn signature() -> FunctionSignature {
 fn assert_rejected<T: std::fmt::Debug>(
     case: &str,
     raw: &str,
-    result: Result<T, Rejection>,
-    reason: RejectReason,
+    result: Result<T, ParseRejection>,
+    reason: ParseError,
 ) {
     match result {
         Ok(record) => panic!("{case}: expected {reason:?}, parsed {record:?}"),
@@ -80,11 +80,11 @@ fn malformed_problems() {
         "x".repeat(1 << 20)
     );
     let (block, unterminated) = (
-        RejectReason::MissingBlock("<PROBLEM_START>"),
-        RejectReason::UnterminatedBlock("<PROBLEM_START>"),
+        ParseError::MissingBlock("<PROBLEM_START>"),
+        ParseError::UnterminatedBlock("<PROBLEM_START>"),
     );
     #[rustfmt::skip]
-    let responses: Vec<(&str, String, RejectReason)> = vec![
+    let responses: Vec<(&str, String, ParseError)> = vec![
         ("no tags", "Title: T\nDescription: D".into(), block.clone()),
         ("empty response", String::new(), block.clone()),
         ("lowercase tags", format!("<problem_start>\n{FIELDS_OK}\n<problem_end>"), block.clone()),
@@ -93,16 +93,16 @@ fn malformed_problems() {
         ("cut at max tokens mid-line", PROBLEM_OK[..PROBLEM_OK.find("Hint: Use").unwrap() + 9].into(), unterminated.clone()),
         ("cut inside the closing tag", PROBLEM_OK.replace("<PROBLEM_END>\n", "<PROBLEM_E"), unterminated.clone()),
         ("huge and unterminated", huge_unterminated, unterminated),
-        ("empty block", problem_with(""), RejectReason::MissingField("Title")),
+        ("empty block", problem_with(""), ParseError::MissingField("Title")),
     ];
     for (case, raw, reason) in responses {
         assert_rejected(case, &raw, parse_problem(&raw), reason);
     }
-    let missing = RejectReason::MissingField;
-    let sig = |why: &str| RejectReason::BadSignature(why.to_string());
+    let missing = ParseError::MissingField;
+    let sig = |why: &str| ParseError::BadSignature(why.to_string());
     // (case, text in FIELDS_OK, replaced by, reason)
     #[rustfmt::skip]
-    let field_edits: Vec<(&str, &str, &str, RejectReason)> = vec![
+    let field_edits: Vec<(&str, &str, &str, ParseError)> = vec![
         ("empty title", "Title: T", "Title:   ", missing("Title")),
         ("missing description", "Description: D\n", "", missing("Description")),
         ("renamed key", "Function Signature", "Signature", missing("Function Signature")),
@@ -160,17 +160,17 @@ fn malformed_ratings() {
     let rating = |score: &str| {
         format!("<RATING_START>\nProblem Quality Score: {score}\nSummary: s\n<RATING_END>")
     };
-    let bad = |s: &str| RejectReason::BadScore(s.to_string());
-    let cases: Vec<(&str, String, RejectReason)> = vec![
+    let bad = |s: &str| ParseError::BadScore(s.to_string());
+    let cases: Vec<(&str, String, ParseError)> = vec![
         (
             "no tags",
             "Problem Quality Score: 8\nSummary: s".into(),
-            RejectReason::MissingBlock("<RATING_START>"),
+            ParseError::MissingBlock("<RATING_START>"),
         ),
         (
             "cut at max tokens",
             RATING_OK[..RATING_OK.find("Summary").unwrap() + 10].into(),
-            RejectReason::UnterminatedBlock("<RATING_START>"),
+            ParseError::UnterminatedBlock("<RATING_START>"),
         ),
         ("words", rating("excellent"), bad("excellent")),
         ("out of range", rating("42"), bad("42")),
@@ -182,17 +182,17 @@ fn malformed_ratings() {
         (
             "empty score",
             rating(""),
-            RejectReason::MissingField("Problem Quality Score"),
+            ParseError::MissingField("Problem Quality Score"),
         ),
         (
             "renamed score key",
             "<RATING_START>\nQuality: 8\nSummary: s\n<RATING_END>".into(),
-            RejectReason::MissingField("Problem Quality Score"),
+            ParseError::MissingField("Problem Quality Score"),
         ),
         (
             "no summary",
             "<RATING_START>\nProblem Quality Score: 7\nDifficulty: easy\n<RATING_END>".into(),
-            RejectReason::MissingField("Summary"),
+            ParseError::MissingField("Summary"),
         ),
     ];
     for (case, raw, reason) in cases {
@@ -220,18 +220,18 @@ fn malformed_ratings() {
 
 #[test]
 fn malformed_skeletons() {
-    let missing = RejectReason::SkeletonMissingFunction("count_pairs".into());
+    let missing = ParseError::SkeletonMissingFunction("count_pairs".into());
     let skeleton = |code: &str| format!("<SKELETON_START>\n{code}\n<SKELETON_END>");
-    let cases: Vec<(&str, String, RejectReason)> = vec![
+    let cases: Vec<(&str, String, ParseError)> = vec![
         (
             "no tags",
             "def count_pairs(nums: List[int]) -> int:\n    pass".into(),
-            RejectReason::MissingBlock("<SKELETON_START>"),
+            ParseError::MissingBlock("<SKELETON_START>"),
         ),
         (
             "cut at max tokens",
             SKELETON_OK[..SKELETON_OK.find("Returns:").unwrap()].into(),
-            RejectReason::UnterminatedBlock("<SKELETON_START>"),
+            ParseError::UnterminatedBlock("<SKELETON_START>"),
         ),
         (
             "another function",
@@ -420,37 +420,37 @@ fn malformed_test_lines_are_dropped_with_reasons() {
 #[test]
 fn malformed_test_blocks() {
     let sig = signature();
-    let cases: Vec<(&str, String, RejectReason)> = vec![
+    let cases: Vec<(&str, String, ParseError)> = vec![
         (
             "no tags",
             "assert count_pairs([1], 1) == 0".into(),
-            RejectReason::MissingBlock("<TESTS_START>"),
+            ParseError::MissingBlock("<TESTS_START>"),
         ),
         (
             "cut at max tokens mid-line",
             TESTS_OK[..TESTS_OK.find("[2, 2, 2]").unwrap()].into(),
-            RejectReason::UnterminatedBlock("<TESTS_START>"),
+            ParseError::UnterminatedBlock("<TESTS_START>"),
         ),
         (
             "tags in wrong order",
             "<TESTS_END>\nassert count_pairs([1], 1) == 0\n<TESTS_START>".into(),
-            RejectReason::UnterminatedBlock("<TESTS_START>"),
+            ParseError::UnterminatedBlock("<TESTS_START>"),
         ),
-        ("empty block", tests_block(""), RejectReason::NoTests),
+        ("empty block", tests_block(""), ParseError::NoTests),
         (
             "only prose and garbage",
             tests_block("Sure! Here are tests.\n)))(((\n\0\0\0\nassert\nassert True"),
-            RejectReason::NoTests,
+            ParseError::NoTests,
         ),
         (
             "wrong function only",
             tests_block("assert count([1], 1) == 0"),
-            RejectReason::NoTests,
+            ParseError::NoTests,
         ),
         (
             "wrong arity only",
             tests_block("assert count_pairs(1, 2, 3, 4) == 0"),
-            RejectReason::NoTests,
+            ParseError::NoTests,
         ),
     ];
     for (case, raw, reason) in cases {
@@ -469,7 +469,7 @@ fn malformed_test_blocks() {
         "repeat batch",
         TESTS_OK,
         parse_tests(TESTS_OK, &sig, &mut seen),
-        RejectReason::NoNewTests,
+        ParseError::NoNewTests,
     );
     // CRLF and a huge block (10 000 distinct tests) parse like LF.
     let crlf = parse_tests(&TESTS_OK.replace('\n', "\r\n"), &sig, &mut HashSet::new()).unwrap();
@@ -683,7 +683,7 @@ fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c == '_' || c.is_alphanumeric())
 }
 
-fn rejection_keeps_raw(input: &str, rejection: &Rejection) {
+fn rejection_keeps_raw(input: &str, rejection: &ParseRejection) {
     assert_eq!(rejection.raw, input);
     assert!(!rejection.reason.to_string().is_empty());
 }
@@ -822,7 +822,7 @@ fn block_lines(input: &str) -> Option<Vec<&str>> {
 fn check_tests(
     input: &str,
     sig: &FunctionSignature,
-    result: Result<ParsedTests, Rejection>,
+    result: Result<ParsedTests, ParseRejection>,
 ) -> bool {
     match result {
         Ok(parsed) => {

@@ -10,8 +10,8 @@ use differential_dataflow::input::InputSession;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use ucoder_operators::{
-    CandidateId, Perplexity, ProblemId, SelectionConfig, Signature, SignatureKind, Verdict,
-    consensus, select_batch,
+    CandidateId, CandidateVerdict, ConsensusConfig, Perplexity, ProblemId, Signature,
+    SignatureKind, consensus, select_batch,
 };
 
 const PROBLEMS: u64 = 32;
@@ -21,7 +21,7 @@ const TESTS: u32 = 100;
 
 /// Verdicts with realistic cluster structure: each problem has a few behaviours (one dominant),
 /// plus noise that makes singletons.
-fn verdicts(kind: SignatureKind) -> Vec<Verdict> {
+fn verdicts(kind: SignatureKind) -> Vec<CandidateVerdict> {
     let mut rng = StdRng::seed_from_u64(7);
     let mut out = Vec::new();
     for p in 0..PROBLEMS {
@@ -53,7 +53,7 @@ fn verdicts(kind: SignatureKind) -> Vec<Verdict> {
                 }
                 SignatureKind::Output => Signature::Output { cells, passed },
             };
-            out.push(Verdict {
+            out.push(CandidateVerdict {
                 problem_id: ProblemId(p),
                 candidate_id: CandidateId(p * SAMPLES + s),
                 signature,
@@ -69,10 +69,10 @@ fn verdicts(kind: SignatureKind) -> Vec<Verdict> {
 
 /// Feeds the verdicts in sampling rounds (round r holds samples [r·16, (r+1)·16) of every
 /// problem) and waits for the selections after each round, as the pipeline does.
-fn incremental(verdicts: &[Verdict], config: SelectionConfig) -> usize {
+fn incremental(verdicts: &[CandidateVerdict], config: ConsensusConfig) -> usize {
     let verdicts = verdicts.to_vec();
     timely::execute_directly(move |worker| {
-        let mut input = InputSession::<u64, Verdict, isize>::new();
+        let mut input = InputSession::<u64, CandidateVerdict, isize>::new();
         let probe = worker.dataflow(|scope| {
             let (probe, _) = consensus(input.to_collection(scope), &config)
                 .selections
@@ -99,9 +99,9 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     for kind in [SignatureKind::PassFail, SignatureKind::Output] {
         let verdicts = verdicts(kind);
-        let config = SelectionConfig {
+        let config = ConsensusConfig {
             signature: kind,
-            ..SelectionConfig::default()
+            ..ConsensusConfig::default()
         };
         group.throughput(Throughput::Elements(verdicts.len() as u64));
         group.bench_function(format!("incremental_{kind:?}"), |b| {

@@ -1,4 +1,4 @@
-//! The adaptive-sampling controller (DESIGN §1): after each round of k samples, decide per problem
+//! The adaptive-sampling controller (docs/ARCHITECTURE.md, "Selection"): after each round of k samples, decide per problem
 //! whether to draw another round or stop because more samples cannot change the selected cluster.
 //!
 //! The controller is a pure function of the problem's state: samples drawn so far, the size of its

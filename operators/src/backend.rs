@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use timely::scheduling::SyncActivator;
 
-use crate::records::{CandidateId, Execution, LogprobSummary, ProblemId, TestCase};
+use crate::records::{CandidateId, Execution, GeneratedTest, LogprobSummary, ProblemId};
 
 /// A batch server: the shape both the LLM and the sandbox are adapted to.
 pub trait Service: Send + 'static {
@@ -135,7 +135,7 @@ pub struct ExecJob {
     /// The candidate's code.
     pub code: String,
     /// The problem's tests, shared among all its candidates' jobs.
-    pub tests: Arc<[TestCase]>,
+    pub tests: Arc<[GeneratedTest]>,
 }
 
 /// What the sandbox implements.

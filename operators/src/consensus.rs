@@ -1,6 +1,6 @@
 //! The SignatureGrouper and the Selector as one incremental differential dataflow.
 //!
-//! Input: a collection of [`Verdict`]s (one per executed candidate; insertions as executions
+//! Input: a collection of [`CandidateVerdict`]s (one per executed candidate; insertions as executions
 //! arrive, retractions if a candidate is withdrawn). Output ([`Consensus`]):
 //!
 //! - `clusters`: ((problem, signature), |C|) for every cluster of voting candidates (e(r) ≥ ρ, not
@@ -32,8 +32,8 @@ use timely::progress::Timestamp;
 use crate::Selection;
 use crate::adaptive::ClusterStanding;
 use crate::records::ProblemId;
-use crate::selection::{SelectionConfig, SelectionRule, cmp_members, votes};
-use crate::signature::{Signature, Verdict};
+use crate::selection::{ConsensusConfig, SelectionRule, cmp_members, votes};
+use crate::signature::{CandidateVerdict, Signature};
 
 /// A cluster's identity: a problem and a signature.
 ///
@@ -67,8 +67,8 @@ pub struct Consensus<'scope, T: Timestamp> {
 
 /// Builds the grouper and selector over `verdicts` with the settings in `config`.
 pub fn consensus<'scope, T>(
-    verdicts: VecCollection<'scope, T, Verdict>,
-    config: &SelectionConfig,
+    verdicts: VecCollection<'scope, T, CandidateVerdict>,
+    config: &ConsensusConfig,
 ) -> Consensus<'scope, T>
 where
     T: Timestamp + Lattice + Ord,
@@ -126,11 +126,11 @@ where
 struct ClusterView<'a> {
     size: u32,
     passed: u32,
-    best: &'a Verdict,
+    best: &'a CandidateVerdict,
 }
 
 /// The reduce's logic: one pass over the problem's eligible members, grouped by signature.
-fn choose(input: &[(&(u32, Verdict), isize)], rule: SelectionRule) -> Option<Selection> {
+fn choose(input: &[(&(u32, CandidateVerdict), isize)], rule: SelectionRule) -> Option<Selection> {
     let mut clusters: BTreeMap<&Signature, ClusterView<'_>> = BTreeMap::new();
     for ((size, verdict), multiplicity) in input {
         if *multiplicity <= 0 {
@@ -208,8 +208,8 @@ mod tests {
     use differential_dataflow::input::Input;
     use timely::dataflow::operators::capture::{Capture, Extract};
 
-    fn verdict(id: u64, bits: u64, ppl: f64) -> Verdict {
-        Verdict {
+    fn verdict(id: u64, bits: u64, ppl: f64) -> CandidateVerdict {
+        CandidateVerdict {
             problem_id: ProblemId(1),
             candidate_id: CandidateId(id),
             signature: Signature::PassFail {
@@ -228,10 +228,10 @@ mod tests {
         let (send, recv) = std::sync::mpsc::channel();
         timely::execute_directly(move |worker| {
             let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-                let (input, verdicts) = scope.new_collection::<Verdict, isize>();
+                let (input, verdicts) = scope.new_collection::<CandidateVerdict, isize>();
                 let out = consensus(
                     verdicts,
-                    &SelectionConfig {
+                    &ConsensusConfig {
                         tau: 2,
                         ..Default::default()
                     },
@@ -293,7 +293,7 @@ mod tests {
                     all_fail,
                     low_e,
                 ]);
-                let out = consensus(verdicts, &SelectionConfig::default());
+                let out = consensus(verdicts, &ConsensusConfig::default());
                 out.clusters.inner.capture_into(send);
                 out.standings.inner.capture_into(send_standings);
             });

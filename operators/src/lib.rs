@@ -12,6 +12,8 @@
 //! - [`consensus`](mod@consensus): the grouper (`count`) and selector (`reduce`) as one differential dataflow.
 //! - [`backend`]: the `Generate` / `Execute` traits and the thread pool that serves them.
 //! - [`offload`](mod@offload): the non-blocking timely operator that batches requests to a backend pool.
+//! - [`checkpointed`](mod@checkpointed): a backend call whose answers are committed and replayed on resume.
+//! - [`stateful`](mod@stateful): a `flat_map` whose closure keeps state.
 //! - [`adaptive`]: when to stop sampling a problem.
 //!
 //! Wiring one iteration (timely time = sampling round, `u64`):
@@ -22,7 +24,7 @@
 //! stage output = offload(records.exchange(by problem id).map(|r| (r, request(r))),
 //!                        "Rater", llm.handle(), BatchPolicy { max_batch })   // (record, Generation)
 //! executions   = offload(candidates.map(|c| (c, ExecJob { .. })), "Executor", box.handle(), ..)
-//! verdicts     = executions.map(|(c, e)| Verdict::new(&c, &e?, &test_ids, kind))  // Err → Rejection
+//! verdicts     = executions.map(|(c, e)| CandidateVerdict::new(&c, &e?, &test_ids, kind))  // Err → Rejection
 //! out          = consensus(as_insertions(verdicts), &selection_config)
 //! out.selections → SftSink; out.clusters → `clusters` artifacts;
 //! out.standings  → AdaptiveSampling::decide per problem after each round → next round's requests
@@ -30,12 +32,14 @@
 
 pub mod adaptive;
 pub mod backend;
+pub mod checkpointed;
 pub mod consensus;
 pub mod offload;
 pub mod records;
 pub mod selection;
 pub mod signature;
 pub mod stable_hash;
+pub mod stateful;
 
 pub use adaptive::{AdaptiveSampling, ClusterStanding, Decision, StopReason};
 pub use backend::{
@@ -43,12 +47,14 @@ pub use backend::{
     ExecuteService, FinishReason, Generate, GenerateService, Generation, GenerationRequest, Role,
     SamplingParams, Service,
 };
+pub use checkpointed::{Answers, checkpointed};
 pub use consensus::{ClusterKey, Consensus, as_insertions, consensus};
 pub use offload::{BatchPolicy, offload};
 pub use records::{
-    Candidate, CandidateId, Category, Execution, LogprobSummary, Outcome, Perplexity, Problem,
-    ProblemId, Rating, RejectReason, Rejection, Skeleton, Stage, TestCase, TestId, TestKind,
-    TestResult,
+    Candidate, CandidateId, Category, Execution, GeneratedProblem, GeneratedTest, LogprobSummary,
+    Outcome, Perplexity, ProblemId, Rating, RecordStage, RejectReason, Rejection, Skeleton, TestId,
+    TestKind, TestRun,
 };
-pub use selection::{Selection, SelectionConfig, SelectionRule, select_batch};
-pub use signature::{Signature, SignatureKind, Verdict, VerdictError};
+pub use selection::{ConsensusConfig, Selection, SelectionRule, select_batch};
+pub use signature::{CandidateVerdict, Signature, SignatureKind, VerdictError};
+pub use stateful::stateful;

@@ -39,11 +39,11 @@ macro_rules! id_type {
 }
 
 id_type!(
-    /// Stable id of a [`Problem`].
+    /// Stable id of a [`GeneratedProblem`].
     ProblemId
 );
 id_type!(
-    /// Stable id of a [`TestCase`].
+    /// Stable id of a [`GeneratedTest`].
     TestId
 );
 id_type!(
@@ -91,8 +91,8 @@ impl Category {
 
 /// A problem written by the model (stage 1, `<PROBLEM_START> ... <PROBLEM_END>`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Problem {
-    /// Content-derived id; see [`Problem::derive_id`].
+pub struct GeneratedProblem {
+    /// Content-derived id; see [`GeneratedProblem::derive_id`].
     pub id: ProblemId,
     /// Requested task type.
     pub category: Category,
@@ -110,7 +110,7 @@ pub struct Problem {
     pub hint: String,
 }
 
-impl Problem {
+impl GeneratedProblem {
     /// The id of a problem with this title, description and signature.
     pub fn derive_id(title: &str, description: &str, signature: &str) -> ProblemId {
         let mut hasher = StableHasher::with_domain("problem");
@@ -160,8 +160,8 @@ pub enum TestKind {
 
 /// One test case of a problem (stage 4).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct TestCase {
-    /// Content-derived id; see [`TestCase::derive_id`].
+pub struct GeneratedTest {
+    /// Content-derived id; see [`GeneratedTest::derive_id`].
     pub id: TestId,
     /// The problem it tests.
     pub problem_id: ProblemId,
@@ -171,7 +171,7 @@ pub struct TestCase {
     pub code: String,
 }
 
-impl TestCase {
+impl GeneratedTest {
     /// The id of the test `code` of kind `kind` for problem `problem_id`.
     pub fn derive_id(problem_id: ProblemId, kind: TestKind, code: &str) -> TestId {
         let mut hasher = StableHasher::with_domain("test");
@@ -318,7 +318,7 @@ impl Outcome {
 
 /// One test's result within an [`Execution`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct TestResult {
+pub struct TestRun {
     /// The test.
     pub test_id: TestId,
     /// What happened.
@@ -335,13 +335,13 @@ pub struct Execution {
     /// The candidate that ran.
     pub candidate_id: CandidateId,
     /// One result per test of the problem, in any order.
-    pub results: Vec<TestResult>,
+    pub results: Vec<TestRun>,
 }
 
 /// The stage that rejected a model output or record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Stage {
+pub enum RecordStage {
     /// Problem generation.
     Problem,
     /// Quality rating.
@@ -401,7 +401,7 @@ impl RejectReason {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejection {
     /// The rejecting stage.
-    pub stage: Stage,
+    pub stage: RecordStage,
     /// The problem concerned, if it is known at that stage.
     pub problem_id: Option<ProblemId>,
     /// Machine-readable reason.
@@ -410,6 +410,11 @@ pub struct Rejection {
     pub detail: String,
     /// The raw model output or record text, verbatim.
     pub raw: String,
+    /// For an [`Unparseable`](RejectReason::Unparseable) response, the parser's own short label
+    /// of what was wrong (e.g. `missing_block`); the summary counts rejections by it.
+    /// Not read back from serialized rejections (a label is a static string).
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub parser_label: Option<&'static str>,
 }
 
 #[cfg(test)]
@@ -418,11 +423,17 @@ mod tests {
 
     #[test]
     fn ids_depend_on_defining_content_only() {
-        let a = Problem::derive_id("t", "d", "def f(x: int) -> int");
-        assert_eq!(a, Problem::derive_id("t", "d", "def f(x: int) -> int"));
-        assert_ne!(a, Problem::derive_id("t", "d", "def f(x: int) -> str"));
-        let t1 = TestCase::new(a, TestKind::Assert, "assert f(1) == 2");
-        let t2 = TestCase::new(a, TestKind::Call, "assert f(1) == 2");
+        let a = GeneratedProblem::derive_id("t", "d", "def f(x: int) -> int");
+        assert_eq!(
+            a,
+            GeneratedProblem::derive_id("t", "d", "def f(x: int) -> int")
+        );
+        assert_ne!(
+            a,
+            GeneratedProblem::derive_id("t", "d", "def f(x: int) -> str")
+        );
+        let t1 = GeneratedTest::new(a, TestKind::Assert, "assert f(1) == 2");
+        let t2 = GeneratedTest::new(a, TestKind::Call, "assert f(1) == 2");
         assert_ne!(t1.id, t2.id, "the kind is part of a test's identity");
         // Two samples with the same code are two candidates (two votes).
         assert_ne!(
@@ -453,11 +464,11 @@ mod tests {
     fn records_round_trip_through_serde() {
         // Ids serialize as bare integers (`serde(transparent)`), which the artifact writer and the
         // timely exchange rely on.
-        let t = TestCase::new(ProblemId(7), TestKind::Call, "f(2)");
+        let t = GeneratedTest::new(ProblemId(7), TestKind::Call, "f(2)");
         let json = serde_json::to_string(&t).unwrap();
         assert!(json.contains(&format!("\"id\":{}", t.id.0)), "{json}");
         assert!(json.contains("\"kind\":\"call\""), "{json}");
-        let back: TestCase = serde_json::from_str(&json).unwrap();
+        let back: GeneratedTest = serde_json::from_str(&json).unwrap();
         assert_eq!(back, t);
     }
 }

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::records::{CandidateId, Perplexity, ProblemId};
-use crate::signature::{Signature, SignatureKind, Verdict};
+use crate::signature::{CandidateVerdict, Signature, SignatureKind};
 
 /// How C* is chosen among the eligible clusters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -43,18 +43,18 @@ pub enum SelectionRule {
 
 /// Selection settings (ρ, τ, rule, signature kind).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SelectionConfig {
+pub struct ConsensusConfig {
     /// ρ: the minimum execution rate e(r) for a candidate to vote (paper: 0.8).
     pub rho: f64,
     /// τ: the minimum cluster size for a cluster to be selected (paper: open; default 2).
     pub tau: u32,
     /// How C* is chosen.
     pub rule: SelectionRule,
-    /// Which signature candidates are clustered by (used when building [`Verdict`]s).
+    /// Which signature candidates are clustered by (used when building [`CandidateVerdict`]s).
     pub signature: SignatureKind,
 }
 
-impl Default for SelectionConfig {
+impl Default for ConsensusConfig {
     fn default() -> Self {
         Self {
             rho: 0.8,
@@ -65,7 +65,7 @@ impl Default for SelectionConfig {
     }
 }
 
-/// An invalid [`SelectionConfig`].
+/// An invalid [`ConsensusConfig`].
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum SelectionConfigError {
     /// ρ outside [0, 1].
@@ -78,7 +78,7 @@ pub enum SelectionConfigError {
     Tau,
 }
 
-impl SelectionConfig {
+impl ConsensusConfig {
     /// Checks ρ ∈ [0, 1] and τ ≥ 1.
     pub fn validate(&self) -> Result<(), SelectionConfigError> {
         if !(0.0..=1.0).contains(&self.rho) {
@@ -114,7 +114,7 @@ pub struct Selection {
 
 impl Selection {
     /// The selection of `member` out of a cluster of `cluster_size`.
-    pub fn of(member: &Verdict, cluster_size: u32) -> Self {
+    pub fn of(member: &CandidateVerdict, cluster_size: u32) -> Self {
         Self {
             problem_id: member.problem_id,
             candidate_id: member.candidate_id,
@@ -129,31 +129,32 @@ impl Selection {
 }
 
 /// Member order of step 4: `Greater` means `a` is the better representative.
-pub fn cmp_members(a: &Verdict, b: &Verdict) -> Ordering {
+pub fn cmp_members(a: &CandidateVerdict, b: &CandidateVerdict) -> Ordering {
     a.cmp_execution_rate(b)
         .then_with(|| b.perplexity.cmp(&a.perplexity))
         .then_with(|| b.candidate_id.cmp(&a.candidate_id))
 }
 
 /// Whether a verdict votes at all: e(r) ≥ ρ and not all-fail.
-pub fn votes(verdict: &Verdict, config: &SelectionConfig) -> bool {
+pub fn votes(verdict: &CandidateVerdict, config: &ConsensusConfig) -> bool {
     verdict.meets_rho(config.rho) && !verdict.signature.is_all_fail()
 }
 
 /// Batch selection over a set of verdicts (any number of problems, any order): the reference
 /// implementation of the rule in the module docs.
 pub fn select_batch(
-    verdicts: &[Verdict],
-    config: &SelectionConfig,
+    verdicts: &[CandidateVerdict],
+    config: &ConsensusConfig,
 ) -> BTreeMap<ProblemId, Selection> {
-    let mut clusters: BTreeMap<(ProblemId, &Signature), Vec<&Verdict>> = BTreeMap::new();
+    let mut clusters: BTreeMap<(ProblemId, &Signature), Vec<&CandidateVerdict>> = BTreeMap::new();
     for verdict in verdicts.iter().filter(|v| votes(v, config)) {
         clusters
             .entry((verdict.problem_id, &verdict.signature))
             .or_default()
             .push(verdict);
     }
-    let mut per_problem: BTreeMap<ProblemId, Vec<(&Signature, Vec<&Verdict>)>> = BTreeMap::new();
+    let mut per_problem: BTreeMap<ProblemId, Vec<(&Signature, Vec<&CandidateVerdict>)>> =
+        BTreeMap::new();
     for ((problem, signature), members) in clusters {
         if members.len() >= config.tau as usize {
             per_problem
@@ -168,19 +169,20 @@ pub fn select_batch(
             // Best member first.
             members.sort_by(|a, b| cmp_members(b, a));
         }
-        let better_cluster = |a: &(&Signature, Vec<&Verdict>), b: &(&Signature, Vec<&Verdict>)| {
-            let (size_a, size_b) = (a.1.len() as u64, b.1.len() as u64);
-            let (passed_a, passed_b) = (u64::from(a.0.passed()), u64::from(b.0.passed()));
-            let primary = match config.rule {
-                SelectionRule::Consensus => size_a.cmp(&size_b).then(passed_a.cmp(&passed_b)),
-                SelectionRule::DualAgreement => (passed_a * passed_a * size_a)
-                    .cmp(&(passed_b * passed_b * size_b))
-                    .then(size_a.cmp(&size_b)),
+        let better_cluster =
+            |a: &(&Signature, Vec<&CandidateVerdict>), b: &(&Signature, Vec<&CandidateVerdict>)| {
+                let (size_a, size_b) = (a.1.len() as u64, b.1.len() as u64);
+                let (passed_a, passed_b) = (u64::from(a.0.passed()), u64::from(b.0.passed()));
+                let primary = match config.rule {
+                    SelectionRule::Consensus => size_a.cmp(&size_b).then(passed_a.cmp(&passed_b)),
+                    SelectionRule::DualAgreement => (passed_a * passed_a * size_a)
+                        .cmp(&(passed_b * passed_b * size_b))
+                        .then(size_a.cmp(&size_b)),
+                };
+                primary
+                    .then_with(|| cmp_members(a.1[0], b.1[0]))
+                    .then_with(|| b.0.cmp(a.0))
             };
-            primary
-                .then_with(|| cmp_members(a.1[0], b.1[0]))
-                .then_with(|| b.0.cmp(a.0))
-        };
         let best = eligible
             .iter()
             .max_by(|a, b| better_cluster(a, b))
@@ -194,9 +196,9 @@ pub fn select_batch(
 mod tests {
     use super::*;
 
-    fn verdict(problem: u64, id: u64, bits: u64, executed: u32, ppl: f64) -> Verdict {
+    fn verdict(problem: u64, id: u64, bits: u64, executed: u32, ppl: f64) -> CandidateVerdict {
         let tests = 8;
-        Verdict {
+        CandidateVerdict {
             problem_id: ProblemId(problem),
             candidate_id: CandidateId(id),
             signature: Signature::PassFail {
@@ -221,7 +223,7 @@ mod tests {
         ];
         let s = select_batch(
             &vs,
-            &SelectionConfig {
+            &ConsensusConfig {
                 rho: 0.8,
                 tau: 2,
                 ..Default::default()
@@ -236,7 +238,7 @@ mod tests {
 
     #[test]
     fn rho_tau_and_all_fail_filters() {
-        let config = SelectionConfig {
+        let config = ConsensusConfig {
             rho: 0.8,
             tau: 2,
             ..Default::default()
@@ -247,7 +249,7 @@ mod tests {
         vs.push(verdict(1, 11, 0b1, 6, 1.0));
         assert!(select_batch(&vs, &config).is_empty());
         // Lower ρ lets them vote.
-        let low = SelectionConfig {
+        let low = ConsensusConfig {
             rho: 0.75,
             ..config
         };
@@ -256,7 +258,7 @@ mod tests {
             CandidateId(10)
         );
         // τ above the cluster size: nothing.
-        let strict = SelectionConfig {
+        let strict = ConsensusConfig {
             rho: 0.75,
             tau: 3,
             ..config
@@ -271,9 +273,9 @@ mod tests {
         let mut vs: Vec<_> = (0..4).map(|i| verdict(1, i, 0b1, 8, 1.0)).collect();
         vs.push(verdict(1, 10, 0b111, 8, 2.0));
         vs.push(verdict(1, 11, 0b111, 8, 3.0));
-        let consensus = SelectionConfig::default();
+        let consensus = ConsensusConfig::default();
         assert_eq!(select_batch(&vs, &consensus)[&ProblemId(1)].cluster_size, 4);
-        let dual = SelectionConfig {
+        let dual = ConsensusConfig {
             rule: SelectionRule::DualAgreement,
             ..consensus
         };
@@ -291,7 +293,7 @@ mod tests {
             verdict(1, 3, 0b10, 8, 0.9),
             verdict(1, 4, 0b10, 8, 1.0),
         ];
-        let config = SelectionConfig::default();
+        let config = ConsensusConfig::default();
         let forward = select_batch(&vs, &config);
         let mut reversed = vs.clone();
         reversed.reverse();
@@ -317,8 +319,8 @@ mod tests {
 
     #[test]
     fn config_validation_names_the_field() {
-        assert!(SelectionConfig::default().validate().is_ok());
-        let err = SelectionConfig {
+        assert!(ConsensusConfig::default().validate().is_ok());
+        let err = ConsensusConfig {
             rho: 1.5,
             ..Default::default()
         }
@@ -326,7 +328,7 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("selection.rho = 1.5"));
         assert_eq!(
-            SelectionConfig {
+            ConsensusConfig {
                 tau: 0,
                 ..Default::default()
             }

@@ -1,4 +1,4 @@
-//! Execution signatures σ(r; T) and the per-candidate [`Verdict`] that the grouper and selector
+//! Execution signatures σ(r; T) and the per-candidate [`CandidateVerdict`] that the grouper and selector
 //! consume.
 //!
 //! The ordered test set T of a problem is its test ids in ascending order: a canonical order that
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::records::{
-    Candidate, CandidateId, Execution, Outcome, Perplexity, ProblemId, TestId, TestResult,
+    Candidate, CandidateId, Execution, Outcome, Perplexity, ProblemId, TestId, TestRun,
 };
 use crate::stable_hash::StableHasher;
 
@@ -90,7 +90,7 @@ impl Signature {
     }
 }
 
-fn output_cell(result: &TestResult) -> u64 {
+fn output_cell(result: &TestRun) -> u64 {
     let mut hasher = StableHasher::with_domain("output_cell");
     match result.outcome {
         Outcome::Error => hasher.write_str("error"),
@@ -164,7 +164,7 @@ pub enum VerdictError {
 /// Everything selection needs to know about one candidate: its signature, e(r) as
 /// `executed / tests`, its pass count, and f(r).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Verdict {
+pub struct CandidateVerdict {
     /// The problem.
     pub problem_id: ProblemId,
     /// The candidate.
@@ -181,7 +181,7 @@ pub struct Verdict {
     pub perplexity: Perplexity,
 }
 
-impl Verdict {
+impl CandidateVerdict {
     /// Judges `candidate` from its `execution` over the problem's test set `test_ids` (any order;
     /// the canonical order is ascending id). Fails unless the execution covers exactly that set.
     pub fn new(
@@ -208,7 +208,7 @@ impl Verdict {
         order.dedup();
         let position: HashMap<TestId, usize> =
             order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        let mut slots: Vec<Option<&TestResult>> = vec![None; order.len()];
+        let mut slots: Vec<Option<&TestRun>> = vec![None; order.len()];
         for result in &execution.results {
             let Some(&i) = position.get(&result.test_id) else {
                 return Err(VerdictError::UnknownTest {
@@ -231,7 +231,7 @@ impl Verdict {
                 expected: order.len() as u32,
             });
         }
-        let results: Vec<&TestResult> = slots.into_iter().flatten().collect();
+        let results: Vec<&TestRun> = slots.into_iter().flatten().collect();
         let passed = results
             .iter()
             .filter(|r| r.outcome == Outcome::Pass)
@@ -288,12 +288,12 @@ impl Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{LogprobSummary, TestCase, TestKind};
+    use crate::records::{GeneratedTest, LogprobSummary, TestKind};
 
     fn fixture(outcomes: &[(Outcome, Option<u64>)]) -> (Candidate, Execution, Vec<TestId>) {
         let problem = ProblemId(1);
-        let tests: Vec<TestCase> = (0..outcomes.len())
-            .map(|i| TestCase::new(problem, TestKind::Call, format!("f({i})")))
+        let tests: Vec<GeneratedTest> = (0..outcomes.len())
+            .map(|i| GeneratedTest::new(problem, TestKind::Call, format!("f({i})")))
             .collect();
         let candidate = Candidate {
             id: Candidate::derive_id(problem, 0, "def f(x): return x"),
@@ -311,7 +311,7 @@ mod tests {
             .iter()
             .zip(outcomes)
             .rev()
-            .map(|(t, (outcome, output_hash))| TestResult {
+            .map(|(t, (outcome, output_hash))| TestRun {
                 test_id: t.id,
                 outcome: *outcome,
                 output_hash: *output_hash,
@@ -335,7 +335,7 @@ mod tests {
             (Timeout, None),
             (Pass, None),
         ]);
-        let v = Verdict::new(&c, &e, &ids, SignatureKind::PassFail).unwrap();
+        let v = CandidateVerdict::new(&c, &e, &ids, SignatureKind::PassFail).unwrap();
         assert_eq!((v.executed, v.tests, v.passed), (3, 5, 2));
         assert_eq!(v.signature.passed(), 2);
         // Shuffling the reported results or the test-id list yields the same signature.
@@ -343,7 +343,7 @@ mod tests {
         e2.results.rotate_left(2);
         let mut ids2 = ids.clone();
         ids2.reverse();
-        let v2 = Verdict::new(&c, &e2, &ids2, SignatureKind::PassFail).unwrap();
+        let v2 = CandidateVerdict::new(&c, &e2, &ids2, SignatureKind::PassFail).unwrap();
         assert_eq!(v.signature, v2.signature);
         assert!(v.meets_rho(0.6) && !v.meets_rho(0.61));
         assert!((v.perplexity.get() - 0.5f64.exp()).abs() < 1e-12);
@@ -355,7 +355,7 @@ mod tests {
         let mut outcomes = vec![(Pass, None); 8];
         outcomes.extend([(Error, None), (Error, None)]);
         let (c, e, ids) = fixture(&outcomes);
-        let v = Verdict::new(&c, &e, &ids, SignatureKind::PassFail).unwrap();
+        let v = CandidateVerdict::new(&c, &e, &ids, SignatureKind::PassFail).unwrap();
         assert!(v.meets_rho(0.8));
         assert!(!v.meets_rho(0.81));
     }
@@ -364,25 +364,25 @@ mod tests {
     fn output_signature_separates_values_and_error_kinds() {
         use Outcome::*;
         let (c, e, ids) = fixture(&[(Pass, Some(1)), (Pass, Some(2))]);
-        let a = Verdict::new(&c, &e, &ids, SignatureKind::Output).unwrap();
+        let a = CandidateVerdict::new(&c, &e, &ids, SignatureKind::Output).unwrap();
         let (c, e, ids) = fixture(&[(Pass, Some(1)), (Pass, Some(3))]);
-        let b = Verdict::new(&c, &e, &ids, SignatureKind::Output).unwrap();
+        let b = CandidateVerdict::new(&c, &e, &ids, SignatureKind::Output).unwrap();
         assert_ne!(
             a.signature, b.signature,
             "different returned values, different clusters"
         );
         let (c, e, ids) = fixture(&[(Pass, Some(1)), (Pass, Some(3))]);
-        let b_pf = Verdict::new(&c, &e, &ids, SignatureKind::PassFail).unwrap();
+        let b_pf = CandidateVerdict::new(&c, &e, &ids, SignatureKind::PassFail).unwrap();
         let (c, e, ids) = fixture(&[(Pass, Some(1)), (Pass, Some(2))]);
-        let a_pf = Verdict::new(&c, &e, &ids, SignatureKind::PassFail).unwrap();
+        let a_pf = CandidateVerdict::new(&c, &e, &ids, SignatureKind::PassFail).unwrap();
         assert_eq!(
             a_pf.signature, b_pf.signature,
             "pass/fail cannot tell them apart"
         );
         let (c, e, ids) = fixture(&[(Error, None), (Timeout, None)]);
-        let errs = Verdict::new(&c, &e, &ids, SignatureKind::Output).unwrap();
+        let errs = CandidateVerdict::new(&c, &e, &ids, SignatureKind::Output).unwrap();
         let (c, e, ids) = fixture(&[(Timeout, None), (Error, None)]);
-        let errs2 = Verdict::new(&c, &e, &ids, SignatureKind::Output).unwrap();
+        let errs2 = CandidateVerdict::new(&c, &e, &ids, SignatureKind::Output).unwrap();
         assert_ne!(errs.signature, errs2.signature);
         assert!(errs.signature.is_all_fail() && !a.signature.is_all_fail());
         assert_ne!(a.signature.digest(), b.signature.digest());
@@ -395,7 +395,7 @@ mod tests {
         let mut missing = e.clone();
         missing.results.pop();
         assert!(matches!(
-            Verdict::new(&c, &missing, &ids, SignatureKind::PassFail),
+            CandidateVerdict::new(&c, &missing, &ids, SignatureKind::PassFail),
             Err(VerdictError::MissingTests {
                 covered: 2,
                 expected: 3,
@@ -405,13 +405,13 @@ mod tests {
         let mut dup = e.clone();
         dup.results[0] = dup.results[1];
         assert!(matches!(
-            Verdict::new(&c, &dup, &ids, SignatureKind::PassFail),
+            CandidateVerdict::new(&c, &dup, &ids, SignatureKind::PassFail),
             Err(VerdictError::DuplicateTest { .. })
         ));
         let mut unknown = e.clone();
         unknown.results[0].test_id = TestId(12345);
         assert!(matches!(
-            Verdict::new(&c, &unknown, &ids, SignatureKind::PassFail),
+            CandidateVerdict::new(&c, &unknown, &ids, SignatureKind::PassFail),
             Err(VerdictError::UnknownTest {
                 test: TestId(12345),
                 ..
@@ -420,14 +420,14 @@ mod tests {
         let mut foreign = e.clone();
         foreign.candidate_id = CandidateId(9);
         assert!(matches!(
-            Verdict::new(&c, &foreign, &ids, SignatureKind::PassFail),
+            CandidateVerdict::new(&c, &foreign, &ids, SignatureKind::PassFail),
             Err(VerdictError::Mismatch { .. })
         ));
         assert!(matches!(
-            Verdict::new(&c, &e, &[], SignatureKind::PassFail),
+            CandidateVerdict::new(&c, &e, &[], SignatureKind::PassFail),
             Err(VerdictError::NoTests { .. })
         ));
-        let msg = Verdict::new(&c, &missing, &ids, SignatureKind::PassFail)
+        let msg = CandidateVerdict::new(&c, &missing, &ids, SignatureKind::PassFail)
             .unwrap_err()
             .to_string();
         assert!(msg.contains("covers 2 of 3 tests"), "{msg}");
@@ -448,7 +448,7 @@ mod tests {
             })
             .collect();
         let (c, e, ids) = fixture(&outcomes);
-        let v = Verdict::new(&c, &e, &ids, SignatureKind::PassFail).unwrap();
+        let v = CandidateVerdict::new(&c, &e, &ids, SignatureKind::PassFail).unwrap();
         match &v.signature {
             Signature::PassFail { tests, bits } => assert_eq!((*tests, bits.len()), (130, 3)),
             other => panic!("unexpected {other:?}"),

@@ -19,16 +19,20 @@ use rand::{Rng, SeedableRng};
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::capture::{Capture, Extract};
 use ucoder_operators::{
-    Candidate, ClusterKey, ClusterStanding, Execution, LogprobSummary, Outcome, ProblemId,
-    Selection, SelectionConfig, SelectionRule, SignatureKind, TestCase, TestKind, TestResult,
-    Verdict, consensus, select_batch,
+    Candidate, CandidateVerdict, ClusterKey, ClusterStanding, ConsensusConfig, Execution,
+    GeneratedTest, LogprobSummary, Outcome, ProblemId, Selection, SelectionRule, SignatureKind,
+    TestKind, TestRun, consensus, select_batch,
 };
 
 /// A problem: its id, tests and candidate behaviours.
-type ProblemSpec = (ProblemId, Vec<TestCase>, Vec<Vec<(Outcome, Option<u64>)>>);
+type ProblemSpec = (
+    ProblemId,
+    Vec<GeneratedTest>,
+    Vec<Vec<(Outcome, Option<u64>)>>,
+);
 
 /// The updates of each round: (verdict, +1 insert / −1 retract).
-type Script = Vec<Vec<(Verdict, isize)>>;
+type Script = Vec<Vec<(CandidateVerdict, isize)>>;
 
 const ROUNDS: u64 = 8;
 
@@ -54,31 +58,30 @@ fn random_script(seed: u64, kind: SignatureKind) -> Script {
     let problems: Vec<ProblemSpec> = (0..5)
         .map(|p| {
             let id = ProblemId(1_000 + p);
-            let tests: Vec<TestCase> = (0..rng.random_range(3..9))
-                .map(|t| TestCase::new(id, TestKind::Call, format!("f({t})")))
+            let tests: Vec<GeneratedTest> = (0..rng.random_range(3..9))
+                .map(|t| GeneratedTest::new(id, TestKind::Call, format!("f({t})")))
                 .collect();
             let b = behaviours(&mut rng, tests.len());
             (id, tests, b)
         })
         .collect();
-    let mut live: Vec<Verdict> = Vec::new();
-    let mut retracted: Vec<Verdict> = Vec::new();
+    let mut live: Vec<CandidateVerdict> = Vec::new();
+    let mut retracted: Vec<CandidateVerdict> = Vec::new();
     let mut next_sample = 0u32;
     let mut script = Vec::new();
     for _round in 0..ROUNDS {
         let mut updates = Vec::new();
         for (problem, tests, behaviours) in &problems {
             for _ in 0..rng.random_range(0..6) {
-                let mut results: Vec<TestResult> = behaviours
-                    [rng.random_range(0..behaviours.len())]
-                .iter()
-                .zip(tests)
-                .map(|(&(outcome, output_hash), test)| TestResult {
-                    test_id: test.id,
-                    outcome,
-                    output_hash,
-                })
-                .collect();
+                let mut results: Vec<TestRun> = behaviours[rng.random_range(0..behaviours.len())]
+                    .iter()
+                    .zip(tests)
+                    .map(|(&(outcome, output_hash), test)| TestRun {
+                        test_id: test.id,
+                        outcome,
+                        output_hash,
+                    })
+                    .collect();
                 if rng.random_bool(0.25) {
                     let i = rng.random_range(0..results.len());
                     results[i].outcome = [
@@ -114,8 +117,8 @@ fn random_script(seed: u64, kind: SignatureKind) -> Script {
                     results,
                 };
                 let ids: Vec<_> = tests.iter().map(|t| t.id).collect();
-                let verdict =
-                    Verdict::new(&candidate, &execution, &ids, kind).expect("complete execution");
+                let verdict = CandidateVerdict::new(&candidate, &execution, &ids, kind)
+                    .expect("complete execution");
                 live.push(verdict.clone());
                 updates.push((verdict, 1));
             }
@@ -178,11 +181,11 @@ fn selections_by_round(updates: &[(Selection, u64, isize)]) -> Vec<BTreeMap<Prob
 /// after every round; returns the selection updates.
 fn run_single_worker_checked(
     script: &Script,
-    config: SelectionConfig,
+    config: ConsensusConfig,
 ) -> Vec<(Selection, u64, isize)> {
     let script = script.clone();
     timely::execute_directly(move |worker| {
-        let mut input = InputSession::<u64, Verdict, isize>::new();
+        let mut input = InputSession::<u64, CandidateVerdict, isize>::new();
         let selections = Rc::new(RefCell::new(Vec::new()));
         let clusters = Rc::new(RefCell::new(Vec::new()));
         let standings = Rc::new(RefCell::new(Vec::new()));
@@ -205,7 +208,7 @@ fn run_single_worker_checked(
                 .inspect(move |(d, t, r)| s.borrow_mut().push((d.clone(), *t, *r)))
                 .probe_with(&probe);
         });
-        let mut live: BTreeMap<Verdict, isize> = BTreeMap::new();
+        let mut live: BTreeMap<CandidateVerdict, isize> = BTreeMap::new();
         for (round, updates) in script.iter().enumerate() {
             let round = round as u64;
             for (verdict, diff) in updates {
@@ -217,7 +220,7 @@ fn run_single_worker_checked(
             input.flush();
             worker.step_while(|| probe.less_than(input.time()));
 
-            let alive: Vec<Verdict> = live.keys().cloned().collect();
+            let alive: Vec<CandidateVerdict> = live.keys().cloned().collect();
             let expected = select_batch(&alive, &config);
             let actual = &selections_by_round(&selections.borrow())[round as usize];
             assert_eq!(actual, &expected, "round {round}, config {config:?}");
@@ -273,7 +276,7 @@ fn run_single_worker_checked(
 /// is `i` modulo `workers`. Returns all selection updates.
 fn run_workers(
     script: &Script,
-    config: SelectionConfig,
+    config: ConsensusConfig,
     workers: usize,
 ) -> Vec<(Selection, u64, isize)> {
     let script = Arc::new(script.clone());
@@ -282,7 +285,7 @@ fn run_workers(
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let send = send.lock().unwrap().clone();
-        let mut input = InputSession::<u64, Verdict, isize>::new();
+        let mut input = InputSession::<u64, CandidateVerdict, isize>::new();
         let probe = worker.dataflow(|scope| {
             let out = consensus(input.to_collection(scope), &config);
             out.selections.inner.capture_into(send);
@@ -310,35 +313,35 @@ fn run_workers(
         .collect()
 }
 
-fn configs() -> Vec<SelectionConfig> {
+fn configs() -> Vec<ConsensusConfig> {
     use SelectionRule::*;
     use SignatureKind::*;
     vec![
-        SelectionConfig {
+        ConsensusConfig {
             rho: 0.8,
             tau: 2,
             rule: Consensus,
             signature: PassFail,
         },
-        SelectionConfig {
+        ConsensusConfig {
             rho: 0.5,
             tau: 3,
             rule: Consensus,
             signature: Output,
         },
-        SelectionConfig {
+        ConsensusConfig {
             rho: 0.0,
             tau: 1,
             rule: Consensus,
             signature: PassFail,
         },
-        SelectionConfig {
+        ConsensusConfig {
             rho: 0.8,
             tau: 1,
             rule: DualAgreement,
             signature: PassFail,
         },
-        SelectionConfig {
+        ConsensusConfig {
             rho: 1.0,
             tau: 2,
             rule: DualAgreement,
@@ -381,7 +384,7 @@ fn two_workers_select_exactly_what_one_worker_selects() {
             let two = selections_by_round(&run_workers(&script, config, 2));
             assert_eq!(one, two, "seed {seed}, config {config:?}");
             // And both are right.
-            let mut live: BTreeSet<Verdict> = BTreeSet::new();
+            let mut live: BTreeSet<CandidateVerdict> = BTreeSet::new();
             for (round, updates) in script.iter().enumerate() {
                 for (v, d) in updates {
                     if *d > 0 {
@@ -390,7 +393,7 @@ fn two_workers_select_exactly_what_one_worker_selects() {
                         live.remove(v);
                     }
                 }
-                let alive: Vec<Verdict> = live.iter().cloned().collect();
+                let alive: Vec<CandidateVerdict> = live.iter().cloned().collect();
                 assert_eq!(
                     two[round],
                     select_batch(&alive, &config),

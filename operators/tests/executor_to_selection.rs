@@ -21,9 +21,9 @@ use timely::dataflow::operators::{Exchange, Input};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use ucoder_operators::stable_hash::StableHasher;
 use ucoder_operators::{
-    BackendError, BackendPool, BatchPolicy, Candidate, ExecJob, Execute, ExecuteService, Execution,
-    LogprobSummary, Outcome, ProblemId, Selection, SelectionConfig, SignatureKind, TestCase,
-    TestKind, TestResult, Verdict, as_insertions, consensus, offload, select_batch,
+    BackendError, BackendPool, BatchPolicy, Candidate, CandidateVerdict, ConsensusConfig, ExecJob,
+    Execute, ExecuteService, Execution, GeneratedTest, LogprobSummary, Outcome, ProblemId,
+    Selection, SignatureKind, TestKind, TestRun, as_insertions, consensus, offload, select_batch,
 };
 
 const ROUNDS: u64 = 4;
@@ -91,7 +91,7 @@ impl Execute for Interpreter {
                                 )
                             }
                         };
-                        TestResult {
+                        TestRun {
                             test_id: test.id,
                             outcome,
                             output_hash,
@@ -109,7 +109,7 @@ impl Execute for Interpreter {
 }
 
 struct Fixture {
-    tests: BTreeMap<ProblemId, Arc<[TestCase]>>,
+    tests: BTreeMap<ProblemId, Arc<[GeneratedTest]>>,
     rounds: Vec<Vec<Candidate>>,
 }
 
@@ -119,8 +119,8 @@ fn fixture(seed: u64) -> Fixture {
     let tests = problems
         .iter()
         .map(|&p| {
-            let cases: Vec<TestCase> = (-2..5)
-                .map(|x| TestCase::new(p, TestKind::Call, format!("f({x})")))
+            let cases: Vec<GeneratedTest> = (-2..5)
+                .map(|x| GeneratedTest::new(p, TestKind::Call, format!("f({x})")))
                 .collect();
             (p, Arc::from(cases))
         })
@@ -161,7 +161,7 @@ fn fixture(seed: u64) -> Fixture {
     Fixture { tests, rounds }
 }
 
-fn job(candidate: &Candidate, tests: &Arc<[TestCase]>) -> ExecJob {
+fn job(candidate: &Candidate, tests: &Arc<[GeneratedTest]>) -> ExecJob {
     ExecJob {
         problem_id: candidate.problem_id,
         candidate_id: candidate.id,
@@ -174,14 +174,15 @@ fn job(candidate: &Candidate, tests: &Arc<[TestCase]>) -> ExecJob {
 fn verdict(
     candidate: &Candidate,
     execution: &Execution,
-    tests: &[TestCase],
+    tests: &[GeneratedTest],
     kind: SignatureKind,
-) -> Verdict {
+) -> CandidateVerdict {
     let ids: Vec<_> = tests.iter().map(|t| t.id).collect();
-    Verdict::new(candidate, execution, &ids, kind).expect("the interpreter covers every test")
+    CandidateVerdict::new(candidate, execution, &ids, kind)
+        .expect("the interpreter covers every test")
 }
 
-fn run(fixture: &Fixture, config: SelectionConfig, workers: usize) -> Vec<(Selection, u64, isize)> {
+fn run(fixture: &Fixture, config: ConsensusConfig, workers: usize) -> Vec<(Selection, u64, isize)> {
     let pool = BackendPool::spawn(
         "interpreter",
         vec![ExecuteService(Interpreter), ExecuteService(Interpreter)],
@@ -262,9 +263,9 @@ fn executed_candidates_flow_into_incremental_selection() {
         (3, SignatureKind::PassFail),
     ] {
         let fixture = fixture(seed);
-        let config = SelectionConfig {
+        let config = ConsensusConfig {
             signature: kind,
-            ..SelectionConfig::default()
+            ..ConsensusConfig::default()
         };
         let one = by_round(&run(&fixture, config, 1));
         let two = by_round(&run(&fixture, config, 2));

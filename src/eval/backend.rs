@@ -2,16 +2,16 @@
 //! [`CompletionSource`] (the LLM engine, or completions recorded by another engine) and a
 //! [`ProgramChecker`] (the sandbox). The runner knows nothing else about either.
 
-use super::config::{DecodingConfig, SandboxLimits};
+use super::config::{DecodingConfig, ProgramLimits};
 use super::humaneval::Problem;
 use super::prompt::PromptSpec;
 
 /// Errors from a backend, boxed so that any engine or sandbox error type fits.
-pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One generation call: `n` completions of `prompt`.
 #[derive(Debug, Clone)]
-pub struct GenerationRequest<'a> {
+pub struct CompletionRequest<'a> {
     /// The benchmark problem (for backends that replay recorded completions, and for logs).
     pub problem_id: &'a str,
     /// The full prompt text, template already applied (from [`CompletionSource::render`]).
@@ -26,7 +26,7 @@ pub struct GenerationRequest<'a> {
 
 /// One completion.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Generation {
+pub struct SampledCompletion {
     pub text: String,
     pub completion_tokens: u32,
     /// Sum of the sampled tokens' log-probabilities, when known.
@@ -40,12 +40,12 @@ pub trait CompletionSource {
     /// One line naming the backend and model (kept in the manifest; a resumed run must match).
     fn describe(&self) -> String;
     /// The prompt text the model sees for `spec` (chat template applied for chat prompts).
-    fn render(&self, problem_id: &str, spec: &PromptSpec) -> Result<String, BackendError>;
+    fn render(&self, problem_id: &str, spec: &PromptSpec) -> Result<String, BoxError>;
     /// `request.n` completions of `request.prompt`, in sample order.
     fn generate(
         &mut self,
-        request: &GenerationRequest<'_>,
-    ) -> Result<Vec<Generation>, BackendError>;
+        request: &CompletionRequest<'_>,
+    ) -> Result<Vec<SampledCompletion>, BoxError>;
 }
 
 /// One test's result.
@@ -83,6 +83,6 @@ pub trait ProgramChecker {
         &mut self,
         problem: &Problem,
         programs: &[String],
-        limits: &SandboxLimits,
-    ) -> Result<Vec<CheckOutcome>, BackendError>;
+        limits: &ProgramLimits,
+    ) -> Result<Vec<CheckOutcome>, BoxError>;
 }

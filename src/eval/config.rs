@@ -13,20 +13,20 @@ use crate::config::toml_file::{self, Invalid, TomlFileError, Validate};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
-    pub model: ModelConfig,
+    pub model: EvalModelConfig,
     #[serde(default)]
     pub benchmark: BenchmarkConfig,
     #[serde(default)]
     pub decoding: DecodingConfig,
     #[serde(default)]
-    pub sandbox: SandboxLimits,
+    pub sandbox: ProgramLimits,
     pub output: OutputConfig,
 }
 
 /// Which model, and how it is prompted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModelConfig {
+pub struct EvalModelConfig {
     /// A registry name (see `ucoder-flow models list`) or a path to a GGUF file / model folder.
     pub name: String,
     /// `chat` for instruct models (the model's chat template), `completion` for base models.
@@ -128,7 +128,7 @@ impl DecodingConfig {
 /// Limits for running each candidate program (mapped onto the sandbox's own limits).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SandboxLimits {
+pub struct ProgramLimits {
     /// Wall-clock limit for one program with all its tests, in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_s: f64,
@@ -147,9 +147,9 @@ fn default_memory() -> u64 {
     1024
 }
 
-impl Default for SandboxLimits {
+impl Default for ProgramLimits {
     fn default() -> Self {
-        SandboxLimits {
+        ProgramLimits {
             timeout_s: default_timeout(),
             memory_mb: default_memory(),
             workers: 1,
@@ -183,13 +183,10 @@ pub struct Overrides {
     pub max_tokens: Option<usize>,
 }
 
-/// Why the configuration is unusable (names the file, and the field for a bad value).
-pub type ConfigError = TomlFileError;
-
 impl EvalConfig {
     /// Reads and validates `path`, then applies `overrides` (validated again, so an override is
     /// reported against the field it replaces).
-    pub fn load(path: &Path, overrides: &Overrides) -> Result<EvalConfig, ConfigError> {
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<EvalConfig, TomlFileError> {
         Self::parse(&toml_file::read(path)?, path, overrides)
     }
 
@@ -198,7 +195,7 @@ impl EvalConfig {
         text: &str,
         path: &Path,
         overrides: &Overrides,
-    ) -> Result<EvalConfig, ConfigError> {
+    ) -> Result<EvalConfig, TomlFileError> {
         let mut config: EvalConfig = toml_file::deserialize(text, path)?;
         config.apply(overrides);
         toml_file::check(&config, path)?;
@@ -328,7 +325,7 @@ mod tests {
 
     const MINIMAL: &str = "[model]\nname = \"m\"\n[output]\ndir = \"runs/x\"\n";
 
-    fn parse(text: &str) -> Result<EvalConfig, ConfigError> {
+    fn parse(text: &str) -> Result<EvalConfig, TomlFileError> {
         EvalConfig::parse(text, Path::new("pipelines/he.toml"), &Overrides::default())
     }
 

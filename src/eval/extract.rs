@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use super::prompt::PromptStyle;
+use super::prompt::{COMPLETION_STOPS, PromptStyle};
 
 /// How the program was assembled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,17 +79,6 @@ impl fmt::Display for Extraction {
         }
     }
 }
-
-/// Stop sequences for plain (base-model) completion of a HumanEval prompt: the function ends
-/// where the next top-level statement begins (Chen et al., 2021).
-pub const COMPLETION_STOPS: &[&str] = &[
-    "\ndef ",
-    "\nclass ",
-    "\nif __name__",
-    "\nprint(",
-    "\n#",
-    "\nassert ",
-];
 
 /// Builds the program for `response` to the HumanEval problem `prompt` (whose function is
 /// `entry_point`), given how the model was prompted.

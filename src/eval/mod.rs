@@ -23,10 +23,8 @@ pub mod results;
 pub mod runner;
 pub mod wiring;
 
-use std::path::PathBuf;
-
 pub use backend::{
-    BackendError, CheckOutcome, CompletionSource, Generation, GenerationRequest, ProgramChecker,
+    BoxError, CheckOutcome, CompletionRequest, CompletionSource, ProgramChecker, SampledCompletion,
     TestOutcome,
 };
 pub use config::{EvalConfig, Overrides};
@@ -36,7 +34,7 @@ pub use results::{SampleRecord, Summary};
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     #[error(transparent)]
-    Config(#[from] config::ConfigError),
+    Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     HumanEval(#[from] humaneval::HumanEvalError),
     #[error(transparent)]
@@ -49,105 +47,8 @@ pub enum EvalError {
     Backend {
         what: String,
         #[source]
-        source: BackendError,
-    },
-    #[error(
-        "{dir} holds results made with other settings; use another --out, or remove the folder to start over.\n  \
-         folder: {before}\n  now:    {now}"
-    )]
-    SettingsChanged {
-        dir: PathBuf,
-        before: String,
-        now: String,
+        source: BoxError,
     },
     #[error("{0} is not wired into this build yet (see src/eval/wiring.rs)")]
     NotWired(&'static str),
-}
-
-/// `ucoder-flow eval` arguments.
-#[derive(Debug, Clone, clap::Args)]
-pub struct EvalArgs {
-    /// The eval pipeline TOML (e.g. pipelines/humaneval.toml).
-    pub config: PathBuf,
-    /// Model: registry name or path (overrides model.name).
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Evaluate only the first N problems (overrides benchmark.limit).
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Run folder (overrides output.dir).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Samples per problem (overrides decoding.n).
-    #[arg(long)]
-    pub n: Option<usize>,
-    /// Sampling temperature, 0 = greedy (overrides decoding.temperature).
-    #[arg(long)]
-    pub temperature: Option<f64>,
-    /// Token limit per completion (overrides decoding.max_tokens).
-    #[arg(long)]
-    pub max_tokens: Option<usize>,
-    /// Score completions from this JSONL (made by another engine, e.g.
-    /// scripts/eval_llamacpp.py) instead of generating.
-    #[arg(long, value_name = "FILE", conflicts_with = "dump_prompts")]
-    pub completions: Option<PathBuf>,
-    /// Write the rendered prompts to this JSONL and stop (input for scripts/eval_llamacpp.py).
-    #[arg(long, value_name = "FILE")]
-    pub dump_prompts: Option<PathBuf>,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
-}
-
-/// Runs `ucoder-flow eval`: prints the summary table to stdout, progress and notes to stderr.
-pub fn run_cli(args: &EvalArgs) -> Result<(), EvalError> {
-    let say = |line: &str| eprintln!("[eval] {line}");
-    let overrides = Overrides {
-        model: args.model.clone(),
-        limit: args.limit,
-        out: args.out.clone(),
-        n: args.n,
-        temperature: args.temperature,
-        max_tokens: args.max_tokens,
-    };
-    let config = EvalConfig::load(&args.config, &overrides)?;
-    let cache = crate::fetch::cache_dir();
-    let problems = humaneval::load(&cache, &say)?;
-    let mut source: Box<dyn CompletionSource> = match &args.completions {
-        Some(path) => Box::new(recorded::RecordedCompletions::load(path)?),
-        None => {
-            let model = crate::models::resolve(&config.model.name, &cache, &say)?;
-            wiring::open_engine(&model, &config)?
-        }
-    };
-    if let Some(path) = &args.dump_prompts {
-        let count = runner::dump_prompts(&config, &problems, source.as_ref(), path)?;
-        say(&format!("wrote {count} prompts to {}", path.display()));
-        return Ok(());
-    }
-    let mut checker = wiring::open_checker(&config.sandbox)?;
-    say(&format!(
-        "{} -> {}",
-        source.describe(),
-        config.output.dir.display()
-    ));
-    let progress = if args.quiet {
-        runner::Progress::Hidden
-    } else {
-        runner::Progress::Bar
-    };
-    let summary = runner::run(
-        &config,
-        &problems,
-        source.as_mut(),
-        checker.as_mut(),
-        progress,
-    )?;
-    println!("{}", summary.table());
-    say(&format!(
-        "samples: {}, summary: {}",
-        runner::samples_dir(&config.output.dir).display(),
-        config.output.dir.join(runner::SUMMARY_FILE).display()
-    ));
-    Ok(())
 }

@@ -5,7 +5,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::extract::COMPLETION_STOPS;
+/// Stop sequences for plain (base-model) completion of a HumanEval prompt: the function ends
+/// where the next top-level statement begins (Chen et al., 2021).
+pub const COMPLETION_STOPS: &[&str] = &[
+    "\ndef ",
+    "\nclass ",
+    "\nif __name__",
+    "\nprint(",
+    "\n#",
+    "\nassert ",
+];
 
 /// How the model is prompted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::backend::{BackendError, CompletionSource, Generation, GenerationRequest};
+use super::backend::{BoxError, CompletionRequest, CompletionSource, SampledCompletion};
 use super::prompt::PromptSpec;
 use crate::store::{StoreError, write_atomic};
 
@@ -189,7 +189,7 @@ impl CompletionSource for RecordedCompletions {
     /// The recorded prompt. For plain-completion prompts it must equal the problem text; chat
     /// prompts were rendered by `--dump-prompts` with the model's template, so they are taken
     /// as recorded.
-    fn render(&self, problem_id: &str, spec: &PromptSpec) -> Result<String, BackendError> {
+    fn render(&self, problem_id: &str, spec: &PromptSpec) -> Result<String, BoxError> {
         let line = self.line(problem_id, 0)?;
         match spec {
             PromptSpec::Completion(text) if *text != line.prompt => {
@@ -205,8 +205,8 @@ impl CompletionSource for RecordedCompletions {
 
     fn generate(
         &mut self,
-        request: &GenerationRequest<'_>,
-    ) -> Result<Vec<Generation>, BackendError> {
+        request: &CompletionRequest<'_>,
+    ) -> Result<Vec<SampledCompletion>, BoxError> {
         (0..request.n)
             .map(|i| {
                 let line = self.line(request.problem_id, i)?;
@@ -217,7 +217,7 @@ impl CompletionSource for RecordedCompletions {
                     }
                     .into());
                 }
-                Ok(Generation {
+                Ok(SampledCompletion {
                     text: line.completion.clone(),
                     completion_tokens: line.completion_tokens,
                     logprob_sum: line.logprob_sum,
@@ -258,7 +258,7 @@ mod tests {
             "P"
         );
         let decoding = DecodingConfig::default();
-        let req = |n, prompt| GenerationRequest {
+        let req = |n, prompt| CompletionRequest {
             problem_id: "T/0",
             prompt,
             n,

@@ -7,30 +7,21 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-
 use super::EvalError;
-use super::backend::{CheckOutcome, CompletionSource, GenerationRequest, ProgramChecker};
+use super::backend::{CheckOutcome, CompletionRequest, CompletionSource, ProgramChecker};
 use super::config::EvalConfig;
 use super::extract::{Extraction, extract};
 use super::humaneval::Problem;
 use super::prompt;
 use super::recorded::{PromptLine, write_jsonl};
 use super::results::{SampleRecord, Summary, SummaryHeader};
-use crate::store::manifest::digest_json;
+use crate::progress::{Gauge, Reporter};
 use crate::store::{Manifest, Stage, read_json, write_json_atomic};
 
 /// The stage folder of sample rows inside the run folder.
 pub const SAMPLES_STAGE: &str = "samples";
 /// The summary's file name inside the run folder.
 pub const SUMMARY_FILE: &str = "summary.json";
-
-/// Whether to draw a progress bar (drawn on stderr only when it is a terminal).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
-    Bar,
-    Hidden,
-}
 
 /// The settings that determine the samples: a resumed run must have the same.
 fn identity(config: &EvalConfig, source: &str) -> serde_json::Value {
@@ -103,32 +94,13 @@ pub fn run(
     problems: &[Problem],
     source: &mut dyn CompletionSource,
     checker: &mut dyn ProgramChecker,
-    progress: Progress,
+    reporter: &dyn Reporter,
 ) -> Result<Summary, EvalError> {
     let started = Instant::now();
     let out = &config.output.dir;
     let described = source.describe();
     let identity = identity(config, &described);
-    let digest = digest_json(&identity);
-    match Manifest::load(out)? {
-        Some(m) if m.config_digest != digest => {
-            return Err(EvalError::SettingsChanged {
-                dir: out.clone(),
-                before: m.config.to_string(),
-                now: identity.to_string(),
-            });
-        }
-        Some(_) => {}
-        None => Manifest {
-            job: "eval".into(),
-            created_by: env!("CARGO_PKG_VERSION").into(),
-            config_digest: digest,
-            config: identity,
-            model: described.clone(),
-            stages: BTreeMap::new(),
-        }
-        .save(out)?,
-    }
+    Manifest::claim(out, "eval", identity, described.clone())?;
     let summary_path = out.join(SUMMARY_FILE);
     let earlier_wall = read_json::<Summary>(&summary_path)?.map_or(0.0, |s| s.wall_seconds);
 
@@ -161,7 +133,15 @@ pub fn run(
         )
     };
 
-    let bar = progress_bar(progress, todo.len() as u64, done.len());
+    let total = selected.len() as u64;
+    let mut finished = done.len() as u64;
+    let gauge = |finished: u64, message: String| Gauge {
+        name: "problems",
+        done: finished,
+        total,
+        message,
+    };
+    reporter.gauges(&[gauge(finished, format!("{} done earlier", done.len()))]);
     let mut pending: Vec<SampleRecord> = Vec::new();
     let mut pending_problems = 0;
     let (mut passed_now, mut samples_now) = (0usize, 0usize);
@@ -176,11 +156,12 @@ pub fn run(
             pending_problems = 0;
             write_json_atomic(&summary_path, &summarize(&records, started))?;
         }
-        bar.set_message(format!("{passed_now}/{samples_now} samples passed"));
-        bar.inc(1);
+        finished += 1;
+        let message = format!("{passed_now}/{samples_now} samples passed");
+        reporter.gauges(&[gauge(finished, message)]);
     }
     commit(&mut stage, &mut pending, &mut records)?;
-    bar.finish_and_clear();
+    reporter.done();
     let summary = summarize(&records, started);
     write_json_atomic(&summary_path, &summary)?;
     Ok(summary)
@@ -219,24 +200,6 @@ fn finished_problems(records: &[SampleRecord], n: usize) -> HashSet<String> {
         .collect()
 }
 
-fn progress_bar(progress: Progress, len: u64, already: usize) -> ProgressBar {
-    let target = match progress {
-        Progress::Bar => ProgressDrawTarget::stderr(),
-        Progress::Hidden => ProgressDrawTarget::hidden(),
-    };
-    let bar = ProgressBar::with_draw_target(Some(len), target);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix}[{elapsed_precise}] {wide_bar} {pos}/{len} problems  {per_sec}  ETA {eta}  {msg}",
-        )
-        .expect("valid template"),
-    );
-    if already > 0 {
-        bar.set_prefix(format!("(resumed: {already} done) "));
-    }
-    bar
-}
-
 /// Generates, extracts and checks the samples of one problem.
 fn eval_problem(
     config: &EvalConfig,
@@ -257,7 +220,7 @@ fn eval_problem(
     let n = config.decoding.n;
     let t0 = Instant::now();
     let generations = source
-        .generate(&GenerationRequest {
+        .generate(&CompletionRequest {
             problem_id: id,
             prompt: &rendered,
             n,

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use super::EvalError;
 use super::backend::{
-    BackendError, CheckOutcome, CompletionSource, Generation, GenerationRequest, ProgramChecker,
+    BoxError, CheckOutcome, CompletionRequest, CompletionSource, ProgramChecker, SampledCompletion,
     TestOutcome,
 };
-use super::config::{EvalConfig, SandboxLimits};
+use super::config::{EvalConfig, ProgramLimits};
 use super::humaneval::Problem;
 use super::prompt::PromptSpec;
-use crate::llm::{ChatMessage, Engine, EngineOptions, FinishReason, SamplingParams};
+use crate::llm::{ChatTurn, Engine, EngineOptions, SampleEnd, SamplerSettings};
 use crate::models::ModelSource;
 use crate::sandbox::{Job, Limits, SandboxConfig, SandboxPool, Verdict};
 
@@ -25,16 +25,16 @@ impl CompletionSource for EngineSource {
     fn describe(&self) -> String {
         self.label.clone()
     }
-    fn render(&self, _problem_id: &str, spec: &PromptSpec) -> Result<String, BackendError> {
+    fn render(&self, _problem_id: &str, spec: &PromptSpec) -> Result<String, BoxError> {
         Ok(match spec {
             PromptSpec::ChatUser(text) => self
                 .engine
-                .chat_prompt(&[ChatMessage::new("user", text.as_str())])?,
+                .chat_prompt(&[ChatTurn::new("user", text.as_str())])?,
             PromptSpec::Completion(text) => text.clone(),
         })
     }
-    fn generate(&mut self, r: &GenerationRequest<'_>) -> Result<Vec<Generation>, BackendError> {
-        let params = SamplingParams {
+    fn generate(&mut self, r: &CompletionRequest<'_>) -> Result<Vec<SampledCompletion>, BoxError> {
+        let params = SamplerSettings {
             temperature: r.decoding.temperature as f32,
             top_p: r.decoding.top_p as f32,
             top_k: r.decoding.top_k,
@@ -46,12 +46,12 @@ impl CompletionSource for EngineSource {
         let completions = self.engine.generate_n(r.prompt, r.n, &params)?;
         Ok(completions
             .into_iter()
-            .map(|c| Generation {
+            .map(|c| SampledCompletion {
                 completion_tokens: c.token_ids.len() as u32,
                 logprob_sum: Some(c.logprobs.iter().map(|&l| f64::from(l)).sum()),
                 finish_reason: match c.finish_reason {
-                    FinishReason::Length => "length",
-                    FinishReason::Stop | FinishReason::Eos => "stop",
+                    SampleEnd::Length => "length",
+                    SampleEnd::Stop | SampleEnd::Eos => "stop",
                 }
                 .to_string(),
                 text: c.text,
@@ -91,8 +91,8 @@ impl ProgramChecker for PoolChecker {
         &mut self,
         problem: &Problem,
         programs: &[String],
-        limits: &SandboxLimits,
-    ) -> Result<Vec<CheckOutcome>, BackendError> {
+        limits: &ProgramLimits,
+    ) -> Result<Vec<CheckOutcome>, BoxError> {
         let limits = Limits {
             job_wall: Duration::from_secs_f64(limits.timeout_s),
             memory_bytes: limits.memory_mb << 20,
@@ -130,7 +130,7 @@ impl ProgramChecker for PoolChecker {
 }
 
 /// Starts the sandbox pool with `limits`.
-pub fn open_checker(limits: &SandboxLimits) -> Result<Box<dyn ProgramChecker>, EvalError> {
+pub fn open_checker(limits: &ProgramLimits) -> Result<Box<dyn ProgramChecker>, EvalError> {
     let pool = SandboxPool::new(SandboxConfig {
         workers: limits.workers,
         ..Default::default()

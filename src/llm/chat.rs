@@ -25,13 +25,13 @@ const RAISED_MARKER: &str = "chat template raised: ";
 
 /// One turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatMessage {
+pub struct ChatTurn {
     /// `system`, `user` or `assistant` (templates may accept others, e.g. `tool`).
     pub role: String,
     pub content: String,
 }
 
-impl ChatMessage {
+impl ChatTurn {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
         Self {
             role: role.into(),
@@ -165,7 +165,7 @@ impl ChatTemplate {
     /// opens the assistant's reply.
     pub fn render(
         &self,
-        messages: &[ChatMessage],
+        messages: &[ChatTurn],
         add_generation_prompt: bool,
     ) -> Result<String, ChatError> {
         let template = self
@@ -214,10 +214,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            template.render(&[ChatMessage::user("hi")], false).unwrap(),
+            template.render(&[ChatTurn::user("hi")], false).unwrap(),
             "ok"
         );
-        match template.render(&[ChatMessage::assistant("hi")], false) {
+        match template.render(&[ChatTurn::assistant("hi")], false) {
             Err(ChatError::Raised(message)) => {
                 assert_eq!(message, "first message must be from the user")
             }
@@ -235,10 +235,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             template
-                .render(
-                    &[ChatMessage::user("  a "), ChatMessage::assistant("b\n")],
-                    false
-                )
+                .render(&[ChatTurn::user("  a "), ChatTurn::assistant("b\n")], false)
                 .unwrap(),
             "  A</s>\n  B</s>\n"
         );
@@ -257,7 +254,7 @@ mod tests {
         .unwrap();
         let template = ChatTemplate::from_tokenizer_config(&path).unwrap();
         assert_eq!(
-            template.render(&[ChatMessage::user("hi")], true).unwrap(),
+            template.render(&[ChatTurn::user("hi")], true).unwrap(),
             "<s>hi</s>"
         );
         std::fs::write(&path, r#"{"eos_token": "</s>"}"#).unwrap();

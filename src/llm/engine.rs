@@ -11,7 +11,7 @@
 //!
 //! Context window: a prompt must be shorter than the model's context window
 //! ([`LlmError::PromptTooLong`] otherwise); `max_tokens` is clipped to what the window leaves after
-//! the prompt, and a completion cut by that clip ends with [`FinishReason::Length`].
+//! the prompt, and a completion cut by that clip ends with [`SampleEnd::Length`].
 //!
 //! Token accounting: an EOS token ends a completion and is not part of it; a stop string cuts
 //! the text before it, but `token_ids` / `logprobs` keep every sampled token up to and including
@@ -20,12 +20,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::chat::{ChatError, ChatMessage, ChatTemplate};
+use super::chat::{ChatError, ChatTemplate, ChatTurn};
 use super::error::LlmError;
 use super::gguf::GgufModel;
 use super::kv_cache::{KvSegment, SeqKv};
 use super::model::{Architecture, BatchKernels, LogitsWanted, Requantize, SeqInput, Transformer};
-use super::sampler::{Sampler, SamplingParams, sample_all};
+use super::sampler::{Sampler, SamplerSettings, sample_all};
 use super::tokenizer::Tokenizer;
 use crate::models::ModelSource;
 
@@ -73,16 +73,16 @@ impl Default for EngineOptions {
 
 /// One prompt to complete `n` times.
 #[derive(Debug, Clone)]
-pub struct GenerationRequest {
+pub struct SampleRequest {
     pub prompt: String,
     pub n: usize,
-    pub params: SamplingParams,
+    pub params: SamplerSettings,
 }
 
 /// Why a completion ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FinishReason {
+pub enum SampleEnd {
     /// A stop string appeared.
     Stop,
     /// The model produced an end-of-sequence token.
@@ -93,7 +93,7 @@ pub enum FinishReason {
 
 /// One sampled completion.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Completion {
+pub struct Sample {
     /// The decoded text (cut before a stop string).
     pub text: String,
     /// The sampled tokens (without a final EOS).
@@ -101,10 +101,10 @@ pub struct Completion {
     /// `log p(token | prefix)` under the model's untempered distribution, one per token; the
     /// paper's fluency score is `exp(-mean(logprobs))`.
     pub logprobs: Vec<f32>,
-    pub finish_reason: FinishReason,
+    pub finish_reason: SampleEnd,
 }
 
-impl Completion {
+impl Sample {
     /// Perplexity of the completion, `exp(-mean log p)` (the paper's f(r)); `None` when empty.
     pub fn perplexity(&self) -> Option<f64> {
         if self.logprobs.is_empty() {
@@ -279,7 +279,7 @@ impl Engine {
     }
 
     /// The model's hyper-parameters.
-    pub fn config(&self) -> &super::model::ModelConfig {
+    pub fn config(&self) -> &super::shape::ModelShape {
         self.model.config()
     }
 
@@ -315,7 +315,7 @@ impl Engine {
     }
 
     /// Renders `messages` with the model's chat template, ending with the assistant's turn.
-    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String, LlmError> {
+    pub fn chat_prompt(&self, messages: &[ChatTurn]) -> Result<String, LlmError> {
         let chat = self.chat.as_ref().ok_or(ChatError::NoTemplate)?;
         Ok(chat.render(messages, true)?)
     }
@@ -341,9 +341,9 @@ impl Engine {
         &mut self,
         prompt: &str,
         n: usize,
-        params: &SamplingParams,
-    ) -> Result<Vec<Completion>, LlmError> {
-        let mut out = self.generate_batch(&[GenerationRequest {
+        params: &SamplerSettings,
+    ) -> Result<Vec<Sample>, LlmError> {
+        let mut out = self.generate_batch(&[SampleRequest {
             prompt: prompt.to_string(),
             n,
             params: params.clone(),
@@ -354,8 +354,8 @@ impl Engine {
     /// Completions of several prompts, batched together; `result[r]` holds request r's `n`.
     pub fn generate_batch(
         &mut self,
-        requests: &[GenerationRequest],
-    ) -> Result<Vec<Vec<Completion>>, LlmError> {
+        requests: &[SampleRequest],
+    ) -> Result<Vec<Vec<Sample>>, LlmError> {
         let ctx = self.context_length();
         let mut prompts = Vec::with_capacity(requests.len());
         for req in requests {
@@ -379,11 +379,11 @@ impl Engine {
     fn generate_from_ids(
         &mut self,
         prompts: &[&[u32]],
-        requests: &[GenerationRequest],
-    ) -> Result<Vec<Vec<Completion>>, LlmError> {
+        requests: &[SampleRequest],
+    ) -> Result<Vec<Vec<Sample>>, LlmError> {
         let ctx = self.context_length();
         let mut stats = GenerationStats::default();
-        let mut results: Vec<Vec<Option<Completion>>> =
+        let mut results: Vec<Vec<Option<Sample>>> =
             requests.iter().map(|r| vec![None; r.n]).collect();
         // Rows waiting for admission, in request order.
         let mut pending: std::collections::VecDeque<(usize, usize)> = requests
@@ -467,7 +467,7 @@ impl Engine {
             };
             let vocab = self.model.config().vocab_size;
             let picks = {
-                let mut jobs: Vec<(&mut Sampler, &[f32], &SamplingParams)> = active
+                let mut jobs: Vec<(&mut Sampler, &[f32], &SamplerSettings)> = active
                     .iter_mut()
                     .zip(logits.chunks_exact(vocab))
                     .map(|(row, l)| (&mut row.sampler, l, &requests[row.request].params))
@@ -611,7 +611,7 @@ struct Row {
     sampler: Sampler,
     tokens: Vec<u32>,
     logprobs: Vec<f32>,
-    finished: Option<FinishReason>,
+    finished: Option<SampleEnd>,
     text: String,
 }
 
@@ -621,13 +621,13 @@ impl Row {
         &mut self,
         t: u32,
         lp: f32,
-        params: &SamplingParams,
+        params: &SamplerSettings,
         max_new: usize,
         eos: &[u32],
         tok: &Tokenizer,
     ) -> Result<(), LlmError> {
         if !params.ignore_eos && eos.contains(&t) {
-            self.finished = Some(FinishReason::Eos);
+            self.finished = Some(SampleEnd::Eos);
             return Ok(());
         }
         self.tokens.push(t);
@@ -641,19 +641,19 @@ impl Row {
                 .min()
             {
                 self.text = text[..cut].to_string();
-                self.finished = Some(FinishReason::Stop);
+                self.finished = Some(SampleEnd::Stop);
                 return Ok(());
             }
         }
         if self.tokens.len() >= max_new {
-            self.finished = Some(FinishReason::Length);
+            self.finished = Some(SampleEnd::Length);
         }
         Ok(())
     }
 
-    fn into_completion(self, tok: &Tokenizer) -> Result<(usize, usize, Completion), LlmError> {
+    fn into_completion(self, tok: &Tokenizer) -> Result<(usize, usize, Sample), LlmError> {
         let reason = self.finished.expect("finished row");
-        let text = if reason == FinishReason::Stop {
+        let text = if reason == SampleEnd::Stop {
             self.text
         } else {
             tok.decode(&self.tokens)?
@@ -661,7 +661,7 @@ impl Row {
         Ok((
             self.request,
             self.index,
-            Completion {
+            Sample {
                 text,
                 token_ids: self.tokens,
                 logprobs: self.logprobs,

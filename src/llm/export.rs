@@ -17,13 +17,6 @@ use super::gguf::{Architecture, GgufModel, meta_str, meta_str_array, meta_u32};
 use super::tokenizer::Tokenizer;
 use super::weights::{hf_names, unpermute_llama_rows};
 
-/// Export formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExportFormat {
-    /// Hugging Face safetensors + config.json + tokenizer.json + tokenizer_config.json.
-    Safetensors,
-}
-
 /// Why an export failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -35,6 +28,8 @@ pub enum ExportError {
     Tokenizer(#[from] super::tokenizer::TokenizerError),
     #[error("{path}: {message}")]
     Model { path: PathBuf, message: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -55,180 +50,113 @@ pub fn export_safetensors(gguf: &Path, out: &Path) -> Result<(), ExportError> {
     let model = GgufModel::open(gguf)?;
     let ct = model.content();
     let arch = model.architecture();
-    let cfg = super::model::ModelConfig::from_gguf(ct, arch).map_err(model_err)?;
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let cfg = super::shape::ModelShape::from_gguf(ct, arch).map_err(model_err)?;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ExportError::Io { path, source }
     };
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".export-")
-        .tempdir_in(parent)
-        .map_err(io(parent))?;
-
-    // Weights.
-    let mut reader = model.reader()?;
-    let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    for (gguf_name, hf) in hf_names(cfg.n_layer) {
-        if !ct.tensor_infos.contains_key(&gguf_name) {
-            continue;
-        }
-        let t = ct
-            .tensor(&mut reader, &gguf_name, &Device::Cpu)
-            .and_then(|q| q.dequantize(&Device::Cpu))
-            .map_err(|e| model_err(format!("tensor `{gguf_name}`: {e}")))?;
-        let rope_rows = match arch {
-            Architecture::Llama if gguf_name.ends_with("attn_q.weight") => true,
-            Architecture::Llama => gguf_name.ends_with("attn_k.weight"),
-            Architecture::Qwen2 => false,
-        };
-        let t = if rope_rows {
-            let dims = t.dims().to_vec();
-            let values = t
-                .flatten_all()
-                .and_then(|t| t.to_vec1::<f32>())
+    crate::store::replace_dir(out, |tmp: &Path| -> Result<(), ExportError> {
+        // Weights.
+        let mut reader = model.reader()?;
+        let mut tensors: HashMap<String, Tensor> = HashMap::new();
+        for (gguf_name, hf) in hf_names(cfg.n_layer) {
+            if !ct.tensor_infos.contains_key(&gguf_name) {
+                continue;
+            }
+            let t = ct
+                .tensor(&mut reader, &gguf_name, &Device::Cpu)
+                .and_then(|q| q.dequantize(&Device::Cpu))
                 .map_err(|e| model_err(format!("tensor `{gguf_name}`: {e}")))?;
-            let hf_rows = unpermute_llama_rows(&values, dims[1], cfg.head_dim);
-            Tensor::from_vec(hf_rows, dims, &Device::Cpu)
-                .map_err(|e| model_err(format!("tensor `{gguf_name}`: {e}")))?
-        } else {
-            t
-        };
-        tensors.insert(hf, t);
-    }
-    let tied = !tensors.contains_key("lm_head.weight");
-    let weights = tmp.path().join("model.safetensors");
-    candle_core::safetensors::save(&tensors, &weights)
-        .map_err(|e| model_err(format!("writing {}: {e}", weights.display())))?;
-    drop(tensors);
-
-    // Tokenizer and chat template.
-    let tokenizer = Tokenizer::from_gguf(ct)?;
-    tokenizer.save_json(tmp.path().join("tokenizer.json"))?;
-    let tokens = meta_str_array(ct, "tokenizer.ggml.tokens")
-        .map_err(|e| model_err(e.to_string()))?
-        .unwrap_or_default();
-    let token_text = |key: &str| -> Option<String> {
-        meta_u32(ct, key)
-            .ok()
-            .flatten()
-            .and_then(|id| tokens.get(id as usize))
-            .map(|t| t.to_string())
-    };
-    let mut tok_config = serde_json::json!({
-        "add_bos_token": tokenizer.adds_bos(),
-        "bos_token": token_text("tokenizer.ggml.bos_token_id"),
-        "eos_token": token_text("tokenizer.ggml.eos_token_id"),
-        "model_max_length": cfg.context_length,
-        "tokenizer_class": "PreTrainedTokenizerFast",
-    });
-    if let Some(template) =
-        meta_str(ct, "tokenizer.chat_template").map_err(|e| model_err(e.to_string()))?
-    {
-        tok_config["chat_template"] = template.into();
-    }
-    write_synced(&tmp.path().join("tokenizer_config.json"), &tok_config)?;
-
-    let (model_type, class) = match arch {
-        Architecture::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
-        Architecture::Llama => ("llama", "LlamaForCausalLM"),
-    };
-    let intermediate = ct
-        .tensor_infos
-        .get("blk.0.ffn_up.weight")
-        .map(|i| i.shape.dims()[0])
-        .ok_or_else(|| model_err("tensor `blk.0.ffn_up.weight` is missing".into()))?;
-    let config = serde_json::json!({
-        "architectures": [class],
-        "model_type": model_type,
-        "hidden_size": cfg.hidden,
-        "intermediate_size": intermediate,
-        "num_attention_heads": cfg.n_head,
-        "num_key_value_heads": cfg.n_kv_head,
-        "num_hidden_layers": cfg.n_layer,
-        "head_dim": cfg.head_dim,
-        "rms_norm_eps": cfg.rms_eps,
-        "rope_theta": cfg.rope_base,
-        "max_position_embeddings": cfg.context_length,
-        "vocab_size": cfg.vocab_size,
-        "tie_word_embeddings": tied,
-        "hidden_act": "silu",
-        "bos_token_id": tokenizer.bos_token_id(),
-        "eos_token_id": tokenizer.eos_token_id(),
-        "torch_dtype": "float32",
-    });
-    write_synced(&tmp.path().join("config.json"), &config)?;
-    std::fs::File::open(&weights)
-        .and_then(|f| f.sync_all())
-        .map_err(io(&weights))?;
-
-    let staged = tmp.keep();
-    std::fs::rename(&staged, out).map_err(|source| {
-        let _ = std::fs::remove_dir_all(&staged);
-        ExportError::Io {
-            path: out.to_path_buf(),
-            source,
+            let rope_rows = match arch {
+                Architecture::Llama if gguf_name.ends_with("attn_q.weight") => true,
+                Architecture::Llama => gguf_name.ends_with("attn_k.weight"),
+                Architecture::Qwen2 => false,
+            };
+            let t = if rope_rows {
+                let dims = t.dims().to_vec();
+                let values = t
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(|e| model_err(format!("tensor `{gguf_name}`: {e}")))?;
+                let hf_rows = unpermute_llama_rows(&values, dims[1], cfg.head_dim);
+                Tensor::from_vec(hf_rows, dims, &Device::Cpu)
+                    .map_err(|e| model_err(format!("tensor `{gguf_name}`: {e}")))?
+            } else {
+                t
+            };
+            tensors.insert(hf, t);
         }
-    })?;
-    Ok(())
+        let tied = !tensors.contains_key("lm_head.weight");
+        let weights = tmp.join("model.safetensors");
+        candle_core::safetensors::save(&tensors, &weights)
+            .map_err(|e| model_err(format!("writing {}: {e}", weights.display())))?;
+        drop(tensors);
+
+        // Tokenizer and chat template.
+        let tokenizer = Tokenizer::from_gguf(ct)?;
+        tokenizer.save_json(tmp.join("tokenizer.json"))?;
+        let tokens = meta_str_array(ct, "tokenizer.ggml.tokens")
+            .map_err(|e| model_err(e.to_string()))?
+            .unwrap_or_default();
+        let token_text = |key: &str| -> Option<String> {
+            meta_u32(ct, key)
+                .ok()
+                .flatten()
+                .and_then(|id| tokens.get(id as usize))
+                .map(|t| t.to_string())
+        };
+        let mut tok_config = serde_json::json!({
+            "add_bos_token": tokenizer.adds_bos(),
+            "bos_token": token_text("tokenizer.ggml.bos_token_id"),
+            "eos_token": token_text("tokenizer.ggml.eos_token_id"),
+            "model_max_length": cfg.context_length,
+            "tokenizer_class": "PreTrainedTokenizerFast",
+        });
+        if let Some(template) =
+            meta_str(ct, "tokenizer.chat_template").map_err(|e| model_err(e.to_string()))?
+        {
+            tok_config["chat_template"] = template.into();
+        }
+        write_json(&tmp.join("tokenizer_config.json"), &tok_config)?;
+
+        let (model_type, class) = match arch {
+            Architecture::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
+            Architecture::Llama => ("llama", "LlamaForCausalLM"),
+        };
+        let intermediate = ct
+            .tensor_infos
+            .get("blk.0.ffn_up.weight")
+            .map(|i| i.shape.dims()[0])
+            .ok_or_else(|| model_err("tensor `blk.0.ffn_up.weight` is missing".into()))?;
+        let config = serde_json::json!({
+            "architectures": [class],
+            "model_type": model_type,
+            "hidden_size": cfg.hidden,
+            "intermediate_size": intermediate,
+            "num_attention_heads": cfg.n_head,
+            "num_key_value_heads": cfg.n_kv_head,
+            "num_hidden_layers": cfg.n_layer,
+            "head_dim": cfg.head_dim,
+            "rms_norm_eps": cfg.rms_eps,
+            "rope_theta": cfg.rope_base,
+            "max_position_embeddings": cfg.context_length,
+            "vocab_size": cfg.vocab_size,
+            "tie_word_embeddings": tied,
+            "hidden_act": "silu",
+            "bos_token_id": tokenizer.bos_token_id(),
+            "eos_token_id": tokenizer.eos_token_id(),
+            "torch_dtype": "float32",
+        });
+        write_json(&tmp.join("config.json"), &config)?;
+        std::fs::File::open(&weights)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&weights))?;
+
+        Ok(())
+    })
 }
 
-fn write_synced(path: &Path, json: &serde_json::Value) -> Result<(), ExportError> {
+fn write_json(path: &Path, json: &serde_json::Value) -> Result<(), ExportError> {
     let text = serde_json::to_string_pretty(json).expect("JSON values serialize");
-    std::fs::File::create(path)
-        .and_then(|mut f| {
-            std::io::Write::write_all(&mut f, text.as_bytes())?;
-            f.sync_all()
-        })
-        .map_err(|source| ExportError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
-/// Arguments of `ucoder-flow models export`.
-#[derive(Debug, clap::Args)]
-pub struct ExportArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value = "safetensors")]
-    pub format: ExportFormat,
-    /// Registry name or path of a GGUF file.
-    pub model: String,
-    /// The directory to create.
-    pub dir: PathBuf,
-}
-
-/// Why `models export` failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ExportCommandError {
-    #[error(transparent)]
-    Model(#[from] crate::models::ModelError),
-    #[error(transparent)]
-    Export(#[from] ExportError),
-    #[error("{0}: is a safetensors directory already; export reads GGUF models")]
-    NotGguf(PathBuf),
-}
-
-/// `ucoder-flow models export`.
-pub fn export_command(args: &ExportArgs) -> Result<(), ExportCommandError> {
-    let source = crate::models::resolve(&args.model, &crate::fetch::cache_dir(), &|line| {
-        eprintln!("[models] {line}")
-    })?;
-    let crate::models::ModelSource::Gguf(path) = &source else {
-        return Err(ExportCommandError::NotGguf(source.path().to_path_buf()));
-    };
-    match args.format {
-        ExportFormat::Safetensors => export_safetensors(path, &args.dir)?,
-    }
-    eprintln!(
-        "[models] exported {} to {} ({:?})",
-        path.display(),
-        args.dir.display(),
-        args.format
-    );
-    Ok(())
+    Ok(crate::store::write_atomic(path, text.as_bytes())?)
 }

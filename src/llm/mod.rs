@@ -5,6 +5,7 @@
 //! - [`gguf`]: opening and validating a GGUF file; typed metadata accessors.
 //! - [`tokenizer`]: byte-level BPE tokenizer from `tokenizer.ggml.*` metadata (or tokenizer.json).
 //! - [`chat`]: the model's chat template (`tokenizer.chat_template`) rendered with minijinja.
+//! - [`shape`]: the hyper-parameters that fix a model's tensor shapes.
 //! - [`model`]: the quantized qwen2/llama transformer with a ragged batched forward pass.
 //! - [`kernels`]: the packed-weight AVX-512 VNNI matmul (decode, dense sampling, prefill).
 //! - [`kv_cache`]: preallocated per-sequence KV segments with shared prompt prefixes.
@@ -13,9 +14,7 @@
 //! - [`weights`]: reading tensors from a GGUF file or a safetensors directory by GGUF name.
 //! - [`export`]: writing a GGUF model as a Hugging Face safetensors directory.
 //! - [`error`]: the engine's error type, [`LlmError`].
-//! - [`bench`]: the `generate` and `bench llm` commands.
 
-pub mod bench;
 pub mod chat;
 pub mod engine;
 pub mod error;
@@ -25,15 +24,15 @@ pub mod kernels;
 pub mod kv_cache;
 pub mod model;
 pub mod sampler;
+pub mod shape;
 pub mod tokenizer;
 pub mod weights;
 
-pub use chat::{ChatMessage, ChatTemplate};
+pub use chat::{ChatTemplate, ChatTurn};
 pub use engine::{
-    Completion, DeviceChoice, Engine, EngineOptions, FinishReason, GenerationRequest,
-    GenerationStats,
+    DeviceChoice, Engine, EngineOptions, GenerationStats, Sample, SampleEnd, SampleRequest,
 };
 pub use error::LlmError;
 pub use model::{BatchKernels, Requantize};
-pub use sampler::SamplingParams;
+pub use sampler::SamplerSettings;
 pub use tokenizer::Tokenizer;

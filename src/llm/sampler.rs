@@ -15,7 +15,7 @@ use super::error::LlmError;
 
 /// How to sample one request's completions.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SamplingParams {
+pub struct SamplerSettings {
     /// Softmax temperature; 0 means greedy (argmax).
     pub temperature: f32,
     /// Nucleus sampling: keep the smallest set of most likely tokens whose mass reaches `top_p`
@@ -33,9 +33,9 @@ pub struct SamplingParams {
     pub ignore_eos: bool,
 }
 
-impl Default for SamplingParams {
+impl Default for SamplerSettings {
     fn default() -> Self {
-        SamplingParams {
+        SamplerSettings {
             temperature: 1.0,
             top_p: 1.0,
             top_k: 0,
@@ -47,10 +47,10 @@ impl Default for SamplingParams {
     }
 }
 
-impl SamplingParams {
+impl SamplerSettings {
     /// Greedy decoding of up to `max_tokens` tokens.
     pub fn greedy(max_tokens: usize) -> Self {
-        SamplingParams {
+        SamplerSettings {
             temperature: 0.0,
             max_tokens,
             ..Default::default()
@@ -121,7 +121,7 @@ impl Sampler {
     }
 
     /// Picks the next token from `logits`; returns it and its untempered log-probability.
-    pub fn sample(&mut self, logits: &[f32], params: &SamplingParams) -> (u32, f32) {
+    pub fn sample(&mut self, logits: &[f32], params: &SamplerSettings) -> (u32, f32) {
         let lse = log_sum_exp(logits);
         let token = if params.temperature == 0.0 {
             argmax(logits)
@@ -131,7 +131,7 @@ impl Sampler {
         (token as u32, logits[token] - lse)
     }
 
-    fn draw(&mut self, logits: &[f32], params: &SamplingParams) -> usize {
+    fn draw(&mut self, logits: &[f32], params: &SamplerSettings) -> usize {
         let inv_t = 1.0 / params.temperature;
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let weight = |l: f32| ((l - max) * inv_t).exp();
@@ -199,7 +199,7 @@ impl Sampler {
 
 /// Samples one token for each (sampler, logits, params) job, the jobs split across candle's CPU
 /// pool. Each job uses only its own sampler, so the result does not depend on the split.
-pub fn sample_all(jobs: &mut [(&mut Sampler, &[f32], &SamplingParams)]) -> Vec<(u32, f32)> {
+pub fn sample_all(jobs: &mut [(&mut Sampler, &[f32], &SamplerSettings)]) -> Vec<(u32, f32)> {
     struct Shared<T>(*mut T);
     impl<T> Clone for Shared<T> {
         fn clone(&self) -> Self {
@@ -249,8 +249,8 @@ pub fn argmax(logits: &[f32]) -> usize {
 mod tests {
     use super::*;
 
-    fn params(temperature: f32, top_p: f32, top_k: usize) -> SamplingParams {
-        SamplingParams {
+    fn params(temperature: f32, top_p: f32, top_k: usize) -> SamplerSettings {
+        SamplerSettings {
             temperature,
             top_p,
             top_k,
@@ -258,7 +258,7 @@ mod tests {
         }
     }
 
-    fn histogram(logits: &[f32], p: &SamplingParams, draws: usize) -> Vec<usize> {
+    fn histogram(logits: &[f32], p: &SamplerSettings, draws: usize) -> Vec<usize> {
         let mut s = Sampler::new(7, 0);
         let mut h = vec![0; logits.len()];
         for _ in 0..draws {
@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn greedy_takes_the_argmax_and_reports_its_logprob() {
         let logits = [0.5f32, 3.0, 3.0, -1.0];
-        let (tok, lp) = Sampler::new(0, 0).sample(&logits, &SamplingParams::greedy(1));
+        let (tok, lp) = Sampler::new(0, 0).sample(&logits, &SamplerSettings::greedy(1));
         assert_eq!(tok, 1);
         let expected = 3.0 - log_sum_exp(&logits);
         assert!((lp - expected).abs() < 1e-6);
@@ -350,6 +350,6 @@ mod tests {
         let mut p = params(1.0, 1.0, 0);
         p.stop = vec![String::new()];
         assert!(p.validate().is_err());
-        assert!(SamplingParams::default().validate().is_ok());
+        assert!(SamplerSettings::default().validate().is_ok());
     }
 }

@@ -518,16 +518,7 @@ impl Tokenizer {
             .inner
             .to_string(false)
             .map_err(|e| file_error(e.to_string()))?;
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(dir).map_err(|e| file_error(e.to_string()))?;
-        std::io::Write::write_all(&mut tmp, json.as_bytes())
-            .and_then(|()| tmp.as_file().sync_all())
-            .map_err(|e| file_error(e.to_string()))?;
-        tmp.persist(path).map_err(|e| file_error(e.to_string()))?;
+        crate::store::write_atomic(path, json.as_bytes()).map_err(|e| file_error(e.to_string()))?;
         Ok(())
     }
 

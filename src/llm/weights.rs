@@ -22,7 +22,7 @@ use candle_core::quantized::{GgmlDType, gguf_file};
 use candle_core::{DType, Device};
 
 use super::gguf::Architecture;
-use super::model::ModelConfig;
+use super::shape::ModelShape;
 
 /// A tensor's stored type, its dimensions (candle order: rows first) and its bytes.
 pub struct RawTensor<'a> {
@@ -196,7 +196,7 @@ impl TensorSource for SafetensorsTensors {
 }
 
 /// The architecture and hyper-parameters of a Hugging Face `config.json`.
-pub fn hf_config(path: &Path) -> Result<(Architecture, ModelConfig, bool), String> {
+pub fn hf_config(path: &Path) -> Result<(Architecture, ModelShape, bool), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let json: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -253,7 +253,7 @@ pub fn hf_config(path: &Path) -> Result<(Architecture, ModelConfig, bool), Strin
         .get("tie_word_embeddings")
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
-    let cfg = ModelConfig {
+    let cfg = ModelShape {
         architecture,
         n_layer: get("num_hidden_layers")?,
         n_head,

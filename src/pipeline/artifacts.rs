@@ -1,4 +1,4 @@
-//! The Parquet tables of an IPC run (DESIGN §4) and what resume reads back from them.
+//! The Parquet tables of an IPC run (docs/ARCHITECTURE.md, "Artifacts and the store") and what resume reads back from them.
 //!
 //! Two kinds of tables live under `runs/<name>/iter-<t>/`:
 //!
@@ -17,7 +17,7 @@ use std::path::Path;
 
 use ucoder_operators::{
     CandidateId, Completion, Execution, FinishReason, LogprobSummary, Outcome, ProblemId, TestId,
-    TestResult,
+    TestRun,
 };
 
 use crate::flat_record;
@@ -201,7 +201,7 @@ impl ExecutionMemo {
                     candidate_id: CandidateId(row.candidate_id),
                     results: Vec::new(),
                 });
-            execution.results.push(TestResult {
+            execution.results.push(TestRun {
                 test_id: TestId(row.test_id),
                 outcome,
                 output_hash: row.output_hash,

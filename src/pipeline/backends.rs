@@ -12,13 +12,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ucoder_operators::{
-    BackendError, ChatMessage as OpChatMessage, Completion, ExecJob, Execute, Execution,
-    FinishReason as OpFinish, Generate, Generation, GenerationRequest, LogprobSummary, Outcome,
-    Role, TestKind, TestResult,
+    BackendError, BackendHandle, BackendPool, ChatMessage, Completion, ExecJob, Execute,
+    ExecuteService, Execution, FinishReason, Generate, GenerateService, Generation,
+    GenerationRequest, LogprobSummary, Outcome, Role, TestKind, TestRun,
 };
 
-use crate::llm::{self, ChatMessage, Engine};
-use crate::sandbox::{self, Job, JobResult, Limits, SandboxPool, Verdict};
+use super::PipelineError;
+use super::cores::CoreSplit;
+use super::stages::LlmStage;
+use super::summary::StageTime;
+use crate::config::PipelineConfig;
+use crate::llm::{self, ChatTurn, Engine, EngineOptions};
+use crate::models::ModelSource;
+use crate::sandbox::{self, Job, JobResult, Limits, SandboxConfig, SandboxPool, Verdict};
 
 /// Busy time and activity span of one stage's backend, shared with the report.
 #[derive(Debug)]
@@ -107,30 +113,30 @@ fn backend_error(message: impl ToString) -> BackendError {
 fn to_engine_request(
     engine: &Engine,
     request: &GenerationRequest,
-) -> Result<llm::GenerationRequest, BackendError> {
+) -> Result<llm::SampleRequest, BackendError> {
     // A final assistant message is a prefill: the model continues it (the judge puts it back in
     // front of the completion), which keeps small models inside the tagged answer format.
     let (turns, prefill) = match request.messages.split_last() {
         Some((last, rest)) if last.role == Role::Assistant => (rest, last.content.as_str()),
         _ => (request.messages.as_slice(), ""),
     };
-    let messages: Vec<ChatMessage> = turns
+    let messages: Vec<ChatTurn> = turns
         .iter()
-        .map(|m: &OpChatMessage| {
+        .map(|m: &ChatMessage| {
             let role = match m.role {
                 Role::System => "system",
                 Role::User => "user",
                 Role::Assistant => "assistant",
             };
-            ChatMessage::new(role, m.content.as_str())
+            ChatTurn::new(role, m.content.as_str())
         })
         .collect();
     let mut prompt = engine.chat_prompt(&messages).map_err(backend_error)?;
     prompt.push_str(prefill);
-    Ok(llm::GenerationRequest {
+    Ok(llm::SampleRequest {
         prompt,
         n: request.n as usize,
-        params: llm::SamplingParams {
+        params: llm::SamplerSettings {
             temperature: request.params.temperature,
             top_p: request.params.top_p,
             top_k: 0,
@@ -142,7 +148,7 @@ fn to_engine_request(
     })
 }
 
-fn from_engine_completion(completion: llm::Completion) -> Completion {
+fn from_engine_completion(completion: llm::Sample) -> Completion {
     let mut logprobs = LogprobSummary::default();
     for &l in &completion.logprobs {
         logprobs.push(f64::from(l));
@@ -151,8 +157,8 @@ fn from_engine_completion(completion: llm::Completion) -> Completion {
         text: completion.text,
         logprobs,
         finish: match completion.finish_reason {
-            llm::FinishReason::Length => OpFinish::Length,
-            llm::FinishReason::Stop | llm::FinishReason::Eos => OpFinish::Stop,
+            llm::SampleEnd::Length => FinishReason::Length,
+            llm::SampleEnd::Stop | llm::SampleEnd::Eos => FinishReason::Stop,
         },
     }
 }
@@ -240,7 +246,7 @@ impl SandboxExecutor {
 /// The sandbox test for a stored test case. Both kinds run as asserts: the sandbox splits
 /// `assert f(args) == expected` itself, evaluating only the call in the child and comparing
 /// outside it, which is what a call test is.
-pub fn sandbox_test(test: &ucoder_operators::TestCase) -> sandbox::TestCase {
+pub fn sandbox_test(test: &ucoder_operators::GeneratedTest) -> sandbox::TestCase {
     match test.kind {
         TestKind::Assert | TestKind::Call => sandbox::TestCase::Assert {
             source: test.code.clone(),
@@ -310,7 +316,7 @@ impl Execute for SandboxExecutor {
                         .tests
                         .iter()
                         .zip(&result.tests)
-                        .map(|(test, r)| TestResult {
+                        .map(|(test, r)| TestRun {
                             test_id: test.id,
                             outcome: outcome(&r.verdict),
                             output_hash: r.output_hash,
@@ -344,5 +350,126 @@ impl ucoder_operators::Service for SandboxChecker {
         let out = run_jobs(&self.pool, jobs.iter().cloned());
         self.clock.record(started, jobs.len(), 0);
         out
+    }
+}
+
+/// The backends of one run: the engine (one pool thread per LLM stage), the sandbox executor
+/// pool and the sandbox check pool, with a clock per stage.
+pub struct Backends {
+    pub engine: Arc<Mutex<Engine>>,
+    pub limits: Limits,
+    llm: Vec<(Arc<StageClock>, BackendPool<GenerationRequest, Generation>)>,
+    pub exec: BackendPool<ExecJob, Result<Execution, BackendError>>,
+    exec_clock: Arc<StageClock>,
+    pub check: BackendPool<Job, Result<JobResult, BackendError>>,
+    check_clock: Arc<StageClock>,
+}
+
+impl Backends {
+    /// Loads the model and starts the sandbox and the pools, with the cores of `split`.
+    pub fn start(
+        config: &PipelineConfig,
+        split: &CoreSplit,
+        source: &ModelSource,
+        say: &dyn Fn(&str),
+    ) -> Result<Self, PipelineError> {
+        say(&format!(
+            "cores: {} engine thread(s), {} sandbox worker(s), {} dataflow worker(s)",
+            split.engine_threads, split.sandbox_workers, split.dataflow_workers
+        ));
+        say(&format!("loading {}", source.path().display()));
+        let engine = Engine::load(
+            source,
+            &EngineOptions {
+                threads: Some(split.engine_threads),
+                ..Default::default()
+            },
+        )?;
+        if engine.chat_template().is_none() {
+            return Err(PipelineError::Invalid {
+                path: source.path().to_path_buf(),
+                why: "the model has no chat template; the IPC stages need an instruct model".into(),
+            });
+        }
+        let engine = Arc::new(Mutex::new(engine));
+        let limits = Limits {
+            test_cpu: Duration::from_secs_f32(config.sandbox.test_cpu_seconds),
+            memory_bytes: config.sandbox.memory_mib << 20,
+            ..Limits::default()
+        };
+        let sandbox = Arc::new(SandboxPool::new(SandboxConfig {
+            workers: split.sandbox_workers,
+            limits: limits.clone(),
+            ..Default::default()
+        })?);
+
+        let origin = Instant::now();
+        let llm = LlmStage::ALL
+            .iter()
+            .map(|stage| {
+                let clock = Arc::new(StageClock::new(origin));
+                let generator = CandleGenerator::new(Arc::clone(&engine), Arc::clone(&clock));
+                let pool =
+                    BackendPool::spawn(stage.operator_name(), vec![GenerateService(generator)]);
+                (clock, pool)
+            })
+            .collect();
+        let exec_clock = Arc::new(StageClock::new(origin));
+        let check_clock = Arc::new(StageClock::new(origin));
+        let exec = BackendPool::spawn(
+            "sandbox",
+            (0..2)
+                .map(|_| {
+                    ExecuteService(SandboxExecutor::new(
+                        Arc::clone(&sandbox),
+                        limits.clone(),
+                        Arc::clone(&exec_clock),
+                    ))
+                })
+                .collect(),
+        );
+        let check = BackendPool::spawn(
+            "sandbox-checks",
+            vec![SandboxChecker::new(
+                Arc::clone(&sandbox),
+                Arc::clone(&check_clock),
+            )],
+        );
+        Ok(Backends {
+            engine,
+            limits,
+            llm,
+            exec,
+            exec_clock,
+            check,
+            check_clock,
+        })
+    }
+
+    /// One handle per LLM stage, in [`LlmStage::ALL`] order.
+    pub fn llm_handles(&self) -> Vec<BackendHandle<GenerationRequest, Generation>> {
+        self.llm.iter().map(|(_, pool)| pool.handle()).collect()
+    }
+
+    /// Stops the pools (once the graph that held their handles is gone) and returns the time
+    /// each stage's backend spent: the LLM stages, the sandbox checks, the executions.
+    pub fn shutdown(self) -> Vec<StageTime> {
+        let stage_time = |name: &str, clock: &StageClock| StageTime {
+            stage: name.to_string(),
+            requests: clock.requests(),
+            tokens: clock.tokens(),
+            busy_s: clock.busy().as_secs_f64(),
+            span_s: clock.span().as_secs_f64(),
+        };
+        let mut times = Vec::new();
+        for (stage, (clock, pool)) in LlmStage::ALL.iter().zip(self.llm) {
+            let _ = pool.shutdown();
+            times.push(stage_time(stage.dir_name(), &clock));
+        }
+        let _ = self.exec.shutdown();
+        let _ = self.check.shutdown();
+        times.push(stage_time("sandbox checks", &self.check_clock));
+        times.push(stage_time("executions", &self.exec_clock));
+        times
     }
 }

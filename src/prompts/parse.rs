@@ -1,8 +1,8 @@
-//! Strict parsers for the tagged blocks the IPC stage prompts ask for (DESIGN §1):
+//! Strict parsers for the tagged blocks the IPC stage prompts ask for (docs/ARCHITECTURE.md, "The run"):
 //! `<PROBLEM_START> … <PROBLEM_END>`, `<RATING_START> … <RATING_END>`,
 //! `<SKELETON_START> … <SKELETON_END>` and `<TESTS_START> … <TESTS_END>`.
 //!
-//! A response that does not parse is a [`Rejection`] with a machine-readable [`RejectReason`]
+//! A response that does not parse is a [`ParseRejection`] with a machine-readable [`ParseError`]
 //! and the raw text, never a panic and never silently dropped. The Python-level checks (does the
 //! skeleton parse, do the tests compile) run later in the sandbox; what is checked here is the
 //! shape: the block exists, the fields are there, the signature is a typed `def` that Python
@@ -10,12 +10,10 @@
 //! signature's parameters, and a test is split into a call and an expected value only when that
 //! split means the same as the assert.
 
-mod pyscan;
-
 use std::collections::HashSet;
 use std::fmt;
 
-use pyscan::{
+use crate::python::lexer::{
     KEYWORDS, balanced, call_sites, code_chars, code_part, code_words, is_identifier, keyword_name,
     list_items, matching_paren, normalize, parenthesized, scan, split_top_level,
     split_top_level_eq, top_level_words,
@@ -23,7 +21,7 @@ use pyscan::{
 
 /// Why a model response was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RejectReason {
+pub enum ParseError {
     /// The opening tag is missing.
     MissingBlock(&'static str),
     /// The opening tag is there but the closing one is not (often: the response hit max tokens).
@@ -42,37 +40,37 @@ pub enum RejectReason {
     NoNewTests,
 }
 
-impl RejectReason {
+impl ParseError {
     /// A short stable label for counting rejections in summaries.
     pub fn label(&self) -> &'static str {
         match self {
-            RejectReason::MissingBlock(_) => "missing_block",
-            RejectReason::UnterminatedBlock(_) => "unterminated_block",
-            RejectReason::MissingField(_) => "missing_field",
-            RejectReason::BadSignature(_) => "bad_signature",
-            RejectReason::BadScore(_) => "bad_score",
-            RejectReason::SkeletonMissingFunction(_) => "skeleton_missing_function",
-            RejectReason::NoTests => "no_tests",
-            RejectReason::NoNewTests => "no_new_tests",
+            ParseError::MissingBlock(_) => "missing_block",
+            ParseError::UnterminatedBlock(_) => "unterminated_block",
+            ParseError::MissingField(_) => "missing_field",
+            ParseError::BadSignature(_) => "bad_signature",
+            ParseError::BadScore(_) => "bad_score",
+            ParseError::SkeletonMissingFunction(_) => "skeleton_missing_function",
+            ParseError::NoTests => "no_tests",
+            ParseError::NoNewTests => "no_new_tests",
         }
     }
 }
 
-impl fmt::Display for RejectReason {
+impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RejectReason::MissingBlock(tag) => write!(f, "no {tag} block in the response"),
-            RejectReason::UnterminatedBlock(tag) => write!(f, "{tag} block is not closed"),
-            RejectReason::MissingField(field) => write!(f, "field `{field}` is missing or empty"),
-            RejectReason::BadSignature(why) => write!(f, "bad function signature: {why}"),
-            RejectReason::BadScore(text) => {
+            ParseError::MissingBlock(tag) => write!(f, "no {tag} block in the response"),
+            ParseError::UnterminatedBlock(tag) => write!(f, "{tag} block is not closed"),
+            ParseError::MissingField(field) => write!(f, "field `{field}` is missing or empty"),
+            ParseError::BadSignature(why) => write!(f, "bad function signature: {why}"),
+            ParseError::BadScore(text) => {
                 write!(f, "quality score `{text}` is not a number from 0 to 10")
             }
-            RejectReason::SkeletonMissingFunction(name) => {
+            ParseError::SkeletonMissingFunction(name) => {
                 write!(f, "skeleton does not define function `{name}` at top level")
             }
-            RejectReason::NoTests => write!(f, "no usable `assert` test in the tests block"),
-            RejectReason::NoNewTests => {
+            ParseError::NoTests => write!(f, "no usable `assert` test in the tests block"),
+            ParseError::NoNewTests => {
                 write!(
                     f,
                     "every usable test in the tests block repeats an earlier one"
@@ -84,13 +82,13 @@ impl fmt::Display for RejectReason {
 
 /// A response that did not parse: the reason and the raw text, kept for inspection.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub reason: RejectReason,
+pub struct ParseRejection {
+    pub reason: ParseError,
     pub raw: String,
 }
 
-fn reject<T>(reason: RejectReason, raw: &str) -> Result<T, Rejection> {
-    Err(Rejection {
+fn reject<T>(reason: ParseError, raw: &str) -> Result<T, ParseRejection> {
+    Err(ParseRejection {
         reason,
         raw: raw.to_string(),
     })
@@ -439,11 +437,11 @@ const TESTS: (&str, &str) = ("<TESTS_START>", "<TESTS_END>");
 fn block<'a>(
     raw: &'a str,
     (open, close): (&'static str, &'static str),
-) -> Result<&'a str, RejectReason> {
-    let start = raw.find(open).ok_or(RejectReason::MissingBlock(open))? + open.len();
+) -> Result<&'a str, ParseError> {
+    let start = raw.find(open).ok_or(ParseError::MissingBlock(open))? + open.len();
     let end = raw[start..]
         .find(close)
-        .ok_or(RejectReason::UnterminatedBlock(open))?;
+        .ok_or(ParseError::UnterminatedBlock(open))?;
     Ok(&raw[start..start + end])
 }
 
@@ -477,17 +475,17 @@ fn fields(body: &str, keys: &[&'static str]) -> Vec<(&'static str, String)> {
     out
 }
 
-fn field(fields: &[(&'static str, String)], key: &'static str) -> Result<String, RejectReason> {
+fn field(fields: &[(&'static str, String)], key: &'static str) -> Result<String, ParseError> {
     fields
         .iter()
         .find(|(k, v)| *k == key && !v.is_empty())
         .map(|(_, v)| v.clone())
-        .ok_or(RejectReason::MissingField(key))
+        .ok_or(ParseError::MissingField(key))
 }
 
 /// Parses a Problem Generator response. Fields are checked in the format's order, so the
 /// reason names the first one missing.
-pub fn parse_problem(raw: &str) -> Result<ParsedProblem, Rejection> {
+pub fn parse_problem(raw: &str) -> Result<ParsedProblem, ParseRejection> {
     let body = block(raw, PROBLEM).or_else(|r| reject(r, raw))?;
     let keys = [
         "Title",
@@ -525,7 +523,7 @@ pub fn parse_problem(raw: &str) -> Result<ParsedProblem, Rejection> {
         None => signature_text.clone(),
     };
     let signature = FunctionSignature::parse(&signature_source)
-        .or_else(|why| reject(RejectReason::BadSignature(why), raw))?;
+        .or_else(|why| reject(ParseError::BadSignature(why), raw))?;
     Ok(ParsedProblem {
         title,
         description,
@@ -536,7 +534,7 @@ pub fn parse_problem(raw: &str) -> Result<ParsedProblem, Rejection> {
 }
 
 /// Parses a Quality Oracle response. The score may be written `8`, `8.5`, `8/10` or `**8**`.
-pub fn parse_rating(raw: &str) -> Result<ParsedRating, Rejection> {
+pub fn parse_rating(raw: &str) -> Result<ParsedRating, ParseRejection> {
     let body = block(raw, RATING).or_else(|r| reject(r, raw))?;
     let keys = ["Problem Quality Score", "Difficulty", "Category", "Summary"];
     let f = fields(body, &keys);
@@ -552,7 +550,7 @@ pub fn parse_rating(raw: &str) -> Result<ParsedRating, Rejection> {
         .ok()
         .filter(|s| (0.0..=10.0).contains(s))
         .ok_or(())
-        .or_else(|()| reject(RejectReason::BadScore(score_text.clone()), raw))?;
+        .or_else(|()| reject(ParseError::BadScore(score_text.clone()), raw))?;
     let optional = |key| field(&f, key).ok();
     Ok(ParsedRating {
         score,
@@ -564,12 +562,12 @@ pub fn parse_rating(raw: &str) -> Result<ParsedRating, Rejection> {
 
 /// Parses an Interface Synthesizer response: the code inside the block (fences removed), which
 /// must define `function` at top level (a method of a class does not count).
-pub fn parse_skeleton(raw: &str, function: &str) -> Result<String, Rejection> {
+pub fn parse_skeleton(raw: &str, function: &str) -> Result<String, ParseRejection> {
     let body = block(raw, SKELETON).or_else(|r| reject(r, raw))?;
     let code = strip_fences(body);
     if !defines_function(&code, function) {
         return reject(
-            RejectReason::SkeletonMissingFunction(function.to_string()),
+            ParseError::SkeletonMissingFunction(function.to_string()),
             raw,
         );
     }
@@ -595,7 +593,7 @@ pub fn parse_tests(
     raw: &str,
     signature: &FunctionSignature,
     seen: &mut HashSet<String>,
-) -> Result<ParsedTests, Rejection> {
+) -> Result<ParsedTests, ParseRejection> {
     let body = block(raw, TESTS).or_else(|r| reject(r, raw))?;
     let mut parsed = ParsedTests::default();
     for line in strip_fences(body).lines() {
@@ -616,9 +614,9 @@ pub fn parse_tests(
     }
     if parsed.tests.is_empty() {
         let reason = if parsed.dropped.iter().any(|(_, why)| why == DUPLICATE) {
-            RejectReason::NoNewTests
+            ParseError::NoNewTests
         } else {
-            RejectReason::NoTests
+            ParseError::NoTests
         };
         return reject(reason, raw);
     }
@@ -1042,7 +1040,7 @@ mod tests {
         assert_eq!(parsed.dropped[0].1, DUPLICATE);
         // A batch whose only usable tests repeat earlier ones is not "no tests".
         let again = parse_tests(raw, &s, &mut seen).unwrap_err();
-        assert_eq!(again.reason, RejectReason::NoNewTests);
+        assert_eq!(again.reason, ParseError::NoNewTests);
     }
 
     /// Bug: `def  é(` (two spaces, non-ASCII name) sliced inside a character and panicked; a
@@ -1055,7 +1053,7 @@ mod tests {
         let method = "<SKELETON_START>\nclass S:\n    def f(self, x: int) -> int:\n        pass\n<SKELETON_END>";
         assert_eq!(
             parse_skeleton(method, "f").unwrap_err().reason,
-            RejectReason::SkeletonMissingFunction("f".into())
+            ParseError::SkeletonMissingFunction("f".into())
         );
     }
 

@@ -10,7 +10,6 @@
 //! and renamed into place, so an `sft/` folder that exists is complete, and writing it again
 //! after a crash starts from scratch instead of appending duplicates.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,9 +22,9 @@ use arrow::datatypes::{
 use serde::Serialize;
 
 use super::pack::{Example, PackedRow, pack};
-use crate::llm::chat::{ChatError, ChatMessage, ChatTemplate};
+use crate::llm::chat::{ChatError, ChatTemplate, ChatTurn};
 use crate::llm::tokenizer::{Tokenizer, TokenizerError};
-use crate::store::{Record, Stage, StoreError, write_atomic};
+use crate::store::{Record, Stage, StoreError, replace_dir, write_atomic};
 
 /// One selected pair to train on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +41,7 @@ pub struct SftPair {
 pub type SftRow = PackedRow;
 
 /// What the sink wrote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SftSummary {
     pub examples: usize,
     pub rows: usize,
@@ -84,17 +83,14 @@ pub fn tokenize_pair(
     template: &ChatTemplate,
 ) -> Result<Example, SftError> {
     let source_id = pair.source_id;
-    let render = |messages: &[ChatMessage], generation_prompt| {
+    let render = |messages: &[ChatTurn], generation_prompt| {
         template
             .render(messages, generation_prompt)
             .map_err(|source| SftError::Template { source_id, source })
     };
-    let user = ChatMessage::user(pair.user.clone());
+    let user = ChatTurn::user(pair.user.clone());
     let prompt = render(std::slice::from_ref(&user), true)?;
-    let full = render(
-        &[user, ChatMessage::assistant(pair.assistant.clone())],
-        false,
-    )?;
+    let full = render(&[user, ChatTurn::assistant(pair.assistant.clone())], false)?;
     let answer = full
         .strip_prefix(&prompt)
         .ok_or(SftError::TemplateNotPrefix { source_id })?;
@@ -129,40 +125,32 @@ pub fn write_sft(
         .collect::<Result<Vec<_>, _>>()?;
     let packed = pack(&examples, max_length);
 
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(StoreError::io(parent))?;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let building = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    if building.exists() {
-        fs::remove_dir_all(&building).map_err(StoreError::io(&building))?;
-    }
-    let mut stage: Stage<SftRow> = Stage::open(&building, 0)?;
-    let mut shards = Vec::new();
-    for chunk in packed.rows.chunks(shard_rows.max(1)) {
-        if let Some(path) = stage.commit(chunk)? {
-            shards.push(dir.join(path.file_name().unwrap_or_default()));
+    let shards = replace_dir(dir, |building| {
+        let mut stage: Stage<SftRow> = Stage::open(building, 0)?;
+        let mut shards = Vec::new();
+        for chunk in packed.rows.chunks(shard_rows.max(1)) {
+            if let Some(path) = stage.commit(chunk)? {
+                shards.push(dir.join(path.file_name().unwrap_or_default()));
+            }
         }
-    }
-    let mut jsonl = Vec::new();
-    for pair in pairs {
-        let line = serde_json::json!({
-            "source_id": pair.source_id,
-            "messages": [
-                {"role": "user", "content": pair.user},
-                {"role": "assistant", "content": pair.assistant},
-            ],
-        });
-        serde_json::to_writer(&mut jsonl, &line).map_err(|source| StoreError::Json {
-            path: building.join("messages.jsonl"),
-            source,
-        })?;
-        jsonl.push(b'\n');
-    }
-    write_atomic(&building.join("messages.jsonl"), &jsonl)?;
-    fs::rename(&building, dir).map_err(StoreError::io(dir))?;
+        let mut jsonl = Vec::new();
+        for pair in pairs {
+            let line = serde_json::json!({
+                "source_id": pair.source_id,
+                "messages": [
+                    {"role": "user", "content": pair.user},
+                    {"role": "assistant", "content": pair.assistant},
+                ],
+            });
+            serde_json::to_writer(&mut jsonl, &line).map_err(|source| StoreError::Json {
+                path: building.join("messages.jsonl"),
+                source,
+            })?;
+            jsonl.push(b'\n');
+        }
+        write_atomic(&building.join("messages.jsonl"), &jsonl)?;
+        Ok::<_, StoreError>(shards)
+    })?;
     let tokens = packed.rows.iter().map(|r| r.input_ids.len()).sum();
     let label_tokens = packed
         .rows
@@ -295,6 +283,7 @@ mod tests {
     use super::*;
     use crate::llm::gguf::GgufModel;
     use crate::sft::pack::IGNORE_INDEX;
+    use std::fs;
 
     fn small_model() -> (Tokenizer, ChatTemplate) {
         let source = crate::models::test_model().unwrap();

@@ -32,17 +32,24 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(StoreError::io(dir))
 }
 
-/// Runs `fill` on a fresh temp file next to `dest`, then fsyncs and renames it over `dest`.
-/// On any error the temp file is removed and `dest` is untouched.
-pub(crate) fn commit_with<T>(
-    dest: &Path,
-    fill: impl FnOnce(&mut File) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
+/// The folder that holds `dest` (`.` for a bare name), created if missing.
+fn created_parent(dest: &Path) -> Result<PathBuf, StoreError> {
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+    Ok(dir)
+}
+
+/// Runs `fill` on a fresh temp file next to `dest`, then fsyncs and renames it over `dest`.
+/// On any error (of `fill` too: a download whose checksum does not match, ...) the temp file is
+/// removed and `dest` is untouched.
+pub fn write_atomic_with<T, E: From<StoreError>>(
+    dest: &Path,
+    fill: impl FnOnce(&mut File) -> Result<T, E>,
+) -> Result<T, E> {
+    let dir = created_parent(dest)?;
     let tmp = temp_path_for(dest);
     let result = (|| {
         let mut file = File::create(&tmp).map_err(StoreError::io(&tmp))?;
@@ -62,7 +69,7 @@ pub(crate) fn commit_with<T>(
 
 /// Writes `bytes` to `dest` atomically.
 pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    commit_with(dest, |file| {
+    write_atomic_with(dest, |file| {
         file.write_all(bytes).map_err(StoreError::io(dest))
     })
 }
@@ -75,6 +82,39 @@ pub fn write_json_atomic<T: Serialize + ?Sized>(dest: &Path, value: &T) -> Resul
     })?;
     bytes.push(b'\n');
     write_atomic(dest, &bytes)
+}
+
+/// Replaces the folder `dest` as a whole: `build` fills a fresh hidden temp folder next to it, which
+/// is then renamed over `dest` (an older `dest` is removed first). A crash leaves the old folder
+/// or none, plus at most a temp folder that readers never look at; a failed `build` leaves
+/// `dest` as it was.
+pub fn replace_dir<T, E: From<StoreError>>(
+    dest: &Path,
+    build: impl FnOnce(&Path) -> Result<T, E>,
+) -> Result<T, E> {
+    let parent = created_parent(dest)?;
+    let building = temp_path_for(dest);
+    remove_dir(&building)?;
+    fs::create_dir_all(&building).map_err(StoreError::io(&building))?;
+    let value = match build(&building) {
+        Ok(value) => value,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&building);
+            return Err(e);
+        }
+    };
+    remove_dir(dest)?;
+    fs::rename(&building, dest).map_err(StoreError::io(dest))?;
+    sync_dir(&parent)?;
+    Ok(value)
+}
+
+/// Removes the folder `dir` and everything in it, if it exists.
+pub fn remove_dir(dir: &Path) -> Result<(), StoreError> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::io(dir)(e)),
+        _ => Ok(()),
+    }
 }
 
 /// Reads a JSON file written by [`write_json_atomic`]; `Ok(None)` when it does not exist.
@@ -97,6 +137,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn replaces_a_folder_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("table");
+        fs::create_dir_all(&dest).unwrap();
+        fs::write(dest.join("old"), b"old").unwrap();
+        let n = replace_dir(&dest, |building| {
+            fs::write(building.join("new"), b"new").unwrap();
+            Ok::<_, StoreError>(1)
+        })
+        .unwrap();
+        assert_eq!(n, 1);
+        assert!(!dest.join("old").exists());
+        assert_eq!(fs::read(dest.join("new")).unwrap(), b"new");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "no temp folder is left");
+        remove_dir(&dest).unwrap();
+        remove_dir(&dest).unwrap();
+        assert!(!dest.exists());
+    }
+
+    #[test]
     fn replaces_atomically_and_leaves_no_temp() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("summary.json");
@@ -116,7 +177,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("x.json");
         write_atomic(&dest, b"old").unwrap();
-        let err = commit_with(&dest, |f| {
+        let err = write_atomic_with::<(), StoreError>(&dest, |f| {
             f.write_all(b"half").unwrap();
             Err::<(), _>(StoreError::io(&dest)(std::io::Error::other(
                 "simulated failure",

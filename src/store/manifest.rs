@@ -42,6 +42,79 @@ impl Manifest {
     }
 }
 
+/// What [`Manifest::claim`] found in a run folder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The folder had no manifest; one was written for these settings.
+    Created(Manifest),
+    /// The folder was made with the same settings: resume it.
+    Resumed(Manifest),
+}
+
+impl Claim {
+    /// The folder's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        match self {
+            Claim::Created(m) | Claim::Resumed(m) => m,
+        }
+    }
+
+    /// Whether the folder existed with the same settings.
+    pub fn resumed(&self) -> bool {
+        matches!(self, Claim::Resumed(_))
+    }
+}
+
+impl Manifest {
+    /// Claims `dir` for a `job` whose results are determined by `config` and `model`: a folder
+    /// without a manifest gets one; a folder made with the same settings is resumed; a folder
+    /// made with other settings (or another model) is refused, naming what changed, so results
+    /// of two configurations are never mixed.
+    pub fn claim(
+        dir: &Path,
+        job: &str,
+        config: serde_json::Value,
+        model: String,
+    ) -> Result<Claim, StoreError> {
+        let digest = digest_json(&config);
+        let Some(existing) = Manifest::load(dir)? else {
+            let manifest = Manifest {
+                job: job.into(),
+                created_by: format!("ucoder-flow {}", env!("CARGO_PKG_VERSION")),
+                config_digest: digest,
+                config,
+                model,
+                stages: BTreeMap::new(),
+            };
+            manifest.save(dir)?;
+            return Ok(Claim::Created(manifest));
+        };
+        if existing.config_digest == digest && existing.model == model {
+            return Ok(Claim::Resumed(existing));
+        }
+        let mut changed: Vec<String> = Vec::new();
+        if existing.model != model {
+            changed.push(format!("model: {} → {model}", existing.model));
+        }
+        if let (Some(old), Some(new)) = (existing.config.as_object(), config.as_object()) {
+            for (key, value) in new {
+                if old.get(key) != Some(value) {
+                    changed.push(format!("[{key}]"));
+                }
+            }
+            for key in old.keys().filter(|k| !new.contains_key(*k)) {
+                changed.push(format!("[{key}]"));
+            }
+        } else if existing.config != config {
+            changed.push("settings".into());
+        }
+        Err(StoreError::SettingsChanged {
+            dir: dir.to_path_buf(),
+            changed: changed.join(", "),
+        })
+    }
+}
+
 /// Hex SHA-256 of the canonical JSON of `value` (serde_json with sorted object keys).
 pub fn digest_json(value: &serde_json::Value) -> String {
     fn canonical(v: &serde_json::Value) -> serde_json::Value {
@@ -85,6 +158,23 @@ mod tests {
             .insert("samples".into(), serde_json::json!({"complete": false}));
         m.save(dir.path()).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), Some(m));
+    }
+
+    #[test]
+    fn claim_creates_resumes_and_refuses_other_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = serde_json::json!({"n": 1, "seed": 7});
+        let first = Manifest::claim(dir.path(), "ipc", config.clone(), "m".into()).unwrap();
+        assert!(!first.resumed());
+        let again = Manifest::claim(dir.path(), "ipc", config, "m".into()).unwrap();
+        assert!(again.resumed());
+        assert_eq!(again.manifest(), first.manifest());
+        let other = serde_json::json!({"n": 2, "seed": 7});
+        let err = Manifest::claim(dir.path(), "ipc", other, "m2".into()).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::SettingsChanged { changed, .. } if changed == "model: m → m2, [n]"),
+            "{err}"
+        );
     }
 
     #[test]

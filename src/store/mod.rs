@@ -1,16 +1,20 @@
 //! The artifact store: every result a job keeps lives in files that are either complete or absent.
 //!
-//! A *stage* is a folder of Parquet parts named `part-<worker>-<seq>.parquet` (DESIGN §4). Each part
-//! is written to a hidden temp file in the same folder, closed, fsynced and renamed, and then the
+//! It owns every atomic write, folder replacement and manifest claim of the workspace
+//! (docs/ARCHITECTURE.md, "Artifacts and the store"); nothing else renames temp files into place.
+//!
+//! A *stage* is a folder of Parquet parts named `part-<worker>-<seq>.parquet`. Each part is
+//! written to a hidden temp file in the same folder, closed, fsynced and renamed, and then the
 //! folder is fsynced, so a part that exists under its final name is complete; a crash leaves at
 //! most a temp file, which readers never look at. Every part carries its schema version in the
 //! Parquet key-value metadata; readers accept older parts (schema changes only add nullable
 //! columns, which read back as nulls) and refuse newer ones with a clear error.
 //!
-//! - [`atomic`]: write-temp-fsync-rename for single files (JSON manifests and summaries).
+//! - [`atomic`]: write-temp-fsync-rename for single files (JSON manifests and summaries, model
+//!   downloads, exports) and whole-folder replacement (result tables, SFT shards, exports).
 //! - [`record`]: the [`Record`] trait that maps a row type to an Arrow schema, and column helpers.
 //! - [`stage`]: [`StageDir`] (untyped record batches) and [`Stage`] (typed rows) over one folder.
-//! - [`manifest`]: the run's `manifest.json`.
+//! - [`manifest`]: the run's `manifest.json` and the claim of a run folder (resume or refuse).
 //! - [`flat`]: the `flat_record!` macro for row types made only of scalar columns.
 
 pub mod atomic;
@@ -21,8 +25,10 @@ pub mod stage;
 
 use std::path::PathBuf;
 
-pub use atomic::{read_json, write_atomic, write_json_atomic};
-pub use manifest::Manifest;
+pub use atomic::{
+    read_json, remove_dir, replace_dir, write_atomic, write_atomic_with, write_json_atomic,
+};
+pub use manifest::{Claim, Manifest};
 pub use record::Record;
 pub use stage::{Stage, StageDir};
 
@@ -76,6 +82,10 @@ pub enum StoreError {
         found: u32,
         supported: u32,
     },
+    #[error(
+        "{dir} holds results made with different settings ({changed}); use another output folder (`name`, --runs-dir or --out), or delete the folder to start over"
+    )]
+    SettingsChanged { dir: PathBuf, changed: String },
     #[error("{path}: column `{column}`: {problem}")]
     Column {
         path: PathBuf,

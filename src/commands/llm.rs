@@ -14,10 +14,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::chat::ChatMessage;
-use super::engine::{Engine, EngineOptions};
-use super::error::LlmError;
-use super::sampler::SamplingParams;
+use crate::llm::model::BatchKernels;
+use crate::llm::{ChatTurn, Engine, EngineOptions, LlmError, SamplerSettings};
 use crate::models::ModelSource;
 
 /// Arguments of `ucoder-flow generate`.
@@ -104,12 +102,8 @@ pub enum CommandError {
     Model(#[from] crate::models::ModelError),
     #[error("llama.cpp benchmark ({script}): {message}")]
     LlamaCpp { script: PathBuf, message: String },
-    #[error("{path}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Write(#[from] crate::store::StoreError),
 }
 
 /// The prompt every benchmark run uses (a chat-formatted coding request, ~100 tokens).
@@ -181,9 +175,9 @@ pub fn generate_command(args: &GenerateArgs) -> Result<(), CommandError> {
     let prompt = if args.raw || !engine.has_chat_template() {
         args.prompt.clone()
     } else {
-        engine.chat_prompt(&[ChatMessage::user(args.prompt.clone())])?
+        engine.chat_prompt(&[ChatTurn::user(args.prompt.clone())])?
     };
-    let params = SamplingParams {
+    let params = SamplerSettings {
         temperature: args.temperature,
         top_p: args.top_p,
         top_k: args.top_k,
@@ -225,11 +219,11 @@ pub fn bench_candle(
     let prompt_tokens = engine.encode_prompt(prompt)?.len();
     let repeats = args.repeats.max(1);
     // Warm-up: the first call packs weights for the repacked kernels.
-    engine.generate_n(prompt, 1, &SamplingParams::greedy(2))?;
+    engine.generate_n(prompt, 1, &SamplerSettings::greedy(2))?;
     let mut prefill = Vec::new();
     let mut decode = Vec::new();
     for _ in 0..repeats {
-        let mut p = SamplingParams::greedy(args.decode_tokens + 1);
+        let mut p = SamplerSettings::greedy(args.decode_tokens + 1);
         p.ignore_eos = true;
         engine.generate_n(prompt, 1, &p)?;
         let s = engine.last_stats();
@@ -240,7 +234,7 @@ pub fn bench_candle(
     for &n in &args.ns {
         let mut rates = Vec::new();
         for r in 0..repeats {
-            let p = SamplingParams {
+            let p = SamplerSettings {
                 temperature: 0.8,
                 top_p: 0.95,
                 top_k: 0,
@@ -369,7 +363,7 @@ pub fn bench_command(args: &LlmBenchArgs) -> Result<(), CommandError> {
     let opts = EngineOptions {
         threads: args.threads,
         max_batch_rows: args.ns.iter().copied().max().unwrap_or(1).max(64),
-        batch_kernels: super::model::BatchKernels {
+        batch_kernels: BatchKernels {
             int8_min_rows: (args.int8_min_rows > 0).then_some(args.int8_min_rows),
             dense_f32_min_rows: args.dense_gemm_min_rows,
         },
@@ -382,7 +376,7 @@ pub fn bench_command(args: &LlmBenchArgs) -> Result<(), CommandError> {
     }
     eprintln!("[bench] matmul weights (file type -> type used: count): {types:?}");
     let prompt = if engine.has_chat_template() {
-        engine.chat_prompt(&[ChatMessage::user(BENCH_PROMPT)])?
+        engine.chat_prompt(&[ChatTurn::user(BENCH_PROMPT)])?
     } else {
         BENCH_PROMPT.to_string()
     };
@@ -408,23 +402,7 @@ pub fn bench_command(args: &LlmBenchArgs) -> Result<(), CommandError> {
     print!("{}", format_report(&report));
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).expect("report serializes");
-        write_atomic(path, text.as_bytes()).map_err(|source| CommandError::Write {
-            path: path.clone(),
-            source,
-        })?;
+        crate::store::write_atomic(path, text.as_bytes())?;
     }
-    Ok(())
-}
-
-/// Writes `bytes` to a temp file beside `path`, fsyncs it and renames it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }

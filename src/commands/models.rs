@@ -1,0 +1,74 @@
+//! `ucoder-flow models list|fetch|export`: the model registry, the cache and GGUF → safetensors.
+
+use std::path::PathBuf;
+
+use crate::fetch;
+use crate::llm::export::export_safetensors;
+use crate::models::{self, ModelSource};
+
+fn say(line: &str) {
+    eprintln!("[models] {line}");
+}
+
+/// `ucoder-flow models list`: every registry model and whether it is cached.
+pub fn list() {
+    let cache = fetch::cache_dir();
+    for m in models::REGISTRY {
+        let cached = cache.join(m.artifact.file_name).is_file();
+        println!(
+            "{:<30} {:<8} {}",
+            m.name,
+            if cached { "cached" } else { "-" },
+            m.description
+        );
+    }
+}
+
+/// `ucoder-flow models fetch NAME`: fetches into the cache and prints the path.
+pub fn fetch(name: &str, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+    let model =
+        models::lookup(name).ok_or_else(|| models::ModelError::Unknown(name.to_string()))?;
+    let path = fetch::ensure(&fetch::cache_dir(), &model.artifact, say)?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Hugging Face safetensors + config.json + tokenizer.json + tokenizer_config.json.
+    Safetensors,
+}
+
+/// Arguments of `ucoder-flow models export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "safetensors")]
+    pub format: ExportFormat,
+    /// Registry name or path of a GGUF file.
+    pub model: String,
+    /// The directory to create.
+    pub dir: PathBuf,
+}
+
+/// `ucoder-flow models export`.
+pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
+    let source = models::resolve(&args.model, &fetch::cache_dir(), &say)?;
+    let ModelSource::Gguf(path) = &source else {
+        anyhow::bail!(
+            "{}: is a safetensors directory already; export reads GGUF models",
+            source.path().display()
+        );
+    };
+    match args.format {
+        ExportFormat::Safetensors => export_safetensors(path, &args.dir)?,
+    }
+    say(&format!(
+        "exported {} to {} ({:?})",
+        path.display(),
+        args.dir.display(),
+        args.format
+    ));
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! [`CoreSplit`]: how the configured cores are shared between the engine and the sandbox.
+
+use serde::Serialize;
+
+use crate::config::ResourceConfig;
+
+/// How the configured cores are shared between the engine and the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CoreSplit {
+    pub cores: usize,
+    pub engine_threads: usize,
+    pub sandbox_workers: usize,
+    pub dataflow_workers: usize,
+}
+
+impl CoreSplit {
+    /// Plans the split: by default a quarter of the cores (at least one) run sandbox workers and
+    /// the rest run the engine. Engine threads plus sandbox workers never exceed `cores`
+    /// (candle's threads busy-wait; oversubscribing them costs several-fold). Timely workers are
+    /// not counted: they park when idle and do little work.
+    pub fn plan(resources: &ResourceConfig, available: usize) -> Result<Self, String> {
+        let cores = resources.cores.unwrap_or(available).max(1);
+        let sandbox_workers = resources
+            .sandbox_workers
+            .unwrap_or_else(|| (cores / 4).max(1));
+        let engine_threads = resources
+            .engine_threads
+            .unwrap_or_else(|| cores.saturating_sub(sandbox_workers).max(1));
+        if sandbox_workers == 0 || engine_threads == 0 {
+            return Err(
+                "resources.engine_threads and resources.sandbox_workers must be at least 1".into(),
+            );
+        }
+        if engine_threads + sandbox_workers > cores {
+            return Err(format!(
+                "resources: engine_threads ({engine_threads}) + sandbox_workers ({sandbox_workers}) exceed cores ({cores}); \
+                 candle's threads busy-wait, so an oversubscribed CPU slows decoding several-fold. \
+                 Lower one of them, or raise resources.cores if this machine really has more"
+            ));
+        }
+        Ok(CoreSplit {
+            cores,
+            engine_threads,
+            sandbox_workers,
+            dataflow_workers: resources.dataflow_workers.max(1),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resources(
+        cores: Option<usize>,
+        engine: Option<usize>,
+        sandbox: Option<usize>,
+    ) -> ResourceConfig {
+        ResourceConfig {
+            cores,
+            engine_threads: engine,
+            sandbox_workers: sandbox,
+            dataflow_workers: 1,
+        }
+    }
+
+    #[test]
+    fn core_split_never_oversubscribes() {
+        let two = CoreSplit::plan(&resources(None, None, None), 2).unwrap();
+        assert_eq!((two.engine_threads, two.sandbox_workers), (1, 1));
+        let sixteen = CoreSplit::plan(&resources(None, None, None), 16).unwrap();
+        assert_eq!((sixteen.engine_threads, sixteen.sandbox_workers), (12, 4));
+        let pinned = CoreSplit::plan(&resources(Some(8), Some(2), None), 2).unwrap();
+        assert_eq!((pinned.engine_threads, pinned.sandbox_workers), (2, 2));
+        let err = CoreSplit::plan(&resources(None, Some(2), Some(1)), 2).unwrap_err();
+        assert!(err.contains("exceed cores (2)"), "{err}");
+    }
+}

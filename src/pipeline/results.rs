@@ -1,0 +1,114 @@
+//! The results of an iteration, gathered from every worker and written as the result tables
+//! (`problem_set/`, `test_cases/`, `clusters/`, `selections/`, `rejections/`), each replaced
+//! whole. The rows themselves are built by the stages that own them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use ucoder_operators::{ClusterKey, GeneratedTest, Rejection};
+
+use super::artifacts::RejectionRow;
+use super::stages::selector::{self, Selected};
+use super::stages::{Draft, test_check};
+use super::summary::stage_label;
+use crate::sft::sink::SftSummary;
+use crate::store::{Record, Stage, StoreError, replace_dir};
+
+/// Derived result folders, rebuilt by every run that completes an iteration.
+pub const RESULT_DIRS: [&str; 6] = [
+    "problem_set",
+    "test_cases",
+    "clusters",
+    "selections",
+    "rejections",
+    "sft",
+];
+
+/// Everything the workers decided: one worker's part, or (after [`Results::gather`]) all of it
+/// in a canonical order.
+#[derive(Debug, Default)]
+pub struct Results {
+    pub ready: Vec<(Draft, Arc<[GeneratedTest]>)>,
+    pub rejections: Vec<Rejection>,
+    /// Final clusters ((problem, signature), size).
+    pub clusters: Vec<(ClusterKey, u32)>,
+    /// Final (selection, SFT prompt, selected code): from worker 0.
+    pub selections: Vec<Selected>,
+    /// What the SftSink wrote: from worker 0.
+    pub sft: Option<SftSummary>,
+    /// Seconds each operator was scheduled, summed over the workers.
+    pub operator_seconds: BTreeMap<String, f64>,
+}
+
+impl Results {
+    /// Merges the workers' outputs and sorts them, so the tables do not depend on `-w`.
+    pub fn gather(outputs: Vec<Results>) -> Self {
+        let mut r = Results::default();
+        for out in outputs {
+            r.ready.extend(out.ready);
+            r.rejections.extend(out.rejections);
+            r.clusters.extend(out.clusters);
+            r.selections.extend(out.selections);
+            r.sft = r.sft.or(out.sft);
+            for (name, s) in out.operator_seconds {
+                *r.operator_seconds.entry(name).or_default() += s;
+            }
+        }
+        r.ready.sort_by_key(|(d, _)| d.problem.id);
+        r.rejections.sort_by(|a, b| {
+            (a.stage, a.problem_id, &a.detail, &a.raw).cmp(&(
+                b.stage,
+                b.problem_id,
+                &b.detail,
+                &b.raw,
+            ))
+        });
+        r.clusters.sort();
+        r.selections.sort();
+        r
+    }
+
+    /// Writes the result tables into `iter_dir` (the SFT shards are the SftSink's).
+    pub fn write(&self, iter_dir: &Path) -> Result<(), StoreError> {
+        let problems: Vec<_> = self
+            .ready
+            .iter()
+            .map(|(d, tests)| test_check::problem_row(d, tests))
+            .collect();
+        write_table(iter_dir, "problem_set", &problems)?;
+        let tests: Vec<_> = self
+            .ready
+            .iter()
+            .flat_map(|(d, tests)| test_check::test_case_rows(d, tests))
+            .collect();
+        write_table(iter_dir, "test_cases", &tests)?;
+        let clusters = selector::cluster_rows(&self.clusters, &self.selections);
+        write_table(iter_dir, "clusters", &clusters)?;
+        write_table(
+            iter_dir,
+            "selections",
+            &selector::selection_rows(&self.selections),
+        )?;
+        let rejections: Vec<_> = self.rejections.iter().map(rejection_row).collect();
+        write_table(iter_dir, "rejections", &rejections)
+    }
+}
+
+/// The `rejections/` row of a rejection.
+pub fn rejection_row(r: &Rejection) -> RejectionRow {
+    RejectionRow {
+        stage: stage_label(r.stage),
+        problem_id: r.problem_id.map(|p| p.0),
+        reason: r.reason.as_str().to_string(),
+        detail: r.detail.clone(),
+        raw: r.raw.clone(),
+    }
+}
+
+/// Writes `rows` as the result table `iter_dir/name`, replacing an older one whole.
+fn write_table<R: Record>(iter_dir: &Path, name: &str, rows: &[R]) -> Result<(), StoreError> {
+    replace_dir(&iter_dir.join(name), |building| {
+        Stage::<R>::open(building, 0)?.commit(rows).map(|_| ())
+    })
+}

@@ -1,0 +1,193 @@
+//! TestCheck: the sandbox runs a draft's assembled tests against its skeleton (`pass` body), so a
+//! test that is not valid Python, or not a test at all, is dropped before any candidate runs it.
+//! A problem with surviving tests is [`Ready`] for sampling; its solution prompt is rendered
+//! here, once.
+//!
+//! Contract: emits one [`Ready`] per draft with at least one surviving test and collects it for
+//! the `problem_set/` and `test_cases/` results ([`problem_row`], [`test_case_rows`]); files a
+//! `syntax_error` rejection per dropped test and for a draft left without tests (or whose
+//! skeleton did not load with them), a `backend_error` one when the sandbox failed.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use timely::dataflow::StreamVec;
+use timely::dataflow::operators::vec::Map;
+use ucoder_operators::{
+    BackendError, BatchPolicy, GeneratedTest, Rating, RejectReason, Rejection, TestKind, offload,
+};
+
+use super::ask::rejection;
+use super::test_assembler::Assembled;
+use super::{Draft, LlmStage, solution_sampler};
+use crate::pipeline::artifacts::{ProblemRow, TestCaseRow};
+use crate::pipeline::backends::sandbox_test;
+use crate::pipeline::context::{Collector, GraphContext};
+use crate::pipeline::progress::Counters;
+use crate::sandbox::{Job, JobResult, Limits, Verdict};
+
+/// A problem ready for sampling: its draft, validated tests and the solution prompt.
+#[derive(Debug)]
+pub struct Ready {
+    pub draft: Draft,
+    pub tests: Arc<[GeneratedTest]>,
+    pub prompt: String,
+}
+
+/// The sandbox job that runs `tests` against `draft`'s skeleton.
+pub fn job(draft: &Draft, tests: &[GeneratedTest], limits: &Limits) -> Job {
+    Job {
+        program: draft.skeleton_code().to_string(),
+        tests: tests.iter().map(sandbox_test).collect(),
+        limits: Some(limits.clone()),
+        early_stop: None,
+    }
+}
+
+/// Judges the check: the tests that ran (none if the skeleton did not load with them or the
+/// sandbox failed), and the rejections of the others.
+pub fn judge(
+    draft: &Draft,
+    tests: Vec<GeneratedTest>,
+    result: Result<JobResult, BackendError>,
+) -> (Vec<GeneratedTest>, Vec<Rejection>) {
+    let id = Some(draft.problem.id);
+    let reject =
+        |reason, detail: String, raw: &str| rejection(LlmStage::Tests, id, reason, detail, raw);
+    let result = match result {
+        Ok(r) if r.program_error.is_none() && r.tests.len() == tests.len() => r,
+        Ok(r) => {
+            let detail = format!(
+                "the skeleton did not load with the tests: {:?}",
+                r.program_error
+            );
+            let raw = draft.skeleton_code();
+            return (
+                Vec::new(),
+                vec![reject(RejectReason::SyntaxError, detail, raw)],
+            );
+        }
+        Err(e) => {
+            return (
+                Vec::new(),
+                vec![reject(RejectReason::BackendError, e.to_string(), "")],
+            );
+        }
+    };
+    let mut kept = Vec::new();
+    let mut rejected = Vec::new();
+    for (test, r) in tests.into_iter().zip(&result.tests) {
+        match &r.verdict {
+            Verdict::Error { kind } if kind == "InvalidTest" || kind == "SyntaxError" => {
+                let detail = format!("{kind}: {}", r.detail.clone().unwrap_or_default());
+                rejected.push(reject(RejectReason::SyntaxError, detail, &test.code));
+            }
+            _ => kept.push(test),
+        }
+    }
+    if kept.is_empty() {
+        let detail = "no test survived the syntax check".to_string();
+        rejected.push(reject(RejectReason::SyntaxError, detail, ""));
+    }
+    (kept, rejected)
+}
+
+/// The `problem_set/` row of a ready problem.
+pub fn problem_row(draft: &Draft, tests: &[GeneratedTest]) -> ProblemRow {
+    let rating = draft.rating.clone().unwrap_or_else(|| Rating {
+        problem_id: draft.problem.id,
+        score: 0.0,
+        difficulty: String::new(),
+        summary: String::new(),
+    });
+    let p = &draft.problem;
+    ProblemRow {
+        problem_id: p.id.0,
+        request: draft.request,
+        category: p.category.as_str().to_string(),
+        title: p.title.clone(),
+        description: p.description.clone(),
+        signature: p.signature.clone(),
+        example: p.example.clone(),
+        hint: p.hint.clone(),
+        score: f64::from(rating.score),
+        difficulty: rating.difficulty,
+        skeleton: draft.skeleton_code().to_string(),
+        tests: tests.len() as u32,
+    }
+}
+
+/// The `test_cases/` rows of a ready problem.
+pub fn test_case_rows<'a>(
+    draft: &'a Draft,
+    tests: &'a [GeneratedTest],
+) -> impl Iterator<Item = TestCaseRow> + 'a {
+    tests.iter().map(move |t| TestCaseRow {
+        problem_id: draft.problem.id.0,
+        test_id: t.id.0,
+        kind: match t.kind {
+            TestKind::Assert => "assert",
+            TestKind::Call => "call",
+        }
+        .to_string(),
+        code: t.code.clone(),
+    })
+}
+
+/// The stage on one worker.
+pub fn wire<'s>(
+    assembled: StreamVec<'s, u64, Assembled>,
+    ctx: &Arc<GraphContext>,
+    collect: &Collector,
+) -> StreamVec<'s, u64, Rc<Ready>> {
+    let limits = ctx.check_limits.clone();
+    let jobs = assembled.map(move |(d, tests): Assembled| {
+        let job = job(&d, &tests, &limits);
+        ((d, tests), job)
+    });
+    let collect = collect.clone();
+    let ctx2 = Arc::clone(ctx);
+    offload(
+        jobs,
+        "TestCheck",
+        ctx.check.clone(),
+        BatchPolicy {
+            max_batch: ctx.exec_batch,
+        },
+    )
+    .flat_map(move |((d, tests), result)| {
+        let (kept, rejected) = judge(&d, tests, result);
+        for r in rejected {
+            collect.reject(r);
+        }
+        if kept.is_empty() {
+            return None;
+        }
+        let prompt = match solution_sampler::prompt(&ctx2.stages, &d) {
+            Ok(p) => p,
+            Err(e) => {
+                ctx2.failure
+                    .set(format!("rendering the solution prompt: {e}"));
+                return None;
+            }
+        };
+        let counters = &ctx2.counters;
+        Counters::add(&counters.tests_kept, kept.len() as u64);
+        Counters::add(&counters.problems_ready, 1);
+        Counters::add(
+            &counters.candidates_target,
+            ctx2.stages.settings.samples as u64,
+        );
+        let tests: Arc<[GeneratedTest]> = Arc::from(kept);
+        collect
+            .0
+            .borrow_mut()
+            .ready
+            .push(((*d).clone(), Arc::clone(&tests)));
+        Some(Rc::new(Ready {
+            draft: (*d).clone(),
+            tests,
+            prompt,
+        }))
+    })
+}

@@ -1,0 +1,262 @@
+//! The closing summary of a run: counts per stage, rejections by reason, cluster sizes, model and
+//! sandbox seconds per stage, and where the dataflow's own time went (also `summary.json`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use ucoder_operators::Rejection;
+
+/// Wall and busy time of one stage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StageTime {
+    pub stage: String,
+    /// Requests served (prompts, or sandbox jobs).
+    pub requests: u64,
+    /// Completion tokens generated.
+    pub tokens: u64,
+    /// Seconds its backend was busy with it.
+    pub busy_s: f64,
+    /// Seconds from its first request's start to its last request's end.
+    pub span_s: f64,
+}
+
+/// The closing summary of a run (also written as `summary.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run: String,
+    pub wall_s: f64,
+    pub resumed: bool,
+    pub engine_threads: usize,
+    pub sandbox_workers: usize,
+    pub dataflow_workers: usize,
+    /// Records per stage, in graph order.
+    pub counts: Vec<(String, u64)>,
+    /// Rejections by `stage/reason`.
+    pub rejections: BTreeMap<String, u64>,
+    /// Final cluster sizes: size → number of clusters.
+    pub cluster_sizes: BTreeMap<u32, u64>,
+    /// Sizes of the selected clusters: size → number of problems.
+    pub selected_cluster_sizes: BTreeMap<u32, u64>,
+    pub stage_times: Vec<StageTime>,
+    /// Seconds the timely operators were scheduled, by kind (see `DataflowTime`).
+    pub dataflow: DataflowTime,
+    pub selections: u64,
+    pub selections_per_hour: f64,
+    pub sft_examples: usize,
+    pub sft_rows: usize,
+    pub sft_tokens: usize,
+}
+
+/// Where the timely workers spent their time, from timely's own scheduling log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DataflowTime {
+    /// Grouping, selection and the joins that feed the sink (differential operators).
+    pub consensus_s: f64,
+    /// Exchanges, maps, concatenations and the other plumbing operators.
+    pub plumbing_s: f64,
+    /// Stage operators: parsing, checkpoint writes, request building, the SFT sink.
+    pub stages_s: f64,
+    /// All scheduled time, over all workers.
+    pub total_s: f64,
+    /// (consensus + plumbing) / wall time of the run.
+    pub fraction_of_wall: f64,
+    /// The busiest operators: name → seconds.
+    pub top_operators: Vec<(String, f64)>,
+}
+
+impl RunSummary {
+    /// The table printed at the end of a run.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "\n== ucoder-flow run `{}` ==", self.run);
+        let _ = writeln!(
+            out,
+            "wall {:.1} s{}, engine threads {}, sandbox workers {}, dataflow workers {}",
+            self.wall_s,
+            if self.resumed { " (resumed)" } else { "" },
+            self.engine_threads,
+            self.sandbox_workers,
+            self.dataflow_workers
+        );
+        let _ = writeln!(out, "\n{:<40} {:>10}", "stage", "records");
+        for (stage, count) in &self.counts {
+            let _ = writeln!(out, "{stage:<40} {count:>10}");
+        }
+        let _ = writeln!(out, "\n{:<40} {:>10}", "rejections", "count");
+        if self.rejections.is_empty() {
+            let _ = writeln!(out, "{:<40} {:>10}", "(none)", 0);
+        }
+        for (reason, count) in &self.rejections {
+            let _ = writeln!(out, "{reason:<40} {count:>10}");
+        }
+        let sizes = |m: &BTreeMap<u32, u64>| {
+            if m.is_empty() {
+                "(none)".to_string()
+            } else {
+                m.iter()
+                    .map(|(size, n)| format!("{size}:{n}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            }
+        };
+        let _ = writeln!(
+            out,
+            "\ncluster sizes (size:clusters)          {}",
+            sizes(&self.cluster_sizes)
+        );
+        let _ = writeln!(
+            out,
+            "selected cluster sizes                 {}",
+            sizes(&self.selected_cluster_sizes)
+        );
+        let _ = writeln!(
+            out,
+            "\n{:<18} {:>9} {:>9} {:>10} {:>10}",
+            "stage", "requests", "tokens", "busy s", "span s"
+        );
+        for t in &self.stage_times {
+            let _ = writeln!(
+                out,
+                "{:<18} {:>9} {:>9} {:>10.1} {:>10.1}",
+                t.stage, t.requests, t.tokens, t.busy_s, t.span_s
+            );
+        }
+        let d = &self.dataflow;
+        let _ = writeln!(
+            out,
+            "\ndataflow: consensus {:.3} s, plumbing {:.3} s, stage operators {:.3} s; \
+             consensus + plumbing = {:.3}% of wall",
+            d.consensus_s,
+            d.plumbing_s,
+            d.stages_s,
+            d.fraction_of_wall * 100.0
+        );
+        let _ = writeln!(
+            out,
+            "selections {} ({:.1}/hour); SFT: {} examples in {} rows, {} tokens",
+            self.selections,
+            self.selections_per_hour,
+            self.sft_examples,
+            self.sft_rows,
+            self.sft_tokens
+        );
+        out
+    }
+}
+
+/// The summary's key of a rejection: `stage/reason`, plus the parser's label for unparseable
+/// answers (`problem/unparseable/missing_block`).
+pub fn rejection_key(r: &Rejection) -> String {
+    let stage = stage_label(r.stage);
+    let reason = r.reason.as_str();
+    match r.parser_label {
+        Some(label) if r.reason == ucoder_operators::RejectReason::Unparseable => {
+            format!("{stage}/{reason}/{label}")
+        }
+        _ => format!("{stage}/{reason}"),
+    }
+}
+
+/// The stored name of a record stage (`problem`, `rating`, ...).
+pub fn stage_label(stage: ucoder_operators::RecordStage) -> String {
+    serde_json::to_value(stage)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Where the workers' scheduled time went, from the seconds per operator name.
+pub fn classify_operators(seconds: &BTreeMap<String, f64>, wall: f64) -> DataflowTime {
+    const STAGE_OPERATORS: [&str; 5] = [
+        "NearDuplicateFilter",
+        "TestAssembler",
+        "SolutionRounds",
+        "SftSink",
+        "ClusterLog",
+    ];
+    const CONSENSUS_WORDS: [&str; 8] = [
+        "Arrange",
+        "Reduce",
+        "Join",
+        "Count",
+        "Selector",
+        "Standings",
+        "Consolidate",
+        "Threshold",
+    ];
+    let mut t = DataflowTime::default();
+    let mut top: Vec<(String, f64)> = Vec::new();
+    for (name, &s) in seconds {
+        if name.starts_with("Dataflow") {
+            continue; // the dataflow's own scope: it encloses every operator's time
+        }
+        t.total_s += s;
+        if name.ends_with("Checkpoint") || STAGE_OPERATORS.contains(&name.as_str()) {
+            t.stages_s += s;
+        } else if CONSENSUS_WORDS.iter().any(|w| name.contains(w)) || name == "AsInsertions" {
+            t.consensus_s += s;
+        } else {
+            t.plumbing_s += s;
+        }
+        top.push((name.clone(), s));
+    }
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    top.truncate(8);
+    t.top_operators = top;
+    t.fraction_of_wall = if wall > 0.0 {
+        (t.consensus_s + t.plumbing_s) / wall
+    } else {
+        0.0
+    };
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ucoder_operators::{RecordStage, RejectReason};
+
+    fn rejection(
+        stage: RecordStage,
+        reason: RejectReason,
+        label: Option<&'static str>,
+    ) -> Rejection {
+        Rejection {
+            stage,
+            problem_id: None,
+            reason,
+            detail: "score 3: below".into(),
+            raw: String::new(),
+            parser_label: label,
+        }
+    }
+
+    #[test]
+    fn rejection_keys_name_stage_reason_and_parser_label() {
+        assert_eq!(
+            rejection_key(&rejection(
+                RecordStage::Problem,
+                RejectReason::Unparseable,
+                Some("missing_block")
+            )),
+            "problem/unparseable/missing_block"
+        );
+        assert_eq!(
+            rejection_key(&rejection(
+                RecordStage::Rating,
+                RejectReason::LowQuality,
+                None
+            )),
+            "rating/low_quality"
+        );
+        assert_eq!(
+            rejection_key(&rejection(
+                RecordStage::Skeleton,
+                RejectReason::MissingFunction,
+                Some("skeleton_missing_function")
+            )),
+            "skeleton/missing_function"
+        );
+    }
+}
