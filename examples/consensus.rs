@@ -53,6 +53,7 @@ fn main() {
                             Outcome::Fail
                         },
                         output_hash: None,
+                        decided_in_child: false,
                     })
                     .collect(),
             };

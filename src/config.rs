@@ -154,6 +154,10 @@ pub struct SandboxLimits {
     /// Address-space limit per job, in MiB.
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u64,
+    /// Stop a candidate's job once e(r) >= rho is out of reach (it cannot vote): its remaining
+    /// tests are recorded as `skipped`. Selections are the same either way.
+    #[serde(default = "default_true")]
+    pub early_stop: bool,
 }
 
 /// SFT output.
@@ -190,6 +194,9 @@ fn default_test_temperature() -> f32 {
 }
 fn default_top_p() -> f32 {
     0.95
+}
+fn default_true() -> bool {
+    true
 }
 fn default_memory_mib() -> u64 {
     1024

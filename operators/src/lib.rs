@@ -56,5 +56,5 @@ pub use records::{
     TestKind, TestRun,
 };
 pub use selection::{ConsensusConfig, Selection, SelectionRule, select_batch};
-pub use signature::{CandidateVerdict, Signature, SignatureKind, VerdictError};
+pub use signature::{CandidateVerdict, Signature, SignatureKind, VerdictError, min_executed};
 pub use stateful::stateful;

@@ -307,6 +307,10 @@ pub enum Outcome {
     Error,
     /// The test hit its time limit: the candidate did not execute.
     Timeout,
+    /// Not run: the sandbox stopped the candidate's job once too few of its tests could still
+    /// execute for e(r) >= rho ([`min_executed`](crate::signature::min_executed)), so it could
+    /// not vote whatever the rest did. It did not execute.
+    Skipped,
 }
 
 impl Outcome {
@@ -325,6 +329,9 @@ pub struct TestRun {
     pub outcome: Outcome,
     /// Stable hash of the returned value's `repr`, when the sandbox captured one.
     pub output_hash: Option<u64>,
+    /// The verdict was decided inside the candidate's own process (a test form the sandbox
+    /// cannot split), so the candidate's code could sway it.
+    pub decided_in_child: bool,
 }
 
 /// A candidate run on its problem's whole test set (stage 5, from the sandbox).
@@ -458,6 +465,7 @@ mod tests {
     fn only_pass_and_fail_count_as_executed() {
         assert!(Outcome::Pass.executed() && Outcome::Fail.executed());
         assert!(!Outcome::Error.executed() && !Outcome::Timeout.executed());
+        assert!(!Outcome::Skipped.executed());
     }
 
     #[test]

@@ -95,6 +95,7 @@ fn output_cell(result: &TestRun) -> u64 {
     match result.outcome {
         Outcome::Error => hasher.write_str("error"),
         Outcome::Timeout => hasher.write_str("timeout"),
+        Outcome::Skipped => hasher.write_str("skipped"),
         outcome @ (Outcome::Pass | Outcome::Fail) => {
             hasher.write_str(if outcome == Outcome::Pass {
                 "pass"
@@ -285,6 +286,14 @@ impl CandidateVerdict {
     }
 }
 
+/// The fewest executed tests out of `tests` that meet `rho` under [`CandidateVerdict::meets_rho`]'s
+/// rule: below it a candidate cannot vote, so the rest of its tests need not run.
+pub fn min_executed(rho: f64, tests: u32) -> u32 {
+    (0..=tests)
+        .find(|&k| f64::from(k) >= rho * f64::from(tests) - 1e-9)
+        .unwrap_or(tests)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +324,7 @@ mod tests {
                 test_id: t.id,
                 outcome: *outcome,
                 output_hash: *output_hash,
+                decided_in_child: false,
             })
             .collect();
         let execution = Execution {
@@ -347,6 +357,22 @@ mod tests {
         assert_eq!(v.signature, v2.signature);
         assert!(v.meets_rho(0.6) && !v.meets_rho(0.61));
         assert!((v.perplexity.get() - 0.5f64.exp()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn min_executed_is_the_threshold_of_meets_rho() {
+        for tests in 1..=130u32 {
+            for step in 0..=20 {
+                let rho = f64::from(step) / 20.0;
+                let k = min_executed(rho, tests);
+                let meets = |executed: u32| f64::from(executed) >= rho * f64::from(tests) - 1e-9;
+                assert!(meets(k), "rho {rho} tests {tests}: {k} must meet");
+                assert!(
+                    k == 0 || !meets(k - 1),
+                    "rho {rho} tests {tests}: {k} is not the least"
+                );
+            }
+        }
     }
 
     #[test]

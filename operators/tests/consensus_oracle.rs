@@ -80,6 +80,7 @@ fn random_script(seed: u64, kind: SignatureKind) -> Script {
                         test_id: test.id,
                         outcome,
                         output_hash,
+                        decided_in_child: false,
                     })
                     .collect();
                 if rng.random_bool(0.25) {

@@ -95,6 +95,7 @@ impl Execute for Interpreter {
                             test_id: test.id,
                             outcome,
                             output_hash,
+                            decided_in_child: false,
                         }
                     })
                     .collect();

@@ -93,16 +93,20 @@ pub struct ExecutionRow {
     pub problem_id: u64,
     pub candidate_id: u64,
     pub test_id: u64,
-    /// `pass`, `fail`, `error` or `timeout`.
+    /// `pass`, `fail`, `error`, `timeout` or `skipped` (the sandbox stopped the candidate once
+    /// e(r) >= rho was out of reach).
     pub outcome: String,
     pub output_hash: Option<u64>,
+    /// The verdict was decided inside the candidate's process (a test form the sandbox cannot
+    /// split): the candidate's own code could sway it.
+    pub decided_in_child: bool,
 }
 
 flat_record!(
     ExecutionRow,
     "ipc_execution",
-    1,
-    [problem_id: u64, candidate_id: u64, test_id: u64, outcome: String, output_hash: Option<u64>]
+    2,
+    [problem_id: u64, candidate_id: u64, test_id: u64, outcome: String, output_hash: Option<u64>, decided_in_child: bool]
 );
 
 fn outcome_label(outcome: Outcome) -> &'static str {
@@ -111,6 +115,7 @@ fn outcome_label(outcome: Outcome) -> &'static str {
         Outcome::Fail => "fail",
         Outcome::Error => "error",
         Outcome::Timeout => "timeout",
+        Outcome::Skipped => "skipped",
     }
 }
 
@@ -120,6 +125,7 @@ fn parse_outcome(label: &str) -> Option<Outcome> {
         "fail" => Outcome::Fail,
         "error" => Outcome::Error,
         "timeout" => Outcome::Timeout,
+        "skipped" => Outcome::Skipped,
         _ => return None,
     })
 }
@@ -133,6 +139,7 @@ impl ExecutionRow {
             test_id: r.test_id.0,
             outcome: outcome_label(r.outcome).to_string(),
             output_hash: r.output_hash,
+            decided_in_child: r.decided_in_child,
         })
     }
 }
@@ -205,6 +212,7 @@ impl ExecutionMemo {
                 test_id: TestId(row.test_id),
                 outcome,
                 output_hash: row.output_hash,
+                decided_in_child: row.decided_in_child,
             });
         }
         // A (candidate, test) row counts once, whatever parts it appears in.

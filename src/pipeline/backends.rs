@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ucoder_operators::{
     BackendError, BackendHandle, BackendPool, ChatMessage, Completion, ExecJob, Execute,
     ExecuteService, Execution, FinishReason, Generate, GenerateService, Generation,
-    GenerationRequest, LogprobSummary, Outcome, Role, TestKind, TestRun,
+    GenerationRequest, LogprobSummary, Outcome, Role, TestKind, TestRun, min_executed,
 };
 
 use super::PipelineError;
@@ -24,7 +24,9 @@ use super::summary::StageTime;
 use crate::config::PipelineConfig;
 use crate::llm::{self, ChatTurn, Engine, EngineOptions};
 use crate::models::ModelSource;
-use crate::sandbox::{self, Job, JobResult, Limits, SandboxConfig, SandboxPool, Verdict};
+use crate::sandbox::{
+    self, EarlyStop, Job, JobResult, Limits, SandboxConfig, SandboxPool, Verdict,
+};
 
 /// Busy time and activity span of one stage's backend, shared with the report.
 #[derive(Debug)]
@@ -231,15 +233,33 @@ pub struct SandboxExecutor {
     pool: Arc<SandboxPool>,
     limits: Limits,
     clock: Arc<StageClock>,
+    /// ρ of the selection, when a job may stop once e(r) >= ρ is out of reach.
+    stop_rho: Option<f64>,
 }
 
 impl SandboxExecutor {
-    pub fn new(pool: Arc<SandboxPool>, limits: Limits, clock: Arc<StageClock>) -> Self {
+    pub fn new(
+        pool: Arc<SandboxPool>,
+        limits: Limits,
+        clock: Arc<StageClock>,
+        stop_rho: Option<f64>,
+    ) -> Self {
         SandboxExecutor {
             pool,
             limits,
             clock,
+            stop_rho,
         }
+    }
+
+    /// The early stop for a job of `tests` tests: a candidate that can no longer execute on
+    /// [`min_executed`] of them cannot vote (the paper's e(r) >= ρ, for both selectors), so the
+    /// rest of its tests are skipped.
+    fn early_stop(&self, tests: usize) -> Option<EarlyStop> {
+        let rho = self.stop_rho.filter(|rho| *rho > 0.0)?;
+        Some(EarlyStop {
+            at_least: min_executed(rho, tests as u32) as usize,
+        })
     }
 }
 
@@ -261,8 +281,7 @@ pub fn outcome(verdict: &Verdict) -> Outcome {
         Verdict::Fail => Outcome::Fail,
         Verdict::Error { .. } => Outcome::Error,
         Verdict::Timeout | Verdict::Killed => Outcome::Timeout,
-        // The executor sets no `early_stop`, so no test is skipped.
-        Verdict::Skipped => Outcome::Error,
+        Verdict::Skipped => Outcome::Skipped,
     }
 }
 
@@ -293,7 +312,7 @@ impl Execute for SandboxExecutor {
                 program: job.code.clone(),
                 tests: job.tests.iter().map(sandbox_test).collect(),
                 limits: Some(self.limits.clone()),
-                early_stop: None,
+                early_stop: self.early_stop(job.tests.len()),
             }),
         );
         let out = jobs
@@ -320,6 +339,7 @@ impl Execute for SandboxExecutor {
                             test_id: test.id,
                             outcome: outcome(&r.verdict),
                             output_hash: r.output_hash,
+                            decided_in_child: r.checked_in_child,
                         })
                         .collect(),
                 })
@@ -424,6 +444,10 @@ impl Backends {
                         Arc::clone(&sandbox),
                         limits.clone(),
                         Arc::clone(&exec_clock),
+                        config
+                            .sandbox
+                            .early_stop
+                            .then(|| f64::from(config.selection.rho)),
                     ))
                 })
                 .collect(),
