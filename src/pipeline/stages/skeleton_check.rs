@@ -15,7 +15,7 @@ use super::ask::rejection;
 use super::{Draft, LlmStage};
 use crate::pipeline::context::{Collector, GraphContext};
 use crate::pipeline::progress::Counters;
-use crate::sandbox::{Job, JobResult, Limits, TestCase, Verdict};
+use crate::sandbox::{Job, JobResult, Limits, ProgramError, TestCase, Verdict};
 
 /// The sandbox job that checks `draft`'s skeleton.
 pub fn job(draft: &Draft, limits: &Limits) -> Job {
@@ -34,17 +34,28 @@ pub fn job(draft: &Draft, limits: &Limits) -> Job {
 pub fn judge(result: Result<JobResult, BackendError>) -> Result<(), (RejectReason, String)> {
     match result {
         Err(e) => Err((RejectReason::BackendError, e.to_string())),
-        Ok(r) => match (&r.program_error, r.tests.first().map(|t| &t.verdict)) {
-            (Some(e), _) => Err((
-                RejectReason::SyntaxError,
-                format!("{}: {}", e.kind, e.message),
-            )),
-            (None, Some(Verdict::Pass)) => Ok(()),
-            (None, v) => Err((
-                RejectReason::MissingFunction,
-                format!("`callable(name)` check gave {v:?}"),
-            )),
-        },
+        Ok(r) => judge_run(
+            r.program_error.as_ref(),
+            r.tests.first().map(|t| &t.verdict),
+        ),
+    }
+}
+
+/// Judges a check that ran: the program's load error, if any, and the `callable` test's verdict.
+fn judge_run(
+    program_error: Option<&ProgramError>,
+    check: Option<&Verdict>,
+) -> Result<(), (RejectReason, String)> {
+    match (program_error, check) {
+        (Some(e), _) => Err((
+            RejectReason::SyntaxError,
+            format!("{}: {}", e.kind, e.message),
+        )),
+        (None, Some(Verdict::Pass)) => Ok(()),
+        (None, v) => Err((
+            RejectReason::MissingFunction,
+            format!("`callable(name)` check gave {v:?}"),
+        )),
     }
 }
 
@@ -87,4 +98,36 @@ pub fn wire<'s>(
             None
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skeleton_passes_only_when_it_loads_and_defines_the_function() {
+        assert_eq!(judge_run(None, Some(&Verdict::Pass)), Ok(()));
+        let broken = ProgramError {
+            kind: "SyntaxError".into(),
+            message: "invalid syntax".into(),
+        };
+        assert_eq!(
+            judge_run(Some(&broken), None),
+            Err((
+                RejectReason::SyntaxError,
+                "SyntaxError: invalid syntax".into()
+            ))
+        );
+        let (reason, detail) = judge_run(None, Some(&Verdict::Fail)).unwrap_err();
+        assert_eq!(reason, RejectReason::MissingFunction);
+        assert_eq!(detail, "`callable(name)` check gave Some(Fail)");
+        let failed = BackendError {
+            backend: "sandbox".into(),
+            message: "gone".into(),
+        };
+        assert_eq!(
+            judge(Err(failed)).unwrap_err().0,
+            RejectReason::BackendError
+        );
+    }
 }

@@ -24,7 +24,7 @@ use crate::pipeline::artifacts::{ProblemRow, TestCaseRow};
 use crate::pipeline::backends::sandbox_test;
 use crate::pipeline::context::{Collector, GraphContext};
 use crate::pipeline::progress::Counters;
-use crate::sandbox::{Job, JobResult, Limits, Verdict};
+use crate::sandbox::{Job, JobResult, Limits, ProgramError, TestResult, Verdict};
 
 /// A problem ready for sampling: its draft, validated tests and the solution prompt.
 #[derive(Debug)]
@@ -51,43 +51,47 @@ pub fn judge(
     tests: Vec<GeneratedTest>,
     result: Result<JobResult, BackendError>,
 ) -> (Vec<GeneratedTest>, Vec<Rejection>) {
-    let id = Some(draft.problem.id);
-    let reject =
-        |reason, detail: String, raw: &str| rejection(LlmStage::Tests, id, reason, detail, raw);
-    let result = match result {
-        Ok(r) if r.program_error.is_none() && r.tests.len() == tests.len() => r,
-        Ok(r) => {
-            let detail = format!(
-                "the skeleton did not load with the tests: {:?}",
-                r.program_error
-            );
-            let raw = draft.skeleton_code();
-            return (
-                Vec::new(),
-                vec![reject(RejectReason::SyntaxError, detail, raw)],
-            );
-        }
+    match result {
+        Ok(r) => judge_run(draft, tests, r.program_error.as_ref(), &r.tests),
         Err(e) => {
-            return (
+            let id = Some(draft.problem.id);
+            let reason = RejectReason::BackendError;
+            (
                 Vec::new(),
-                vec![reject(RejectReason::BackendError, e.to_string(), "")],
-            );
+                vec![rejection(LlmStage::Tests, id, reason, e.to_string(), "")],
+            )
         }
+    }
+}
+
+/// Judges a check that ran: the skeleton's load error, if any, and one result per test.
+fn judge_run(
+    draft: &Draft,
+    tests: Vec<GeneratedTest>,
+    program_error: Option<&ProgramError>,
+    results: &[TestResult],
+) -> (Vec<GeneratedTest>, Vec<Rejection>) {
+    let id = Some(draft.problem.id);
+    let reject = |detail: String, raw: &str| {
+        rejection(LlmStage::Tests, id, RejectReason::SyntaxError, detail, raw)
     };
+    if program_error.is_some() || results.len() != tests.len() {
+        let detail = format!("the skeleton did not load with the tests: {program_error:?}");
+        return (Vec::new(), vec![reject(detail, draft.skeleton_code())]);
+    }
     let mut kept = Vec::new();
     let mut rejected = Vec::new();
-    for (test, r) in tests.into_iter().zip(&result.tests) {
+    for (test, r) in tests.into_iter().zip(results) {
         match &r.verdict {
             Verdict::Error { kind } if kind == "InvalidTest" || kind == "SyntaxError" => {
                 let detail = format!("{kind}: {}", r.detail.clone().unwrap_or_default());
-                rejected.push(reject(RejectReason::SyntaxError, detail, &test.code));
+                rejected.push(reject(detail, &test.code));
             }
             _ => kept.push(test),
         }
     }
     if kept.is_empty() {
-        let detail = "no test survived the syntax check".to_string();
-        rejected.push(reject(RejectReason::SyntaxError, detail, ""));
+        rejected.push(reject("no test survived the syntax check".to_string(), ""));
     }
     (kept, rejected)
 }
@@ -190,4 +194,59 @@ pub fn wire<'s>(
             prompt,
         }))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::stages::test_support::draft;
+    use std::time::Duration;
+
+    fn ran(verdict: Verdict, detail: Option<&str>) -> TestResult {
+        TestResult {
+            verdict,
+            duration: Duration::ZERO,
+            output_hash: None,
+            value: None,
+            checked_in_child: false,
+            detail: detail.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn invalid_tests_are_dropped_and_failing_ones_kept() {
+        let d = draft();
+        let test = |code: &str| GeneratedTest::new(d.problem.id, TestKind::Assert, code);
+        let tests = vec![test("assert add(1, 2) == 3"), test("assert add(1,")];
+        let results = [
+            ran(Verdict::Fail, None),
+            ran(
+                Verdict::Error {
+                    kind: "SyntaxError".into(),
+                },
+                Some("line 1"),
+            ),
+        ];
+        let (kept, rejected) = judge_run(&d, tests.clone(), None, &results);
+        assert_eq!(
+            kept,
+            tests[..1],
+            "a test the skeleton fails is still a test"
+        );
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].detail, "SyntaxError: line 1");
+        assert_eq!(rejected[0].raw, "assert add(1,");
+
+        let (kept, rejected) = judge_run(&d, tests[1..].to_vec(), None, &results[1..]);
+        assert!(kept.is_empty());
+        assert_eq!(rejected.len(), 2, "the test, then the empty set");
+
+        let broken = ProgramError {
+            kind: "ImportError".into(),
+            message: "no module".into(),
+        };
+        let (kept, rejected) = judge_run(&d, tests, Some(&broken), &results);
+        assert!(kept.is_empty());
+        assert_eq!(rejected[0].raw, d.skeleton_code());
+    }
 }
