@@ -383,6 +383,8 @@ pub struct Backends {
     exec_clock: Arc<StageClock>,
     pub check: BackendPool<Job, Result<JobResult, BackendError>>,
     check_clock: Arc<StageClock>,
+    /// The sandbox's isolation steps (`ok` or `refused: why`), for the summary.
+    pub isolation: std::collections::BTreeMap<String, String>,
 }
 
 impl Backends {
@@ -459,6 +461,7 @@ impl Backends {
                 Arc::clone(&check_clock),
             )],
         );
+        let isolation = sandbox.isolation().clone();
         Ok(Backends {
             engine,
             limits,
@@ -467,6 +470,7 @@ impl Backends {
             exec_clock,
             check,
             check_clock,
+            isolation,
         })
     }
 

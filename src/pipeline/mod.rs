@@ -166,6 +166,7 @@ pub fn run(
     let outputs = run_graph(context, split.dataflow_workers)?;
     let graph_wall = graph_started.elapsed().as_secs_f64();
     drop(feed);
+    let sandbox_isolation = backends.isolation.clone();
     let stage_times = backends.shutdown();
     if let Some(message) = failure.get() {
         return Err(PipelineError::Stopped(message));
@@ -175,6 +176,7 @@ pub fn run(
     results.write(&iter_dir)?;
     let mut summary = summarize(&config, &split, &counters, &results, claim.resumed());
     summary.stage_times = stage_times;
+    summary.sandbox_isolation = sandbox_isolation;
     summary.dataflow = classify_operators(&results.operator_seconds, graph_wall);
     summary.wall_s = started.elapsed().as_secs_f64();
     summary.selections_per_hour =
@@ -326,6 +328,14 @@ fn summarize(
         ),
         ("candidates executed".to_string(), c(&counters.executions)),
         ("test runs".to_string(), c(&counters.test_runs)),
+        (
+            "  skipped (e(r) >= rho out of reach)".to_string(),
+            c(&counters.test_runs_skipped),
+        ),
+        (
+            "  decided in the child".to_string(),
+            c(&counters.test_runs_in_child),
+        ),
         ("clusters".to_string(), results.clusters.len() as u64),
         ("selections".to_string(), results.selections.len() as u64),
         (
@@ -368,6 +378,7 @@ fn summarize(
         sft_examples: sft.examples,
         sft_rows: sft.rows,
         sft_tokens: sft.tokens,
+        sandbox_isolation: BTreeMap::new(),
     }
 }
 

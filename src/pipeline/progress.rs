@@ -40,6 +40,10 @@ pub struct Counters {
     pub executions: AtomicU64,
     /// Test runs (candidate × test) done.
     pub test_runs: AtomicU64,
+    /// Test runs skipped because the candidate's e(r) >= rho was out of reach (early stop).
+    pub test_runs_skipped: AtomicU64,
+    /// Test runs whose verdict was decided inside the candidate's process.
+    pub test_runs_in_child: AtomicU64,
     /// Completions answered from checkpoints instead of the model.
     pub replayed_completions: AtomicU64,
     /// Executions answered from checkpoints instead of the sandbox.

@@ -46,6 +46,9 @@ pub struct RunSummary {
     pub sft_examples: usize,
     pub sft_rows: usize,
     pub sft_tokens: usize,
+    /// The sandbox's isolation steps as the workers reported them: `ok` or `refused: why`.
+    #[serde(default)]
+    pub sandbox_isolation: BTreeMap<String, String>,
 }
 
 /// Where the timely workers spent their time, from timely's own scheduling log.
@@ -122,6 +125,23 @@ impl RunSummary {
                 t.stage, t.requests, t.tokens, t.busy_s, t.span_s
             );
         }
+        let refused: Vec<String> = self
+            .sandbox_isolation
+            .iter()
+            .filter(|(_, state)| state.as_str() != "ok")
+            .map(|(step, state)| format!("{step} ({state})"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "
+sandbox isolation: {} steps ok{}",
+            self.sandbox_isolation.len() - refused.len(),
+            if refused.is_empty() {
+                String::new()
+            } else {
+                format!("; refused by this host: {}", refused.join(", "))
+            }
+        );
         let d = &self.dataflow;
         let _ = writeln!(
             out,

@@ -13,7 +13,7 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::Map;
 use ucoder_operators::{
     Answers, BackendError, BatchPolicy, Candidate, CandidateId, CandidateVerdict, ExecJob,
-    Execution, RejectReason, checkpointed,
+    Execution, Outcome, RejectReason, TestRun, checkpointed,
 };
 
 use super::LlmStage;
@@ -89,6 +89,14 @@ pub fn wire<'s>(
             };
             Counters::add(&counters.executions, 1);
             Counters::add(&counters.test_runs, execution.results.len() as u64);
+            let count = |f: &dyn Fn(&TestRun) -> bool| {
+                execution.results.iter().filter(|r| f(r)).count() as u64
+            };
+            Counters::add(
+                &counters.test_runs_skipped,
+                count(&|r| r.outcome == Outcome::Skipped),
+            );
+            Counters::add(&counters.test_runs_in_child, count(&|r| r.decided_in_child));
             let rows: Vec<ExecutionRow> = ExecutionRow::of(&execution).collect();
             let test_ids: Vec<_> = r.tests.iter().map(|t| t.id).collect();
             match CandidateVerdict::new(&c, &execution, &test_ids, kind) {
