@@ -13,6 +13,7 @@ pub mod llm;
 pub mod models;
 pub mod progress;
 pub mod run;
+pub mod sandbox_bench;
 
 use std::process::ExitCode;
 
@@ -144,8 +145,8 @@ fn run(cli: Cli) -> Result<()> {
                 no_human_eval,
                 json,
             } => {
-                crate::sandbox::run_bench(
-                    &crate::sandbox::BenchOptions {
+                sandbox_bench::run_bench(
+                    &sandbox_bench::BenchOptions {
                         rounds,
                         workers,
                         human_eval: !no_human_eval,

@@ -35,7 +35,8 @@ pub struct SampleRecord {
     pub extraction_detail: String,
     /// Why the program could not run as a whole (syntax error, import-time crash, timeout).
     pub program_error: Option<String>,
-    /// One verdict per test, in test order (`pass`, `fail`, `error: ...`, `timeout`).
+    /// One verdict per test, in test order (`pass`, `fail`, `error: ...`, `timeout`), labelled
+    /// [`DECIDED_IN_CHILD`] where the candidate's own process decided it.
     pub test_verdicts: Vec<String>,
     /// Extracted, ran, and every test passed.
     pub passed: bool,
@@ -217,6 +218,10 @@ pub struct Summary {
     pub program_errors: usize,
     /// Samples that stopped at max_tokens.
     pub truncated: usize,
+    /// Test verdicts decided inside the candidate's process (labelled
+    /// [`DECIDED_IN_CHILD`] in `test_verdicts`): forms the sandbox cannot split.
+    #[serde(default)]
+    pub tests_decided_in_child: usize,
     pub completion_tokens: u64,
     pub generation_seconds: f64,
     pub check_seconds: f64,
@@ -224,6 +229,11 @@ pub struct Summary {
     pub wall_seconds: f64,
     pub complete: bool,
 }
+
+/// The label a verdict string carries when the verdict was decided inside the candidate's own
+/// process (`pass (decided in child)`): the sandbox could not split that test's form, so the
+/// candidate's code could sway it.
+pub const DECIDED_IN_CHILD: &str = " (decided in child)";
 
 impl Summary {
     /// Figures over `records` (every committed sample), for `requested` problems.
@@ -268,6 +278,11 @@ impl Summary {
                 .iter()
                 .filter(|r| r.finish_reason == "length")
                 .count(),
+            tests_decided_in_child: records
+                .iter()
+                .flat_map(|r| &r.test_verdicts)
+                .filter(|v| v.ends_with(DECIDED_IN_CHILD))
+                .count(),
             completion_tokens: records.iter().map(|r| u64::from(r.completion_tokens)).sum(),
             generation_seconds: records.iter().map(|r| r.generation_seconds).sum(),
             check_seconds: records.iter().map(|r| r.check_seconds).sum(),
@@ -297,6 +312,11 @@ impl Summary {
             let _ = writeln!(t, "{k:<28} {:.2}%", 100.0 * v);
         }
         let _ = writeln!(t, "{:<28} {}", "samples passed", self.samples_passed);
+        let _ = writeln!(
+            t,
+            "{:<28} {}",
+            "tests decided in child", self.tests_decided_in_child
+        );
         for (status, n) in &self.extraction {
             let _ = writeln!(t, "{:<28} {n}", format!("extraction: {status}"));
         }
@@ -383,6 +403,22 @@ mod tests {
         ];
         stage.commit(&rows).unwrap();
         assert_eq!(stage.read_all().unwrap(), rows);
+    }
+
+    #[test]
+    fn verdicts_decided_in_the_child_are_counted() {
+        let mut labelled = record("A", 0, true);
+        labelled.test_verdicts[1] = format!("pass{DECIDED_IN_CHILD}");
+        labelled.test_verdicts[2] = format!("fail{DECIDED_IN_CHILD}");
+        let header = SummaryHeader {
+            model: "m".into(),
+            benchmark: "humaneval".into(),
+            prompt_style: "chat".into(),
+            decoding: serde_json::json!({}),
+        };
+        let s = Summary::compute(&[labelled, record("B", 0, true)], 2, &[1], header, 1.0);
+        assert_eq!(s.tests_decided_in_child, 2);
+        assert!(s.table().contains("tests decided in child"));
     }
 
     #[test]

