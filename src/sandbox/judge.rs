@@ -118,36 +118,17 @@ pub fn decide(report: Report<'_>, judge: Option<&Json>) -> Result<Verdict, Sandb
 
 /// `value in container` for a literal container.
 fn contains(container: &Value, value: &Value) -> Result<Verdict, SandboxError> {
-    let unhashable = matches!(
-        value,
-        Value::List(_) | Value::Dict(_) | Value::Set(_) | Value::Opaque(_)
-    );
+    // Hash-based containers: Python raises TypeError for an unhashable value; an opaque value's
+    // hash and equality are its own code, so it never passes.
+    let hashed = |keys: Vec<&Value>| match value {
+        Value::Opaque(_) => Verdict::Fail,
+        Value::List(_) | Value::Dict(_) | Value::Set(_) => error("TypeError"),
+        _ => pass_if(keys.iter().any(|k| k.py_eq(value))),
+    };
     Ok(match container {
         Value::List(items) | Value::Tuple(items) => pass_if(items.iter().any(|x| x.py_eq(value))),
-        Value::Set(items) | Value::FrozenSet(items) => {
-            if unhashable {
-                // Python raises TypeError (unhashable) for these; an opaque value's hash and
-                // equality are its own code.
-                if matches!(value, Value::Opaque(_)) {
-                    Verdict::Fail
-                } else {
-                    error("TypeError")
-                }
-            } else {
-                pass_if(items.iter().any(|x| x.py_eq(value)))
-            }
-        }
-        Value::Dict(entries) => {
-            if unhashable {
-                if matches!(value, Value::Opaque(_)) {
-                    Verdict::Fail
-                } else {
-                    error("TypeError")
-                }
-            } else {
-                pass_if(entries.iter().any(|(k, _)| k.py_eq(value)))
-            }
-        }
+        Value::Set(items) | Value::FrozenSet(items) => hashed(items.iter().collect()),
+        Value::Dict(entries) => hashed(entries.iter().map(|(k, _)| k).collect()),
         Value::Str(s) => match value {
             Value::Str(v) => pass_if(s.contains(v.as_str())),
             Value::Opaque(_) => Verdict::Fail,
