@@ -1,5 +1,6 @@
 //! What the host offers a worker: the real interpreter path, per-worker job cgroups (pids,
-//! memory, CPU accounting), an unprivileged uid, and the isolation refusals already logged (each is logged once per process).
+//! memory, CPU accounting), an unprivileged uid, and the isolation refusals already logged (each
+//! is logged once per process).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -288,8 +288,6 @@ pub enum SandboxError {
     WorkerStart(String),
     #[error("sandbox worker broke the protocol: {0}")]
     Protocol(String),
-    #[error("internal error in the sandbox worker (please report): {0}")]
-    Worker(String),
     #[error("invalid sandbox configuration: {0}")]
     Config(String),
     #[error("the sandbox pool has shut down")]

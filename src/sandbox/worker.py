@@ -38,7 +38,6 @@ import errno
 import gc
 import json
 import marshal
-import math
 import os
 import select
 import signal
@@ -801,13 +800,12 @@ def seccomp_program():
 class Zygote:
     """Forks job children from a state that has never held job data (see the file's head)."""
 
-    def __init__(self, sock, devnull, uid, seccomp, cgroup_fds, ipc_per_worker):
+    def __init__(self, sock, devnull, uid, seccomp, cgroup_fds):
         self.sock = sock
         self.devnull = devnull
         self.uid = uid
         self.seccomp = seccomp
         self.cgroup_fds = cgroup_fds
-        self.ipc = ipc_per_worker
 
     def serve(self, tag):
         set_name(b"ucsb-zygote")
@@ -1265,7 +1263,7 @@ class Worker:
             for fd in (self.req_fd, self.resp_fd):
                 os.close(fd)
             libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            z = Zygote(child_sock, self.devnull, self.uid, seccomp, list(self.cgroup.procs.values()), self.ipcns)
+            z = Zygote(child_sock, self.devnull, self.uid, seccomp, list(self.cgroup.procs.values()))
             try:
                 z.serve(tag)
             finally:
@@ -1695,9 +1693,11 @@ class Worker:
                     kill_reason = "output limit"
                     break
                 if pidfd is None and not exited:
+                    # The child is the zygote's, not ours to wait for: gone or a zombie is exited.
                     try:
-                        exited = os.waitpid(pid, os.WNOHANG)[0] == pid
-                    except ChildProcessError:
+                        with open(stat_path, "rb") as f:
+                            exited = f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+                    except (OSError, IndexError):
                         exited = True
                 try:
                     if res_open:
@@ -1733,7 +1733,8 @@ class Worker:
                         if job.hopeless():
                             kill_reason = "stopped"
                             break
-                    self.send_results(job)
+                    if progressed:
+                        self.send_results(job)
                     if kill_reason == "stopped":
                         break
                 except Violation as v:
