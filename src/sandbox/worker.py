@@ -794,6 +794,17 @@ def seccomp_program():
     return prog, arr, blocked[2]  # `arr` keeps the instructions alive; blocked[2] is keyctl
 
 
+def restrict(seccomp):
+    """`no_new_privs`, then the seccomp filter (when the architecture has one), for this process
+    and everything it forks."""
+    lc = libc()
+    _check(lc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    if seccomp is not None:
+        import ctypes
+
+        _check(lc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(seccomp[0]), 0, 0), "seccomp")
+
+
 # ---------------------------------------------------------------- the zygote
 
 
@@ -925,12 +936,7 @@ class Zygote:
                 os.setgroups([])
                 os.setresgid(self.uid, self.uid, self.uid)
                 os.setresuid(self.uid, self.uid, self.uid)
-            lc = libc()
-            _check(lc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
-            if self.seccomp is not None:
-                import ctypes
-
-                _check(lc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(self.seccomp[0]), 0, 0), "seccomp")
+            restrict(self.seccomp)
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             os.environ.clear()
@@ -1282,9 +1288,8 @@ class Worker:
         pid = os.fork()
         if pid == 0:
             try:
+                restrict(seccomp)
                 lc = libc()
-                _check(lc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
-                _check(lc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(seccomp[0]), 0, 0), "seccomp")
                 r = lc.syscall(seccomp[2], 0, -3, 0, 0, 0)  # keyctl(GET_KEYRING_ID, @s)
                 os._exit(0 if r == -1 and ctypes.get_errno() == errno.EPERM else 1)
             except BaseException:
