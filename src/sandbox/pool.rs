@@ -465,8 +465,8 @@ fn run_task(
     })
 }
 
-/// One attempt of a job on one worker: sends it, reads the result batches as the tests end and
-/// the closing frame. `Err` says why the worker must be replaced (it died, hung, broke the
+/// One attempt of a job on one worker: sends it and reads its frames up to the closing one (the
+/// worker sends every test's result with it; a results batch in an earlier frame is accepted too). `Err` says why the worker must be replaced (it died, hung, broke the
 /// protocol or reported an internal error); a failing candidate is never an `Err`.
 fn exchange(
     w: &mut WorkerProcess,

@@ -12,15 +12,17 @@
 #   child's value. It never runs candidate code and no job process is ever forked from it.
 # - The ZYGOTE is forked from the supervisor at the end of set-up, before any job exists: it has
 #   the pre-imported modules and the value tagger, and has never held a program, a test, an
-#   expected value or a result channel. It keeps one SPARE child forked ahead (so the fork of a
-#   job's child overlaps the job before it); per job it passes the spare, over a Unix socket,
-#   only the job's limits and file descriptors (job input, result pipe, stdout, stderr), and
-#   reports the child's exit status. It sits in the worker's job cgroups (pids, memory, CPU
-#   accounting), so every job process inherits them with no migration cost.
-# - The CHILD, once its job arrives, drops to an unprivileged uid, gets its own session, rlimits,
-#   a seccomp filter (no keyring, ptrace or cross-process memory calls) and the job's private
-#   tmpfs as working directory, reads its job (the program and the parts of the tests it must
-#   run, never an expected value) from a memfd, and reports each test's value or status as
+#   expected value or a result channel. It applies `no_new_privs` and the seccomp filter once
+#   (every child inherits them), keeps one SPARE child forked ahead (so the fork of a job's child
+#   overlaps the job before it), passes the spare's hand-off socket to the supervisor, and
+#   reports each child's exit status. The supervisor hands a job to the spare directly: only the
+#   job's limits and file descriptors (job input, result pipe, stdout, stderr). The zygote sits
+#   in the worker's job cgroups (pids, memory, CPU accounting), so every job process inherits
+#   them with no migration cost.
+# - The CHILD (under the zygote's seccomp filter: no keyring, ptrace or cross-process memory
+#   calls; in its own session), once its job arrives, drops to an unprivileged uid, gets rlimits
+#   and the job's private tmpfs as working directory, reads its job (the program and the parts
+#   of the tests it must run, never an expected value) from a memfd, and reports each test's value or status as
 #   length-prefixed JSON on a pipe made for this job alone. The supervisor reads that pipe with
 #   strict limits: anything malformed is a protocol violation of that job, never a crash of the
 #   worker. A spare keeps root until its job arrives, so no job (under the same uid) can signal
@@ -30,11 +32,12 @@
 # of the job when it ends, empties the worker's SysV IPC namespace, remounts the job tmpfs unless
 # the job left it empty, and resumes the job in a fresh child after a test that killed its
 # process. A job may ask to stop early (`stop_below_ran`): once fewer of its tests can still run
-# to their end, the rest are skipped, decided here as reports arrive, so the same candidate always
+# to their end, the rest are skipped, decided here in report order, so the same candidate always
 # stops at the same test.
 
 import ast
 import errno
+import fcntl
 import gc
 import json
 import marshal
@@ -78,6 +81,7 @@ MOUNT_ATTR_RDONLY = 1
 MOUNT_ATTR_NOSUID = 2
 MOUNT_ATTR_NODEV = 4
 IPC_RMID = 0
+F_SETPIPE_SZ = 1031
 
 # Room in the job's memory cgroup for the zygote's own pages (it sits in the cgroup too).
 ZYGOTE_MEMORY = 64 << 20
@@ -603,6 +607,24 @@ RAISES_STATUSES = ("raised", "returned", "timeout")
 
 def child_main(tag):
     """Runs in the job's child after isolation is applied. Never returns."""
+    # The job's input: read fully, then the descriptor is closed.
+    chunks = []
+    while True:
+        b = os.read(JOB_FD, 1 << 20)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(JOB_FD)
+    job = marshal.loads(b"".join(chunks))
+    del chunks
+    run_in_child(tag, job, RESULT_FD)
+    os._exit(0)
+
+
+def run_in_child(tag, job, result_fd):
+    """Loads the job's program and runs its tests from `start`, reporting each on `result_fd`
+    (the last report is `done`, unless the program failed to load). Returns; exits only when a
+    report cannot be written."""
     _exit = os._exit
     _write = os.write
     _pack = CHILD_LEN.pack
@@ -635,7 +657,7 @@ def child_main(tag):
             data = _join(_dumps(obj, 0)).encode("utf-8")
             view = memoryview(_pack(_len(data)) + data)
             while view:
-                n = _write(RESULT_FD, view)
+                n = _write(result_fd, view)
                 view = view[n:]
         except _BE:
             _exit(3)
@@ -645,17 +667,8 @@ def child_main(tag):
         raise _ST()
 
     signal.signal(signal.SIGPROF, on_prof)
-
-    # The job's input: read fully, then the descriptor is closed.
-    chunks = []
-    while True:
-        b = os.read(JOB_FD, 1 << 20)
-        if not b:
-            break
-        chunks.append(b)
-    os.close(JOB_FD)
-    program, plans, start, test_cpu, program_cpu = marshal.loads(b"".join(chunks))
-    del chunks
+    program, plans, start, test_cpu, program_cpu = job
+    del job
 
     def kind_of(e):
         try:
@@ -680,7 +693,7 @@ def child_main(tag):
     except _ST:
         _setitimer(ITIMER, 0)
         send({"p": "timeout"})
-        _exit(0)
+        return
     except _BE as e:
         _setitimer(ITIMER, 0)
         msg = ""
@@ -689,10 +702,10 @@ def child_main(tag):
         except _BE:
             pass
         send({"p": "error", "kind": kind_of(e), "msg": msg})
-        _exit(0)
+        return
     if fired[0]:
         send({"p": "timeout"})
-        _exit(0)
+        return
     send({"p": "ok", "cpu": _pt() - c0, "wall": _pc() - t0})
     for i in _range(start, _len(plans)):
         plan = plans[i]
@@ -755,7 +768,6 @@ def child_main(tag):
     except _BE:
         pass
     send({"done": True})
-    _exit(0)
 
 
 # ---------------------------------------------------------------- seccomp
@@ -809,7 +821,14 @@ def restrict(seccomp):
 
 
 class Zygote:
-    """Forks job children from a state that has never held job data (see the file's head)."""
+    """Forks job children from a state that has never held job data (see the file's head).
+
+    Its socket to the supervisor carries one message per datagram (SOCK_SEQPACKET):
+    - from the supervisor, `F`: the spare was handed its job; fork the next one;
+    - to the supervisor, `P<pid>` with the spare's hand-off socket attached: a new spare, which
+      the supervisor hands its job to directly (the zygote is not on a job's path);
+    - to the supervisor, `S<pid> <status>`: a child of the zygote ended (its wait status).
+    """
 
     def __init__(self, sock, devnull, uid, seccomp, cgroup_fds):
         self.sock = sock
@@ -817,72 +836,84 @@ class Zygote:
         self.uid = uid
         self.seccomp = seccomp
         self.cgroup_fds = cgroup_fds
+        self.wake_r = self.wake_w = -1
 
     def serve(self, tag):
         set_name(b"ucsb-zygote")
+        # `no_new_privs` and the seccomp filter, once: every child inherits them. (Neither keeps
+        # a spare, still root, from dropping to the job's uid.)
+        restrict(self.seccomp)
         for fd in self.cgroup_fds:
             try:
                 os.write(fd, b"0")
             except OSError:
                 pass
+        # Child exits wake the loop through a pipe written by the SIGCHLD handler.
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         gc.collect()
         gc.freeze()
         # One spare child is always forked ahead, already isolated and waiting for a job, so a
         # job's fork happens while the previous job runs rather than before the next one.
-        spare = self.fork_spare(tag)
+        self.offer_spare(tag)
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        poller.register(self.wake_r, select.POLLIN)
+        sock_fd = self.sock.fileno()
         while True:
             try:
-                msg, fds, _, _ = socket.recv_fds(self.sock, 4096, 8)
-            except (OSError, EOFError):
-                os._exit(0)
-            if not msg:
-                os._exit(0)
-            pid, handoff = spare
-            try:
-                socket.send_fds(handoff, [msg], fds)
-            except OSError:
-                # The spare is gone (a job without a uid of its own can signal it): reap it and
-                # hand the job to a fresh child instead.
-                handoff.close()
-                try:
-                    os.waitpid(pid, 0)
-                except ChildProcessError:
-                    pass
-                pid, handoff = self.fork_spare(tag)
-                try:
-                    socket.send_fds(handoff, [msg], fds)
-                except OSError:
-                    pass  # its exit status tells the supervisor
-            handoff.close()
-            for fd in fds:
-                os.close(fd)
-            self.sock.sendall(b"P%d\n" % pid)
-            spare = self.fork_spare(tag)
-            while True:
-                try:
-                    _, status = os.waitpid(pid, 0)
-                    break
-                except ChildProcessError:
-                    status = None
-                    break
-                except InterruptedError:
-                    continue
-            self.sock.sendall(b"S%s\n" % (b"-" if status is None else str(status).encode()))
+                ready = poller.poll()
+            except InterruptedError:
+                continue
+            for fd, _ in ready:
+                if fd == sock_fd:
+                    try:
+                        msg = self.sock.recv(16)
+                    except InterruptedError:
+                        continue
+                    except OSError:
+                        os._exit(0)
+                    if msg != b"F":
+                        os._exit(0)
+                    self.offer_spare(tag)
+                else:
+                    try:
+                        while os.read(self.wake_r, 256):
+                            pass
+                    except OSError:
+                        pass
+            self.report_exits()
 
-    def fork_spare(self, tag):
-        """Forks the next job child; returns (pid, the socket its job arrives on)."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    def report_exits(self):
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            self.sock.send(b"S%d %d" % (pid, status))
+
+    def offer_spare(self, tag):
+        """Forks the next job child and passes its hand-off socket to the supervisor."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             ours.close()
             self.child(theirs, tag)
         theirs.close()
-        return pid, ours
+        socket.send_fds(self.sock, [b"P%d" % pid], [ours.fileno()])
+        ours.close()
 
     def child(self, handoff, tag):
         """A job child: isolates itself, waits for its job's descriptors, runs the job."""
         try:
             set_name(b"ucsb-spare")
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.setsid()
             # Only the hand-off socket stays open (moved to JOB_FD + 1); 0-2 are /dev/null.
             keep = JOB_FD + 1
@@ -894,6 +925,17 @@ class Zygote:
             os.closerange(3, keep)
             os.closerange(keep + 1, 1 << 16)
             import resource as R
+
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            os.environ.clear()
+            # Bound to fds 1 and 2, which become the job's pipes when it arrives.
+            sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+            sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+
+            # While it waits, the spare runs a fixed job of its own (its reports go to /dev/null):
+            # the pages any job writes (interpreter state, allocator pools, hot objects' reference
+            # counts) get their copy-on-write copies now, not on the job's time.
         except BaseException:
             os._exit(6)
         # Wait for the job: its limits and directory, and its descriptors.
@@ -936,14 +978,8 @@ class Zygote:
                 os.setgroups([])
                 os.setresgid(self.uid, self.uid, self.uid)
                 os.setresuid(self.uid, self.uid, self.uid)
-            restrict(self.seccomp)
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-            os.environ.clear()
             os.environ["HOME"] = req["dir"]
             os.environ["TMPDIR"] = req["dir"]
-            sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
-            sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
             del req, fds, msg
             self.sock = None
         except BaseException as e:
@@ -1176,7 +1212,8 @@ class Worker:
         self.tmp_mounted = None  # size of the job tmpfs now mounted on /tmp, if any
         self.zygote_pid = None
         self.zsock = None
-        self.zbuf = b""
+        self.spare = None  # (pid, hand-off socket) of the zygote's waiting child
+        self.exits = {}  # pid -> wait status, as the zygote reported them
         self.cgroup = Cgroup(cfg)
 
     # -- setup, once per worker
@@ -1261,7 +1298,7 @@ class Worker:
                 FEATURES["seccomp: no keyring, ptrace or cross-process memory"] = "refused: %s" % ok
                 seccomp = None
         # The zygote: forked now, before any job data exists in this process.
-        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         gc.collect()
         pid = os.fork()
         if pid == 0:
@@ -1460,11 +1497,7 @@ class Worker:
                 os.killpg(child_pid, signal.SIGKILL)
             except OSError:
                 pass
-        try:
-            line = self.zygote_line(10)
-            status = None if line[1:] == "-" else int(line[1:])
-        except ValueError:
-            status = None
+        status = self.exit_status(child_pid, 10)
         for _ in range(10000):
             pids = self.leftovers()
             if not pids:
@@ -1509,21 +1542,40 @@ class Worker:
                 raise RuntimeError("the zygote died")
             any_reaped = True
 
-    def zygote_line(self, timeout):
-        """Reads one line (`P<pid>` or `S<status>`) from the zygote."""
+    def zygote_message(self, timeout):
+        """Reads one message from the zygote: a new spare (`P`) or a child's exit (`S`)."""
+        r, _, _ = select.select([self.zsock], [], [], timeout)
+        if not r:
+            raise RuntimeError("the zygote did not answer")
+        msg, fds, _, _ = socket.recv_fds(self.zsock, 64, 1)
+        if not msg:
+            raise RuntimeError("the zygote closed its socket")
+        if msg[:1] == b"P" and len(fds) == 1:
+            if self.spare is not None:
+                self.spare[1].close()
+            self.spare = (int(msg[1:]), socket.socket(fileno=fds[0]))
+        elif msg[:1] == b"S" and not fds:
+            pid, status = msg[1:].split()
+            self.exits[int(pid)] = int(status)
+        else:
+            raise RuntimeError("unexpected message from the zygote: %r" % msg[:32])
+
+    def exit_status(self, pid, timeout):
+        """The wait status of the zygote's child `pid` once it has ended (None if unknown)."""
         deadline = time.monotonic() + timeout
-        while b"\n" not in self.zbuf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RuntimeError("the zygote did not answer")
-            r, _, _ = select.select([self.zsock], [], [], left)
-            if r:
-                b = self.zsock.recv(4096)
-                if not b:
-                    raise RuntimeError("the zygote closed its socket")
-                self.zbuf += b
-        line, _, self.zbuf = self.zbuf.partition(b"\n")
-        return line.decode()
+        while pid not in self.exits:
+            self.zygote_message(max(0.0, deadline - time.monotonic()))
+        return self.exits.pop(pid)
+
+    def take_spare(self, timeout):
+        """The waiting spare, now owned by the caller; the zygote forks the next one."""
+        deadline = time.monotonic() + timeout
+        while self.spare is None:
+            self.zygote_message(max(0.0, deadline - time.monotonic()))
+        spare, self.spare = self.spare, None
+        self.exits.clear()  # earlier children's: of no interest any more
+        self.zsock.send(b"F")
+        return spare
 
     def send(self, obj):
         write_all(self.resp_fd, encode_frame(obj))
@@ -1551,7 +1603,6 @@ class Worker:
                 if loaded_once and start >= len(planned):
                     break
                 state = self.run_child(job, child_plans, start, req["program"], job_dir, deadline)
-                self.send_results(job)
                 if state.get("program_error") is not None:
                     job.program_error = state["program_error"]
                     break
@@ -1574,10 +1625,10 @@ class Worker:
                     job.decide(i, {"s": "skipped"})
                 else:
                     job.decide(i, {"s": "killed", "why": "job wall deadline"})
-        self.send_results(job)
         return {
             "id": job_id,
             "end": True,
+            "results": job.results,
             "program_error": job.program_error,
             "program_cpu": job.program_cpu,
             "stdout": job.out["stdout"].decode("utf-8", "replace"),
@@ -1587,11 +1638,6 @@ class Worker:
             "memory_peak": self.cgroup.memory_peak(),
             "stopped": job.stopped,
         }
-
-    def send_results(self, job):
-        batch = job.take_unsent()
-        if batch:
-            self.send({"id": job.id, "results": batch})
 
     def spawn_child(self, job, plans, start, program, job_dir):
         lim = job.lim
@@ -1605,12 +1651,23 @@ class Worker:
         remaining_cpu = lim["program_cpu"] + lim["test_cpu"] * max(1, len(plans) - start) + 1
         req = {"dir": job_dir, "memory_bytes": lim["memory_bytes"], "cpu_seconds": remaining_cpu,
                "file_bytes": lim["file_bytes"], "open_files": lim["open_files"], "processes": lim["processes"]}
+        msg = json.dumps(req).encode()
         try:
-            socket.send_fds(self.zsock, [json.dumps(req).encode()], [mfd, w_res, w_out, w_err])
+            for attempt in (1, 2):
+                pid, handoff = self.take_spare(10)
+                try:
+                    socket.send_fds(handoff, [msg], [mfd, w_res, w_out, w_err])
+                    break
+                except OSError:
+                    # The spare is gone (a job without a uid of its own can signal it): the next
+                    # one takes the job; if that one fails too, its exit status tells why.
+                    if attempt == 2:
+                        break
+                finally:
+                    handoff.close()
         finally:
             for fd in (mfd, w_res, w_out, w_err):
                 os.close(fd)
-        pid = int(self.zygote_line(10)[1:])
         for fd in (r_out, r_err, r_res):
             os.set_blocking(fd, False)
         return pid, r_out, r_err, r_res
@@ -1632,9 +1689,16 @@ class Worker:
         fds = {r_out: "stdout", r_err: "stderr"}
         for fd in fds:
             poller.register(fd, select.POLLIN)
-        poller.register(r_res, select.POLLIN)
         if pidfd is not None:
+            # Reports are read when something else wakes the loop (the child's exit, output, the
+            # tick), not one wake per report: the child runs on while its reports queue up.
             poller.register(pidfd, select.POLLIN)
+            try:
+                fcntl.fcntl(r_res, F_SETPIPE_SZ, 1 << 20)
+            except OSError:
+                pass
+        else:
+            poller.register(r_res, select.POLLIN)
         state = {}
         loaded = False
         current = start  # the test the child is running (or program load while not loaded)
@@ -1708,7 +1772,8 @@ class Worker:
                     if res_open:
                         channel.fill()
                         if channel.eof:
-                            poller.unregister(r_res)
+                            if pidfd is None:
+                                poller.unregister(r_res)
                             res_open = False
                     for msg in channel.messages():
                         progressed = True
@@ -1738,8 +1803,6 @@ class Worker:
                         if job.hopeless():
                             kill_reason = "stopped"
                             break
-                    if progressed:
-                        self.send_results(job)
                     if kill_reason == "stopped":
                         break
                 except Violation as v:
@@ -1752,13 +1815,16 @@ class Worker:
                     # may still hold the pipe open: it is not waited for).
                     break
                 if progressed:
-                    cpu_base = cpu_now()
+                    cpu_base = None
                     continue
                 # CPU-time backstop for the current test (or program load), from the job's cgroup
                 # where there is one: every process of the job counts, and only a report for the
-                # current test (each test reports once) moves the base.
+                # current test (each test reports once) moves the base, to the first quiet poll
+                # after it (so reports that stream in cost no cgroup read each).
                 cpu = cpu_now()
-                if cpu is not None and cpu_base is not None:
+                if cpu_base is None:
+                    cpu_base = cpu
+                elif cpu is not None:
                     budget = lim["test_cpu"] if loaded else lim["program_cpu"]
                     if cpu - cpu_base > budget + 0.1:
                         kill_reason = "cpu"
@@ -1825,8 +1891,8 @@ class Worker:
 
 
 class JobState:
-    """What the supervisor knows of one job: per-test results (decided as reports arrive), which
-    of them Rust has seen, output, events."""
+    """What the supervisor knows of one job: per-test results (decided as reports are read),
+    output, events. The results go to Rust in the job's closing frame."""
 
     def __init__(self, job_id, planned, lim, stop_below_ran):
         self.id = job_id
@@ -1837,7 +1903,6 @@ class JobState:
         self.results = [None] * len(planned)
         self.open = len(planned)  # tests not decided yet
         self.ran = 0  # decided tests that may have run to their end
-        self.sent = [False] * len(planned)
         self.out = {"keep": lim["output_keep_bytes"], "stdout": bytearray(), "stderr": bytearray(), "total": 0}
         self.events = []
         self.program_error = None
@@ -1911,14 +1976,6 @@ class JobState:
         if self.ran + self.open < self.stop_below_ran:
             self.stopped = True
         return self.stopped
-
-    def take_unsent(self):
-        batch = []
-        for i, r in enumerate(self.results):
-            if r is not None and not self.sent[i]:
-                self.sent[i] = True
-                batch.append(r)
-        return batch
 
 
 def describe_status(status):
