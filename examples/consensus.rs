@@ -66,6 +66,7 @@ fn main() {
         tau: 2,
         rule: SelectionRule::Consensus,
         signature: SignatureKind::PassFail,
+        ..ConsensusConfig::default()
     };
     for (problem, s) in select_batch(&verdicts, &config) {
         println!(

@@ -7,6 +7,7 @@ pub mod toml_file;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use ucoder_operators::BayesPriors;
 
 use toml_file::{Invalid, TomlFileError, Validate};
 
@@ -131,18 +132,25 @@ pub enum SelectorConfig {
     Largest,
     /// CodeT: |tests passed| × √|C|.
     DualAgreement,
+    /// After B4: the cluster with the greatest posterior of being correct, over the passing
+    /// matrix (pass/fail signatures only; priors in `[selection.priors]`).
+    Bayesian,
 }
 
 /// Consensus selection (docs/ARCHITECTURE.md, "Selection").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SelectionConfig {
-    /// ρ: minimum fraction of tests a candidate executes on.
-    pub rho: f32,
+    /// ρ: minimum fraction of tests a candidate executes on. An f64 end to end: as an f32,
+    /// 0.8 widened to 0.800000011920929 and a candidate that executed 80 of 100 tests failed it.
+    pub rho: f64,
     /// τ: minimum cluster size.
     pub tau: usize,
     pub signature: SignatureKindConfig,
     pub selector: SelectorConfig,
+    /// The Bayesian selector's priors (the defaults of [`BayesPriors`] where absent).
+    #[serde(default)]
+    pub priors: BayesPriors,
 }
 
 /// Sandbox limits per job.
@@ -255,6 +263,20 @@ impl Validate for PipelineConfig {
         }
         if self.selection.tau == 0 {
             return invalid("selection.tau", "must be at least 1");
+        }
+        if self.selection.selector == SelectorConfig::Bayesian
+            && self.selection.signature != SignatureKindConfig::PassFail
+        {
+            return invalid(
+                "selection.selector",
+                "\"bayesian\" reasons over the passing matrix: it needs signature = \"pass_fail\"",
+            );
+        }
+        if let Some((name, value)) = self.selection.priors.out_of_range() {
+            return Invalid::err(
+                "selection.priors",
+                format!("{name} = {value} must lie strictly between 0 and 1"),
+            );
         }
         if self.sft.max_length < 16 {
             return invalid("sft.max_length", "must be at least 16 tokens");

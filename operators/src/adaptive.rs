@@ -90,7 +90,13 @@ impl AdaptiveSampling {
         let rank = |size: u64, passed: u64| match self.rule {
             SelectionRule::Consensus => size,
             SelectionRule::DualAgreement => passed * passed * size,
+            // The posterior depends on every cluster's tests, not on sizes and pass counts alone:
+            // no standing settles it before the budget is spent.
+            SelectionRule::Bayesian => 0,
         };
+        if self.rule == SelectionRule::Bayesian {
+            return Decision::Sample(u64::from(self.round_size.max(1)).min(remaining) as u32);
+        }
         let leader = clusters
             .iter()
             .enumerate()

@@ -32,7 +32,9 @@ use timely::progress::Timestamp;
 use crate::Selection;
 use crate::adaptive::ClusterStanding;
 use crate::records::ProblemId;
-use crate::selection::{ConsensusConfig, SelectionRule, cmp_members, votes};
+use crate::selection::{
+    ClusterScore, ConsensusConfig, SelectionRule, cmp_clusters, cmp_members, votes,
+};
 use crate::signature::{CandidateVerdict, Signature};
 
 /// A cluster's identity: a problem and a signature.
@@ -104,13 +106,26 @@ where
             output.push((standings, 1isize));
         });
     let tau = config.tau as isize;
-    let ranked = members.join_map(
+    let mut ranked = members.join_map(
         clusters.clone().filter(move |(_, size)| *size >= tau),
-        |key, verdict, size| (key.problem_id, (*size as u32, verdict.clone())),
+        |key, verdict, size| {
+            (
+                key.problem_id,
+                Ranked::Member(*size as u32, verdict.clone()),
+            )
+        },
     );
+    if config.rule == SelectionRule::Bayesian {
+        // The posterior of a cluster weighs every voting cluster of its problem, eligible or not.
+        ranked = ranked.concat(
+            clusters
+                .clone()
+                .map(|(key, size)| (key.problem_id, Ranked::Cluster(key.signature, size as u32))),
+        );
+    }
     let selections = ranked
         .reduce_named("Selector", move |_problem, input, output| {
-            if let Some(selection) = choose(input, config.rule) {
+            if let Some(selection) = choose(input, &config) {
                 output.push((selection, 1isize));
             }
         })
@@ -122,54 +137,59 @@ where
     }
 }
 
-/// A cluster as seen by the reduce: its size, pass count and best member so far.
+/// What the Selector's reduce sees per problem: the members of eligible clusters (with their
+/// cluster's size) and, for the Bayesian rule, every voting cluster as (signature, size).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum Ranked {
+    Member(u32, CandidateVerdict),
+    Cluster(Signature, u32),
+}
+
+/// An eligible cluster as seen by the reduce: its size and best member so far.
 struct ClusterView<'a> {
     size: u32,
-    passed: u32,
     best: &'a CandidateVerdict,
 }
 
 /// The reduce's logic: one pass over the problem's eligible members, grouped by signature.
-fn choose(input: &[(&(u32, CandidateVerdict), isize)], rule: SelectionRule) -> Option<Selection> {
+fn choose(input: &[(&Ranked, isize)], config: &ConsensusConfig) -> Option<Selection> {
     let mut clusters: BTreeMap<&Signature, ClusterView<'_>> = BTreeMap::new();
-    for ((size, verdict), multiplicity) in input {
+    let mut voting: Vec<(&Signature, u32)> = Vec::new();
+    for (ranked, multiplicity) in input {
         if *multiplicity <= 0 {
             continue;
         }
-        let view = clusters.entry(&verdict.signature).or_insert(ClusterView {
-            size: *size,
-            passed: verdict.signature.passed(),
-            best: verdict,
-        });
-        if cmp_members(verdict, view.best) == Ordering::Greater {
-            view.best = verdict;
+        match ranked {
+            Ranked::Member(size, verdict) => {
+                let view = clusters.entry(&verdict.signature).or_insert(ClusterView {
+                    size: *size,
+                    best: verdict,
+                });
+                if cmp_members(verdict, view.best) == Ordering::Greater {
+                    view.best = verdict;
+                }
+            }
+            Ranked::Cluster(signature, size) => voting.push((signature, *size)),
         }
     }
-    let rank = |view: &ClusterView<'_>| {
-        let (size, passed) = (u64::from(view.size), u64::from(view.passed));
-        match rule {
-            SelectionRule::Consensus => (size, passed),
-            SelectionRule::DualAgreement => (passed * passed * size, size),
-        }
-    };
     // `BTreeMap` iterates signatures ascending; on a full tie the earlier (smaller) signature must
     // win, so only a strictly better cluster replaces the current leader.
-    let mut leader: Option<&ClusterView<'_>> = None;
-    for view in clusters.values() {
-        let better = match leader {
+    let mut leader: Option<(ClusterScore, &ClusterView<'_>)> = None;
+    for (signature, view) in &clusters {
+        let score = ClusterScore::of(signature, view.size, voting.iter().copied(), config);
+        let better = match &leader {
             None => true,
-            Some(current) => {
-                rank(view)
-                    .cmp(&rank(current))
+            Some((current_score, current)) => {
+                cmp_clusters(config.rule, &score, current_score)
                     .then_with(|| cmp_members(view.best, current.best))
                     == Ordering::Greater
             }
         };
         if better {
-            leader = Some(view);
+            leader = Some((score, view));
         }
     }
-    leader.map(|view| Selection::of(view.best, view.size))
+    leader.map(|(_, view)| Selection::of(view.best, view.size))
 }
 
 /// Turns a timely stream of records into a differential collection of insertions, each at the

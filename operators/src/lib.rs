@@ -32,6 +32,7 @@
 
 pub mod adaptive;
 pub mod backend;
+pub mod bayes;
 pub mod checkpointed;
 pub mod consensus;
 pub mod offload;
@@ -47,6 +48,7 @@ pub use backend::{
     ExecuteService, FinishReason, Generate, GenerateService, Generation, GenerationRequest, Role,
     SamplingParams, Service,
 };
+pub use bayes::BayesPriors;
 pub use checkpointed::{Answers, checkpointed};
 pub use consensus::{ClusterKey, Consensus, as_insertions, consensus};
 pub use offload::{BatchPolicy, offload};

@@ -11,6 +11,9 @@
 //!      then the better *best member* (step 4's order).
 //!    - `DualAgreement` (CodeT): largest |tests passed| × √|C| (compared exactly as
 //!      passed² · |C| in integers); ties → larger |C|; then the better best member.
+//!    - `Bayesian` (after B4): the greatest posterior that C is the set of correct candidates,
+//!      over the passing matrix of the problem's voting candidates ([`crate::bayes`]; pass/fail
+//!      signatures only); ties → larger |C|; then the better best member.
 //!
 //!    Step 4's order ends in the candidate id and a candidate belongs to one cluster, so two
 //!    clusters never tie completely (the implementations still fall back to the smaller signature).
@@ -27,6 +30,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::bayes::{BayesPriors, Hypothesis};
 use crate::records::{CandidateId, Perplexity, ProblemId};
 use crate::signature::{CandidateVerdict, Signature, SignatureKind};
 
@@ -39,6 +43,8 @@ pub enum SelectionRule {
     Consensus,
     /// CodeT's dual agreement: the cluster maximising |tests passed| × √|C|.
     DualAgreement,
+    /// After B4: the cluster with the greatest posterior of being the correct one.
+    Bayesian,
 }
 
 /// Selection settings (ρ, τ, rule, signature kind).
@@ -52,6 +58,8 @@ pub struct ConsensusConfig {
     pub rule: SelectionRule,
     /// Which signature candidates are clustered by (used when building [`CandidateVerdict`]s).
     pub signature: SignatureKind,
+    /// The priors of [`SelectionRule::Bayesian`] (unused by the other rules).
+    pub priors: BayesPriors,
 }
 
 impl Default for ConsensusConfig {
@@ -61,6 +69,7 @@ impl Default for ConsensusConfig {
             tau: 2,
             rule: SelectionRule::Consensus,
             signature: SignatureKind::PassFail,
+            priors: BayesPriors::default(),
         }
     }
 }
@@ -76,6 +85,14 @@ pub enum SelectionConfigError {
     /// τ = 0.
     #[error("selection.tau = 0; the minimum cluster size must be at least 1")]
     Tau,
+    /// The Bayesian rule needs pass/fail signatures.
+    #[error(
+        "selection.selector = \"bayesian\" needs signature = \"pass_fail\": it reasons over the passing matrix"
+    )]
+    BayesianNeedsPassFail,
+    /// A prior outside (0, 1).
+    #[error("selection.priors.{0} = {1} must lie strictly between 0 and 1")]
+    Prior(&'static str, f64),
 }
 
 impl ConsensusConfig {
@@ -86,6 +103,14 @@ impl ConsensusConfig {
         }
         if self.tau == 0 {
             return Err(SelectionConfigError::Tau);
+        }
+        if self.rule == SelectionRule::Bayesian {
+            if self.signature != SignatureKind::PassFail {
+                return Err(SelectionConfigError::BayesianNeedsPassFail);
+            }
+            if let Some((name, value)) = self.priors.out_of_range() {
+                return Err(SelectionConfigError::Prior(name, value));
+            }
         }
         Ok(())
     }
@@ -135,6 +160,56 @@ pub fn cmp_members(a: &CandidateVerdict, b: &CandidateVerdict) -> Ordering {
         .then_with(|| b.candidate_id.cmp(&a.candidate_id))
 }
 
+/// What the rules compare clusters by, before their best members.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct ClusterScore {
+    /// |C|.
+    pub size: u32,
+    /// Tests the cluster's signature passes.
+    pub passed: u32,
+    /// Log-posterior under [`SelectionRule::Bayesian`] (0 under the other rules).
+    pub posterior: f64,
+}
+
+impl ClusterScore {
+    /// The score of the cluster with `signature` and `size` members among all voting clusters of
+    /// its problem (`all`, as (signature, size), the cluster itself included).
+    pub(crate) fn of<'a>(
+        signature: &Signature,
+        size: u32,
+        all: impl IntoIterator<Item = (&'a Signature, u32)>,
+        config: &ConsensusConfig,
+    ) -> Self {
+        let posterior = match config.rule {
+            SelectionRule::Bayesian => Hypothesis::of(signature, size, all)
+                .map_or(f64::NEG_INFINITY, |h| h.log_posterior(&config.priors)),
+            SelectionRule::Consensus | SelectionRule::DualAgreement => 0.0,
+        };
+        ClusterScore {
+            size,
+            passed: signature.passed(),
+            posterior,
+        }
+    }
+}
+
+/// Step 3's primary order under `rule`: `Greater` means `a` is the better cluster (before the
+/// best-member tie-break).
+pub(crate) fn cmp_clusters(rule: SelectionRule, a: &ClusterScore, b: &ClusterScore) -> Ordering {
+    let (size_a, size_b) = (u64::from(a.size), u64::from(b.size));
+    let (passed_a, passed_b) = (u64::from(a.passed), u64::from(b.passed));
+    match rule {
+        SelectionRule::Consensus => size_a.cmp(&size_b).then(passed_a.cmp(&passed_b)),
+        SelectionRule::DualAgreement => (passed_a * passed_a * size_a)
+            .cmp(&(passed_b * passed_b * size_b))
+            .then(size_a.cmp(&size_b)),
+        SelectionRule::Bayesian => a
+            .posterior
+            .total_cmp(&b.posterior)
+            .then(size_a.cmp(&size_b)),
+    }
+}
+
 /// Whether a verdict votes at all: e(r) ≥ ρ and not all-fail.
 pub fn votes(verdict: &CandidateVerdict, config: &ConsensusConfig) -> bool {
     verdict.meets_rho(config.rho) && !verdict.signature.is_all_fail()
@@ -156,38 +231,38 @@ pub fn select_batch(
     let mut per_problem: BTreeMap<ProblemId, Vec<(&Signature, Vec<&CandidateVerdict>)>> =
         BTreeMap::new();
     for ((problem, signature), members) in clusters {
-        if members.len() >= config.tau as usize {
-            per_problem
-                .entry(problem)
-                .or_default()
-                .push((signature, members));
-        }
+        per_problem
+            .entry(problem)
+            .or_default()
+            .push((signature, members));
     }
     let mut selections = BTreeMap::new();
-    for (problem, mut eligible) in per_problem {
-        for (_, members) in &mut eligible {
-            // Best member first.
-            members.sort_by(|a, b| cmp_members(b, a));
-        }
-        let better_cluster =
-            |a: &(&Signature, Vec<&CandidateVerdict>), b: &(&Signature, Vec<&CandidateVerdict>)| {
-                let (size_a, size_b) = (a.1.len() as u64, b.1.len() as u64);
-                let (passed_a, passed_b) = (u64::from(a.0.passed()), u64::from(b.0.passed()));
-                let primary = match config.rule {
-                    SelectionRule::Consensus => size_a.cmp(&size_b).then(passed_a.cmp(&passed_b)),
-                    SelectionRule::DualAgreement => (passed_a * passed_a * size_a)
-                        .cmp(&(passed_b * passed_b * size_b))
-                        .then(size_a.cmp(&size_b)),
-                };
-                primary
-                    .then_with(|| cmp_members(a.1[0], b.1[0]))
-                    .then_with(|| b.0.cmp(a.0))
-            };
-        let best = eligible
+    for (problem, voting) in per_problem {
+        let all: Vec<(&Signature, u32)> = voting
             .iter()
-            .max_by(|a, b| better_cluster(a, b))
-            .expect("per_problem only holds problems with an eligible cluster");
-        selections.insert(problem, Selection::of(best.1[0], best.1.len() as u32));
+            .map(|(signature, members)| (*signature, members.len() as u32))
+            .collect();
+        let mut eligible: Vec<(&Signature, ClusterScore, Vec<&CandidateVerdict>)> = voting
+            .into_iter()
+            .filter(|(_, members)| members.len() >= config.tau as usize)
+            .map(|(signature, mut members)| {
+                // Best member first.
+                members.sort_by(|a, b| cmp_members(b, a));
+                let score =
+                    ClusterScore::of(signature, members.len() as u32, all.iter().copied(), config);
+                (signature, score, members)
+            })
+            .collect();
+        if eligible.is_empty() {
+            continue;
+        }
+        eligible.sort_by(|a, b| {
+            cmp_clusters(config.rule, &b.1, &a.1)
+                .then_with(|| cmp_members(b.2[0], a.2[0]))
+                .then_with(|| a.0.cmp(b.0))
+        });
+        let (_, score, members) = &eligible[0];
+        selections.insert(problem, Selection::of(members[0], score.size));
     }
     selections
 }
@@ -281,6 +356,71 @@ mod tests {
         };
         let sel = &select_batch(&vs, &dual)[&ProblemId(1)];
         assert_eq!((sel.candidate_id, sel.cluster_size), (CandidateId(10), 2));
+    }
+
+    #[test]
+    fn bayesian_prefers_the_cluster_the_tests_support_over_the_larger_one() {
+        // A: 3 members passing tests {0, 1} of 8; B: 2 members passing all 8. The largest
+        // cluster is A. Under "A is correct" B's 2 × 2 passes on A's tests are wrong code
+        // passing right tests (p) and its 2 × 6 passes elsewhere are wrong code passing wrong
+        // tests (q); under "B is correct" A's 3 × 2 passes are p and its 3 × 6 fails are 1 − p.
+        let mut vs: Vec<_> = (0..3).map(|i| verdict(1, i, 0b11, 8, 1.0)).collect();
+        vs.push(verdict(1, 10, 0xff, 8, 2.0));
+        vs.push(verdict(1, 11, 0xff, 8, 1.5));
+        let consensus = ConsensusConfig::default();
+        assert_eq!(select_batch(&vs, &consensus)[&ProblemId(1)].cluster_size, 3);
+        let bayes = ConsensusConfig {
+            rule: SelectionRule::Bayesian,
+            ..consensus
+        };
+        let priors = bayes.priors;
+        let (lx, ly) = (priors.code_correct.ln(), priors.test_correct.ln());
+        let (nx, ny) = (
+            (1.0 - priors.code_correct).ln(),
+            (1.0 - priors.test_correct).ln(),
+        );
+        let (p, np) = (
+            priors.wrong_code_passes_right_test.ln(),
+            (1.0 - priors.wrong_code_passes_right_test).ln(),
+        );
+        let (q, nq) = (
+            priors.wrong_code_passes_wrong_test.ln(),
+            (1.0 - priors.wrong_code_passes_wrong_test).ln(),
+        );
+        let a =
+            3.0 * lx + 2.0 * nx + 2.0 * ly + 6.0 * ny + 4.0 * p + 0.0 * np + 12.0 * q + 0.0 * nq;
+        let b = 2.0 * lx + 3.0 * nx + 8.0 * ly + 6.0 * p + 18.0 * np;
+        assert!(b > a, "hand-computed posteriors: A {a}, B {b}");
+        let sel = &select_batch(&vs, &bayes)[&ProblemId(1)];
+        assert_eq!((sel.candidate_id, sel.cluster_size), (CandidateId(11), 2));
+    }
+
+    #[test]
+    fn bayesian_needs_pass_fail_signatures_and_open_priors() {
+        let bayes = ConsensusConfig {
+            rule: SelectionRule::Bayesian,
+            ..Default::default()
+        };
+        assert!(bayes.validate().is_ok());
+        let output = ConsensusConfig {
+            signature: SignatureKind::Output,
+            ..bayes
+        };
+        assert_eq!(
+            output.validate(),
+            Err(SelectionConfigError::BayesianNeedsPassFail)
+        );
+        let certain = ConsensusConfig {
+            priors: BayesPriors {
+                code_correct: 0.0,
+                ..Default::default()
+            },
+            ..bayes
+        };
+        assert_eq!(
+            certain.validate(),
+            Err(SelectionConfigError::Prior("code_correct", 0.0))
+        );
     }
 
     #[test]

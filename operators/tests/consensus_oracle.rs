@@ -323,30 +323,49 @@ fn configs() -> Vec<ConsensusConfig> {
             tau: 2,
             rule: Consensus,
             signature: PassFail,
+            ..Default::default()
         },
         ConsensusConfig {
             rho: 0.5,
             tau: 3,
             rule: Consensus,
             signature: Output,
+            ..Default::default()
         },
         ConsensusConfig {
             rho: 0.0,
             tau: 1,
             rule: Consensus,
             signature: PassFail,
+            ..Default::default()
         },
         ConsensusConfig {
             rho: 0.8,
             tau: 1,
             rule: DualAgreement,
             signature: PassFail,
+            ..Default::default()
+        },
+        ConsensusConfig {
+            rho: 0.8,
+            tau: 1,
+            rule: Bayesian,
+            signature: PassFail,
+            ..Default::default()
+        },
+        ConsensusConfig {
+            rho: 0.5,
+            tau: 2,
+            rule: Bayesian,
+            signature: PassFail,
+            ..Default::default()
         },
         ConsensusConfig {
             rho: 1.0,
             tau: 2,
             rule: DualAgreement,
             signature: Output,
+            ..Default::default()
         },
     ]
 }

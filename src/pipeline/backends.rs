@@ -446,10 +446,7 @@ impl Backends {
                         Arc::clone(&sandbox),
                         limits.clone(),
                         Arc::clone(&exec_clock),
-                        config
-                            .sandbox
-                            .early_stop
-                            .then(|| f64::from(config.selection.rho)),
+                        config.sandbox.early_stop.then_some(config.selection.rho),
                     ))
                 })
                 .collect(),

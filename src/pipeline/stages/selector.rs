@@ -31,16 +31,18 @@ pub type Selected = (Selection, String, String);
 /// The operators crate's selection settings for the pipeline's `[selection]`.
 pub fn selection_config(config: &PipelineConfig) -> ConsensusConfig {
     ConsensusConfig {
-        rho: f64::from(config.selection.rho),
+        rho: config.selection.rho,
         tau: config.selection.tau as u32,
         rule: match config.selection.selector {
             SelectorConfig::Largest => SelectionRule::Consensus,
             SelectorConfig::DualAgreement => SelectionRule::DualAgreement,
+            SelectorConfig::Bayesian => SelectionRule::Bayesian,
         },
         signature: match config.selection.signature {
             SignatureKindConfig::PassFail => SignatureKind::PassFail,
             SignatureKindConfig::Output => SignatureKind::Output,
         },
+        priors: config.selection.priors,
     }
 }
 
@@ -112,4 +114,75 @@ pub fn wire<'s>(
         .join_map(prompts, |_, (s, code), prompt| {
             (s.clone(), prompt.clone(), code.clone())
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use ucoder_operators::{CandidateId, CandidateVerdict, Perplexity, ProblemId, Signature};
+
+    use super::*;
+
+    fn smoke_toml() -> (std::path::PathBuf, String) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/smoke.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        (path, text)
+    }
+
+    fn executed(executed: u32, tests: u32) -> CandidateVerdict {
+        CandidateVerdict {
+            problem_id: ProblemId(1),
+            candidate_id: CandidateId(1),
+            signature: Signature::PassFail {
+                tests,
+                bits: vec![1; (tests as usize).div_ceil(64)],
+            },
+            executed,
+            tests,
+            passed: 1,
+            perplexity: Perplexity::new(1.0),
+        }
+    }
+
+    #[test]
+    fn rho_from_the_toml_is_exact() {
+        // smoke.toml says rho = 0.8: 80 of 100 and 4 of 5 executed tests meet it, 79 do not.
+        let (path, text) = smoke_toml();
+        assert!(text.contains("rho = 0.8"));
+        let config = selection_config(&PipelineConfig::parse(&text, &path).unwrap());
+        assert_eq!(config.rho, 0.8);
+        assert!(executed(80, 100).meets_rho(config.rho));
+        assert!(executed(4, 5).meets_rho(config.rho));
+        assert!(!executed(79, 100).meets_rho(config.rho));
+    }
+
+    #[test]
+    fn the_bayesian_selector_and_its_priors_come_from_the_toml() {
+        let (path, text) = smoke_toml();
+        let text = text.replace(
+            "selector = \"largest\"",
+            "selector = \"bayesian\"\npriors = { code_correct = 0.4, test_correct = 0.6, \
+             wrong_code_passes_right_test = 0.5, wrong_code_passes_wrong_test = 0.1 }",
+        );
+        let config = selection_config(&PipelineConfig::parse(&text, &path).unwrap());
+        assert_eq!(config.rule, SelectionRule::Bayesian);
+        assert_eq!(
+            (
+                config.priors.code_correct,
+                config.priors.wrong_code_passes_wrong_test
+            ),
+            (0.4, 0.1)
+        );
+        let output = text.replace("signature = \"pass_fail\"", "signature = \"output\"");
+        let err = PipelineConfig::parse(&output, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("selection.selector"), "{err}");
+        let certain = text.replace("code_correct = 0.4", "code_correct = 1.0");
+        let err = PipelineConfig::parse(&certain, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("code_correct = 1"), "{err}");
+    }
 }
