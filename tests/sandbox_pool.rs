@@ -6,7 +6,9 @@ mod sandbox_common;
 use std::time::Duration;
 
 use sandbox_common::*;
-use ucoder_flow::sandbox::{EarlyStop, Job, Limits, SandboxPool, TestCase, Value, Verdict};
+use ucoder_flow::sandbox::{
+    EarlyStop, Job, Limits, SandboxConfig, SandboxPool, TestCase, Value, Verdict,
+};
 
 fn verdicts(r: &ucoder_flow::sandbox::JobResult) -> Vec<Verdict> {
     r.tests.iter().map(|t| t.verdict.clone()).collect()
@@ -380,4 +382,83 @@ fn constant_expressions_are_decided_outside_the_child() {
     );
     let in_child: Vec<bool> = r.tests.iter().map(|t| t.checked_in_child).collect();
     assert_eq!(in_child, vec![false, false, false, false, false, true]);
+}
+
+fn process_group(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = stat.rsplit_once(')').unwrap().1;
+    after_name
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn our_scratch_folders() -> Vec<String> {
+    let prefix = format!("ucoder-sandbox-{}-", std::process::id());
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&prefix))
+        .collect()
+}
+
+/// Ctrl-C at a terminal signals the foreground process group: the workers are not in the run's
+/// group (they end with the pool, through PDEATHSIG, instead of printing their own
+/// KeyboardInterrupt). With a mount namespace jobs work in a private tmpfs, so a pool, even one
+/// whose process is killed, leaves nothing in the temp folder.
+#[test]
+fn workers_keep_out_of_the_run_process_group_and_the_temp_folder() {
+    let ours = process_group(std::process::id());
+    let pool = pool(2);
+    let result = pool
+        .run(job(
+            "def add(a, b):\n    return a + b\n",
+            vec![call("add", "[1, 2]", Some("3"))],
+        ))
+        .unwrap();
+    assert_eq!(verdicts(&result), vec![Verdict::Pass]);
+    let workers = pool.worker_pids();
+    assert!(!workers.is_empty());
+    for pid in workers {
+        assert_ne!(
+            process_group(pid),
+            ours,
+            "worker {pid} shares our process group"
+        );
+    }
+    if pool.isolation().get("mount namespace").map(String::as_str) == Some("ok") {
+        assert_eq!(our_scratch_folders(), Vec::<String>::new());
+    }
+}
+
+/// Without a mount namespace (a host that refuses one, here by configuration) jobs work in a
+/// scratch folder the worker creates in the temp folder; the refusal is reported, verdicts are
+/// the same, and dropping the pool removes the folder.
+#[test]
+fn without_namespaces_jobs_use_a_scratch_folder_that_goes_with_the_pool() {
+    let pool = SandboxPool::new(SandboxConfig {
+        workers: 1,
+        namespaces: false,
+        limits: sandbox_common::test_limits(),
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    assert!(
+        pool.isolation()["mount namespace"].starts_with("refused"),
+        "{:?}",
+        pool.isolation()
+    );
+    let result = pool
+        .run(job(
+            "import os\ndef here():\n    open('f.txt', 'w').write('x')\n    return os.listdir('.')\n",
+            vec![call("here", "[]", Some("['f.txt']")), call("here", "[]", Some("['f.txt']"))],
+        ))
+        .unwrap();
+    assert_eq!(verdicts(&result), vec![Verdict::Pass, Verdict::Pass]);
+    assert_eq!(our_scratch_folders().len(), 1);
+    drop(pool);
+    assert_eq!(our_scratch_folders(), Vec::<String>::new());
 }

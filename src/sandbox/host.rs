@@ -191,3 +191,36 @@ impl Drop for WorkerCgroup {
         }
     }
 }
+
+/// Where a worker may put its job folders when the host refuses it a mount namespace (with one,
+/// jobs work in a private tmpfs and nothing is created here). The worker creates the folder
+/// only then, so a run on a host with namespaces leaves nothing in the temp folder even when it
+/// is killed; the folder is removed when the worker is dropped.
+pub struct ScratchDir {
+    pub path: PathBuf,
+}
+
+impl ScratchDir {
+    /// A fresh, not yet existing path in the system temp folder.
+    pub fn for_worker(slot: usize) -> ScratchDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!(
+            "ucoder-sandbox-{}-{slot}-{}-{nanos:08x}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        ScratchDir {
+            path: std::env::temp_dir().join(name),
+        }
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

@@ -226,7 +226,7 @@ struct WorkerProcess {
     stdin: ChildStdin,
     reader: FrameReader<ChildStdout>,
     _cgroups: host::WorkerCgroups,
-    _scratch: Option<tempfile::TempDir>,
+    _scratch: host::ScratchDir,
 }
 
 impl WorkerProcess {
@@ -242,10 +242,7 @@ impl WorkerProcess {
                 cpuacct: off(),
             }
         };
-        let scratch = tempfile::Builder::new()
-            .prefix("ucoder-sandbox-")
-            .tempdir()
-            .map_err(|e| SandboxError::WorkerStart(format!("creating scratch dir: {e}")))?;
+        let scratch = host::ScratchDir::for_worker(spec.slot);
         let uid_why = if !spec.config.drop_uid {
             "disabled by configuration"
         } else {
@@ -256,7 +253,7 @@ impl WorkerProcess {
             "namespaces": spec.config.namespaces,
             "uid": spec.uid,
             "uid_why": uid_why,
-            "scratch": scratch.path().to_string_lossy(),
+            "scratch": scratch.path.to_string_lossy(),
             "limits": limits.to_json(),
         });
         if let Json::Object(map) = &mut cfg {
@@ -264,6 +261,9 @@ impl WorkerProcess {
         }
         let mut cmd = Command::new(&spec.python);
         cmd.args(["-s", "-S", "-P", "-c", WORKER_SOURCE])
+            // A process group of its own: Ctrl-C at a terminal reaches the run, which stops the
+            // pool, not each worker (no Python tracebacks); PDEATHSIG still ends it with the run.
+            .process_group(0)
             .arg(cfg.to_string())
             .env_clear()
             .env("PYTHONHASHSEED", spec.config.hash_seed.to_string())
@@ -338,7 +338,7 @@ impl WorkerProcess {
                 stdin,
                 reader,
                 _cgroups: cgroups,
-                _scratch: Some(scratch),
+                _scratch: scratch,
             },
             Hello { features, python },
         ))

@@ -1273,9 +1273,9 @@ class Worker:
         else:
             FEATURES["unprivileged uid"] = "refused: %s" % cfg.get("uid_why", "not root")
         if not self.mountns:
-            import tempfile
-
-            self.scratch = tempfile.mkdtemp(prefix="ucoder-sandbox-", dir=cfg.get("scratch"))
+            # Created only here, where there is no private tmpfs; the pool removes it.
+            self.scratch = cfg["scratch"]
+            os.mkdir(self.scratch, 0o700)
             if self.uid is not None:
                 os.chown(self.scratch, self.uid, self.uid)
         for name in PREIMPORT:
