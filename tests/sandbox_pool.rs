@@ -462,3 +462,48 @@ fn without_namespaces_jobs_use_a_scratch_folder_that_goes_with_the_pool() {
     drop(pool);
     assert_eq!(our_scratch_folders(), Vec::<String>::new());
 }
+
+/// A job's verdicts depend on its CPU use, not on the wall clock: a wall deadline below the CPU
+/// budgets is raised to them, and a job that still runs out of wall time (here, one that sleeps)
+/// is rerun once with twice the time, then flagged rather than scored as a timeout.
+#[test]
+fn the_wall_deadline_follows_the_cpu_budgets_and_a_hit_is_rerun_and_flagged() {
+    let pool = pool(1);
+    let tight = Limits {
+        test_cpu: Duration::from_millis(500),
+        program_cpu: Duration::from_millis(500),
+        job_wall: Duration::from_millis(300),
+        ..sandbox_common::test_limits()
+    };
+    // Three tests of ~0.25 s CPU each: more than the 0.3 s wall, within every CPU budget.
+    let busy = "import time\ndef burn():\n    end = time.process_time() + 0.25\n    while time.process_time() < end:\n        pass\n    return 1\n";
+    let result = pool
+        .run(Job {
+            limits: Some(tight.clone()),
+            ..job(busy, vec![call("burn", "[]", Some("1")); 3])
+        })
+        .unwrap();
+    assert_eq!(
+        verdicts(&result),
+        vec![Verdict::Pass; 3],
+        "{:?}",
+        result.events
+    );
+    assert!(!result.wall_deadline);
+    // A sleeper uses no CPU: only the wall deadline (0.5 + 0.5 + 1 s, then twice that) ends it.
+    let sleeper = "import time\ndef nap():\n    time.sleep(30)\n";
+    let result = pool
+        .run(Job {
+            limits: Some(tight),
+            ..job(sleeper, vec![call("nap", "[]", None)])
+        })
+        .unwrap();
+    assert!(result.wall_deadline, "{result:?}");
+    assert_eq!(result.tests[0].verdict, Verdict::Killed);
+    assert!(
+        result.events.iter().any(|e| e.contains("rerun with 4.0 s")),
+        "{:?}",
+        result.events
+    );
+    assert_eq!(result.attempts, 1);
+}

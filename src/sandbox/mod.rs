@@ -42,7 +42,9 @@ pub struct Limits {
     pub test_cpu: Duration,
     /// CPU time for loading the program (module-level code, definitions).
     pub program_cpu: Duration,
-    /// Wall-clock deadline for the whole job, enforced from outside the child.
+    /// Wall-clock deadline for the whole job, enforced from outside the child. The pool never
+    /// lets it fall below the job's CPU budgets ([`Limits::cpu_budget`]) plus a slack, so a
+    /// program that stays within its CPU budgets is not cut short by a busy machine.
     pub job_wall: Duration,
     /// RLIMIT_AS of the child.
     pub memory_bytes: u64,
@@ -60,6 +62,13 @@ pub struct Limits {
     pub max_output_bytes: u64,
     /// Largest returned value (as tagged data) sent back; larger values are [`Value::Truncated`].
     pub value_bytes: u64,
+}
+
+impl Limits {
+    /// The most CPU time a job of `tests` tests may use: its program load and every test.
+    pub fn cpu_budget(&self, tests: usize) -> Duration {
+        self.program_cpu + self.test_cpu * tests.min(u32::MAX as usize) as u32
+    }
 }
 
 impl Default for Limits {
@@ -253,6 +262,11 @@ pub struct JobResult {
     pub memory_peak_bytes: Option<u64>,
     /// True when the job stopped early ([`Job::early_stop`]); its untried tests are skipped.
     pub stopped_early: bool,
+    /// True when the job ran into its wall deadline even after the pool reran it with twice the
+    /// time: its unfinished tests are `Killed` ("job wall deadline"), a verdict of the machine's
+    /// load or of a program that sleeps, not of its CPU use. Consumers should not score it as a
+    /// timeout.
+    pub wall_deadline: bool,
 }
 
 impl JobResult {

@@ -28,6 +28,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const HANG_GRACE: Duration = Duration::from_secs(3);
 /// Times a job is sent to a (fresh) worker before it is reported as killed.
 const MAX_ATTEMPTS: u32 = 2;
+/// A job's wall deadline is at least its CPU budgets plus this.
+const WALL_SLACK: Duration = Duration::from_secs(1);
+/// Reruns, each with twice the wall time, of a job that reached its wall deadline.
+const WALL_RERUNS: u32 = 1;
 
 struct Task {
     job: Job,
@@ -392,19 +396,26 @@ fn run_task(
     id: u64,
 ) -> Result<JobResult, SandboxError> {
     let started = Instant::now();
-    let limits = job
+    let mut limits = job
         .limits
         .clone()
         .unwrap_or_else(|| spec.config.limits.clone());
-    let request = json!({
-        "id": id,
-        "program": job.program,
-        "tests": job.tests.iter().map(test_json).collect::<Vec<_>>(),
-        "limits": limits.to_json(),
-        "stop_below_ran": job.early_stop.map(|stop| stop.at_least),
-    });
+    limits.job_wall = limits
+        .job_wall
+        .max(limits.cpu_budget(job.tests.len()) + WALL_SLACK);
+    let tests: Vec<Json> = job.tests.iter().map(test_json).collect();
     let mut events = Vec::new();
-    for attempt in 1..=MAX_ATTEMPTS {
+    let mut wall_reruns = 0;
+    let mut attempt = 0;
+    while attempt < MAX_ATTEMPTS {
+        attempt += 1;
+        let request = json!({
+            "id": id,
+            "program": job.program,
+            "tests": tests,
+            "limits": limits.to_json(),
+            "stop_below_ran": job.early_stop.map(|stop| stop.at_least),
+        });
         if worker.is_none() {
             match WorkerProcess::start(spec) {
                 Ok((w, _)) => {
@@ -417,6 +428,20 @@ fn run_task(
         let w = worker.as_mut().expect("worker present");
         let deadline = Instant::now() + limits.job_wall + HANG_GRACE;
         match exchange(w, &request, job, id, deadline) {
+            Ok(mut result) if result.wall_deadline && wall_reruns < WALL_RERUNS => {
+                // Wall time is the machine's, CPU time the program's: a verdict must not depend on
+                // how busy the machine was, so the job runs again with twice the time.
+                events.append(&mut result.events);
+                events.push(format!(
+                    "wall deadline of {:.1} s reached; rerun with {:.1} s",
+                    limits.job_wall.as_secs_f64(),
+                    2.0 * limits.job_wall.as_secs_f64()
+                ));
+                limits.job_wall *= 2;
+                wall_reruns += 1;
+                attempt -= 1;
+                continue;
+            }
             Ok(mut result) => {
                 events.append(&mut result.events);
                 result.events = events;
@@ -462,12 +487,14 @@ fn run_task(
         wall: started.elapsed(),
         memory_peak_bytes: None,
         stopped_early: false,
+        wall_deadline: false,
     })
 }
 
 /// One attempt of a job on one worker: sends it and reads its frames up to the closing one (the
-/// worker sends every test's result with it; a results batch in an earlier frame is accepted too). `Err` says why the worker must be replaced (it died, hung, broke the
-/// protocol or reported an internal error); a failing candidate is never an `Err`.
+/// worker sends every test's result with it; a results batch in an earlier frame is accepted
+/// too). `Err` says why the worker must be replaced (it died, hung, broke the protocol or
+/// reported an internal error); a failing candidate is never an `Err`.
 fn exchange(
     w: &mut WorkerProcess,
     request: &Json,
@@ -578,6 +605,7 @@ fn decode_end(resp: &Json, tests: Vec<TestResult>) -> JobResult {
         attempts: 1,
         wall: Duration::ZERO,
         memory_peak_bytes: resp.get("memory_peak").and_then(|m| m.as_u64()),
+        wall_deadline: resp.get("wall_deadline") == Some(&Json::Bool(true)),
         stopped_early: resp.get("stopped") == Some(&Json::Bool(true)),
     }
 }

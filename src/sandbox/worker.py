@@ -1610,6 +1610,7 @@ class Worker:
                     job.program_cpu = state.get("program_cpu")
                 loaded_once = True
                 if state.get("deadline"):
+                    job.wall_deadline = True
                     break
         finally:
             self.job_dir_leave(job_dir)
@@ -1637,6 +1638,7 @@ class Worker:
             "events": job.events,
             "memory_peak": self.cgroup.memory_peak(),
             "stopped": job.stopped,
+            "wall_deadline": job.wall_deadline,
         }
 
     def spawn_child(self, job, plans, start, program, job_dir):
@@ -1908,6 +1910,7 @@ class JobState:
         self.program_error = None
         self.program_cpu = None
         self.stopped = False
+        self.wall_deadline = False
 
     def next_open(self, i):
         while i < len(self.results) and self.results[i] is not None:
