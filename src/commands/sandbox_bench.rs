@@ -182,6 +182,7 @@ fn pool_row(
             tests: p.tests(),
             limits: None,
             early_stop: None,
+            float_tolerance: 0.0,
         })
         .collect();
     // Warm-up pass (not timed).

@@ -105,6 +105,7 @@ impl ProgramChecker for PoolChecker {
             tests: tests.clone(),
             limits: Some(limits.clone()),
             early_stop: None,
+            float_tolerance: 0.0,
         }));
         let mut out = Vec::with_capacity(results.len());
         for result in results {

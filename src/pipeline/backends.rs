@@ -313,6 +313,7 @@ impl Execute for SandboxExecutor {
                 tests: job.tests.iter().map(sandbox_test).collect(),
                 limits: Some(self.limits.clone()),
                 early_stop: self.early_stop(job.tests.len()),
+                float_tolerance: 0.0,
             }),
         );
         let out = jobs

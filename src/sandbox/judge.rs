@@ -3,7 +3,9 @@
 //!
 //! The worker's supervisor plans each test and keeps its expected part (a [`Judge`]); the child
 //! only runs the expression. Every judge follows Python's own semantics on plain data:
-//! `==`/`!=` ([`Value::py_eq`]), `is` against `None`/`True`/`False`, truthiness of a returned
+//! `==`/`!=` ([`Value::py_eq`], or [`Value::eq_within`] where the job asks for a float
+//! tolerance, which also applies to membership), `is` against `None`/`True`/`False`, truthiness
+//! of a returned
 //! value, `abs(E - L) < tol` (or `<=`), `math.isclose(E, L, rel_tol=, abs_tol=)`, membership in a
 //! literal container (`in` / `not in`: list, tuple, set, dict keys, substring), and an expected
 //! exception (`try: E except X: pass else: assert False`, `pytest.raises(X)`). A value that is
@@ -41,7 +43,13 @@ fn pass_if(ok: bool) -> Verdict {
 
 /// Decides a split test. `judge` is the supervisor's plan (`None` for a call test without an
 /// expected value: returning is a pass).
-pub fn decide(report: Report<'_>, judge: Option<&Json>) -> Result<Verdict, SandboxError> {
+/// The verdict of a split test. `float_tolerance` widens `==`, `!=` and membership for floats
+/// ([`Value::eq_within`]); 0 is Python's exact `==`.
+pub fn decide(
+    report: Report<'_>,
+    judge: Option<&Json>,
+    float_tolerance: f64,
+) -> Result<Verdict, SandboxError> {
     if let Report::Value(Value::Truncated) = report {
         return Ok(error("ValueTooLarge"));
     }
@@ -92,14 +100,16 @@ pub fn decide(report: Report<'_>, judge: Option<&Json>) -> Result<Verdict, Sandb
         Report::Returned => return Err(protocol("a statement report for a value test")),
     };
     Ok(match cmp {
-        "eq" => pass_if(value.py_eq(&expected()?)),
-        "ne" => pass_if(!value.py_eq(&expected()?) && !matches!(value, Value::Opaque(_))),
+        "eq" => pass_if(value.eq_within(&expected()?, float_tolerance)),
+        "ne" => pass_if(
+            !value.eq_within(&expected()?, float_tolerance) && !matches!(value, Value::Opaque(_)),
+        ),
         "is" => pass_if(value.is_same_singleton(&expected()?)),
         "isnot" => pass_if(!value.is_same_singleton(&expected()?)),
         "truthy" => pass_if(value.truthy() == Some(true)),
         "falsy" => pass_if(value.truthy() == Some(false)),
-        "in" => contains(&expected()?, value)?,
-        "notin" => match contains(&expected()?, value)? {
+        "in" => contains(&expected()?, value, float_tolerance)?,
+        "notin" => match contains(&expected()?, value, float_tolerance)? {
             Verdict::Pass => Verdict::Fail,
             Verdict::Fail if !matches!(value, Value::Opaque(_)) => Verdict::Pass,
             other => other,
@@ -117,16 +127,18 @@ pub fn decide(report: Report<'_>, judge: Option<&Json>) -> Result<Verdict, Sandb
 }
 
 /// `value in container` for a literal container.
-fn contains(container: &Value, value: &Value) -> Result<Verdict, SandboxError> {
+fn contains(container: &Value, value: &Value, tol: f64) -> Result<Verdict, SandboxError> {
     // Hash-based containers: Python raises TypeError for an unhashable value; an opaque value's
     // hash and equality are its own code, so it never passes.
     let hashed = |keys: Vec<&Value>| match value {
         Value::Opaque(_) => Verdict::Fail,
         Value::List(_) | Value::Dict(_) | Value::Set(_) => error("TypeError"),
-        _ => pass_if(keys.iter().any(|k| k.py_eq(value))),
+        _ => pass_if(keys.iter().any(|k| k.eq_within(value, tol))),
     };
     Ok(match container {
-        Value::List(items) | Value::Tuple(items) => pass_if(items.iter().any(|x| x.py_eq(value))),
+        Value::List(items) | Value::Tuple(items) => {
+            pass_if(items.iter().any(|x| x.eq_within(value, tol)))
+        }
         Value::Set(items) | Value::FrozenSet(items) => hashed(items.iter().collect()),
         Value::Dict(entries) => hashed(entries.iter().map(|(k, _)| k).collect()),
         Value::Str(s) => match value {
@@ -217,7 +229,7 @@ mod tests {
     }
 
     fn judge(report: Report<'_>, j: Json) -> Verdict {
-        decide(report, Some(&j)).unwrap()
+        decide(report, Some(&j), 0.0).unwrap()
     }
 
     #[test]
@@ -247,6 +259,20 @@ mod tests {
             judge(Report::Value(&value(json!(["i", "11"]))), exact),
             Verdict::Pass
         );
+    }
+
+    #[test]
+    fn a_float_tolerance_widens_equality_and_membership() {
+        let sum = value(json!(["f", "0.30000000000000004"]));
+        let eq = json!({"cmp": "eq", "value": ["f", "0.3"]});
+        let within = |j: &Json, tol| decide(Report::Value(&sum), Some(j), tol).unwrap();
+        assert_eq!(within(&eq, 0.0), Verdict::Fail);
+        assert_eq!(within(&eq, 1e-9), Verdict::Pass);
+        let ne = json!({"cmp": "ne", "value": ["f", "0.3"]});
+        assert_eq!(within(&ne, 1e-9), Verdict::Fail);
+        let member = json!({"cmp": "in", "value": ["t", [["f", "0.3"], ["f", "0.6"]]]});
+        assert_eq!(within(&member, 0.0), Verdict::Fail);
+        assert_eq!(within(&member, 1e-9), Verdict::Pass);
     }
 
     #[test]
@@ -300,9 +326,12 @@ mod tests {
     #[test]
     fn malformed_judges_are_protocol_errors() {
         let one = value(json!(["i", "1"]));
-        assert!(decide(Report::Value(&one), Some(&json!({"cmp": "approx"}))).is_err());
-        assert!(decide(Report::Value(&one), Some(&json!({"cmp": "eq"}))).is_err());
-        assert!(decide(Report::Returned, None).is_err());
-        assert_eq!(decide(Report::Value(&one), None).unwrap(), Verdict::Pass);
+        assert!(decide(Report::Value(&one), Some(&json!({"cmp": "approx"})), 0.0).is_err());
+        assert!(decide(Report::Value(&one), Some(&json!({"cmp": "eq"})), 0.0).is_err());
+        assert!(decide(Report::Returned, None, 0.0).is_err());
+        assert_eq!(
+            decide(Report::Value(&one), None, 0.0).unwrap(),
+            Verdict::Pass
+        );
     }
 }

@@ -155,6 +155,11 @@ pub struct Job {
     /// [`Verdict::Skipped`]. For a consumer that cannot use the candidate past that point (e.g.
     /// e(r) >= rho is out of reach). `None` runs every test.
     pub early_stop: Option<EarlyStop>,
+    /// Floats compare equal (`==`, `!=`, membership, call tests' expected values) when
+    /// `|a − b| ≤ tol · max(1, |a|, |b|)` ([`Value::eq_within`]). 0, the default, is Python's
+    /// exact `==` (what a benchmark's own harness does); the pipeline sets it, so that correct
+    /// programs that sum in another order agree.
+    pub float_tolerance: f64,
 }
 
 /// When a job stops early: as soon as fewer than `at_least` of its tests can still run to their
@@ -173,6 +178,7 @@ impl Job {
             tests,
             limits: None,
             early_stop: None,
+            float_tolerance: 0.0,
         }
     }
 }

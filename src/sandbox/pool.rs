@@ -532,7 +532,8 @@ fn exchange(
                 if tests[i].is_some() {
                     return Err(format!("sent test {i} twice"));
                 }
-                let result = decode_test(t).map_err(|e| format!("broke the protocol ({e})"))?;
+                let result = decode_test(t, job.float_tolerance)
+                    .map_err(|e| format!("broke the protocol ({e})"))?;
                 tests[i] = Some(result);
             }
         }
@@ -609,7 +610,7 @@ fn decode_end(resp: &Json, tests: Vec<TestResult>) -> JobResult {
         stopped_early: resp.get("stopped") == Some(&Json::Bool(true)),
     }
 }
-fn decode_test(t: &Json) -> Result<TestResult, SandboxError> {
+fn decode_test(t: &Json, tolerance: f64) -> Result<TestResult, SandboxError> {
     let status = t
         .get("s")
         .and_then(|s| s.as_str())
@@ -646,7 +647,7 @@ fn decode_test(t: &Json) -> Result<TestResult, SandboxError> {
                 }
                 Ok(value) => {
                     result.output_hash = Some(value.signature_hash());
-                    let verdict = judge::decide(Report::Value(&value), judge_spec)?;
+                    let verdict = judge::decide(Report::Value(&value), judge_spec, tolerance)?;
                     result.value = Some(value);
                     verdict
                 }
@@ -667,9 +668,9 @@ fn decode_test(t: &Json) -> Result<TestResult, SandboxError> {
                         .collect()
                 })
                 .unwrap_or_default();
-            judge::decide(Report::Raised { kind, mro: &mro }, judge_spec)?
+            judge::decide(Report::Raised { kind, mro: &mro }, judge_spec, tolerance)?
         }
-        "returned" => judge::decide(Report::Returned, judge_spec)?,
+        "returned" => judge::decide(Report::Returned, judge_spec, tolerance)?,
         "raised" => error(kind),
         "timeout" => Verdict::Timeout,
         "killed" => Verdict::Killed,

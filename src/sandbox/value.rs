@@ -174,23 +174,33 @@ impl Value {
 
     /// Python's `==` between two plain values.
     pub fn py_eq(&self, other: &Value) -> bool {
+        self.eq_within(other, 0.0)
+    }
+
+    /// Python's `==`, except that two numbers of which one is a float (or complex) are also
+    /// equal when `|a − b| ≤ tol · max(1, |a|, |b|)` (relative for large magnitudes, absolute
+    /// below 1), at any depth of nesting. `tol = 0` is exactly Python's `==`.
+    pub fn eq_within(&self, other: &Value, tol: f64) -> bool {
         if let (Some(a), Some(b)) = (self.number(), other.number()) {
-            return a.eq(&b);
+            return a.eq(&b, tol);
         }
+        let eq = |x: &Value, y: &Value| x.eq_within(y, tol);
         match (self, other) {
             (Value::None, Value::None) => true,
             (Value::Str(a), Value::Str(b)) => a == b,
             (Value::Bytes(a), Value::Bytes(b)) => a == b,
             (Value::List(a), Value::List(b)) | (Value::Tuple(a), Value::Tuple(b)) => {
-                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.py_eq(y))
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| eq(x, y))
             }
             (Value::Set(a) | Value::FrozenSet(a), Value::Set(b) | Value::FrozenSet(b)) => {
-                set_eq(a, b)
+                a.len() == b.len()
+                    && a.iter().all(|x| b.iter().any(|y| eq(x, y)))
+                    && b.iter().all(|y| a.iter().any(|x| eq(x, y)))
             }
             (Value::Dict(a), Value::Dict(b)) => {
                 a.len() == b.len()
                     && a.iter()
-                        .all(|(k, v)| b.iter().any(|(k2, v2)| k.py_eq(k2) && v.py_eq(v2)))
+                        .all(|(k, v)| b.iter().any(|(k2, v2)| eq(k, k2) && eq(v, v2)))
             }
             _ => false,
         }
@@ -236,25 +246,10 @@ impl Value {
             Value::None => out.push(b'N'),
             Value::Bool(b) => out.extend_from_slice(if *b { b"bT" } else { b"bF" }),
             Value::Int(s) => text(out, b'i', s.as_bytes()),
-            Value::Float(f) => {
-                out.push(b'f');
-                let bits = if f.is_nan() {
-                    f64::NAN.to_bits()
-                } else {
-                    f.to_bits()
-                };
-                out.extend_from_slice(&bits.to_le_bytes());
-            }
+            Value::Float(f) => text(out, b'f', rounded(*f).as_bytes()),
             Value::Complex(re, im) => {
-                out.push(b'c');
-                for f in [re, im] {
-                    let bits = if f.is_nan() {
-                        f64::NAN.to_bits()
-                    } else {
-                        f.to_bits()
-                    };
-                    out.extend_from_slice(&bits.to_le_bytes());
-                }
+                text(out, b'c', rounded(*re).as_bytes());
+                text(out, b'c', rounded(*im).as_bytes());
             }
             Value::Str(s) => text(out, b's', s.as_bytes()),
             Value::Bytes(b) => text(out, b'y', b),
@@ -285,7 +280,10 @@ impl Value {
         }
     }
 
-    /// A stable 64-bit hash of the value for execution signatures.
+    /// A stable 64-bit hash of the value for execution signatures. Floats are hashed rounded to
+    /// 12 significant digits (and -0.0 as 0.0), so values that differ only by the order of a
+    /// summation (0.1 + 0.2 against 0.3) hash equally; two floats that straddle a rounding
+    /// boundary can still hash apart.
     pub fn signature_hash(&self) -> u64 {
         let mut bytes = Vec::new();
         self.canonical(&mut bytes);
@@ -294,12 +292,15 @@ impl Value {
     }
 }
 
-/// Set equality under Python's `==`: every element of each side has an equal one on the other
-/// (set elements are unique, so equal sizes plus one-way containment would also do).
-fn set_eq(a: &[Value], b: &[Value]) -> bool {
-    a.len() == b.len()
-        && a.iter().all(|x| b.iter().any(|y| x.py_eq(y)))
-        && b.iter().all(|y| a.iter().any(|x| x.py_eq(y)))
+/// A float as the signature hash sees it: 12 significant digits, one zero, one NaN.
+fn rounded(f: f64) -> String {
+    if f.is_nan() {
+        "nan".into()
+    } else if f == 0.0 {
+        "0".into()
+    } else {
+        format!("{f:.11e}")
+    }
 }
 
 enum Number<'a> {
@@ -309,17 +310,22 @@ enum Number<'a> {
 }
 
 impl Number<'_> {
-    fn eq(&self, other: &Number<'_>) -> bool {
+    /// Python's `==`, widened by `tol` wherever a float takes part (see [`Value::eq_within`]).
+    fn eq(&self, other: &Number<'_>, tol: f64) -> bool {
+        let close = |a: f64, b: f64| a == b || (a - b).abs() <= tol * a.abs().max(b.abs()).max(1.0);
+        let int_close = |i: &str, f: f64| {
+            int_eq_float(i, f) || (tol > 0.0 && i.parse::<f64>().is_ok_and(|i| close(i, f)))
+        };
         match (self, other) {
             (Number::Int(a), Number::Int(b)) => a == b,
             (Number::Int(i), Number::Real(f)) | (Number::Real(f), Number::Int(i)) => {
-                int_eq_float(i, *f)
+                int_close(i, *f)
             }
-            (Number::Real(a), Number::Real(b)) => a == b,
+            (Number::Real(a), Number::Real(b)) => close(*a, *b),
             (Number::Complex(re, im), other) | (other, Number::Complex(re, im)) => match other {
-                Number::Complex(re2, im2) => re == re2 && im == im2,
-                Number::Real(f) => *im == 0.0 && re == f,
-                Number::Int(i) => *im == 0.0 && int_eq_float(i, *re),
+                Number::Complex(re2, im2) => close(*re, *re2) && close(*im, *im2),
+                Number::Real(f) => close(*im, 0.0) && close(*re, *f),
+                Number::Int(i) => close(*im, 0.0) && int_close(i, *re),
             },
         }
     }
@@ -347,6 +353,45 @@ mod tests {
 
     fn v(j: serde_json::Value) -> Value {
         Value::from_json(&j).unwrap()
+    }
+
+    #[test]
+    fn floats_within_a_tolerance() {
+        let sum = v(json!(["f", "0.30000000000000004"]));
+        let third = v(json!(["f", "0.3"]));
+        assert!(!sum.py_eq(&third), "Python's == is exact");
+        assert!(sum.eq_within(&third, 1e-9));
+        // Nested, against an int, and absolute below 1.
+        let a = v(json!([
+            "l",
+            [["f", "2.0000000001"], ["t", [["f", "1e-12"]]]]
+        ]));
+        let b = v(json!(["l", [["i", "2"], ["t", [["i", "0"]]]]]));
+        assert!(!a.py_eq(&b));
+        assert!(a.eq_within(&b, 1e-9));
+        // Relative above 1: 1e6 + 0.01 is within 1e-8 of 1e6, 1e6 + 1 is not.
+        let big = v(json!(["f", "1000000.0"]));
+        assert!(big.eq_within(&v(json!(["f", "1000000.01"])), 1e-8));
+        assert!(!big.eq_within(&v(json!(["f", "1000001.0"])), 1e-8));
+        // Ints and strings stay exact.
+        assert!(!v(json!(["i", "1000000000"])).eq_within(&v(json!(["i", "1000000001"])), 1e-6));
+        assert!(!v(json!(["s", "a"])).eq_within(&v(json!(["s", "b"])), 0.5));
+    }
+
+    #[test]
+    fn signature_hashes_round_floats() {
+        let hash = |j| v(j).signature_hash();
+        assert_eq!(
+            hash(json!(["f", "0.30000000000000004"])),
+            hash(json!(["f", "0.3"]))
+        );
+        assert_eq!(hash(json!(["f", "-0.0"])), hash(json!(["f", "0.0"])));
+        assert_ne!(hash(json!(["f", "0.3"])), hash(json!(["f", "0.30001"])));
+        assert_ne!(hash(json!(["f", "1.0"])), hash(json!(["i", "1"])));
+        assert_eq!(
+            hash(json!(["l", [["f", "2.675000000000001"]]])),
+            hash(json!(["l", [["f", "2.675"]]]))
+        );
     }
 
     #[test]
@@ -395,7 +440,6 @@ mod tests {
         let h = |j| v(j).signature_hash();
         assert_ne!(h(json!(["i", "1"])), h(json!(["f", "1.0"])));
         assert_ne!(h(json!(["i", "1"])), h(json!(["b", true])));
-        assert_ne!(h(json!(["f", "0.0"])), h(json!(["f", "-0.0"])));
         assert_eq!(
             h(json!(["S", [["i", "1"], ["i", "2"]]])),
             h(json!(["S", [["i", "2"], ["i", "1"]]]))

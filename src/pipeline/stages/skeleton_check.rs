@@ -27,6 +27,7 @@ pub fn job(draft: &Draft, limits: &Limits) -> Job {
         }],
         limits: Some(limits.clone()),
         early_stop: None,
+        float_tolerance: 0.0,
     }
 }
 

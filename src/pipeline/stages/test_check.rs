@@ -41,6 +41,7 @@ pub fn job(draft: &Draft, tests: &[GeneratedTest], limits: &Limits) -> Job {
         tests: tests.iter().map(sandbox_test).collect(),
         limits: Some(limits.clone()),
         early_stop: None,
+        float_tolerance: 0.0,
     }
 }
 
