@@ -4,7 +4,7 @@
 //! - [`humaneval`]: the benchmark data.
 //! - [`config`]: `pipelines/humaneval.toml` and command-line overrides.
 //! - [`prompt`]: what is put to the model (chat message or plain completion).
-//! - [`extract`]: the program to run, from the model's response.
+//! - the program to run is extracted from the response by `crate::python::extract`.
 //! - [`pass_at_k`]: the unbiased pass@k estimator.
 //! - [`backend`]: the [`CompletionSource`] and [`ProgramChecker`] traits the runner needs.
 //! - [`recorded`]: prompts and completions exchanged with other engines as JSONL.
@@ -14,7 +14,6 @@
 
 pub mod backend;
 pub mod config;
-pub mod extract;
 pub mod humaneval;
 pub mod pass_at_k;
 pub mod prompt;

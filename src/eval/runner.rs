@@ -10,12 +10,12 @@ use std::time::Instant;
 use super::EvalError;
 use super::backend::{CheckOutcome, CompletionRequest, CompletionSource, ProgramChecker};
 use super::config::EvalConfig;
-use super::extract::{Extraction, extract};
 use super::humaneval::Problem;
 use super::prompt;
 use super::recorded::{PromptLine, write_jsonl};
 use super::results::{SampleRecord, Summary, SummaryHeader};
 use crate::progress::{Gauge, Reporter};
+use crate::python::extract::{Extraction, extract};
 use crate::store::{Manifest, Stage, read_json, write_json_atomic};
 
 /// The stage folder of sample rows inside the run folder.
