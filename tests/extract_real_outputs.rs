@@ -13,7 +13,11 @@ fn real_model_outputs() {
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("expected.json")).unwrap())
             .unwrap();
-    let problems = humaneval::load(&ucoder_flow::fetch::cache_dir(), &|_| {}).unwrap();
+    let problems = humaneval::load(
+        &ucoder_flow::fetch::cache_dir(),
+        &ucoder_flow::progress::Silent,
+    )
+    .unwrap();
     let mut programs = Vec::new();
     let mut checked = 0;
     let mut missing = Vec::new();

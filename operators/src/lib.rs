@@ -44,8 +44,8 @@ pub mod stateful;
 pub use adaptive::{AdaptiveSampling, ClusterStanding, Decision, StopReason};
 pub use backend::{
     BackendError, BackendHandle, BackendPool, ChatMessage, Completion, ExecJob, Execute,
-    ExecuteService, FinishReason, Generate, GenerateService, Generation, GenerationRequest, Role,
-    SamplingParams, Service,
+    ExecuteService, FinishReason, Generate, GenerateService, Generation, GenerationRequest, Prompt,
+    Role, SamplingParams, Service,
 };
 pub use checkpointed::{Answers, checkpointed};
 pub use consensus::{ClusterKey, Consensus, as_insertions, consensus};
