@@ -10,16 +10,23 @@ use ucoder_flow::llm::tokenizer::Tokenizer;
 use ucoder_flow::models::{self, DEFAULT_MODEL, TEST_MODEL};
 
 fn corpus() -> Vec<String> {
-    ucoder_flow::eval::humaneval::load(&cache_dir(), &|line| eprintln!("[humaneval] {line}"))
-        .expect("HumanEval")
-        .into_iter()
-        .map(|p| format!("{}{}\n{}", p.prompt, p.canonical_solution, p.test))
-        .collect()
+    ucoder_flow::eval::humaneval::load(
+        &cache_dir(),
+        &ucoder_flow::progress::Notes(|line: &str| eprintln!("[humaneval] {line}")),
+    )
+    .expect("HumanEval")
+    .into_iter()
+    .map(|p| format!("{}{}\n{}", p.prompt, p.canonical_solution, p.test))
+    .collect()
 }
 
 fn tokenizer(model: &str) -> Tokenizer {
-    let source =
-        models::resolve(model, &cache_dir(), &|line| eprintln!("[models] {line}")).expect("model");
+    let source = models::resolve(
+        model,
+        &cache_dir(),
+        &ucoder_flow::progress::Notes(|line: &str| eprintln!("[models] {line}")),
+    )
+    .expect("model");
     let gguf = GgufModel::open(source.path()).expect("GGUF");
     Tokenizer::from_gguf(gguf.content()).expect("tokenizer")
 }

@@ -54,8 +54,10 @@ fn main() {
                         },
                         output_hash: None,
                         decided_in_child: false,
+                        detail: None,
                     })
                     .collect(),
+                program_error: None,
             };
             CandidateVerdict::new(&candidate, &execution, &tests, SignatureKind::PassFail)
                 .expect("the execution covers the test set")

@@ -12,9 +12,11 @@ fn main() -> anyhow::Result<()> {
     let question = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "Write a Python function that reverses a string.".into());
-    let source = models::resolve(models::DEFAULT_MODEL, &fetch::cache_dir(), &|line| {
-        eprintln!("{line}")
-    })?;
+    let source = models::resolve(
+        models::DEFAULT_MODEL,
+        &fetch::cache_dir(),
+        &ucoder_flow::progress::Notes(|line: &str| eprintln!("{line}")),
+    )?;
     let mut engine = Engine::load(&source, &EngineOptions::default())?;
     let prompt = engine.chat_prompt(&[ChatTurn::new("user", question)])?;
     let settings = SamplerSettings {

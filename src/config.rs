@@ -166,6 +166,12 @@ pub struct SandboxLimits {
     /// tests are recorded as `skipped`. Selections are the same either way.
     #[serde(default = "default_true")]
     pub early_stop: bool,
+    /// Floats compare equal when `|a - b| <= float_tolerance * max(1, |a|, |b|)`, so correct
+    /// candidates that sum in another order pass the same tests (EvalPlus compares floats with
+    /// a tolerance too); 0 is Python's exact `==`. Output signatures hash floats rounded to 12
+    /// significant digits either way.
+    #[serde(default = "default_float_tolerance")]
+    pub float_tolerance: f64,
 }
 
 /// SFT output.
@@ -205,6 +211,9 @@ fn default_top_p() -> f32 {
 }
 fn default_true() -> bool {
     true
+}
+fn default_float_tolerance() -> f64 {
+    1e-9
 }
 fn default_memory_mib() -> u64 {
     1024
@@ -283,6 +292,12 @@ impl Validate for PipelineConfig {
         }
         if self.sandbox.test_cpu_seconds <= 0.0 {
             return invalid("sandbox.test_cpu_seconds", "must be positive");
+        }
+        if !(0.0..1.0).contains(&self.sandbox.float_tolerance) {
+            return invalid(
+                "sandbox.float_tolerance",
+                "must be at least 0 (exact ==) and below 1",
+            );
         }
         Ok(())
     }

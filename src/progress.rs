@@ -25,6 +25,17 @@ pub trait Reporter: Send + Sync {
     fn done(&self) {}
 }
 
+/// A reporter that hands each note to a function (callers that show notes themselves: examples,
+/// tests, benches) and drops the gauges.
+pub struct Notes<F>(pub F);
+
+impl<F: Fn(&str) + Send + Sync> Reporter for Notes<F> {
+    fn note(&self, line: &str) {
+        (self.0)(line)
+    }
+    fn gauges(&self, _gauges: &[Gauge]) {}
+}
+
 /// A reporter that drops everything (tests, library callers that want silence).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Silent;
@@ -32,4 +43,26 @@ pub struct Silent;
 impl Reporter for Silent {
     fn note(&self, _line: &str) {}
     fn gauges(&self, _gauges: &[Gauge]) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn notes_reach_the_function_and_gauges_are_dropped() {
+        let seen = Mutex::new(Vec::new());
+        let reporter = Notes(|line: &str| seen.lock().unwrap().push(line.to_string()));
+        let dynamic: &dyn Reporter = &reporter;
+        dynamic.note("a");
+        dynamic.gauges(&[Gauge {
+            name: "problems",
+            done: 1,
+            total: 2,
+            message: String::new(),
+        }]);
+        dynamic.note("b");
+        assert_eq!(*seen.lock().unwrap(), ["a", "b"]);
+    }
 }

@@ -9,9 +9,11 @@ use ucoder_flow::llm::gguf::GgufModel;
 use ucoder_flow::models::{self, DEFAULT_MODEL, TEST_MODEL};
 
 fn gguf(model: &str) -> GgufModel {
-    let source = models::resolve(model, &ucoder_flow::fetch::cache_dir(), &|line| {
-        eprintln!("[models] {line}")
-    })
+    let source = models::resolve(
+        model,
+        &ucoder_flow::fetch::cache_dir(),
+        &ucoder_flow::progress::Notes(|line: &str| eprintln!("[models] {line}")),
+    )
     .expect("model");
     GgufModel::open(source.path()).expect("open GGUF")
 }

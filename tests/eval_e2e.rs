@@ -5,7 +5,7 @@ use std::path::Path;
 
 use ucoder_flow::eval::config::{EvalConfig, Overrides};
 use ucoder_flow::eval::runner;
-use ucoder_flow::eval::{SampleRecord, humaneval, wiring};
+use ucoder_flow::eval::{EvalModel, SampleRecord, check, humaneval};
 use ucoder_flow::progress::Silent;
 use ucoder_flow::store::Stage;
 
@@ -18,19 +18,21 @@ fn config(out: &Path) -> EvalConfig {
 
 #[test]
 fn small_model_real_sandbox_end_to_end() {
-    let problems = humaneval::load(&ucoder_flow::fetch::cache_dir(), &|_| {}).unwrap();
+    let problems = humaneval::load(
+        &ucoder_flow::fetch::cache_dir(),
+        &ucoder_flow::progress::Silent,
+    )
+    .unwrap();
     let model = ucoder_flow::models::test_model().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let mut source = wiring::open_engine(&model, &cfg).unwrap();
-    let mut checker = wiring::open_checker(&cfg.sandbox).unwrap();
+    let mut model = EvalModel::engine(&model, &cfg).unwrap();
+    let mut executor = check::open_executor(&cfg.sandbox).unwrap();
 
-    // The wired checker passes the canonical solution and fails a wrong one.
+    // The sandbox passes the canonical solution and fails a wrong one.
     let p0 = &problems[0];
     let wrong = format!("{}    return not True\n", p0.prompt);
-    let outcomes = checker
-        .check(p0, &[p0.canonical_program(), wrong], &cfg.sandbox)
-        .unwrap();
+    let outcomes = check::check(&mut executor, p0, &[p0.canonical_program(), wrong]).unwrap();
     assert!(outcomes[0].passed(), "{:?}", outcomes[0]);
     assert!(
         !outcomes[1].passed() && outcomes[1].tests.iter().any(|t| t.verdict == "fail"),
@@ -38,7 +40,7 @@ fn small_model_real_sandbox_end_to_end() {
         outcomes[1]
     );
 
-    let summary = runner::run(&cfg, &problems, source.as_mut(), checker.as_mut(), &Silent).unwrap();
+    let summary = runner::run(&cfg, &problems, &mut model, &mut executor, &Silent).unwrap();
     assert_eq!(
         (summary.problems, summary.samples, summary.complete),
         (3, 3, true)
@@ -69,7 +71,7 @@ fn small_model_real_sandbox_end_to_end() {
     // Greedy decoding reproduces itself: a second run in another folder gives the same completions.
     let dir2 = tempfile::tempdir().unwrap();
     let cfg2 = config(dir2.path());
-    runner::run(&cfg2, &problems, source.as_mut(), checker.as_mut(), &Silent).unwrap();
+    runner::run(&cfg2, &problems, &mut model, &mut executor, &Silent).unwrap();
     let rows2 = Stage::<SampleRecord>::open(&runner::samples_dir(dir2.path()), 9)
         .unwrap()
         .read_all()

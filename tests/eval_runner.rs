@@ -3,19 +3,21 @@
 //! `RecordedCompletions`) and programs run in the production sandbox pool, so resume, Parquet
 //! rows, verdicts and pass@1 are tested without loading a model.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
+use ucoder_flow::backends::{RecordedCompletions, SandboxExecutor};
 use ucoder_flow::eval::config::{EvalConfig, Overrides, ProgramLimits};
 use ucoder_flow::eval::humaneval::{self, Problem};
-use ucoder_flow::eval::prompt::PromptSpec;
-use ucoder_flow::eval::recorded::RecordedCompletions;
 use ucoder_flow::eval::runner;
-use ucoder_flow::eval::{
-    BoxError, CheckOutcome, CompletionRequest, CompletionSource, EvalError, ProgramChecker,
-    SampleRecord, SampledCompletion, Summary, wiring,
-};
+use ucoder_flow::eval::{EvalError, EvalModel, SampleRecord, Summary, check};
 use ucoder_flow::progress::Silent;
 use ucoder_flow::store::{Stage, StoreError};
+use ucoder_operators::{
+    BackendError, ExecJob, Execute, Execution, Generate, Generation, GenerationRequest, Prompt,
+};
 
 const FIXTURE: &str = "tests/fixtures/eval/qwen2.5-coder-0.5b-instruct.jsonl";
 
@@ -23,56 +25,73 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE)
 }
 
-/// The recorded completions, counting generation calls per problem and failing after
+/// The recorded completions, noting the problem of every generation call and failing after
 /// `fail_after` calls, as a killed run would stop.
 struct Counting {
     inner: RecordedCompletions,
-    generated: Vec<String>,
+    /// The problem of each recorded prompt.
+    problems: HashMap<String, String>,
+    generated: Arc<Mutex<Vec<String>>>,
     fail_after: Option<usize>,
 }
 
-impl CompletionSource for Counting {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn render(&self, id: &str, spec: &PromptSpec) -> Result<String, BoxError> {
-        self.inner.render(id, spec)
-    }
-    fn generate(
-        &mut self,
-        request: &CompletionRequest<'_>,
-    ) -> Result<Vec<SampledCompletion>, BoxError> {
-        if self.fail_after == Some(self.generated.len()) {
-            return Err("simulated crash".into());
-        }
-        self.generated.push(request.problem_id.to_string());
-        self.inner.generate(request)
+impl Generate for Counting {
+    fn generate(&mut self, requests: &[GenerationRequest]) -> Vec<Generation> {
+        requests
+            .iter()
+            .map(|request| {
+                let mut generated = self.generated.lock().unwrap();
+                if self.fail_after == Some(generated.len()) {
+                    return Err(BackendError {
+                        backend: "test".into(),
+                        message: "simulated crash".into(),
+                    });
+                }
+                let Prompt::Text(prompt) = &request.prompt else {
+                    panic!("the eval sends rendered prompts")
+                };
+                generated.push(self.problems[prompt].clone());
+                self.inner
+                    .generate(std::slice::from_ref(request))
+                    .pop()
+                    .unwrap()
+            })
+            .collect()
     }
 }
 
-fn counting(fail_after: Option<usize>) -> Counting {
-    Counting {
-        inner: RecordedCompletions::load(&fixture()).unwrap(),
-        generated: Vec::new(),
+/// The fixture's completions as the eval's model, and the problems it was asked to generate for.
+fn counting(fail_after: Option<usize>) -> (EvalModel, Arc<Mutex<Vec<String>>>) {
+    let inner = RecordedCompletions::load(&fixture()).unwrap();
+    let problems = std::fs::read_to_string(fixture())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let line: serde_json::Value = serde_json::from_str(l).unwrap();
+            let text = |key: &str| line[key].as_str().unwrap().to_string();
+            (text("prompt"), text("task_id"))
+        })
+        .collect();
+    let generated = Arc::new(Mutex::new(Vec::new()));
+    let model = EvalModel::recorded(inner.clone()).with_generator(Counting {
+        inner,
+        problems,
+        generated: Arc::clone(&generated),
         fail_after,
-    }
+    });
+    (model, generated)
 }
 
 /// The sandbox, counting the programs it is given.
-struct CountingChecker<'a> {
-    sandbox: &'a mut dyn ProgramChecker,
-    programs: usize,
+struct CountingExecutor {
+    sandbox: SandboxExecutor,
+    programs: Arc<AtomicUsize>,
 }
 
-impl ProgramChecker for CountingChecker<'_> {
-    fn check(
-        &mut self,
-        problem: &Problem,
-        programs: &[String],
-        limits: &ProgramLimits,
-    ) -> Result<Vec<CheckOutcome>, BoxError> {
-        self.programs += programs.len();
-        self.sandbox.check(problem, programs, limits)
+impl Execute for CountingExecutor {
+    fn execute(&mut self, jobs: &[ExecJob]) -> Vec<Result<Execution, BackendError>> {
+        self.programs.fetch_add(jobs.len(), Ordering::Relaxed);
+        self.sandbox.execute(jobs)
     }
 }
 
@@ -88,37 +107,43 @@ struct Run {
 /// The fixture problems and one sandbox pool, shared by the runs of a test.
 struct Harness {
     problems: Vec<Problem>,
-    sandbox: Box<dyn ProgramChecker>,
+    sandbox: SandboxExecutor,
 }
 
 impl Harness {
     fn new() -> Self {
         Harness {
             problems: fixture_problems(),
-            sandbox: wiring::open_checker(&ProgramLimits::default()).unwrap(),
+            sandbox: check::open_executor(&ProgramLimits::default()).unwrap(),
         }
     }
 
     /// Runs (or resumes) the eval of `cfg` on recorded completions that fail after
     /// `fail_after` generations.
     fn run(&mut self, cfg: &EvalConfig, fail_after: Option<usize>) -> Run {
-        let mut source = counting(fail_after);
-        let mut checker = CountingChecker {
-            sandbox: self.sandbox.as_mut(),
-            programs: 0,
+        let (mut model, generated) = counting(fail_after);
+        let programs = Arc::new(AtomicUsize::new(0));
+        let mut executor = CountingExecutor {
+            sandbox: self.sandbox.clone(),
+            programs: Arc::clone(&programs),
         };
-        let result = runner::run(cfg, &self.problems, &mut source, &mut checker, &Silent);
+        let result = runner::run(cfg, &self.problems, &mut model, &mut executor, &Silent);
+        let generated = generated.lock().unwrap().clone();
         Run {
             result,
-            generated: source.generated,
-            checked: checker.programs,
+            generated,
+            checked: programs.load(Ordering::Relaxed),
         }
     }
 }
 
 /// The HumanEval problems the fixture has completions for, in benchmark order.
 fn fixture_problems() -> Vec<Problem> {
-    let all = humaneval::load(&ucoder_flow::fetch::cache_dir(), &|_| {}).unwrap();
+    let all = humaneval::load(
+        &ucoder_flow::fetch::cache_dir(),
+        &ucoder_flow::progress::Silent,
+    )
+    .unwrap();
     let text = std::fs::read_to_string(fixture()).unwrap();
     let ids: Vec<String> = text
         .lines()
@@ -292,7 +317,7 @@ fn other_settings_are_refused_and_prompts_dump_round_trips() {
     assert!(err.to_string().contains("max_tokens"), "{err}");
 
     let dump = dir.path().join("prompts.jsonl");
-    let count = runner::dump_prompts(&cfg, &harness.problems, &counting(None), &dump).unwrap();
+    let count = runner::dump_prompts(&cfg, &harness.problems, &counting(None).0, &dump).unwrap();
     assert_eq!(count, 2);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&dump)
         .unwrap()

@@ -175,7 +175,7 @@ fn smoke_run_selects_solutions_and_writes_decodable_sft() {
     let source = ucoder_flow::models::resolve(
         ucoder_flow::models::DEFAULT_MODEL,
         &ucoder_flow::fetch::cache_dir(),
-        &|_| {},
+        &ucoder_flow::progress::Silent,
     )
     .unwrap();
     let gguf = GgufModel::open(source.path()).unwrap();

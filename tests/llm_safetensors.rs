@@ -46,7 +46,7 @@ fn exported_safetensors_model_matches_the_gguf_model() {
     let source = ucoder_flow::models::resolve(
         out.to_str().unwrap(),
         &ucoder_flow::fetch::cache_dir(),
-        &|_| {},
+        &ucoder_flow::progress::Silent,
     )
     .expect("resolve the directory");
     assert_eq!(source, ModelSource::Safetensors(out.clone()));

@@ -1,5 +1,5 @@
 //! Malformed model outputs through every parser (issue 5): the four IPC stage parsers
-//! (`prompts::parse`) and the solution code extraction (`eval::extract`).
+//! (`prompts::parse`) and the solution code extraction (`python::extract`).
 //!
 //! Part one is a corpus of the ways real responses go wrong (missing or unterminated tags, tags
 //! out of order, empty fields, markdown, untyped signatures, bad scores, wrong functions, wrong
@@ -15,12 +15,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use ucoder_flow::eval::extract::{Extraction, ProgramKind, extract};
-use ucoder_flow::eval::prompt::PromptStyle;
 use ucoder_flow::prompts::parse::{
     DUPLICATE, FunctionSignature, ParseError, ParseRejection, ParsedTests, parse_problem,
     parse_rating, parse_skeleton, parse_tests,
 };
+use ucoder_flow::python::extract::{Extraction, ProgramKind, PromptStyle, extract};
 
 const PROBLEM_OK: &str = "Here is a new problem.\n<PROBLEM_START>\nTitle: Pair Sums\nDescription: Given a list of integers and a target,\ncount pairs (i < j) whose sum equals the target.\nFunction Signature: def count_pairs(nums: List[int], target: int = 0) -> int:\nExample: count_pairs([1, 2, 3], 4) -> 1\nHint: Use a dictionary of counts.\n<PROBLEM_END>\n";
 

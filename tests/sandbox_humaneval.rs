@@ -8,8 +8,11 @@ use ucoder_flow::sandbox::{Job, Verdict};
 
 #[test]
 fn canonical_solutions_pass_and_broken_ones_fail() {
-    let problems =
-        ucoder_flow::eval::humaneval::load(&ucoder_flow::fetch::cache_dir(), &|_| {}).unwrap();
+    let problems = ucoder_flow::eval::humaneval::load(
+        &ucoder_flow::fetch::cache_dir(),
+        &ucoder_flow::progress::Silent,
+    )
+    .unwrap();
     assert_eq!(problems.len(), 164);
     let pool = pool(2);
     let canonical: Vec<_> = problems
@@ -67,8 +70,11 @@ fn canonical_solutions_pass_and_broken_ones_fail() {
 /// `checked_in_child` and counted, and there are only a handful.
 #[test]
 fn hostile_completions_pass_only_problems_decided_in_child() {
-    let problems =
-        ucoder_flow::eval::humaneval::load(&ucoder_flow::fetch::cache_dir(), &|_| {}).unwrap();
+    let problems = ucoder_flow::eval::humaneval::load(
+        &ucoder_flow::fetch::cache_dir(),
+        &ucoder_flow::progress::Silent,
+    )
+    .unwrap();
     let hostile = [
         // Walks up to the harness for the planned tests and their expected values.
         "import sys, os\ndef _forge():\n    f = sys._getframe(1)\n    while f.f_code.co_name != 'child_main': f = f.f_back\n    L = f.f_locals; g = f\n    while g.f_code.co_name != 'run_job': g = g.f_back\n    L['send']({'p': 'ok'})\n    for i, (plan, exp) in enumerate(g.f_locals['planned']):\n        L['send']({'i': i, 's': 'pass'})\n    L['send']({'done': True}); os._exit(0)\n_F = _forge()\ndef ENTRY(*a, **k): return None\n",

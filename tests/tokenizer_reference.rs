@@ -53,9 +53,11 @@ fn read_fixture(model: &str) -> (Header, Vec<Row>) {
 }
 
 fn tokenizer_for(model: &str) -> Tokenizer {
-    let source = models::resolve(model, &ucoder_flow::fetch::cache_dir(), &|line| {
-        eprintln!("[models] {line}")
-    })
+    let source = models::resolve(
+        model,
+        &ucoder_flow::fetch::cache_dir(),
+        &ucoder_flow::progress::Notes(|line: &str| eprintln!("[models] {line}")),
+    )
     .expect("model");
     let gguf = GgufModel::open(source.path()).expect("open GGUF");
     Tokenizer::from_gguf(gguf.content()).expect("tokenizer from GGUF")

@@ -57,7 +57,7 @@ pub enum Role {
     Assistant,
 }
 
-/// One chat message; the engine renders a request's messages with the model's chat template.
+/// One chat message; the engine renders a conversation with the model's chat template.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// Who speaks.
@@ -75,6 +75,8 @@ pub struct SamplingParams {
     pub temperature: f32,
     /// Nucleus-sampling mass.
     pub top_p: f32,
+    /// Keep only the `top_k` most likely tokens (0 = off).
+    pub top_k: u32,
     /// Base seed; sample `i` of the request uses a seed derived from (seed, i), so results do not
     /// depend on how requests were batched.
     pub seed: u64,
@@ -82,11 +84,23 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
 }
 
+/// What the model continues.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prompt {
+    /// A conversation, rendered with the model's chat template; a final assistant message is a
+    /// prefill that the model continues.
+    Chat(Vec<ChatMessage>),
+    /// Text continued as it is, without a template (a base model's completion, or a prompt
+    /// rendered beforehand).
+    Text(String),
+}
+
 /// A prompt to be completed `n` times (dense sampling: one prefill shared by the `n` samples).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GenerationRequest {
-    /// The conversation to continue.
-    pub messages: Vec<ChatMessage>,
+    /// What to continue.
+    pub prompt: Prompt,
     /// Number of samples.
     pub n: u32,
     /// Sampling settings.
@@ -101,6 +115,26 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` reached.
     Length,
+    /// The backend did not say (a recorded completion without a finish reason).
+    Unknown,
+}
+
+impl FinishReason {
+    /// The reason's name in files: `stop`, `length`, or empty when unknown.
+    pub fn label(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Unknown => "",
+        }
+    }
+
+    /// Every reason.
+    pub const ALL: [FinishReason; 3] = [
+        FinishReason::Stop,
+        FinishReason::Length,
+        FinishReason::Unknown,
+    ];
 }
 
 /// One sampled completion.
@@ -108,7 +142,8 @@ pub enum FinishReason {
 pub struct Completion {
     /// The completion text.
     pub text: String,
-    /// Per-token log-probabilities, summarised (gives f(r)).
+    /// Per-token log-probabilities, summarised (gives f(r)); the sum is NaN when the backend
+    /// reports no log-probabilities.
     pub logprobs: LogprobSummary,
     /// Why it ended.
     pub finish: FinishReason,
@@ -381,6 +416,12 @@ mod tests {
     }
 
     #[test]
+    fn finish_labels_are_distinct() {
+        let labels: Vec<&str> = FinishReason::ALL.iter().map(|f| f.label()).collect();
+        assert_eq!(labels, ["stop", "length", ""]);
+    }
+
+    #[test]
     fn adapters_forward_batches_in_order() {
         struct Echo;
         impl Generate for Echo {
@@ -390,7 +431,7 @@ mod tests {
                     .map(|r| {
                         Ok((0..r.n)
                             .map(|i| Completion {
-                                text: format!("{}#{i}", r.messages[0].content),
+                                text: format!("{:?}#{i}", r.prompt),
                                 logprobs: LogprobSummary {
                                     tokens: 1,
                                     sum_logprob: -0.5,
@@ -403,15 +444,13 @@ mod tests {
             }
         }
         let request = |text: &str, n| GenerationRequest {
-            messages: vec![ChatMessage {
-                role: Role::User,
-                content: text.into(),
-            }],
+            prompt: Prompt::Text(text.into()),
             n,
             params: SamplingParams {
                 max_tokens: 16,
                 temperature: 0.7,
                 top_p: 0.95,
+                top_k: 0,
                 seed: 1,
                 stop: vec![],
             },
@@ -424,7 +463,10 @@ mod tests {
             .collect();
         assert_eq!(
             texts,
-            vec![vec!["a#0".to_string(), "a#1".into()], vec!["b#0".into()]]
+            vec![
+                vec!["Text(\"a\")#0".to_string(), "Text(\"a\")#1".into()],
+                vec!["Text(\"b\")#0".into()]
+            ]
         );
     }
 }

@@ -45,8 +45,8 @@ pub mod stateful;
 pub use adaptive::{AdaptiveSampling, ClusterStanding, Decision, StopReason};
 pub use backend::{
     BackendError, BackendHandle, BackendPool, ChatMessage, Completion, ExecJob, Execute,
-    ExecuteService, FinishReason, Generate, GenerateService, Generation, GenerationRequest, Role,
-    SamplingParams, Service,
+    ExecuteService, FinishReason, Generate, GenerateService, Generation, GenerationRequest, Prompt,
+    Role, SamplingParams, Service,
 };
 pub use bayes::BayesPriors;
 pub use checkpointed::{Answers, checkpointed};

@@ -318,10 +318,35 @@ impl Outcome {
     pub fn executed(self) -> bool {
         matches!(self, Outcome::Pass | Outcome::Fail)
     }
+
+    /// The outcome's name in files: `pass`, `fail`, `error`, `timeout` or `skipped`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Error => "error",
+            Outcome::Timeout => "timeout",
+            Outcome::Skipped => "skipped",
+        }
+    }
+
+    /// The outcome named `label` ([`Outcome::label`]), if any.
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.label() == label)
+    }
+
+    /// Every outcome.
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Pass,
+        Outcome::Fail,
+        Outcome::Error,
+        Outcome::Timeout,
+        Outcome::Skipped,
+    ];
 }
 
 /// One test's result within an [`Execution`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TestRun {
     /// The test.
     pub test_id: TestId,
@@ -332,6 +357,11 @@ pub struct TestRun {
     /// The verdict was decided inside the candidate's own process (a test form the sandbox
     /// cannot split), so the candidate's code could sway it.
     pub decided_in_child: bool,
+    /// The backend's own word where the outcome does not say it all: `error: <kind>` for an
+    /// [`Outcome::Error`], `killed` for an [`Outcome::Timeout`] that was killed. Not part of the
+    /// signature; not kept by checkpoints.
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 /// A candidate run on its problem's whole test set (stage 5, from the sandbox).
@@ -343,6 +373,10 @@ pub struct Execution {
     pub candidate_id: CandidateId,
     /// One result per test of the problem, in any order.
     pub results: Vec<TestRun>,
+    /// Why the program could not run its tests at all (`<kind>: <message>`: a syntax error, a
+    /// crash on import, the job deadline), when it could not. Not kept by checkpoints.
+    #[serde(default)]
+    pub program_error: Option<String>,
 }
 
 /// The stage that rejected a model output or record.
@@ -427,6 +461,19 @@ pub struct Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcome_labels_round_trip() {
+        let labels: Vec<&str> = Outcome::ALL
+            .into_iter()
+            .map(|o| {
+                assert_eq!(Outcome::from_label(o.label()), Some(o));
+                o.label()
+            })
+            .collect();
+        assert_eq!(labels, ["pass", "fail", "error", "timeout", "skipped"]);
+        assert_eq!(Outcome::from_label("killed"), None);
+    }
 
     #[test]
     fn ids_depend_on_defining_content_only() {

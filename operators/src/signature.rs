@@ -325,12 +325,14 @@ mod tests {
                 outcome: *outcome,
                 output_hash: *output_hash,
                 decided_in_child: false,
+                detail: None,
             })
             .collect();
         let execution = Execution {
             problem_id: problem,
             candidate_id: candidate.id,
             results,
+            program_error: None,
         };
         (candidate, execution, tests.iter().map(|t| t.id).collect())
     }
@@ -429,7 +431,7 @@ mod tests {
             })
         ));
         let mut dup = e.clone();
-        dup.results[0] = dup.results[1];
+        dup.results[0] = dup.results[1].clone();
         assert!(matches!(
             CandidateVerdict::new(&c, &dup, &ids, SignatureKind::PassFail),
             Err(VerdictError::DuplicateTest { .. })

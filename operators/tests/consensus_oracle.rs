@@ -81,6 +81,7 @@ fn random_script(seed: u64, kind: SignatureKind) -> Script {
                         outcome,
                         output_hash,
                         decided_in_child: false,
+                        detail: None,
                     })
                     .collect();
                 if rng.random_bool(0.25) {
@@ -116,6 +117,7 @@ fn random_script(seed: u64, kind: SignatureKind) -> Script {
                     problem_id: *problem,
                     candidate_id: candidate.id,
                     results,
+                    program_error: None,
                 };
                 let ids: Vec<_> = tests.iter().map(|t| t.id).collect();
                 let verdict = CandidateVerdict::new(&candidate, &execution, &ids, kind)

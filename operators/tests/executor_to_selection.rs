@@ -96,6 +96,7 @@ impl Execute for Interpreter {
                             outcome,
                             output_hash,
                             decided_in_child: false,
+                            detail: None,
                         }
                     })
                     .collect();
@@ -103,6 +104,7 @@ impl Execute for Interpreter {
                     problem_id: job.problem_id,
                     candidate_id: job.candidate_id,
                     results,
+                    program_error: None,
                 })
             })
             .collect()

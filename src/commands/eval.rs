@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 use super::progress::{LogFormat, Renderer};
-use crate::eval::recorded::RecordedCompletions;
-use crate::eval::{CompletionSource, EvalConfig, Overrides, humaneval, runner, wiring};
+use crate::backends::RecordedCompletions;
+use crate::backends::sandbox::refusal_notes;
+use crate::eval::{EvalConfig, EvalModel, Overrides, check, humaneval, runner};
 use crate::progress::Reporter;
 
 /// `ucoder-flow eval` arguments.
@@ -57,32 +58,29 @@ pub fn run(args: &EvalArgs, format: LogFormat) -> anyhow::Result<()> {
     };
     let config = EvalConfig::load(&args.config, &overrides)?;
     let cache = crate::fetch::cache_dir();
-    let problems = humaneval::load(&cache, &say)?;
-    let mut source: Box<dyn CompletionSource> = match &args.completions {
-        Some(path) => Box::new(RecordedCompletions::load(path)?),
+    let problems = humaneval::load(&cache, &renderer)?;
+    let mut model = match &args.completions {
+        Some(path) => EvalModel::recorded(RecordedCompletions::load(path)?),
         None => {
-            let model = crate::models::resolve(&config.model.name, &cache, &say)?;
-            wiring::open_engine(&model, &config)?
+            let source = crate::models::resolve(&config.model.name, &cache, &renderer)?;
+            EvalModel::engine(&source, &config)?
         }
     };
     if let Some(path) = &args.dump_prompts {
-        let count = runner::dump_prompts(&config, &problems, source.as_ref(), path)?;
+        let count = runner::dump_prompts(&config, &problems, &model, path)?;
         say(&format!("wrote {count} prompts to {}", path.display()));
         return Ok(());
     }
-    let mut checker = wiring::open_checker(&config.sandbox)?;
+    let mut executor = check::open_executor(&config.sandbox)?;
+    for note in refusal_notes(executor.isolation()) {
+        say(&note);
+    }
     say(&format!(
         "{} -> {}",
-        source.describe(),
+        model.describe(),
         config.output.dir.display()
     ));
-    let summary = runner::run(
-        &config,
-        &problems,
-        source.as_mut(),
-        checker.as_mut(),
-        &renderer,
-    )?;
+    let summary = runner::run(&config, &problems, &mut model, &mut executor, &renderer)?;
     println!("{}", summary.table());
     say(&format!(
         "samples: {}, summary: {}",

@@ -154,7 +154,7 @@ fn resolve(model: &str) -> Result<ModelSource, CommandError> {
     Ok(crate::models::resolve(
         model,
         &crate::fetch::cache_dir(),
-        &|line| eprintln!("[models] {line}"),
+        &super::progress::Renderer::notes("models"),
     )?)
 }
 

@@ -110,10 +110,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn say(line: &str) {
-    eprintln!("[ucoder-flow] {line}");
-}
-
 fn run(cli: Cli) -> Result<()> {
     let format = cli.log_format;
     let command = match (cli.command, cli.run) {
@@ -134,7 +130,9 @@ fn run(cli: Cli) -> Result<()> {
                 models::list();
                 Ok(())
             }
-            ModelsCommand::Fetch { name } => models::fetch(&name, &say),
+            ModelsCommand::Fetch { name } => {
+                models::fetch(&name, &progress::Renderer::notes("ucoder-flow"))
+            }
             ModelsCommand::Export(args) => models::export(&args),
         },
         Command::Bench { command } => match command {
@@ -152,7 +150,7 @@ fn run(cli: Cli) -> Result<()> {
                         human_eval: !no_human_eval,
                         json_path: json,
                     },
-                    &say,
+                    &progress::Renderer::notes("ucoder-flow"),
                 )?;
                 Ok(())
             }

@@ -2,13 +2,11 @@
 
 use std::path::PathBuf;
 
+use super::progress::Renderer;
 use crate::fetch;
 use crate::llm::export::export_safetensors;
 use crate::models::{self, ModelSource};
-
-fn say(line: &str) {
-    eprintln!("[models] {line}");
-}
+use crate::progress::Reporter;
 
 /// `ucoder-flow models list`: every registry model and whether it is cached.
 pub fn list() {
@@ -25,10 +23,10 @@ pub fn list() {
 }
 
 /// `ucoder-flow models fetch NAME`: fetches into the cache and prints the path.
-pub fn fetch(name: &str, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+pub fn fetch(name: &str, reporter: &dyn Reporter) -> anyhow::Result<()> {
     let model =
         models::lookup(name).ok_or_else(|| models::ModelError::Unknown(name.to_string()))?;
-    let path = fetch::ensure(&fetch::cache_dir(), &model.artifact, say)?;
+    let path = fetch::ensure(&fetch::cache_dir(), &model.artifact, reporter)?;
     println!("{}", path.display());
     Ok(())
 }
@@ -54,7 +52,8 @@ pub struct ExportArgs {
 
 /// `ucoder-flow models export`.
 pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
-    let source = models::resolve(&args.model, &fetch::cache_dir(), &say)?;
+    let notes = Renderer::notes("models");
+    let source = models::resolve(&args.model, &fetch::cache_dir(), &notes)?;
     let ModelSource::Gguf(path) = &source else {
         anyhow::bail!(
             "{}: is a safetensors directory already; export reads GGUF models",
@@ -64,7 +63,7 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     match args.format {
         ExportFormat::Safetensors => export_safetensors(path, &args.dir)?,
     }
-    say(&format!(
+    notes.note(&format!(
         "exported {} to {} ({:?})",
         path.display(),
         args.dir.display(),

@@ -64,6 +64,11 @@ impl Renderer {
             output: Mutex::new(output),
         }
     }
+
+    /// Notes only, as plain `[prefix] line`, for commands without gauges.
+    pub fn notes(prefix: &'static str) -> Self {
+        Renderer::new(prefix, LogFormat::Text, true)
+    }
 }
 
 fn bar_style() -> ProgressStyle {

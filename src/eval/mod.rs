@@ -4,30 +4,28 @@
 //! - [`humaneval`]: the benchmark data.
 //! - [`config`]: `pipelines/humaneval.toml` and command-line overrides.
 //! - [`prompt`]: what is put to the model (chat message or plain completion).
-//! - [`extract`]: the program to run, from the model's response.
 //! - [`pass_at_k`]: the unbiased pass@k estimator.
-//! - [`backend`]: the [`CompletionSource`] and [`ProgramChecker`] traits the runner needs.
-//! - [`recorded`]: prompts and completions exchanged with other engines as JSONL.
+//! - [`model`]: the [`EvalModel`]: a shared `Generate` backend (the engine, or completions
+//!   recorded by another engine) and how prompts are rendered for it.
+//! - [`check`]: programs checked against a problem's tests through the shared `Execute` backend.
 //! - [`results`]: the per-sample Parquet rows and the summary.
 //! - [`runner`]: the resumable eval loop.
-//! - [`wiring`]: the real engine and sandbox behind the traits.
+//!
+//! The program is extracted from a response by [`crate::python::extract`]; the backends are
+//! [`crate::backends`]'.
 
-pub mod backend;
+pub mod check;
 pub mod config;
-pub mod extract;
 pub mod humaneval;
+pub mod model;
 pub mod pass_at_k;
 pub mod prompt;
-pub mod recorded;
 pub mod results;
 pub mod runner;
-pub mod wiring;
 
-pub use backend::{
-    BoxError, CheckOutcome, CompletionRequest, CompletionSource, ProgramChecker, SampledCompletion,
-    TestOutcome,
-};
+pub use check::{CheckOutcome, TestOutcome};
 pub use config::{EvalConfig, Overrides};
+pub use model::EvalModel;
 pub use results::{SampleRecord, Summary};
 
 /// Why an eval could not run or continue.
@@ -42,13 +40,11 @@ pub enum EvalError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
-    Recorded(#[from] recorded::RecordedError),
+    Recorded(#[from] crate::backends::recorded::RecordedError),
     #[error("{what}: {source}")]
     Backend {
         what: String,
         #[source]
-        source: BoxError,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("{0} is not wired into this build yet (see src/eval/wiring.rs)")]
-    NotWired(&'static str),
 }

@@ -1,47 +1,11 @@
 //! How a benchmark problem is put to the model: instruct models get one user message through
 //! their chat template, asking them to complete the function; base models get the problem's
 //! prompt verbatim to continue (plain completion). Rendering a chat into text is the engine's job
-//! (the model's own template); this module decides what is said.
+//! (the model's own template); this module decides what is said. [`PromptStyle`] and the
+//! completion stop sequences live with the extractor (`crate::python::extract`), whose reading of
+//! a response depends on them.
 
-use serde::{Deserialize, Serialize};
-
-/// Stop sequences for plain (base-model) completion of a HumanEval prompt: the function ends
-/// where the next top-level statement begins (Chen et al., 2021).
-pub const COMPLETION_STOPS: &[&str] = &[
-    "\ndef ",
-    "\nclass ",
-    "\nif __name__",
-    "\nprint(",
-    "\n#",
-    "\nassert ",
-];
-
-/// How the model is prompted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PromptStyle {
-    /// Instruct models: a user message through the model's chat template.
-    Chat,
-    /// Base models: the problem prompt is continued as plain text.
-    Completion,
-}
-
-impl PromptStyle {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PromptStyle::Chat => "chat",
-            PromptStyle::Completion => "completion",
-        }
-    }
-
-    /// Stop sequences to generate with (chat models stop at their end-of-turn token).
-    pub fn stop_sequences(self) -> Vec<String> {
-        match self {
-            PromptStyle::Chat => Vec::new(),
-            PromptStyle::Completion => COMPLETION_STOPS.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-}
+pub use crate::python::extract::{COMPLETION_STOPS, PromptStyle};
 
 /// What to put to the model for one problem, before any template is applied.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,15 +7,18 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use ucoder_operators::{BackendError, Execute, GenerationRequest, Prompt, SamplingParams};
+
 use super::EvalError;
-use super::backend::{CheckOutcome, CompletionRequest, CompletionSource, ProgramChecker};
+use super::check::{CheckOutcome, check};
 use super::config::EvalConfig;
-use super::extract::{Extraction, extract};
 use super::humaneval::Problem;
+use super::model::EvalModel;
 use super::prompt;
-use super::recorded::{PromptLine, write_jsonl};
 use super::results::{SampleRecord, Summary, SummaryHeader};
+use crate::backends::recorded::{PromptLine, write_jsonl};
 use crate::progress::{Gauge, Reporter};
+use crate::python::extract::{Extraction, extract};
 use crate::store::{Manifest, Stage, read_json, write_json_atomic};
 
 /// The stage folder of sample rows inside the run folder.
@@ -61,17 +64,17 @@ pub fn select<'a>(config: &EvalConfig, problems: &'a [Problem]) -> &'a [Problem]
 pub fn dump_prompts(
     config: &EvalConfig,
     problems: &[Problem],
-    source: &dyn CompletionSource,
+    model: &EvalModel,
     path: &Path,
 ) -> Result<usize, EvalError> {
     let style = config.model.prompt;
     let mut lines = Vec::new();
     for p in select(config, problems) {
-        let rendered = source
+        let rendered = model
             .render(&p.task_id, &prompt::build(&p.prompt, style))
-            .map_err(|source| EvalError::Backend {
+            .map_err(|e| EvalError::Backend {
                 what: format!("rendering the prompt of {}", p.task_id),
-                source,
+                source: e.into(),
             })?;
         lines.push(PromptLine {
             task_id: p.task_id.clone(),
@@ -92,13 +95,13 @@ pub fn dump_prompts(
 pub fn run(
     config: &EvalConfig,
     problems: &[Problem],
-    source: &mut dyn CompletionSource,
-    checker: &mut dyn ProgramChecker,
+    model: &mut EvalModel,
+    executor: &mut dyn Execute,
     reporter: &dyn Reporter,
 ) -> Result<Summary, EvalError> {
     let started = Instant::now();
     let out = &config.output.dir;
-    let described = source.describe();
+    let described = model.describe().to_string();
     let identity = identity(config, &described);
     Manifest::claim(out, "eval", identity, described.clone())?;
     let summary_path = out.join(SUMMARY_FILE);
@@ -146,7 +149,7 @@ pub fn run(
     let mut pending_problems = 0;
     let (mut passed_now, mut samples_now) = (0usize, 0usize);
     for problem in todo {
-        let rows = eval_problem(config, problem, source, checker)?;
+        let rows = eval_problem(config, problem, model, executor)?;
         passed_now += rows.iter().filter(|r| r.passed).count();
         samples_now += rows.len();
         pending.extend(rows);
@@ -200,34 +203,47 @@ fn finished_problems(records: &[SampleRecord], n: usize) -> HashSet<String> {
         .collect()
 }
 
+/// The generation request of problem `id`: `n` completions of its rendered prompt with the
+/// configured decoding and the problem's own seed.
+fn request(config: &EvalConfig, id: &str, rendered: &str) -> GenerationRequest {
+    let d = &config.decoding;
+    GenerationRequest {
+        prompt: Prompt::Text(rendered.to_string()),
+        n: d.n as u32,
+        params: SamplingParams {
+            max_tokens: d.max_tokens as u32,
+            temperature: d.temperature as f32,
+            top_p: d.top_p as f32,
+            top_k: d.top_k as u32,
+            seed: problem_seed(d.seed, id),
+            stop: config.model.prompt.stop_sequences(),
+        },
+    }
+}
+
 /// Generates, extracts and checks the samples of one problem.
 fn eval_problem(
     config: &EvalConfig,
     problem: &Problem,
-    source: &mut dyn CompletionSource,
-    checker: &mut dyn ProgramChecker,
+    model: &mut EvalModel,
+    executor: &mut dyn Execute,
 ) -> Result<Vec<SampleRecord>, EvalError> {
     let style = config.model.prompt;
     let id = &problem.task_id;
     let backend = |what: &str| {
         let what = format!("{what} for {id}");
-        move |source| EvalError::Backend { what, source }
+        move |e: BackendError| EvalError::Backend {
+            what,
+            source: e.into(),
+        }
     };
-    let rendered = source
+    let rendered = model
         .render(id, &prompt::build(&problem.prompt, style))
         .map_err(backend("rendering the prompt"))?;
-    let stop = style.stop_sequences();
     let n = config.decoding.n;
     let t0 = Instant::now();
-    let generations = source
-        .generate(&CompletionRequest {
-            problem_id: id,
-            prompt: &rendered,
-            n,
-            decoding: &config.decoding,
-            stop: &stop,
-            seed: problem_seed(config.decoding.seed, id),
-        })
+    let generations = model
+        .generate(request(config, id, &rendered))
         .map_err(backend("generating"))?;
     let generation_seconds = t0.elapsed().as_secs_f64() / n as f64;
     if generations.len() != n {
@@ -248,9 +264,7 @@ fn eval_problem(
     let mut outcomes = if programs.is_empty() {
         Vec::new()
     } else {
-        checker
-            .check(problem, &programs, &config.sandbox)
-            .map_err(backend("checking programs"))?
+        check(executor, problem, &programs).map_err(backend("checking programs"))?
     };
     if outcomes.len() != programs.len() {
         return Err(EvalError::Backend {
@@ -281,9 +295,10 @@ fn eval_problem(
                 passed: e.program().is_some() && outcome.passed(),
                 program_error: outcome.program_error,
                 test_verdicts: outcome.tests.into_iter().map(|t| t.verdict).collect(),
-                completion_tokens: g.completion_tokens,
-                logprob_sum: g.logprob_sum,
-                finish_reason: g.finish_reason,
+                completion_tokens: g.logprobs.tokens,
+                // NaN: the backend reported no log-probabilities.
+                logprob_sum: Some(g.logprobs.sum_logprob).filter(|s| !s.is_nan()),
+                finish_reason: g.finish.label().to_string(),
                 generation_seconds,
                 check_seconds: if e.program().is_some() {
                     check_seconds

@@ -79,14 +79,6 @@ impl ResponseRow {
     }
 }
 
-/// The label stored for a finish reason.
-pub fn finish_label(finish: FinishReason) -> &'static str {
-    match finish {
-        FinishReason::Stop => "stop",
-        FinishReason::Length => "length",
-    }
-}
-
 /// One test's outcome for one candidate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionRow {
@@ -109,27 +101,6 @@ flat_record!(
     [problem_id: u64, candidate_id: u64, test_id: u64, outcome: String, output_hash: Option<u64>, decided_in_child: bool]
 );
 
-fn outcome_label(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Pass => "pass",
-        Outcome::Fail => "fail",
-        Outcome::Error => "error",
-        Outcome::Timeout => "timeout",
-        Outcome::Skipped => "skipped",
-    }
-}
-
-fn parse_outcome(label: &str) -> Option<Outcome> {
-    Some(match label {
-        "pass" => Outcome::Pass,
-        "fail" => Outcome::Fail,
-        "error" => Outcome::Error,
-        "timeout" => Outcome::Timeout,
-        "skipped" => Outcome::Skipped,
-        _ => return None,
-    })
-}
-
 impl ExecutionRow {
     /// The rows of one execution.
     pub fn of(execution: &Execution) -> impl Iterator<Item = ExecutionRow> + '_ {
@@ -137,7 +108,7 @@ impl ExecutionRow {
             problem_id: execution.problem_id.0,
             candidate_id: execution.candidate_id.0,
             test_id: r.test_id.0,
-            outcome: outcome_label(r.outcome).to_string(),
+            outcome: r.outcome.label().to_string(),
             output_hash: r.output_hash,
             decided_in_child: r.decided_in_child,
         })
@@ -196,7 +167,7 @@ impl ExecutionMemo {
         let rows = Stage::<ExecutionRow>::read(dir)?;
         let mut by_candidate: HashMap<CandidateId, Execution> = HashMap::new();
         for row in rows {
-            let outcome = parse_outcome(&row.outcome).ok_or_else(|| StoreError::Column {
+            let outcome = Outcome::from_label(&row.outcome).ok_or_else(|| StoreError::Column {
                 path: dir.to_path_buf(),
                 column: "outcome".into(),
                 problem: format!("unknown outcome `{}`", row.outcome),
@@ -207,12 +178,14 @@ impl ExecutionMemo {
                     problem_id: ProblemId(row.problem_id),
                     candidate_id: CandidateId(row.candidate_id),
                     results: Vec::new(),
+                    program_error: None,
                 });
             execution.results.push(TestRun {
                 test_id: TestId(row.test_id),
                 outcome,
                 output_hash: row.output_hash,
                 decided_in_child: row.decided_in_child,
+                detail: None,
             });
         }
         // A (candidate, test) row counts once, whatever parts it appears in.

@@ -85,10 +85,9 @@ pub fn run(
     reporter: Arc<dyn Reporter>,
 ) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
-    let say = |line: &str| reporter.note(line);
-    let say: &dyn Fn(&str) = &say;
-    let (config, split) = load_settings(path, options, say)?;
-    let source = crate::models::resolve(&config.model.name, &crate::fetch::cache_dir(), say)?;
+    let notes: &dyn Reporter = &*reporter;
+    let (config, split) = load_settings(path, options, notes)?;
+    let source = crate::models::resolve(&config.model.name, &crate::fetch::cache_dir(), notes)?;
     let run_dir = config.run_dir();
     let iter_dir = run_dir.join("iter-0");
     fs::create_dir_all(&iter_dir).map_err(StoreError::io(&iter_dir))?;
@@ -100,7 +99,7 @@ pub fn run(
         model_identity(&source),
     )?;
     if let Some(summary) = finished_summary(&claim, &iter_dir)? {
-        say(&format!(
+        notes.note(&format!(
             "{} is complete; its summary is in {}",
             run_dir.display(),
             iter_dir.join("summary.json").display()
@@ -114,14 +113,14 @@ pub fn run(
     let (memos, executions) = load_checkpoints(&iter_dir)?;
     if claim.resumed() {
         let replay: usize = memos.iter().map(ResponseMemo::len).sum();
-        say(&format!(
+        notes.note(&format!(
             "resuming {}: {replay} model requests and {} executions are already committed",
             run_dir.display(),
             executions.len()
         ));
     }
 
-    let backends = Backends::start(&config, &split, &source, say)?;
+    let backends = Backends::start(&config, &split, &source, notes)?;
     let counters = Arc::new(Counters::default());
     let failure = Failure::default();
     let context = Arc::new(GraphContext {
@@ -152,7 +151,7 @@ pub fn run(
         }),
     });
 
-    say(&format!(
+    notes.note(&format!(
         "running {} into {}",
         path.display(),
         iter_dir.display()
@@ -190,7 +189,7 @@ pub fn run(
 fn load_settings(
     path: &Path,
     options: &RunOptions,
-    say: &dyn Fn(&str),
+    reporter: &dyn Reporter,
 ) -> Result<(PipelineConfig, CoreSplit), PipelineError> {
     let mut config = PipelineConfig::load(path)?;
     if let Some(dir) = &options.runs_dir {
@@ -224,7 +223,7 @@ fn load_settings(
     let available = std::thread::available_parallelism().map_or(1, |n| n.get());
     let split = CoreSplit::plan(&config.resources, available).map_err(invalid)?;
     if split.cores > available {
-        say(&format!(
+        reporter.note(&format!(
             "warning: resources.cores = {} but this machine has {available}; engine threads and \
              sandbox workers will compete for cores",
             split.cores

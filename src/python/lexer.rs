@@ -1,7 +1,9 @@
-//! The Python lexer: just enough lexing for the one-line constructs the IPC parsers read (a `def`
-//! signature, an `assert` test line): string literals, comments, bracket depth, top-level
-//! splitting and call sites. Line-oriented: triple-quoted strings spanning lines are not tracked
-//! (the parsers reject multi-line tests before scanning them).
+//! The Python lexer: the one place that knows where string literals, comments and brackets start
+//! and end ([`Lexer`], fed by character or by line, its state carried across lines), and the
+//! helpers built on it for the one-line constructs the IPC parsers read (a `def` signature, an
+//! `assert` test line): code characters, comments, words, bracket depth, top-level splitting and
+//! call sites. The program extractor and the sandbox's statement splitter feed it whole sources
+//! line by line.
 
 /// Python's hard keywords (soft keywords such as `match` are valid names).
 pub(crate) const KEYWORDS: [&str; 35] = [
@@ -26,48 +28,161 @@ pub(crate) fn keyword_name(arg: &str) -> Option<&str> {
     }
 }
 
-/// Tracks string literals character by character.
-#[derive(Default)]
-struct Strings {
-    quote: Option<char>,
-    escaped: bool,
+/// A string literal's opening delimiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Quote {
+    ch: char,
+    triple: bool,
 }
 
-impl Strings {
-    /// Feeds `c`; true when it belongs to a string literal's body or is its closing quote (an
-    /// opening quote is code).
-    fn inside(&mut self, c: char) -> bool {
-        match self.quote {
-            Some(q) => {
-                if self.escaped {
-                    self.escaped = false;
-                } else if c == '\\' {
-                    self.escaped = true;
-                } else if c == q {
-                    self.quote = None;
-                }
-                true
-            }
-            None => {
-                if c == '\'' || c == '"' {
-                    self.quote = Some(c);
-                }
-                false
-            }
+/// What a character of Python source is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Code: everything outside string literals and comments, a string's opening quote(s)
+    /// included, and the newlines between lines.
+    Code,
+    /// Inside a string literal: its body and its closing quote(s).
+    Str,
+    /// A `#` comment, to the end of its line.
+    Comment,
+}
+
+/// The one definition of where strings, brackets and comments start and end in Python source,
+/// fed character by character ([`Lexer::step`]) or line by line ([`Lexer::line`]); the state
+/// carries across lines.
+///
+/// Strings: `'`, `"`, `'''`, `"""` (a prefix such as `r`/`f` is code before the quote); a
+/// backslash escapes the next character, also in raw strings (as Python's tokenizer does) and
+/// also a newline (the string continues). A one-quote string still open at the end of its line
+/// (a broken line) ends there. Comments run from `#` in code to the end of the line. Brackets:
+/// `()[]{}` in code; a closer with none open is counted as unmatched and leaves the depth at 0.
+/// A line continues the statement when it ends with a backslash in code.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Lexer {
+    open: Option<Quote>,
+    escaped: bool,
+    comment: bool,
+    /// Characters of the current delimiter still to come (the rest of a triple quote).
+    delimiter: (u8, Option<Class>),
+    depth: usize,
+    unmatched: bool,
+    backslash: bool,
+    continued: bool,
+}
+
+impl Lexer {
+    /// Feeds the character `c` found at byte `at` of `text` (which is looked ahead in for triple
+    /// quotes); returns its class.
+    pub(crate) fn step(&mut self, text: &str, at: usize, c: char) -> Class {
+        if let (left @ 1.., Some(class)) = self.delimiter {
+            self.delimiter.0 = left - 1;
+            return class;
         }
+        let backslash = std::mem::take(&mut self.backslash);
+        if c != '\n' && c != '\r' {
+            self.continued = false;
+        }
+        if self.comment {
+            self.comment = c != '\n';
+            return if self.comment {
+                Class::Comment
+            } else {
+                Class::Code
+            };
+        }
+        if let Some(quote) = self.open {
+            if self.escaped {
+                self.escaped = false;
+            } else if c == '\\' {
+                self.escaped = true;
+            } else if c == '\n' && !quote.triple {
+                self.open = None;
+                return Class::Code;
+            } else if c == quote.ch && (!quote.triple || triple_at(text, at)) {
+                self.open = None;
+                if quote.triple {
+                    self.delimiter = (2, Some(Class::Str));
+                }
+            }
+            return Class::Str;
+        }
+        match c {
+            '#' => {
+                self.comment = true;
+                return Class::Comment;
+            }
+            '\'' | '"' => {
+                let triple = triple_at(text, at);
+                self.open = Some(Quote { ch: c, triple });
+                if triple {
+                    self.delimiter = (2, Some(Class::Code));
+                }
+            }
+            '(' | '[' | '{' => self.depth += 1,
+            ')' | ']' | '}' => match self.depth.checked_sub(1) {
+                Some(depth) => self.depth = depth,
+                None => self.unmatched = true,
+            },
+            '\\' => self.backslash = true,
+            '\r' => self.backslash = backslash,
+            '\n' => self.continued = backslash,
+            _ => {}
+        }
+        Class::Code
+    }
+
+    /// Feeds one line, with or without its newline.
+    pub(crate) fn line(&mut self, line: &str) {
+        for (at, c) in line.char_indices() {
+            self.step(line, at, c);
+        }
+        if !line.ends_with('\n') {
+            self.step("\n", 0, '\n');
+        }
+    }
+
+    /// Open brackets (closers with none open are not counted).
+    pub(crate) fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Inside a string literal.
+    pub(crate) fn in_string(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Whether a new statement may start here: no string, bracket or backslash continuation is
+    /// open.
+    pub(crate) fn at_statement_boundary(&self) -> bool {
+        !self.in_string() && self.depth == 0 && !self.continued
     }
 }
 
-/// The characters of `s` outside string literals, with their byte offsets.
+/// Whether the quote at byte `at` of `text` is a triple quote.
+fn triple_at(text: &str, at: usize) -> bool {
+    let b = text.as_bytes();
+    b.get(at..at + 3)
+        .is_some_and(|q| q[0] == q[1] && q[1] == q[2])
+}
+
+/// Every character of `s` with its byte offset and class, lexed from a fresh state.
+pub(crate) fn classes(s: &str) -> impl Iterator<Item = (usize, char, Class)> + '_ {
+    let mut lexer = Lexer::default();
+    s.char_indices()
+        .map(move |(at, c)| (at, c, lexer.step(s, at, c)))
+}
+
+/// The code characters of `s` (outside string literals and comments), with their byte offsets.
 pub(crate) fn code_chars(s: &str) -> impl Iterator<Item = (usize, char)> + '_ {
-    let mut strings = Strings::default();
-    s.char_indices().filter(move |&(_, c)| !strings.inside(c))
+    classes(s)
+        .filter(|&(_, _, class)| class == Class::Code)
+        .map(|(at, c, _)| (at, c))
 }
 
 /// `line` without its trailing `#` comment.
 pub(crate) fn code_part(line: &str) -> &str {
-    match code_chars(line).find(|&(_, c)| c == '#') {
-        Some((at, _)) => &line[..at],
+    match classes(line).find(|&(_, _, class)| class == Class::Comment) {
+        Some((at, _, _)) => &line[..at],
         None => line,
     }
 }
@@ -86,19 +201,18 @@ fn words_where(s: &str, keep: impl Fn(usize) -> bool) -> impl Iterator<Item = &s
     let word = |c: char| c == '_' || c.is_alphanumeric();
     let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut start: Option<usize> = None;
-    let mut depth = 0usize;
-    for (i, c) in code_chars(s) {
+    let mut lexer = Lexer::default();
+    for (i, c) in s.char_indices() {
+        let depth = lexer.depth();
+        if lexer.step(s, i, c) != Class::Code {
+            continue;
+        }
         match (word(c) && keep(depth), start) {
             (true, None) => start = Some(i),
             (false, Some(from)) => {
                 spans.push((from, i));
                 start = None;
             }
-            _ => {}
-        }
-        match c {
-            '(' | '[' | '{' => depth += 1,
-            ')' | ']' | '}' => depth = depth.saturating_sub(1),
             _ => {}
         }
     }
@@ -108,31 +222,24 @@ fn words_where(s: &str, keep: impl Fn(usize) -> bool) -> impl Iterator<Item = &s
     spans.into_iter().map(move |(a, b)| &s[a..b])
 }
 
-/// Walks `s` tracking brackets and string literals; calls `visit(index, char, depth)` for every
-/// character outside strings and stops at the first for which it returns false (its index is
-/// returned). A full walk returns `s.len()` when brackets and quotes balance, else `None`.
+/// Walks `s` tracking brackets, string literals and comments; calls `visit(index, char, depth)`
+/// for every code character and stops at the first for which it returns false (its index is
+/// returned). A closing bracket with none open ends the walk with `None`; a full walk returns
+/// `s.len()` when no bracket or string is left open, else `None`.
 pub(crate) fn scan(s: &str, mut visit: impl FnMut(usize, char, usize) -> bool) -> Option<usize> {
-    let mut depth = 0usize;
-    let mut strings = Strings::default();
+    let mut lexer = Lexer::default();
     for (i, c) in s.char_indices() {
-        if strings.inside(c) {
+        if lexer.step(s, i, c) != Class::Code {
             continue;
         }
-        match c {
-            '(' | '[' | '{' => depth += 1,
-            ')' | ']' | '}' => {
-                if depth == 0 {
-                    return None;
-                }
-                depth -= 1;
-            }
-            _ => {}
+        if lexer.unmatched {
+            return None;
         }
-        if !visit(i, c, depth) {
+        if !visit(i, c, lexer.depth()) {
             return Some(i);
         }
     }
-    (strings.quote.is_none() && depth == 0).then_some(s.len())
+    (!lexer.in_string() && lexer.depth() == 0).then_some(s.len())
 }
 
 pub(crate) fn balanced(s: &str) -> bool {
@@ -230,15 +337,70 @@ pub(crate) fn call_sites<'a>(expr: &'a str, name: &str) -> Vec<&'a str> {
 
 /// Whitespace outside string literals removed: `f(1,2)` and `f(1, 2)` are the same test.
 pub(crate) fn normalize(line: &str) -> String {
-    let mut strings = Strings::default();
-    line.chars()
-        .filter(|&c| strings.inside(c) || !c.is_whitespace())
+    classes(line)
+        .filter(|&(_, c, class)| class == Class::Str || !c.is_whitespace())
+        .map(|(_, c, _)| c)
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether each line of `source` starts at a statement boundary.
+    fn boundaries(source: &str) -> Vec<bool> {
+        let mut lexer = Lexer::default();
+        source
+            .split_inclusive('\n')
+            .map(|line| {
+                let at = lexer.at_statement_boundary();
+                lexer.line(line);
+                at
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lexer_carries_strings_brackets_and_continuations_across_lines() {
+        let source = concat!(
+            "s = '''it's # not a comment\n",
+            "( still text '''\n",
+            "t = [1,  # (\n",
+            " 2]\n",
+            "u = 1 + \\\n",
+            " 2\n",
+            "v = 'a\\\n",
+            "b'\n",
+            "w = 'broken\n",
+            "x = \"\"\"a \\\"\"\" b\"\"\"\n",
+            "y = 0\n",
+        );
+        assert_eq!(
+            boundaries(source),
+            [
+                true, false, true, false, true, false, true, false, true, true, true
+            ],
+            "{source}"
+        );
+        let kinds: String = classes("f('#', x)  # c")
+            .map(|(_, _, class)| match class {
+                Class::Code => 'c',
+                Class::Str => 's',
+                Class::Comment => '#',
+            })
+            .collect();
+        assert_eq!(kinds, "cccsscccccc###");
+        // Lines fed without their newline end the same way.
+        let mut lexer = Lexer::default();
+        lexer.line("x = (1,");
+        assert_eq!((lexer.depth(), lexer.at_statement_boundary()), (1, false));
+        lexer.line("  2)  # )");
+        assert!(lexer.at_statement_boundary());
+        lexer.line("y = 'open");
+        assert!(!lexer.in_string(), "a one-quote string ends with its line");
+        lexer.line("z = 1 \\");
+        assert!(!lexer.at_statement_boundary(), "backslash continuation");
+    }
 
     #[test]
     fn strings_hide_comments_brackets_and_separators() {
@@ -247,6 +409,11 @@ mod tests {
             "f('#', \"#\") == 1  "
         );
         assert_eq!(code_part("x = 'it\\'s # no'"), "x = 'it\\'s # no'");
+        assert_eq!(
+            code_part("s = \"\"\"it's # no\"\"\" # yes"),
+            "s = \"\"\"it's # no\"\"\" "
+        );
+        assert!(balanced("f(x)  # )") && scan(")(", |_, _, _| true).is_none());
         assert!(balanced("f(')', [1, '['])") && !balanced("f('x)") && !balanced("f(1))"));
         assert_eq!(
             split_top_level("a, (b, c), 'd, e'", ','),

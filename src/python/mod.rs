@@ -1,12 +1,14 @@
-//! Reading Python source.
+//! Reading Python source: the lowest layer of the crate (it imports nothing from it).
 //!
-//! - [`lexer`]: string literals, comments, bracket depth, top-level splitting and call sites of
-//!   one-line constructs; the IPC parsers (`prompts::parse`) read signatures and tests with it.
+//! - [`lexer`]: the one definition of where string literals, comments and brackets start and end
+//!   (the [`Lexer`](lexer::Lexer)), and the helpers the IPC parsers (`prompts::parse`) read
+//!   signatures and tests with. The extractor and the sandbox's statement splitter
+//!   (`sandbox::pysource`) feed it whole sources line by line.
+//! - [`extract`]: the program to run, from a model's response (eval samples and the pipeline's
+//!   solution samples alike).
 //! - [`stub`]: a skeleton cut back to its interface.
-//!
-//! Still scanning on their own (to be moved onto [`lexer`] without changing results): the
-//! program extractor `eval::extract` and the sandbox's `pysource`.
 
+pub mod extract;
 pub mod lexer;
 pub mod stub;
 

@@ -1,6 +1,8 @@
 //! The interface of a skeleton: what precedes the function (imports, constants), its `def` lines
 //! and docstring, and a `pass` body. Used by the SkeletonWriter stage.
 
+use super::lexer::code_part;
+
 /// The interface part of a skeleton: what precedes `function` (imports, constants), its `def`
 /// lines and docstring, and a `pass` body. Models often go on to solve the problem inside the
 /// skeleton; the solution prompt shows the skeleton, so a body left in it would hand every
@@ -18,10 +20,9 @@ pub fn stub(code: &str, function: &str) -> String {
         return code.to_string();
     };
     let def_indent = lines[start].len() - lines[start].trim_start().len();
-    let Some(header_end) = (start..lines.len()).find(|&i| {
-        let l = lines[i].split('#').next().unwrap_or("").trim_end();
-        l.ends_with(':')
-    }) else {
+    let Some(header_end) =
+        (start..lines.len()).find(|&i| code_part(lines[i]).trim_end().ends_with(':'))
+    else {
         return code.to_string();
     };
     let mut out: Vec<&str> = lines[..=header_end].to_vec();
@@ -54,4 +55,28 @@ pub fn stub(code: &str, function: &str) -> String {
     stubbed.push_str(&indent);
     stubbed.push_str("pass\n");
     stubbed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_interface_and_drops_the_body() {
+        let code = "import math\n\ndef f(x, sep='#'):  # the header ends here\n    \"\"\"Doc.\n    More.\n    \"\"\"\n    return math.sqrt(x)\n";
+        assert_eq!(
+            stub(code, "f"),
+            "import math\n\ndef f(x, sep='#'):  # the header ends here\n    \"\"\"Doc.\n    More.\n    \"\"\"\n    pass\n"
+        );
+        let multi = "def g(\n    a: int,  # first\n) -> int:\n    return a\n";
+        assert_eq!(
+            stub(multi, "g"),
+            "def g(\n    a: int,  # first\n) -> int:\n    pass\n"
+        );
+        assert_eq!(
+            stub("x = 1\n", "f"),
+            "x = 1\n",
+            "no such function: unchanged"
+        );
+    }
 }

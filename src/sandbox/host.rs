@@ -1,12 +1,11 @@
 //! What the host offers a worker: the real interpreter path, per-worker job cgroups (pids,
-//! memory, CPU accounting), an unprivileged uid, and the isolation refusals already logged (each
-//! is logged once per process).
+//! memory, CPU accounting), an unprivileged uid and a scratch folder. The isolation steps it
+//! refuses are reported by the pool ([`super::SandboxPool::isolation`]), never printed here.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
 
 use super::SandboxError;
 
@@ -36,19 +35,6 @@ pub fn real_python() -> Result<PathBuf, SandboxError> {
         })
         .clone()
         .map_err(|detail| SandboxError::Python { detail })
-}
-
-/// Logs an isolation feature the host refused, once per process.
-pub fn log_refusal_once(feature: &str, why: &str) {
-    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    let seen = SEEN.get_or_init(|| Mutex::new(HashSet::new()));
-    if seen
-        .lock()
-        .expect("refusal log lock")
-        .insert(feature.to_string())
-    {
-        eprintln!("[sandbox] isolation feature unavailable on this host: {feature}: {why}");
-    }
 }
 
 pub fn is_root() -> bool {

@@ -121,11 +121,6 @@ impl SandboxPool {
                 }
             }
         }
-        for (feature, state) in &pool.isolation {
-            if let Some(why) = state.strip_prefix("refused: ") {
-                host::log_refusal_once(feature, why);
-            }
-        }
         Ok(pool)
     }
 

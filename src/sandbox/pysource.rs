@@ -1,10 +1,11 @@
 //! Just enough Python source structure to cut a test function into sandbox tests: splitting an
 //! indented block into its top-level statements (respecting strings, brackets, comments and
-//! backslash continuations) and turning HumanEval's `def check(candidate)` into [`TestCase`]s.
+//! backslash continuations, as the shared [`Lexer`] reads them) and turning HumanEval's `def check(candidate)` into [`TestCase`]s.
 //! The assert-level splitting (what runs in the child, what is compared outside) is done with
 //! Python's own `ast` by the worker.
 
 use super::TestCase;
+use crate::python::lexer::Lexer;
 
 /// Splits a block of Python statements (all at the same indentation `indent`, compound
 /// statements continuing on deeper lines) into the source of each top-level statement, dedented.
@@ -17,12 +18,12 @@ pub fn top_level_statements(block: &str) -> Vec<String> {
         .map(|l| l.len() - l.trim_start().len())
         .unwrap_or(0);
     let mut statements: Vec<Vec<&str>> = Vec::new();
-    let mut scanner = Scanner::default();
+    let mut lexer = Lexer::default();
     for line in lines {
-        let at_boundary = scanner.at_statement_boundary();
+        let at_boundary = lexer.at_statement_boundary();
         let line_indent = line.len() - line.trim_start().len();
         if at_boundary && !is_code(line) {
-            scanner.feed(line);
+            lexer.line(line);
             continue;
         }
         let clause = ["else", "elif ", "except", "finally"]
@@ -32,7 +33,7 @@ pub fn top_level_statements(block: &str) -> Vec<String> {
             statements.push(Vec::new());
         }
         statements.last_mut().expect("a statement").push(line);
-        scanner.feed(line);
+        lexer.line(line);
     }
     statements
         .into_iter()
@@ -57,65 +58,6 @@ pub fn top_level_statements(block: &str) -> Vec<String> {
 fn is_code(line: &str) -> bool {
     let t = line.trim_start();
     !t.is_empty() && !t.starts_with('#')
-}
-
-/// Tracks strings, brackets and continuations across lines.
-#[derive(Default)]
-struct Scanner {
-    depth: i32,
-    /// Quote of the open string: `'`, `"`, or a triple quote.
-    open: Option<&'static str>,
-    continuation: bool,
-}
-
-impl Scanner {
-    fn at_statement_boundary(&self) -> bool {
-        self.depth <= 0 && self.open.is_none() && !self.continuation
-    }
-
-    fn feed(&mut self, line: &str) {
-        let b = line.as_bytes();
-        let mut i = 0;
-        self.continuation = false;
-        while i < b.len() {
-            if let Some(q) = self.open {
-                if b[i] == b'\\' {
-                    i += 2;
-                    continue;
-                }
-                if line[i..].starts_with(q) {
-                    self.open = None;
-                    i += q.len();
-                    continue;
-                }
-                i += 1;
-                continue;
-            }
-            match b[i] {
-                b'#' => break,
-                b'\'' | b'"' => {
-                    let triple = if b[i] == b'"' { "\"\"\"" } else { "'''" };
-                    if line[i..].starts_with(triple) {
-                        self.open = Some(triple);
-                        i += 3;
-                    } else {
-                        self.open = Some(if b[i] == b'"' { "\"" } else { "'" });
-                        i += 1;
-                    }
-                    continue;
-                }
-                b'(' | b'[' | b'{' => self.depth += 1,
-                b')' | b']' | b'}' => self.depth -= 1,
-                b'\\' if i + 1 == b.len() => self.continuation = true,
-                _ => {}
-            }
-            i += 1;
-        }
-        // A single-quoted string cannot span lines (without a backslash, handled above).
-        if matches!(self.open, Some("'") | Some("\"")) && !line.ends_with('\\') {
-            self.open = None;
-        }
-    }
 }
 
 /// Turns a HumanEval-style test module (`METADATA`, imports, `def check(candidate): ...`) into

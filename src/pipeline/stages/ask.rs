@@ -14,7 +14,7 @@ use ucoder_operators::{
 };
 
 use super::{Draft, LlmStage, StagePrompts};
-use crate::pipeline::artifacts::{ResponseRow, finish_label};
+use crate::pipeline::artifacts::ResponseRow;
 use crate::pipeline::context::{Collector, Failure, GraphContext};
 use crate::pipeline::progress::Counters;
 use crate::prompts::PromptError;
@@ -42,7 +42,7 @@ pub fn response_row(
         text: completion.text.clone(),
         tokens: completion.logprobs.tokens,
         sum_logprob: completion.logprobs.sum_logprob,
-        finish: finish_label(completion.finish).to_string(),
+        finish: completion.finish.label().to_string(),
         status,
         detail,
     }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use ucoder_operators::stable_hash::StableHasher;
-use ucoder_operators::{ChatMessage, GenerationRequest, ProblemId, Role, SamplingParams};
+use ucoder_operators::{ChatMessage, GenerationRequest, ProblemId, Prompt, Role, SamplingParams};
 
 use super::LlmStage;
 use crate::config::PipelineConfig;
@@ -91,7 +91,7 @@ impl StageSettings {
             });
         }
         GenerationRequest {
-            messages,
+            prompt: Prompt::Chat(messages),
             n,
             params: SamplingParams {
                 max_tokens: self.max_tokens,
@@ -101,6 +101,7 @@ impl StageSettings {
                 } else {
                     1.0
                 },
+                top_k: 0,
                 seed: request_seed(self.seed, stage, key),
                 stop: Vec::new(),
             },

@@ -20,11 +20,10 @@ use ucoder_operators::{
 use super::ask::{ask_model, rejection, response_row};
 use super::test_check::Ready;
 use super::{Draft, LlmStage, StagePrompts, indexed_key};
-use crate::eval::extract::{Extraction, extract};
-use crate::eval::prompt::PromptStyle;
 use crate::pipeline::context::{Collector, GraphContext};
 use crate::pipeline::progress::Counters;
 use crate::prompts::PromptError;
+use crate::python::extract::{Extraction, PromptStyle, extract};
 
 /// The user turn of the solution prompt (also the SFT prompt).
 pub fn prompt(prompts: &StagePrompts, draft: &Draft) -> Result<String, PromptError> {

@@ -20,8 +20,8 @@ use ucoder_operators::{
 use super::ask::rejection;
 use super::test_assembler::Assembled;
 use super::{Draft, LlmStage, solution_sampler};
+use crate::backends::sandbox::sandbox_test;
 use crate::pipeline::artifacts::{ProblemRow, TestCaseRow};
-use crate::pipeline::backends::sandbox_test;
 use crate::pipeline::context::{Collector, GraphContext};
 use crate::pipeline::progress::Counters;
 use crate::sandbox::{Job, JobResult, Limits, ProgramError, TestResult, Verdict};

@@ -9,7 +9,48 @@
 
 use std::fmt;
 
-use super::prompt::{COMPLETION_STOPS, PromptStyle};
+use serde::{Deserialize, Serialize};
+
+use super::lexer::Lexer;
+
+/// Stop sequences for plain (base-model) completion of a HumanEval prompt: the function ends
+/// where the next top-level statement begins (Chen et al., 2021).
+pub const COMPLETION_STOPS: &[&str] = &[
+    "\ndef ",
+    "\nclass ",
+    "\nif __name__",
+    "\nprint(",
+    "\n#",
+    "\nassert ",
+];
+
+/// How the model was prompted, which decides the response's form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptStyle {
+    /// Instruct models: a user message through the model's chat template; the answer is
+    /// markdown with fenced code, or raw code with prose around it.
+    Chat,
+    /// Base models: the problem prompt is continued as plain text, up to a stop sequence.
+    Completion,
+}
+
+impl PromptStyle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptStyle::Chat => "chat",
+            PromptStyle::Completion => "completion",
+        }
+    }
+
+    /// Stop sequences to generate with (chat models stop at their end-of-turn token).
+    pub fn stop_sequences(self) -> Vec<String> {
+        match self {
+            PromptStyle::Chat => Vec::new(),
+            PromptStyle::Completion => COMPLETION_STOPS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
 
 /// How the program was assembled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -483,20 +524,16 @@ fn is_assignment(line: &str) -> bool {
 }
 
 /// Splits Python source into top-level blocks. A block starts at a column-0 line that is not a
-/// comment, not a closing bracket, not inside a triple-quoted string and not inside open brackets.
+/// comment, not a closing bracket, and begins a statement (no string, bracket or backslash
+/// continuation open, see [`Lexer`]).
 fn top_level_blocks(code: &str) -> Vec<Block> {
     let mut blocks: Vec<Block> = Vec::new();
-    let mut scanner = Scanner::default();
+    let mut lexer = Lexer::default();
     for line in code.split_inclusive('\n') {
-        let continues = scanner.inside() || {
-            let t = line.trim_end();
-            t.is_empty()
-                || line.starts_with([' ', '\t', '#', ')', ']', '}'])
-                || blocks
-                    .last()
-                    .is_some_and(|b| b.text.trim_end().ends_with('\\'))
-        };
-        scanner.feed(line);
+        let continues = !lexer.at_statement_boundary()
+            || line.trim_end().is_empty()
+            || line.starts_with([' ', '\t', '#', ')', ']', '}']);
+        lexer.line(line);
         if continues && !blocks.is_empty() {
             blocks.last_mut().expect("checked").text.push_str(line);
         } else {
@@ -514,68 +551,17 @@ fn top_level_blocks(code: &str) -> Vec<Block> {
     blocks
 }
 
-/// Tracks whether the scan is inside a triple-quoted string or open brackets across lines.
-#[derive(Default)]
-struct Scanner {
-    triple: Option<&'static str>,
-    depth: i32,
-}
-
-impl Scanner {
-    fn inside(&self) -> bool {
-        self.triple.is_some() || self.depth > 0
-    }
-
-    fn feed(&mut self, line: &str) {
-        let bytes = line.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            if let Some(delim) = self.triple {
-                if bytes[i..].starts_with(delim.as_bytes()) {
-                    self.triple = None;
-                    i += 3;
-                } else {
-                    i += 1;
-                }
-                continue;
-            }
-            match bytes[i] {
-                b'#' => return,
-                b'"' | b'\'' => {
-                    let delim = if bytes[i] == b'"' { "\"\"\"" } else { "'''" };
-                    if bytes[i..].starts_with(delim.as_bytes()) {
-                        self.triple = Some(delim);
-                        i += 3;
-                        continue;
-                    }
-                    // A single-quoted string ends on this line (or the line is broken code).
-                    let quote = bytes[i];
-                    i += 1;
-                    while i < bytes.len() && bytes[i] != quote {
-                        i += if bytes[i] == b'\\' { 2 } else { 1 };
-                    }
-                    i += 1;
-                }
-                b'(' | b'[' | b'{' => {
-                    self.depth += 1;
-                    i += 1;
-                }
-                b')' | b']' | b'}' => {
-                    self.depth = (self.depth - 1).max(0);
-                    i += 1;
-                }
-                _ => i += 1,
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const PROMPT: &str = "from typing import List\n\n\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n    \"\"\" Check.\n    >>> has_close_elements([1.0, 2.0], 0.5)\n    False\n    \"\"\"\n";
     const HELPER_PROMPT: &str = "\n\ndef encode_shift(s: str):\n    \"\"\"\n    shifts.\n    \"\"\"\n    return \"\".join([chr(((ord(ch) + 5 - ord(\"a\")) % 26) + ord(\"a\")) for ch in s])\n\n\ndef decode_shift(s: str):\n    \"\"\"\n    decodes.\n    \"\"\"\n";
+
+    /// Extraction for the `has_close_elements` problem of [`PROMPT`].
+    fn has_close(response: &str, style: PromptStyle) -> Extraction {
+        extract(PROMPT, "has_close_elements", response, style)
+    }
 
     fn program(e: &Extraction) -> &str {
         e.program()
@@ -585,7 +571,7 @@ mod tests {
     #[test]
     fn fenced_full_function_gets_missing_import_and_drops_examples() {
         let response = "Here is the function:\n\n```python\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n    for i, a in enumerate(numbers):\n        for b in numbers[i + 1:]:\n            if abs(a - b) < threshold:\n                return True\n    return False\n\n# Example\nprint(has_close_elements([1.0, 2.0], 0.5))\nassert has_close_elements([1.0, 1.1], 0.5)\n```\nThis works because...";
-        let e = extract(PROMPT, "has_close_elements", response, PromptStyle::Chat);
+        let e = has_close(response, PromptStyle::Chat);
         assert_eq!(e.status(), "full_function");
         let p = program(&e);
         assert!(p.starts_with("from typing import List\n"), "{p}");
@@ -619,16 +605,14 @@ mod tests {
     #[test]
     fn import_already_present_is_not_duplicated() {
         let response = "```python\nfrom typing import List\n\ndef has_close_elements(numbers, threshold):\n    return False\n```";
-        let e = extract(PROMPT, "has_close_elements", response, PromptStyle::Chat);
+        let e = has_close(response, PromptStyle::Chat);
         assert_eq!(program(&e).matches("from typing import List").count(), 1);
         assert_eq!(e.detail(), "");
     }
 
     #[test]
     fn body_only_is_appended_and_indented() {
-        let e = extract(
-            PROMPT,
-            "has_close_elements",
+        let e = has_close(
             "```python\nreturn any(abs(a - b) < threshold for a in numbers for b in numbers if a is not b)\n```",
             PromptStyle::Chat,
         );
@@ -640,18 +624,14 @@ mod tests {
 
     #[test]
     fn completion_mode_appends_and_cuts_at_stop_sequences() {
-        let e = extract(
-            PROMPT,
-            "has_close_elements",
+        let e = has_close(
             "    return False\n\n\ndef main():\n    pass\n",
             PromptStyle::Completion,
         );
         assert_eq!(e.status(), "body_appended");
         assert_eq!(program(&e), format!("{PROMPT}    return False\n"));
         // A base model that restates the whole function is treated as a full definition.
-        let e = extract(
-            PROMPT,
-            "has_close_elements",
+        let e = has_close(
             "from typing import List\n\ndef has_close_elements(numbers, threshold):\n    return True\n",
             PromptStyle::Completion,
         );
@@ -660,9 +640,7 @@ mod tests {
 
     #[test]
     fn unclosed_fence_is_used_and_noted() {
-        let e = extract(
-            PROMPT,
-            "has_close_elements",
+        let e = has_close(
             "```python\ndef has_close_elements(numbers, threshold):\n    return False\n",
             PromptStyle::Chat,
         );
@@ -673,7 +651,7 @@ mod tests {
     #[test]
     fn picks_the_block_that_defines_the_entry_point() {
         let response = "```bash\npip install numpy\n```\n```python\nx = 1\n```\n```python\ndef has_close_elements(a, b):\n    return True\n```";
-        let e = extract(PROMPT, "has_close_elements", response, PromptStyle::Chat);
+        let e = has_close(response, PromptStyle::Chat);
         assert!(program(&e).contains("return True"));
         assert!(e.detail().contains("used block 2"), "{}", e.detail());
     }
@@ -686,7 +664,7 @@ mod tests {
             let response = format!(
                 "{wrapper}\n```python\ndef has_close_elements(a, b):\n    return True\n```\n````"
             );
-            let e = extract(PROMPT, "has_close_elements", &response, PromptStyle::Chat);
+            let e = has_close(&response, PromptStyle::Chat);
             assert_eq!(e.status(), "full_function", "{wrapper}: {e}");
             assert!(!program(&e).contains("```"), "{}", program(&e));
         }
@@ -701,7 +679,7 @@ mod tests {
     #[test]
     fn definition_inside_an_unclosed_bracket_fails() {
         let response = "```python\nprint(\ndef has_close_elements(a, b):\n    return True\n```";
-        let e = extract(PROMPT, "has_close_elements", response, PromptStyle::Chat);
+        let e = has_close(response, PromptStyle::Chat);
         assert_eq!(
             e.detail(),
             "`def has_close_elements` is swallowed by an unclosed bracket or string before it"
@@ -726,7 +704,7 @@ mod tests {
             ("```bash\nls\n```", "no code"),
         ];
         for (response, reason) in cases {
-            let e = extract(PROMPT, "has_close_elements", response, PromptStyle::Chat);
+            let e = has_close(response, PromptStyle::Chat);
             match &e {
                 Extraction::Failed { reason: r } => {
                     assert!(r.contains(reason), "{response:?}: {r}")
@@ -739,7 +717,7 @@ mod tests {
     #[test]
     fn raw_code_without_fence_drops_prose() {
         let response = "def has_close_elements(numbers, threshold):\n    return False\n\nThis function returns False.\n";
-        let e = extract(PROMPT, "has_close_elements", response, PromptStyle::Chat);
+        let e = has_close(response, PromptStyle::Chat);
         assert!(!program(&e).contains("This function"));
         assert!(e.detail().contains("no code fence"));
     }
@@ -775,95 +753,5 @@ mod tests {
         );
         assert_eq!(blocks[0].defined_name(), Some("f"));
         assert_eq!(blocks[1].defined_name(), Some("x"));
-    }
-
-    /// Extraction on real model outputs (llama.cpp generations recorded by
-    /// `scripts/eval_llamacpp.py --humaneval`, kept verbatim). `expected.json` holds, per fixture
-    /// file and task, the hand-checked status and a substring of the detail; every extracted
-    /// program must also be valid Python (checked with python3's `ast`).
-    #[test]
-    fn real_model_outputs() {
-        use crate::eval::humaneval;
-        use crate::eval::prompt::{PromptSpec, build};
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval");
-        let expected: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(root.join("expected.json")).unwrap())
-                .unwrap();
-        let problems = humaneval::load(&crate::fetch::cache_dir(), &|_| {}).unwrap();
-        let mut programs = Vec::new();
-        let mut checked = 0;
-        let mut missing = Vec::new();
-        for (file, cases) in expected.as_object().unwrap() {
-            let text = std::fs::read_to_string(root.join(file)).unwrap();
-            for line in text.lines() {
-                let rec: serde_json::Value = serde_json::from_str(line).unwrap();
-                let id = rec["task_id"].as_str().unwrap();
-                let problem = problems.iter().find(|p| p.task_id == id).unwrap();
-                // The recorded chat message is the one ucoder-flow builds.
-                let PromptSpec::ChatUser(user) = build(&problem.prompt, PromptStyle::Chat) else {
-                    unreachable!()
-                };
-                assert_eq!(
-                    rec["messages"][0]["content"].as_str().unwrap(),
-                    user,
-                    "{file} {id}"
-                );
-                let e = extract(
-                    &problem.prompt,
-                    &problem.entry_point,
-                    rec["completion"].as_str().unwrap(),
-                    PromptStyle::Chat,
-                );
-                let case = &cases[id];
-                if case.is_null() {
-                    missing.push(format!("{file} {id}: {e}\n{}", e.program().unwrap_or("")));
-                    continue;
-                }
-                assert_eq!(
-                    e.status(),
-                    case["status"].as_str().unwrap(),
-                    "{file} {id}: {e}"
-                );
-                let detail = case["detail"].as_str().unwrap_or("");
-                assert!(
-                    e.detail().contains(detail),
-                    "{file} {id}: {e}, expected detail containing {detail:?}"
-                );
-                if let Some(p) = e.program() {
-                    assert!(
-                        p.contains(&format!("def {}(", problem.entry_point)),
-                        "{file} {id}"
-                    );
-                    programs.push((
-                        format!("{file} {id}"),
-                        p.to_string(),
-                        case["valid_python"].as_bool().unwrap_or(true),
-                    ));
-                }
-                checked += 1;
-            }
-        }
-        assert!(
-            missing.is_empty(),
-            "fixtures without expectations:\n{}",
-            missing.join("\n")
-        );
-        assert!(checked >= 20, "only {checked} fixtures");
-        // One python3 run parses every program and prints which are valid.
-        let script = "import ast, json, sys\nfor p in json.load(sys.stdin):\n    try:\n        ast.parse(p); print('ok')\n    except SyntaxError as e:\n        print('bad', e)\n";
-        let mut child = std::process::Command::new("python3")
-            .args(["-c", script])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let sources: Vec<&str> = programs.iter().map(|(_, p, _)| p.as_str()).collect();
-        serde_json::to_writer(child.stdin.take().unwrap(), &sources).unwrap();
-        let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
-        let verdicts: Vec<&str> = out.lines().collect();
-        assert_eq!(verdicts.len(), programs.len());
-        for ((name, program, valid), verdict) in programs.iter().zip(verdicts) {
-            assert_eq!(verdict == "ok", *valid, "{name}: {verdict}\n{program}");
-        }
     }
 }

@@ -4,16 +4,21 @@
 //!
 //! - [`PromptLine`]: one rendered prompt per problem, written by `ucoder-flow eval --dump-prompts`.
 //! - [`CompletionLine`]: one completion per (problem, sample), read by `--completions`;
-//!   [`RecordedCompletions`] replays them as a [`CompletionSource`].
+//!   [`RecordedCompletions`] replays them as a [`Generate`] backend: a request's prompt text
+//!   (as recorded, see [`RecordedCompletions::prompt`]) finds its problem, and sample `i` of the
+//!   request is the line with `sample_index` `i`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use ucoder_operators::{
+    BackendError, Completion, FinishReason, Generate, Generation, GenerationRequest,
+    LogprobSummary, Prompt,
+};
 
-use super::backend::{BoxError, CompletionRequest, CompletionSource, SampledCompletion};
-use super::prompt::PromptSpec;
 use crate::store::{StoreError, write_atomic};
 
 /// One rendered prompt with the decoding settings to use.
@@ -42,6 +47,7 @@ pub struct CompletionLine {
     pub completion_tokens: u32,
     #[serde(default)]
     pub logprob_sum: Option<f64>,
+    /// `stop`, `length`, or empty when the engine did not say.
     #[serde(default)]
     pub finish_reason: String,
     /// Which engine produced it (e.g. `llama-cpp-python 0.3.16`).
@@ -74,6 +80,20 @@ pub enum RecordedError {
     },
     #[error("{path}: no completions")]
     Empty { path: PathBuf },
+    #[error(
+        "{path}, line {line}: unknown finish_reason {value:?} (expected \"stop\", \"length\" or \"\")"
+    )]
+    FinishReason {
+        path: PathBuf,
+        line: usize,
+        value: String,
+    },
+    #[error("{path}: no completions recorded for this prompt: {start:?}...")]
+    UnknownPrompt { path: PathBuf, start: String },
+    #[error("{path}: the same prompt is recorded for {tasks}")]
+    SharedPrompt { path: PathBuf, tasks: String },
+    #[error("{path}: completions are looked up by their prompt text, not by a chat")]
+    NotText { path: PathBuf },
     #[error(
         "{path}: no completion for {task_id} sample {sample_index}; regenerate the file for these problems"
     )]
@@ -128,16 +148,27 @@ pub fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, R
     Ok(out)
 }
 
-/// Completions read from a JSONL file, replayed as a [`CompletionSource`].
+/// The finish reason a line names (`stop`, `length`, or empty when unknown).
+fn finish_reason(label: &str) -> Option<FinishReason> {
+    FinishReason::ALL.into_iter().find(|f| f.label() == label)
+}
+
+/// Completions read from a JSONL file, replayed as a [`Generate`] backend. Clones share the
+/// loaded file.
+#[derive(Debug, Clone)]
+pub struct RecordedCompletions(Arc<Recorded>);
+
 #[derive(Debug)]
-pub struct RecordedCompletions {
+struct Recorded {
     path: PathBuf,
     engine: String,
     by_key: HashMap<(String, u32), CompletionLine>,
+    /// The problems whose sample 0 has this prompt.
+    by_prompt: HashMap<String, Vec<String>>,
 }
 
 impl RecordedCompletions {
-    /// Loads `path`, refusing duplicates and empty files.
+    /// Loads `path`, refusing duplicates, unknown finish reasons and empty files.
     pub fn load(path: &Path) -> Result<Self, RecordedError> {
         let lines: Vec<CompletionLine> = read_jsonl(path)?;
         if lines.is_empty() {
@@ -147,7 +178,15 @@ impl RecordedCompletions {
         }
         let engine = lines[0].engine.clone();
         let mut by_key = HashMap::new();
+        let mut by_prompt: HashMap<String, Vec<String>> = HashMap::new();
         for (i, line) in lines.into_iter().enumerate() {
+            if finish_reason(&line.finish_reason).is_none() {
+                return Err(RecordedError::FinishReason {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    value: line.finish_reason,
+                });
+            }
             let key = (line.task_id.clone(), line.sample_index);
             if by_key.contains_key(&key) {
                 return Err(RecordedError::Duplicate {
@@ -157,72 +196,111 @@ impl RecordedCompletions {
                     sample_index: key.1,
                 });
             }
+            if line.sample_index == 0 {
+                by_prompt
+                    .entry(line.prompt.clone())
+                    .or_default()
+                    .push(line.task_id.clone());
+            }
             by_key.insert(key, line);
         }
-        Ok(RecordedCompletions {
+        Ok(RecordedCompletions(Arc::new(Recorded {
             path: path.to_path_buf(),
             engine,
             by_key,
-        })
+            by_prompt,
+        })))
+    }
+
+    /// One line naming the file and the engine that made it.
+    pub fn describe(&self) -> String {
+        format!(
+            "recorded completions {} ({})",
+            self.0.path.display(),
+            self.0.engine
+        )
+    }
+
+    /// The prompt recorded for `task_id` (its sample 0's), which a request must carry to get the
+    /// task's completions. A prompt that was plain text (no chat template) must equal `plain`;
+    /// chat prompts were rendered by the model's template when they were dumped, so they are
+    /// taken as recorded.
+    pub fn prompt(&self, task_id: &str, plain: Option<&str>) -> Result<&str, RecordedError> {
+        let line = self.line(task_id, 0)?;
+        match plain {
+            Some(text) if text != line.prompt => Err(self.mismatch(task_id)),
+            _ => Ok(&line.prompt),
+        }
+    }
+
+    fn mismatch(&self, task_id: &str) -> RecordedError {
+        RecordedError::PromptMismatch {
+            path: self.0.path.clone(),
+            task_id: task_id.to_string(),
+        }
     }
 
     fn line(&self, task_id: &str, sample_index: usize) -> Result<&CompletionLine, RecordedError> {
-        self.by_key
+        self.0
+            .by_key
             .get(&(task_id.to_string(), sample_index as u32))
             .ok_or_else(|| RecordedError::Missing {
-                path: self.path.clone(),
+                path: self.0.path.clone(),
                 task_id: task_id.to_string(),
                 sample_index,
             })
     }
+
+    /// The `n` completions recorded for `prompt`, in sample order.
+    fn replay(&self, prompt: &Prompt, n: usize) -> Result<Vec<Completion>, RecordedError> {
+        let path = || self.0.path.clone();
+        let Prompt::Text(prompt) = prompt else {
+            return Err(RecordedError::NotText { path: path() });
+        };
+        let task_id = match self.0.by_prompt.get(prompt).map(Vec::as_slice) {
+            Some([task_id]) => task_id,
+            Some(tasks) => {
+                return Err(RecordedError::SharedPrompt {
+                    path: path(),
+                    tasks: tasks.join(", "),
+                });
+            }
+            None => {
+                return Err(RecordedError::UnknownPrompt {
+                    path: path(),
+                    start: prompt.chars().take(60).collect(),
+                });
+            }
+        };
+        (0..n)
+            .map(|i| {
+                let line = self.line(task_id, i)?;
+                if line.prompt != *prompt {
+                    return Err(self.mismatch(task_id));
+                }
+                Ok(Completion {
+                    text: line.completion.clone(),
+                    logprobs: LogprobSummary {
+                        tokens: line.completion_tokens,
+                        sum_logprob: line.logprob_sum.unwrap_or(f64::NAN),
+                    },
+                    finish: finish_reason(&line.finish_reason).expect("checked on load"),
+                })
+            })
+            .collect()
+    }
 }
 
-impl CompletionSource for RecordedCompletions {
-    fn describe(&self) -> String {
-        format!(
-            "recorded completions {} ({})",
-            self.path.display(),
-            self.engine
-        )
-    }
-
-    /// The recorded prompt. For plain-completion prompts it must equal the problem text; chat
-    /// prompts were rendered by `--dump-prompts` with the model's template, so they are taken
-    /// as recorded.
-    fn render(&self, problem_id: &str, spec: &PromptSpec) -> Result<String, BoxError> {
-        let line = self.line(problem_id, 0)?;
-        match spec {
-            PromptSpec::Completion(text) if *text != line.prompt => {
-                Err(RecordedError::PromptMismatch {
-                    path: self.path.clone(),
-                    task_id: problem_id.to_string(),
-                }
-                .into())
-            }
-            _ => Ok(line.prompt.clone()),
-        }
-    }
-
-    fn generate(
-        &mut self,
-        request: &CompletionRequest<'_>,
-    ) -> Result<Vec<SampledCompletion>, BoxError> {
-        (0..request.n)
-            .map(|i| {
-                let line = self.line(request.problem_id, i)?;
-                if line.prompt != request.prompt {
-                    return Err(RecordedError::PromptMismatch {
-                        path: self.path.clone(),
-                        task_id: request.problem_id.to_string(),
-                    }
-                    .into());
-                }
-                Ok(SampledCompletion {
-                    text: line.completion.clone(),
-                    completion_tokens: line.completion_tokens,
-                    logprob_sum: line.logprob_sum,
-                    finish_reason: line.finish_reason.clone(),
-                })
+impl Generate for RecordedCompletions {
+    fn generate(&mut self, requests: &[GenerationRequest]) -> Vec<Generation> {
+        requests
+            .iter()
+            .map(|r| {
+                self.replay(&r.prompt, r.n as usize)
+                    .map_err(|e| BackendError {
+                        backend: "recorded".into(),
+                        message: e.to_string(),
+                    })
             })
             .collect()
     }
@@ -231,7 +309,7 @@ impl CompletionSource for RecordedCompletions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::config::DecodingConfig;
+    use ucoder_operators::SamplingParams;
 
     fn line(task: &str, index: u32, prompt: &str) -> CompletionLine {
         CompletionLine {
@@ -251,36 +329,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.jsonl");
         write_jsonl(&path, &[line("T/0", 1, "P"), line("T/0", 0, "P")]).unwrap();
+        let mut other = line("T/1", 0, "Q");
+        other.logprob_sum = None;
+        other.finish_reason = String::new();
+        write_jsonl(&path, &[line("T/0", 1, "P"), line("T/0", 0, "P"), other]).unwrap();
         let mut rec = RecordedCompletions::load(&path).unwrap();
-        assert_eq!(
-            rec.render("T/0", &PromptSpec::ChatUser("x".into()))
-                .unwrap(),
-            "P"
-        );
-        let decoding = DecodingConfig::default();
-        let req = |n, prompt| CompletionRequest {
-            problem_id: "T/0",
-            prompt,
+        assert_eq!(rec.prompt("T/0", None).unwrap(), "P");
+        let req = |n, prompt: &str| GenerationRequest {
+            prompt: Prompt::Text(prompt.into()),
             n,
-            decoding: &decoding,
-            stop: &[],
-            seed: 0,
+            params: SamplingParams {
+                max_tokens: 8,
+                temperature: 0.0,
+                top_p: 1.0,
+                top_k: 0,
+                seed: 0,
+                stop: vec![],
+            },
         };
-        let gens = rec.generate(&req(2, "P")).unwrap();
-        assert_eq!(gens[0].text, "completion 0");
-        assert_eq!(gens[1].text, "completion 1");
-        let err = rec.generate(&req(3, "P")).unwrap_err().to_string();
+        let mut gens = rec.generate(&[req(2, "P"), req(3, "P"), req(1, "other"), req(1, "Q")]);
+        let unreported = gens.pop().unwrap().unwrap();
+        assert!(unreported[0].logprobs.sum_logprob.is_nan());
+        assert_eq!(unreported[0].finish, FinishReason::Unknown);
+        let err = |g: Generation| g.unwrap_err().to_string();
+        assert!(err(gens.pop().unwrap()).contains("no completions recorded for this prompt"));
+        let missing = err(gens.pop().unwrap());
         assert!(
-            err.contains("T/0 sample 2") && err.contains("c.jsonl"),
-            "{err}"
+            missing.contains("T/0 sample 2") && missing.contains("c.jsonl"),
+            "{missing}"
         );
-        let err = rec.generate(&req(1, "other")).unwrap_err().to_string();
+        let found = gens.pop().unwrap().unwrap();
+        assert_eq!(found[0].text, "completion 0");
+        assert_eq!(found[1].text, "completion 1");
+        assert_eq!(
+            (found[1].logprobs.tokens, found[1].logprobs.sum_logprob),
+            (3, -1.5)
+        );
+        let err = rec.prompt("T/0", Some("Q")).unwrap_err().to_string();
         assert!(err.contains("differs"), "{err}");
-        let err = rec
-            .render("T/0", &PromptSpec::Completion("Q".into()))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("differs"), "{err}");
+        assert_eq!(rec.prompt("T/1", Some("Q")).unwrap(), "Q");
     }
 
     #[test]
@@ -296,6 +383,11 @@ mod tests {
         std::fs::write(&path, "{\"task_id\": 1}\n").unwrap();
         let err = RecordedCompletions::load(&path).unwrap_err().to_string();
         assert!(err.contains("c.jsonl, line 1"), "{err}");
+        let mut odd = line("T/0", 0, "P");
+        odd.finish_reason = "eos".into();
+        write_jsonl(&path, &[odd]).unwrap();
+        let err = RecordedCompletions::load(&path).unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("\"eos\""), "{err}");
         std::fs::write(&path, "\n").unwrap();
         assert!(matches!(
             RecordedCompletions::load(&path),
