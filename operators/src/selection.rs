@@ -238,31 +238,36 @@ pub fn select_batch(
     }
     let mut selections = BTreeMap::new();
     for (problem, voting) in per_problem {
-        let all: Vec<(&Signature, u32)> = voting
-            .iter()
-            .map(|(signature, members)| (*signature, members.len() as u32))
-            .collect();
-        let mut eligible: Vec<(&Signature, ClusterScore, Vec<&CandidateVerdict>)> = voting
+        // Only the Bayesian rule weighs the other clusters.
+        let all: Vec<(&Signature, u32)> = if config.rule == SelectionRule::Bayesian {
+            voting
+                .iter()
+                .map(|(signature, members)| (*signature, members.len() as u32))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let best = voting
             .into_iter()
             .filter(|(_, members)| members.len() >= config.tau as usize)
-            .map(|(signature, mut members)| {
-                // Best member first.
-                members.sort_by(|a, b| cmp_members(b, a));
+            .map(|(signature, members)| {
+                let best_member = members
+                    .iter()
+                    .copied()
+                    .max_by(|a, b| cmp_members(a, b))
+                    .expect("a cluster has members");
                 let score =
                     ClusterScore::of(signature, members.len() as u32, all.iter().copied(), config);
-                (signature, score, members)
+                (signature, score, best_member)
             })
-            .collect();
-        if eligible.is_empty() {
-            continue;
+            .max_by(|a, b| {
+                cmp_clusters(config.rule, &a.1, &b.1)
+                    .then_with(|| cmp_members(a.2, b.2))
+                    .then_with(|| b.0.cmp(a.0))
+            });
+        if let Some((_, score, member)) = best {
+            selections.insert(problem, Selection::of(member, score.size));
         }
-        eligible.sort_by(|a, b| {
-            cmp_clusters(config.rule, &b.1, &a.1)
-                .then_with(|| cmp_members(b.2[0], a.2[0]))
-                .then_with(|| a.0.cmp(b.0))
-        });
-        let (_, score, members) = &eligible[0];
-        selections.insert(problem, Selection::of(members[0], score.size));
     }
     selections
 }
