@@ -106,29 +106,45 @@ where
             output.push((standings, 1isize));
         });
     let tau = config.tau as isize;
-    let mut ranked = members.join_map(
+    let ranked = members.join_map(
         clusters.clone().filter(move |(_, size)| *size >= tau),
-        |key, verdict, size| {
-            (
-                key.problem_id,
-                Ranked::Member(*size as u32, verdict.clone()),
-            )
-        },
+        |key, verdict, size| (key.problem_id, (*size as u32, verdict.clone())),
     );
-    if config.rule == SelectionRule::Bayesian {
-        // The posterior of a cluster weighs every voting cluster of its problem, eligible or not.
-        ranked = ranked.concat(
-            clusters
-                .clone()
-                .map(|(key, size)| (key.problem_id, Ranked::Cluster(key.signature, size as u32))),
-        );
-    }
-    let selections = ranked
-        .reduce_named("Selector", move |_problem, input, output| {
-            if let Some(selection) = choose(input, &config) {
-                output.push((selection, 1isize));
-            }
-        })
+    let selections =
+        if config.rule == SelectionRule::Bayesian {
+            // The posterior of a cluster weighs every voting cluster of its problem, eligible or not.
+            ranked
+                .map(|(problem, (size, verdict))| (problem, Ranked::Member(size, verdict)))
+                .concat(clusters.clone().map(|(key, size)| {
+                    (key.problem_id, Ranked::Cluster(key.signature, size as u32))
+                }))
+                .reduce_named("Selector", move |_problem, input, output| {
+                    let live = || input.iter().filter(|(_, m)| *m > 0).map(|(r, _)| *r);
+                    let members = live().filter_map(|r| match r {
+                        Ranked::Member(size, verdict) => Some((*size, verdict)),
+                        Ranked::Cluster(..) => None,
+                    });
+                    let voting: Vec<(&Signature, u32)> = live()
+                        .filter_map(|r| match r {
+                            Ranked::Cluster(signature, size) => Some((signature, *size)),
+                            Ranked::Member(..) => None,
+                        })
+                        .collect();
+                    if let Some(selection) = choose(members, &voting, &config) {
+                        output.push((selection, 1isize));
+                    }
+                })
+        } else {
+            ranked.reduce_named("Selector", move |_problem, input, output| {
+                let members = input
+                    .iter()
+                    .filter(|(_, m)| *m > 0)
+                    .map(|((size, verdict), _)| (*size, verdict));
+                if let Some(selection) = choose(members, &[], &config) {
+                    output.push((selection, 1isize));
+                }
+            })
+        }
         .map(|(_problem, selection)| selection);
     Consensus {
         clusters,
@@ -137,8 +153,8 @@ where
     }
 }
 
-/// What the Selector's reduce sees per problem: the members of eligible clusters (with their
-/// cluster's size) and, for the Bayesian rule, every voting cluster as (signature, size).
+/// What the Bayesian Selector's reduce sees per problem: the members of eligible clusters (with
+/// their cluster's size) and every voting cluster as (signature, size).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum Ranked {
     Member(u32, CandidateVerdict),
@@ -151,25 +167,21 @@ struct ClusterView<'a> {
     best: &'a CandidateVerdict,
 }
 
-/// The reduce's logic: one pass over the problem's eligible members, grouped by signature.
-fn choose(input: &[(&Ranked, isize)], config: &ConsensusConfig) -> Option<Selection> {
+/// The reduce's logic: one pass over the problem's eligible members (with their cluster's size),
+/// grouped by signature; `voting` lists every voting cluster (the Bayesian rule only).
+fn choose<'a>(
+    members: impl Iterator<Item = (u32, &'a CandidateVerdict)>,
+    voting: &[(&Signature, u32)],
+    config: &ConsensusConfig,
+) -> Option<Selection> {
     let mut clusters: BTreeMap<&Signature, ClusterView<'_>> = BTreeMap::new();
-    let mut voting: Vec<(&Signature, u32)> = Vec::new();
-    for (ranked, multiplicity) in input {
-        if *multiplicity <= 0 {
-            continue;
-        }
-        match ranked {
-            Ranked::Member(size, verdict) => {
-                let view = clusters.entry(&verdict.signature).or_insert(ClusterView {
-                    size: *size,
-                    best: verdict,
-                });
-                if cmp_members(verdict, view.best) == Ordering::Greater {
-                    view.best = verdict;
-                }
-            }
-            Ranked::Cluster(signature, size) => voting.push((signature, *size)),
+    for (size, verdict) in members {
+        let view = clusters.entry(&verdict.signature).or_insert(ClusterView {
+            size,
+            best: verdict,
+        });
+        if cmp_members(verdict, view.best) == Ordering::Greater {
+            view.best = verdict;
         }
     }
     // `BTreeMap` iterates signatures ascending; on a full tie the earlier (smaller) signature must
