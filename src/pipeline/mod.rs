@@ -325,6 +325,10 @@ fn summarize(
             "candidates (code extracted)".to_string(),
             c(&counters.candidates),
         ),
+        (
+            "  given a missing standard-library import".to_string(),
+            c(&counters.candidates_given_imports),
+        ),
         ("candidates executed".to_string(), c(&counters.executions)),
         ("test runs".to_string(), c(&counters.test_runs)),
         (

@@ -36,6 +36,9 @@ pub struct Counters {
     pub samples: AtomicU64,
     /// Samples from which a program was extracted.
     pub candidates: AtomicU64,
+    /// Candidates that used a standard-library name they never imported, given the import (the
+    /// SFT target carries it).
+    pub candidates_given_imports: AtomicU64,
     /// Candidates executed on their whole test set.
     pub executions: AtomicU64,
     /// Test runs (candidate × test) done.

@@ -7,8 +7,10 @@
 //! - [`extract`]: the program to run, from a model's response (eval samples and the pipeline's
 //!   solution samples alike).
 //! - [`stub`]: a skeleton cut back to its interface.
+//! - [`imports`]: the standard-library imports a program uses but lacks.
 
 pub mod extract;
+pub mod imports;
 pub mod lexer;
 pub mod stub;
 

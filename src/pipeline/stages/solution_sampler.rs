@@ -24,6 +24,7 @@ use crate::pipeline::context::{Collector, GraphContext};
 use crate::pipeline::progress::Counters;
 use crate::prompts::PromptError;
 use crate::python::extract::{Extraction, PromptStyle, extract};
+use crate::python::imports::missing_imports;
 
 /// The user turn of the solution prompt (also the SFT prompt).
 pub fn prompt(prompts: &StagePrompts, draft: &Draft) -> Result<String, PromptError> {
@@ -53,13 +54,22 @@ pub fn request(
     (key, request)
 }
 
-/// Judges a sampled solution: the candidate with its extracted program, or why there is none.
+/// A candidate, and how many standard-library imports it was given.
+pub struct Judged {
+    pub candidate: Candidate,
+    pub imports_added: usize,
+}
+
+/// Judges a sampled solution: the candidate with its extracted program, or why there is none. A
+/// program that uses a standard-library name it never imported (`math.comb` without `import
+/// math`) is given the import ([`missing_imports`]), so the SFT target carries it; without, it
+/// would die with `NameError` whatever its logic.
 pub fn judge(
     draft: &Draft,
     sample_index: u32,
     round: u64,
     completion: &Completion,
-) -> Result<Candidate, Rejection> {
+) -> Result<Judged, Rejection> {
     let id = draft.problem.id;
     match extract(
         draft.skeleton_code(),
@@ -67,17 +77,32 @@ pub fn judge(
         &completion.text,
         PromptStyle::Chat,
     ) {
-        Extraction::Program { program, .. } => Ok(Candidate {
-            id: Candidate::derive_id(id, sample_index, &program),
-            problem_id: id,
-            sample_index,
-            round,
-            code: program,
-            logprobs: LogprobSummary {
-                tokens: completion.logprobs.tokens,
-                sum_logprob: completion.logprobs.sum_logprob,
-            },
-        }),
+        Extraction::Program { program, .. } => {
+            let imports = missing_imports(&program);
+            let program = if imports.is_empty() {
+                program
+            } else {
+                format!(
+                    "{}
+{program}",
+                    imports.join("\n")
+                )
+            };
+            Ok(Judged {
+                candidate: Candidate {
+                    id: Candidate::derive_id(id, sample_index, &program),
+                    problem_id: id,
+                    sample_index,
+                    round,
+                    code: program,
+                    logprobs: LogprobSummary {
+                        tokens: completion.logprobs.tokens,
+                        sum_logprob: completion.logprobs.sum_logprob,
+                    },
+                },
+                imports_added: imports.len(),
+            })
+        }
         Extraction::Failed { reason } => Err(rejection(
             LlmStage::Candidates,
             Some(id),
@@ -163,13 +188,19 @@ pub fn wire<'s>(
                     key,
                     id,
                     i as u32,
-                    judged.as_ref().ok().map(|c| c.id.0),
+                    judged.as_ref().ok().map(|j| j.candidate.id.0),
                     completion,
                     judged.as_ref().map(|_| ()),
                 ));
                 match judged {
-                    Ok(candidate) => {
+                    Ok(Judged {
+                        candidate,
+                        imports_added,
+                    }) => {
                         Counters::add(&counters.candidates, 1);
+                        if imports_added > 0 {
+                            Counters::add(&counters.candidates_given_imports, 1);
+                        }
                         outs.push((Rc::clone(&r), candidate));
                     }
                     Err(rejection) => collect.reject(rejection),
@@ -194,14 +225,45 @@ mod tests {
             1,
             &completion("```python\ndef add(a: int, b: int) -> int:\n    return a + b\n```"),
         )
-        .unwrap();
+        .unwrap()
+        .candidate;
         assert!(candidate.code.contains("return a + b"));
         assert_eq!(candidate.sample_index, 3);
         assert_eq!(
             candidate.id,
             Candidate::derive_id(d.problem.id, 3, &candidate.code)
         );
-        let none = judge(&d, 4, 1, &completion("I cannot do that.")).unwrap_err();
+        let none = judge(&d, 4, 1, &completion("I cannot do that."))
+            .err()
+            .unwrap();
         assert_eq!(none.reason, RejectReason::NoCode);
+    }
+
+    #[test]
+    fn a_missing_standard_library_import_is_added_and_counted() {
+        let d = draft();
+        let judged = judge(
+            &d,
+            0,
+            1,
+            &completion(
+                "```python\ndef add(a: int, b: int) -> int:\n    return int(statistics.mean([a, b]) * 2)\n```",
+            ),
+        )
+        .unwrap();
+        assert_eq!(judged.imports_added, 1);
+        assert!(
+            judged.candidate.code.starts_with("import statistics\n"),
+            "{}",
+            judged.candidate.code
+        );
+        let plain = judge(
+            &d,
+            1,
+            1,
+            &completion("```python\ndef add(a: int, b: int) -> int:\n    return a + b\n```"),
+        )
+        .unwrap();
+        assert_eq!(plain.imports_added, 0);
     }
 }
