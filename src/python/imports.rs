@@ -255,10 +255,10 @@ pub fn missing_imports(code: &str) -> Vec<String> {
         let next = tokens.get(i + 1);
         if next == Some(&Token::Punct('.')) && MODULES.contains(&w) {
             lines.insert(format!("import {w}"));
-        } else if let Some((_, module)) = NAMES.iter().find(|(name, _)| *name == w) {
-            if next != Some(&Token::Punct('=')) {
-                lines.insert(format!("from {module} import {w}"));
-            }
+        } else if let Some((_, module)) = NAMES.iter().find(|(name, _)| *name == w)
+            && next != Some(&Token::Punct('='))
+        {
+            lines.insert(format!("from {module} import {w}"));
         }
     }
     lines.into_iter().collect()
