@@ -419,6 +419,9 @@ pub enum RejectReason {
     BackendError,
     /// An execution does not cover the problem's test set exactly.
     IncompleteExecution,
+    /// A test uses a name or module it never defines (it raised `NameError` or `ImportError`
+    /// on the skeleton, whose body cannot raise either).
+    UndefinedName,
 }
 
 impl RejectReason {
@@ -434,6 +437,7 @@ impl RejectReason {
             RejectReason::NoCode => "no_code",
             RejectReason::BackendError => "backend_error",
             RejectReason::IncompleteExecution => "incomplete_execution",
+            RejectReason::UndefinedName => "undefined_name",
         }
     }
 }

@@ -1,11 +1,13 @@
 //! TestCheck: the sandbox runs a draft's assembled tests against its skeleton (`pass` body), so a
 //! test that is not valid Python, or not a test at all, is dropped before any candidate runs it.
-//! A problem with surviving tests is [`Ready`] for sampling; its solution prompt is rendered
-//! here, once.
+//! So is a test that raises a `NameError` or an `ImportError` on the skeleton: the stub cannot
+//! raise those, so the test uses a name it never defines and would fail every candidate. A
+//! problem with surviving tests is [`Ready`] for sampling; its solution prompt is rendered here,
+//! once.
 //!
 //! Contract: emits one [`Ready`] per draft with at least one surviving test and collects it for
 //! the `problem_set/` and `test_cases/` results ([`problem_row`], [`test_case_rows`]); files a
-//! `syntax_error` rejection per dropped test and for a draft left without tests (or whose
+//! `syntax_error` (or `undefined_name`) rejection per dropped test and for a draft left without tests (or whose
 //! skeleton did not load with them), a `backend_error` one when the sandbox failed.
 
 use std::rc::Rc;
@@ -65,6 +67,14 @@ pub fn judge(
     }
 }
 
+/// Errors a test raises on the skeleton that are its own fault, not the missing body's.
+const TEST_OWN_ERRORS: [&str; 4] = [
+    "NameError",
+    "UnboundLocalError",
+    "ImportError",
+    "ModuleNotFoundError",
+];
+
 /// Judges a check that ran: the skeleton's load error, if any, and one result per test.
 fn judge_run(
     draft: &Draft,
@@ -87,6 +97,16 @@ fn judge_run(
             Verdict::Error { kind } if kind == "InvalidTest" || kind == "SyntaxError" => {
                 let detail = format!("{kind}: {}", r.detail.clone().unwrap_or_default());
                 rejected.push(reject(detail, &test.code));
+            }
+            // The stub's body is `pass`: it cannot raise a NameError or an ImportError itself, so
+            // such an error is the test's own (a name or module it never defines) and would fail
+            // every candidate alike.
+            Verdict::Error { kind } if TEST_OWN_ERRORS.contains(&kind.as_str()) => {
+                let detail = format!(
+                    "{kind} on the skeleton: the test uses a name or module it never defines"
+                );
+                let reason = RejectReason::UndefinedName;
+                rejected.push(rejection(LlmStage::Tests, id, reason, detail, &test.code));
             }
             _ => kept.push(test),
         }
@@ -249,5 +269,32 @@ mod tests {
         let (kept, rejected) = judge_run(&d, tests, Some(&broken), &results);
         assert!(kept.is_empty());
         assert_eq!(rejected[0].raw, d.skeleton_code());
+    }
+
+    #[test]
+    fn a_test_that_raises_its_own_name_error_on_the_skeleton_is_dropped() {
+        let d = draft();
+        let test = |code: &str| GeneratedTest::new(d.problem.id, TestKind::Assert, code);
+        let tests = vec![
+            test("assert add(1, 2) == expected"),
+            test("assert len(add(1, 2)) == 1"),
+            test("import numpy\nassert add(1, 2) == 3"),
+        ];
+        let error = |kind: &str| Verdict::Error { kind: kind.into() };
+        let results = [
+            ran(error("NameError"), None),
+            ran(error("TypeError"), None),
+            ran(error("ModuleNotFoundError"), None),
+        ];
+        let (kept, rejected) = judge_run(&d, tests.clone(), None, &results);
+        assert_eq!(
+            kept,
+            tests[1..2],
+            "a TypeError from the stub's None is the missing body's"
+        );
+        assert_eq!(rejected.len(), 2);
+        assert!(rejected[0].detail.starts_with("NameError on the skeleton"));
+        assert_eq!(rejected[0].reason, RejectReason::UndefinedName);
+        assert_eq!(rejected[1].raw, "import numpy\nassert add(1, 2) == 3");
     }
 }
