@@ -128,20 +128,18 @@ fn bound<'a>(tokens: &[Token<'a>]) -> BTreeSet<&'a str> {
     for (i, token) in tokens.iter().enumerate() {
         let Token::Word(w) = *token else { continue };
         match w {
-            "def" | "class" | "as" | "global" | "nonlocal" => {
-                // `global a, b` and `def f` alike: the names up to the line's end or a bracket.
-                let mut j = i + 1;
-                while let Some(name) = word(j) {
-                    names.insert(name);
-                    if punct(j + 1) != Some(',') || w == "def" || w == "class" || w == "as" {
-                        break;
-                    }
-                    j += 2;
-                }
+            "def" | "class" | "as" => {
+                names.extend(word(i + 1));
                 if w == "def" {
                     parameters(tokens, i + 2, &mut names);
                 }
             }
+            "global" | "nonlocal" => words_until(
+                tokens,
+                i + 1,
+                |t| matches!(t, Token::Newline | Token::Punct(';')),
+                &mut names,
+            ),
             "import" => {
                 // `from typing import *` binds every name of the module.
                 if punct(i + 1) == Some('*') && i >= 2 && word(i - 2) == Some("from") {
@@ -153,43 +151,28 @@ fn bound<'a>(tokens: &[Token<'a>]) -> BTreeSet<&'a str> {
                             .map(|(name, _)| *name),
                     );
                 }
-                let mut j = i + 1;
-                while let Some(t) = tokens.get(j) {
-                    match t {
-                        Token::Newline | Token::Punct(';') => break,
-                        Token::Word(name) => {
-                            names.insert(*name);
-                        }
-                        Token::Punct(_) => {}
-                    }
-                    j += 1;
-                }
+                words_until(
+                    tokens,
+                    i + 1,
+                    |t| matches!(t, Token::Newline | Token::Punct(';')),
+                    &mut names,
+                );
             }
             "for" => {
-                let mut j = i + 1;
-                while let Some(t) = tokens.get(j) {
-                    match t {
-                        Token::Word("in") | Token::Newline => break,
-                        Token::Word(name) => {
-                            names.insert(*name);
-                        }
-                        Token::Punct(_) => {}
-                    }
-                    j += 1;
-                }
+                words_until(
+                    tokens,
+                    i + 1,
+                    |t| matches!(t, Token::Word("in") | Token::Newline),
+                    &mut names,
+                );
             }
             "lambda" => {
-                let mut j = i + 1;
-                while let Some(t) = tokens.get(j) {
-                    match t {
-                        Token::Punct(':') | Token::Newline => break,
-                        Token::Word(name) => {
-                            names.insert(*name);
-                        }
-                        Token::Punct(_) => {}
-                    }
-                    j += 1;
-                }
+                words_until(
+                    tokens,
+                    i + 1,
+                    |t| matches!(t, Token::Punct(':') | Token::Newline),
+                    &mut names,
+                );
             }
             _ => {
                 let assigned = match (punct(i + 1), punct(i + 2)) {
@@ -206,6 +189,21 @@ fn bound<'a>(tokens: &[Token<'a>]) -> BTreeSet<&'a str> {
         }
     }
     names
+}
+
+/// Every word from `start` up to the first token that is `end` (or the end of the code): the
+/// names of an import list, of a `for` target, of a lambda's parameters.
+fn words_until<'a>(
+    tokens: &[Token<'a>],
+    start: usize,
+    end: impl Fn(&Token<'a>) -> bool,
+    names: &mut BTreeSet<&'a str>,
+) {
+    for t in tokens.iter().skip(start).take_while(|t| !end(t)) {
+        if let Token::Word(name) = t {
+            names.insert(*name);
+        }
+    }
 }
 
 /// The parameter names of a `def` whose `(` is at `open`: a word right after `(`, `,`, `*` or
