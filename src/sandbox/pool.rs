@@ -344,7 +344,7 @@ impl WorkerProcess {
     }
 
     fn kill(mut self) {
-        // The forkserver is PID 1 of its namespace with PDEATHSIG on this outer process: killing
+        // The supervisor is PID 1 of its namespace with PDEATHSIG on this outer process: killing
         // the outer process tears down the whole namespace, every job process included.
         let _ = self.child.kill();
         let _ = self.child.wait();

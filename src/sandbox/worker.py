@@ -1655,7 +1655,7 @@ class Worker:
                "file_bytes": lim["file_bytes"], "open_files": lim["open_files"], "processes": lim["processes"]}
         msg = json.dumps(req).encode()
         try:
-            for attempt in (1, 2):
+            for _ in range(2):
                 pid, handoff = self.take_spare(10)
                 try:
                     socket.send_fds(handoff, [msg], [mfd, w_res, w_out, w_err])
@@ -1663,8 +1663,7 @@ class Worker:
                 except OSError:
                     # The spare is gone (a job without a uid of its own can signal it): the next
                     # one takes the job; if that one fails too, its exit status tells why.
-                    if attempt == 2:
-                        break
+                    pass
                 finally:
                     handoff.close()
         finally:
