@@ -7,7 +7,7 @@ pub mod toml_file;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use ucoder_operators::BayesPriors;
+use ucoder_operators::{BayesPriors, ConsensusConfig, SelectionRule, SignatureKind};
 
 use toml_file::{Invalid, TomlFileError, Validate};
 
@@ -172,6 +172,21 @@ pub struct SandboxLimits {
     /// significant digits either way.
     #[serde(default = "default_float_tolerance")]
     pub float_tolerance: f64,
+    /// 2: every candidate that could vote runs again in workers with another hash seed, and one
+    /// whose results change (set or dict order, time) votes in no cluster: its agreement with
+    /// others would be chance. 1: one seed (half the executions of voters, no such check).
+    #[serde(default = "default_hash_seeds", skip_serializing_if = "one_hash_seed")]
+    pub hash_seeds: u32,
+}
+
+/// The default of `hash_seeds`.
+pub fn default_hash_seeds() -> u32 {
+    2
+}
+
+/// Whether one hash seed is asked for (kept out of run identities, as before the setting).
+pub fn one_hash_seed(seeds: &u32) -> bool {
+    *seeds == 1
 }
 
 /// SFT output.
@@ -242,6 +257,80 @@ impl PipelineConfig {
     }
 }
 
+impl TestStage {
+    /// Checks the counts (shared by the pipeline and the eval's rerank mode).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.per_problem == 0 || self.batch == 0 {
+            return Invalid::err(
+                "tests.per_problem",
+                "tests.per_problem and tests.batch must be at least 1",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl SelectionConfig {
+    /// Checks ρ, τ, the selector against the signature and the priors (shared by the pipeline
+    /// and the eval's rerank mode).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let invalid = Invalid::err;
+        if !(0.0..=1.0).contains(&self.rho) {
+            return invalid("selection.rho", "must be between 0 and 1");
+        }
+        if self.tau == 0 {
+            return invalid("selection.tau", "must be at least 1");
+        }
+        if self.selector == SelectorConfig::Bayesian
+            && self.signature != SignatureKindConfig::PassFail
+        {
+            return invalid(
+                "selection.selector",
+                "\"bayesian\" reasons over the passing matrix: it needs signature = \"pass_fail\"",
+            );
+        }
+        if let Some((name, value)) = self.priors.out_of_range() {
+            return Invalid::err(
+                "selection.priors",
+                format!("{name} = {value} must lie strictly between 0 and 1"),
+            );
+        }
+        Ok(())
+    }
+
+    /// The operators crate's selection settings for this section.
+    pub fn consensus(&self) -> ConsensusConfig {
+        ConsensusConfig {
+            rho: self.rho,
+            tau: self.tau as u32,
+            rule: self.selector.rule(),
+            signature: self.signature.kind(),
+            priors: self.priors,
+        }
+    }
+}
+
+impl SelectorConfig {
+    /// The operators crate's rule.
+    pub fn rule(self) -> SelectionRule {
+        match self {
+            SelectorConfig::Largest => SelectionRule::Consensus,
+            SelectorConfig::DualAgreement => SelectionRule::DualAgreement,
+            SelectorConfig::Bayesian => SelectionRule::Bayesian,
+        }
+    }
+}
+
+impl SignatureKindConfig {
+    /// The operators crate's signature kind.
+    pub fn kind(self) -> SignatureKind {
+        match self {
+            SignatureKindConfig::PassFail => SignatureKind::PassFail,
+            SignatureKindConfig::Output => SignatureKind::Output,
+        }
+    }
+}
+
 impl Validate for PipelineConfig {
     fn validate(&self) -> Result<(), Invalid> {
         let invalid = Invalid::err;
@@ -257,41 +346,20 @@ impl Validate for PipelineConfig {
         if !(0.0..=10.0).contains(&self.rating.min_score) {
             return invalid("rating.min_score", "must be between 0 and 10");
         }
-        if self.tests.per_problem == 0 || self.tests.batch == 0 {
-            return invalid(
-                "tests.per_problem",
-                "tests.per_problem and tests.batch must be at least 1",
-            );
-        }
+        self.tests.validate()?;
         if self.sampling.n == 0 || self.sampling.round == 0 || self.sampling.round > self.sampling.n
         {
             return invalid("sampling.round", "need 1 <= sampling.round <= sampling.n");
         }
-        if !(0.0..=1.0).contains(&self.selection.rho) {
-            return invalid("selection.rho", "must be between 0 and 1");
-        }
-        if self.selection.tau == 0 {
-            return invalid("selection.tau", "must be at least 1");
-        }
-        if self.selection.selector == SelectorConfig::Bayesian
-            && self.selection.signature != SignatureKindConfig::PassFail
-        {
-            return invalid(
-                "selection.selector",
-                "\"bayesian\" reasons over the passing matrix: it needs signature = \"pass_fail\"",
-            );
-        }
-        if let Some((name, value)) = self.selection.priors.out_of_range() {
-            return Invalid::err(
-                "selection.priors",
-                format!("{name} = {value} must lie strictly between 0 and 1"),
-            );
-        }
+        self.selection.validate()?;
         if self.sft.max_length < 16 {
             return invalid("sft.max_length", "must be at least 16 tokens");
         }
         if self.sandbox.test_cpu_seconds <= 0.0 {
             return invalid("sandbox.test_cpu_seconds", "must be positive");
+        }
+        if !(1..=2).contains(&self.sandbox.hash_seeds) {
+            return invalid("sandbox.hash_seeds", "must be 1 or 2");
         }
         if !(0.0..1.0).contains(&self.sandbox.float_tolerance) {
             return invalid(

@@ -537,3 +537,74 @@ fn a_float_tolerance_lets_another_summation_order_pass() {
         .unwrap();
     assert_eq!(exact.tests[0].output_hash, direct.tests[0].output_hash);
 }
+
+/// `hash_seeds = 2`: a candidate that could vote runs again in workers with another hash seed;
+/// one whose results change (here, the order of a set) votes in no cluster, every test an
+/// error, while a deterministic one keeps its outcomes.
+#[test]
+fn a_candidate_whose_results_change_with_the_hash_seed_is_kept_out_of_clusters() {
+    use std::sync::Arc;
+    use std::time::Instant;
+    use ucoder_flow::backends::sandbox::NONDETERMINISTIC;
+    use ucoder_flow::backends::{ExecOptions, SandboxExecutor, StageClock};
+    use ucoder_flow::sandbox::{SandboxConfig, SandboxPool};
+    use ucoder_operators::{
+        CandidateId, ExecJob, Execute, GeneratedTest, Outcome, ProblemId, TestKind,
+    };
+
+    let seeded = |hash_seed| {
+        Arc::new(
+            SandboxPool::new(SandboxConfig {
+                workers: 1,
+                limits: test_limits(),
+                hash_seed,
+                ..SandboxConfig::default()
+            })
+            .unwrap(),
+        )
+    };
+    let options = ExecOptions {
+        stop_rho: Some(0.5),
+        float_tolerance: 0.0,
+        wall_deadline_is_error: true,
+    };
+    let clock = Arc::new(StageClock::new(Instant::now()));
+    let mut executor =
+        SandboxExecutor::new(seeded(0), test_limits(), clock, options).with_second_seed(seeded(1));
+    let problem = ProblemId(1);
+    let tests: Arc<[GeneratedTest]> = [
+        "assert f('abcdefghijkl') == 'abcdefghijkl'",
+        "assert len(f('hello')) == 4",
+    ]
+    .iter()
+    .map(|code| GeneratedTest::new(problem, TestKind::Assert, *code))
+    .collect();
+    let job = |id: u64, code: &str| ExecJob {
+        problem_id: problem,
+        candidate_id: CandidateId(id),
+        entry_point: "f".into(),
+        code: code.into(),
+        tests: Arc::clone(&tests),
+    };
+    let jobs = [
+        job(
+            1,
+            "def f(s):\n    return ''.join(sorted(set(s), key=s.index))\n",
+        ),
+        job(2, "def f(s):\n    return ''.join(set(s))\n"),
+    ];
+    let out = executor.execute(&jobs);
+    let first = out[0].as_ref().unwrap();
+    assert!(
+        first.results.iter().all(|r| r.outcome == Outcome::Pass),
+        "{first:?}"
+    );
+    let second = out[1].as_ref().unwrap();
+    assert!(
+        second
+            .results
+            .iter()
+            .all(|r| r.outcome == Outcome::Error && r.detail.as_deref() == Some(NONDETERMINISTIC)),
+        "{second:?}"
+    );
+}

@@ -20,6 +20,9 @@ use crate::sandbox::{
 #[derive(Clone)]
 pub struct SandboxExecutor {
     pool: Arc<SandboxPool>,
+    /// Workers with another hash seed, to run again the candidates that could vote
+    /// ([`SandboxExecutor::with_second_seed`]).
+    second_seed: Option<Arc<SandboxPool>>,
     limits: Limits,
     clock: Arc<StageClock>,
     options: ExecOptions,
@@ -47,10 +50,82 @@ impl SandboxExecutor {
     ) -> Self {
         SandboxExecutor {
             pool,
+            second_seed: None,
             limits,
             clock,
             options,
         }
+    }
+
+    /// Also runs every candidate that could vote (it passed a test and executed enough of them
+    /// for e(r) >= ρ) on `pool`, whose workers have another hash seed. A candidate whose outcome
+    /// or returned value changes on any test depends on set or dict order (or time): its
+    /// agreement with others is chance, so every test of it becomes an error
+    /// ([`NONDETERMINISTIC`]) and it votes in no cluster.
+    pub fn with_second_seed(mut self, pool: Arc<SandboxPool>) -> Self {
+        self.second_seed = Some(pool);
+        self
+    }
+
+    /// The sandbox job of `job`.
+    fn sandbox_job(&self, job: &ExecJob) -> Job {
+        Job {
+            program: job.code.clone(),
+            tests: job.tests.iter().map(sandbox_test).collect(),
+            limits: Some(self.limits.clone()),
+            early_stop: self.early_stop(job.tests.len()),
+            float_tolerance: self.options.float_tolerance,
+        }
+    }
+
+    /// Whether `execution` could vote: a pass, and e(r) >= ρ still possible.
+    fn could_vote(&self, execution: &Execution) -> bool {
+        let executed = execution
+            .results
+            .iter()
+            .filter(|r| r.outcome.executed())
+            .count();
+        let needed = min_executed(
+            self.options.stop_rho.unwrap_or(0.0),
+            execution.results.len() as u32,
+        );
+        execution.results.iter().any(|r| r.outcome == Outcome::Pass) && executed as u32 >= needed
+    }
+
+    /// Runs the executions that could vote again under the second hash seed and marks those
+    /// whose results change.
+    fn check_determinism(
+        &self,
+        jobs: &[ExecJob],
+        out: &mut [Result<Execution, BackendError>],
+    ) -> Result<(), BackendError> {
+        let Some(second) = &self.second_seed else {
+            return Ok(());
+        };
+        let again: Vec<usize> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.as_ref().is_ok_and(|e| self.could_vote(e)))
+            .map(|(i, _)| i)
+            .collect();
+        let results = run_jobs(second, again.iter().map(|&i| self.sandbox_job(&jobs[i])));
+        for (&i, result) in again.iter().zip(results) {
+            let rerun = execution(&jobs[i], result?)?;
+            let Ok(first) = &mut out[i] else { continue };
+            let same = first
+                .results
+                .iter()
+                .zip(&rerun.results)
+                .all(|(a, b)| a.outcome == b.outcome && a.output_hash == b.output_hash);
+            if !same {
+                for r in &mut first.results {
+                    r.outcome = Outcome::Error;
+                    r.output_hash = None;
+                    r.detail = Some(NONDETERMINISTIC.into());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The isolation steps of the pool's workers (`ok` or `refused: why`).
@@ -68,6 +143,9 @@ impl SandboxExecutor {
         })
     }
 }
+
+/// The detail of every test of a candidate whose results changed under another hash seed.
+pub const NONDETERMINISTIC: &str = "error: nondeterministic (results change with the hash seed)";
 
 /// A note for each isolation step the host refused, for the job's reporter.
 pub fn refusal_notes(report: &IsolationReport) -> Vec<String> {
@@ -165,17 +243,8 @@ fn execution(job: &ExecJob, result: JobResult) -> Result<Execution, BackendError
 impl Execute for SandboxExecutor {
     fn execute(&mut self, jobs: &[ExecJob]) -> Vec<Result<Execution, BackendError>> {
         let started = Instant::now();
-        let results = run_jobs(
-            &self.pool,
-            jobs.iter().map(|job| Job {
-                program: job.code.clone(),
-                tests: job.tests.iter().map(sandbox_test).collect(),
-                limits: Some(self.limits.clone()),
-                early_stop: self.early_stop(job.tests.len()),
-                float_tolerance: self.options.float_tolerance,
-            }),
-        );
-        let out = jobs
+        let results = run_jobs(&self.pool, jobs.iter().map(|job| self.sandbox_job(job)));
+        let mut out: Vec<Result<Execution, BackendError>> = jobs
             .iter()
             .zip(results)
             .map(|(job, result)| {
@@ -190,6 +259,9 @@ impl Execute for SandboxExecutor {
                 execution(job, result)
             })
             .collect();
+        if let Err(e) = self.check_determinism(jobs, &mut out) {
+            out = jobs.iter().map(|_| Err(e.clone())).collect();
+        }
         self.clock.record(started, jobs.len(), 0);
         out
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::progress::{LogFormat, Renderer};
 use crate::backends::RecordedCompletions;
 use crate::backends::sandbox::refusal_notes;
-use crate::eval::{EvalConfig, EvalModel, Overrides, check, humaneval, runner};
+use crate::eval::{EvalConfig, EvalModel, Overrides, check, humaneval, rerank, runner};
 use crate::progress::Reporter;
 
 /// `ucoder-flow eval` arguments.
@@ -39,6 +39,10 @@ pub struct EvalArgs {
     /// Write the rendered prompts to this JSONL and stop (input for scripts/eval_llamacpp.py).
     #[arg(long, value_name = "FILE")]
     pub dump_prompts: Option<PathBuf>,
+    /// Rerank mode only: score the stored rows again with the TOML's [selection] (selector,
+    /// signature, rho, tau, priors), without loading a model or sampling.
+    #[arg(long, conflicts_with_all = ["completions", "dump_prompts"])]
+    pub rescore: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -58,7 +62,20 @@ pub fn run(args: &EvalArgs, format: LogFormat) -> anyhow::Result<()> {
     };
     let config = EvalConfig::load(&args.config, &overrides)?;
     let cache = crate::fetch::cache_dir();
-    let problems = humaneval::load(&cache, &renderer)?;
+    let problems = match &config.benchmark.path {
+        Some(path) => humaneval::load_file(path)?,
+        None => humaneval::load(&cache, &renderer)?,
+    };
+    if args.rescore {
+        anyhow::ensure!(
+            config.is_rerank(),
+            "{}: --rescore scores a rerank run again; the file has no [selection] section",
+            args.config.display()
+        );
+        let summary = rerank::rescore(&config, &problems)?;
+        println!("{}", summary.table());
+        return Ok(());
+    }
     let mut model = match &args.completions {
         Some(path) => EvalModel::recorded(RecordedCompletions::load(path)?),
         None => {
@@ -71,15 +88,68 @@ pub fn run(args: &EvalArgs, format: LogFormat) -> anyhow::Result<()> {
         say(&format!("wrote {count} prompts to {}", path.display()));
         return Ok(());
     }
-    let mut executor = check::open_executor(&config.sandbox)?;
-    for note in refusal_notes(executor.isolation()) {
+    let pool = check::open_pool(&config.sandbox)?;
+    for note in refusal_notes(pool.isolation()) {
         say(&note);
+    }
+    let mut executor = check::executor(pool.clone(), &config.sandbox);
+    if let Some(path) = &config.benchmark.path {
+        let failures =
+            check::canonical_failures(&mut executor, runner::select(&config, &problems))?;
+        if !failures.is_empty() {
+            let lines: Vec<String> = failures
+                .iter()
+                .map(|(id, why)| format!("  {id}: {why}"))
+                .collect();
+            anyhow::bail!(
+                "{}: {} canonical solution(s) fail their own tests; fix the records or drop \
+                 their canonical_solution:\n{}",
+                path.display(),
+                failures.len(),
+                lines.join("\n")
+            );
+        }
     }
     say(&format!(
         "{} -> {}",
         model.describe(),
         config.output.dir.display()
     ));
+    if config.is_rerank() {
+        let second_seed = match config.sandbox.hash_seeds {
+            2 => Some(check::open_seeded_pool(&config.sandbox, 1)?),
+            _ => None,
+        };
+        let mut sandbox = rerank::RerankSandbox::new(pool, second_seed, &config.sandbox);
+        let summary = rerank::run(
+            &config,
+            &problems,
+            &mut model,
+            &mut executor,
+            &mut sandbox,
+            &renderer,
+        )?;
+        println!("{}", summary.table());
+        say(&format!(
+            "per problem: {}, per method: {}, figures: {}",
+            config
+                .output
+                .dir
+                .join(rerank::runner::PROBLEMS_TABLE)
+                .display(),
+            config
+                .output
+                .dir
+                .join(rerank::runner::METHODS_TABLE)
+                .display(),
+            config
+                .output
+                .dir
+                .join(rerank::runner::RERANK_FILE)
+                .display()
+        ));
+        return Ok(());
+    }
     let summary = runner::run(&config, &problems, &mut model, &mut executor, &renderer)?;
     println!("{}", summary.table());
     say(&format!(

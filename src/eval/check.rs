@@ -107,29 +107,68 @@ pub fn check(
         .collect()
 }
 
-/// Starts the sandbox pool with `limits`: each program gets `timeout_s` of wall time for all
-/// its tests and `memory_mb` of memory; no job stops early.
-pub fn open_executor(limits: &ProgramLimits) -> Result<SandboxExecutor, EvalError> {
+/// The problems whose canonical solution (where given) fails its own tests, with what failed:
+/// a user's benchmark file is checked this way before any model runs on it.
+pub fn canonical_failures(
+    executor: &mut dyn Execute,
+    problems: &[Problem],
+) -> Result<Vec<(String, String)>, BackendError> {
+    let mut failures = Vec::new();
+    for p in problems
+        .iter()
+        .filter(|p| !p.canonical_solution.trim().is_empty())
+    {
+        let outcome = check(executor, p, &[p.canonical_program()])?.remove(0);
+        if !outcome.passed() {
+            let why = outcome.program_error.clone().unwrap_or_else(|| {
+                let verdicts: Vec<&str> =
+                    outcome.tests.iter().map(|t| t.verdict.as_str()).collect();
+                format!("test verdicts {}", verdicts.join(", "))
+            });
+            failures.push((p.task_id.clone(), why));
+        }
+    }
+    Ok(failures)
+}
+
+/// Starts the sandbox pool of an eval: `limits.workers` workers.
+pub fn open_pool(limits: &ProgramLimits) -> Result<Arc<SandboxPool>, EvalError> {
+    open_seeded_pool(limits, 0)
+}
+
+/// [`open_pool`], its workers with `hash_seed`.
+pub fn open_seeded_pool(
+    limits: &ProgramLimits,
+    hash_seed: u32,
+) -> Result<Arc<SandboxPool>, EvalError> {
     let pool = SandboxPool::new(SandboxConfig {
         workers: limits.workers,
+        hash_seed,
         ..Default::default()
     })
     .map_err(|e| EvalError::Backend {
         what: "starting the sandbox".into(),
         source: e.into(),
     })?;
+    Ok(Arc::new(pool))
+}
+
+/// The executor of the benchmark's own tests on `pool`: each program gets `timeout_s` of wall
+/// time for all its tests and `memory_mb` of memory; no job stops early; floats compare
+/// exactly, as the tests are written.
+pub fn executor(pool: Arc<SandboxPool>, limits: &ProgramLimits) -> SandboxExecutor {
     let job_limits = Limits {
         job_wall: Duration::from_secs_f64(limits.timeout_s),
         memory_bytes: limits.memory_mb << 20,
         ..pool.default_limits().clone()
     };
     let clock = Arc::new(StageClock::new(Instant::now()));
-    Ok(SandboxExecutor::new(
-        Arc::new(pool),
-        job_limits,
-        clock,
-        ExecOptions::default(),
-    ))
+    SandboxExecutor::new(pool, job_limits, clock, ExecOptions::default())
+}
+
+/// Starts a sandbox pool and its [`executor`].
+pub fn open_executor(limits: &ProgramLimits) -> Result<SandboxExecutor, EvalError> {
+    Ok(executor(open_pool(limits)?, limits))
 }
 
 #[cfg(test)]

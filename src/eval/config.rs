@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::prompt::PromptStyle;
 use crate::config::toml_file::{self, Invalid, TomlFileError, Validate};
+use crate::config::{SelectionConfig, TestStage};
 
 /// A whole eval configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +21,14 @@ pub struct EvalConfig {
     pub decoding: DecodingConfig,
     #[serde(default)]
     pub sandbox: ProgramLimits,
+    /// Rerank mode (with `[selection]`): the tests the model writes for each benchmark problem,
+    /// generated, parsed, checked and de-duplicated exactly as the pipeline's `[tests]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestStage>,
+    /// Rerank mode: the pipeline's `[selection]`, whose filter (ρ, τ, selector, signature) is
+    /// scored for coverage and precision against the benchmark's own tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<SelectionConfig>,
     pub output: OutputConfig,
 }
 
@@ -46,9 +55,13 @@ fn default_style() -> PromptStyle {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BenchmarkConfig {
-    /// Only `humaneval` for now.
+    /// `humaneval` (fetched and pinned), or any label for a file given in `path`.
     #[serde(default = "default_benchmark")]
     pub name: String,
+    /// A HumanEval-format JSONL (or .jsonl.gz) file of the user's: task_id, prompt, entry_point,
+    /// test, optional canonical_solution. Every canonical solution must pass its own tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
     /// Evaluate only the first `limit` problems (all when absent).
     #[serde(default)]
     pub limit: Option<usize>,
@@ -62,6 +75,7 @@ impl Default for BenchmarkConfig {
     fn default() -> Self {
         BenchmarkConfig {
             name: default_benchmark(),
+            path: None,
             limit: None,
         }
     }
@@ -138,6 +152,27 @@ pub struct ProgramLimits {
     /// Sandbox worker processes (keep engine threads + workers ≤ cores).
     #[serde(default = "one_usize")]
     pub workers: usize,
+    /// Rerank mode: CPU seconds per generated test (the pipeline's `test_cpu_seconds`).
+    #[serde(default = "default_test_cpu")]
+    pub test_cpu_seconds: f64,
+    /// Rerank mode: the float tolerance of generated tests (the pipeline's `float_tolerance`).
+    /// The benchmark's own tests always compare exactly, as written.
+    #[serde(default = "default_float_tolerance")]
+    pub float_tolerance: f64,
+    /// Rerank mode: the pipeline's `hash_seeds` for generated tests (2: a sample whose results
+    /// change with the hash seed votes in no cluster).
+    #[serde(
+        default = "crate::config::default_hash_seeds",
+        skip_serializing_if = "crate::config::one_hash_seed"
+    )]
+    pub hash_seeds: u32,
+}
+
+fn default_test_cpu() -> f64 {
+    2.0
+}
+fn default_float_tolerance() -> f64 {
+    1e-9
 }
 
 fn default_timeout() -> f64 {
@@ -153,6 +188,9 @@ impl Default for ProgramLimits {
             timeout_s: default_timeout(),
             memory_mb: default_memory(),
             workers: 1,
+            test_cpu_seconds: default_test_cpu(),
+            float_tolerance: default_float_tolerance(),
+            hash_seeds: crate::config::default_hash_seeds(),
         }
     }
 }
@@ -234,13 +272,20 @@ impl Validate for EvalConfig {
                 "empty; name a registry model or a GGUF path".into(),
             ));
         }
-        if self.benchmark.name != "humaneval" {
+        if self.benchmark.path.is_none() && self.benchmark.name != "humaneval" {
             return Err(invalid(
                 "benchmark.name",
                 format!(
-                    "`{}` is not a known benchmark (known: humaneval)",
+                    "`{}` is not a known benchmark (known: humaneval); name a HumanEval-format \
+                     JSONL file in benchmark.path to run another",
                     self.benchmark.name
                 ),
+            ));
+        }
+        if self.benchmark.name.trim().is_empty() {
+            return Err(invalid(
+                "benchmark.name",
+                "empty; name the benchmark".into(),
             ));
         }
         if self.benchmark.limit == Some(0) {
@@ -315,6 +360,55 @@ impl Validate for EvalConfig {
         if self.output.flush_every == 0 {
             return Err(invalid("output.flush_every", "must be at least 1".into()));
         }
+        self.validate_rerank()
+    }
+}
+
+impl EvalConfig {
+    /// Whether the run reranks samples by consensus on generated tests (`[selection]` given).
+    pub fn is_rerank(&self) -> bool {
+        self.selection.is_some()
+    }
+
+    /// The rerank mode's own checks: `[tests]` and `[selection]` together, sampled decoding.
+    fn validate_rerank(&self) -> Result<(), Invalid> {
+        let (tests, selection) = match (&self.tests, &self.selection) {
+            (None, None) => return Ok(()),
+            (Some(_), None) => {
+                return Invalid::err(
+                    "selection",
+                    "[tests] is only used by the rerank mode; add a [selection] section or drop [tests]",
+                );
+            }
+            (None, Some(_)) => {
+                return Invalid::err(
+                    "tests",
+                    "the rerank mode ([selection]) needs a [tests] section (per_problem, batch)",
+                );
+            }
+            (Some(t), Some(s)) => (t, s),
+        };
+        tests.validate()?;
+        selection.validate()?;
+        if self.decoding.n < 2 || self.decoding.is_greedy() {
+            return Invalid::err(
+                "decoding.n",
+                "the rerank mode picks among samples: set n ≥ 2 and temperature > 0 (greedy \
+                 pass@1 is measured alongside)",
+            );
+        }
+        if !(self.sandbox.test_cpu_seconds > 0.0 && self.sandbox.test_cpu_seconds.is_finite()) {
+            return Invalid::err("sandbox.test_cpu_seconds", "must be > 0");
+        }
+        if !(1..=2).contains(&self.sandbox.hash_seeds) {
+            return Invalid::err("sandbox.hash_seeds", "must be 1 or 2");
+        }
+        if !(0.0..1.0).contains(&self.sandbox.float_tolerance) {
+            return Invalid::err(
+                "sandbox.float_tolerance",
+                "must be at least 0 (exact ==) and below 1",
+            );
+        }
         Ok(())
     }
 }
@@ -382,6 +476,18 @@ mod tests {
             ),
             (format!("{MINIMAL}[decoding]\nmax_tokns = 5\n"), "max_tokns"),
             ("[model]\nname = \"m\"\n".to_string(), "output"),
+            (
+                format!(
+                    "{MINIMAL}[selection]\nrho = 0.8\ntau = 2\nsignature = \"pass_fail\"\nselector = \"largest\"\n"
+                ),
+                "tests",
+            ),
+            (
+                format!(
+                    "{MINIMAL}[tests]\nper_problem = 4\nbatch = 4\n[selection]\nrho = 0.8\ntau = 2\nsignature = \"pass_fail\"\nselector = \"largest\"\n"
+                ),
+                "decoding.n",
+            ),
             (format!("{MINIMAL}[model.extra]\n"), "extra"),
         ];
         for (text, field) in cases {

@@ -31,7 +31,8 @@ pub struct Problem {
     pub task_id: String,
     /// Imports, signature and docstring; the model completes it.
     pub prompt: String,
-    /// The reference body that completes `prompt`.
+    /// The reference body that completes `prompt` (empty when a user's benchmark has none).
+    #[serde(default)]
     pub canonical_solution: String,
     /// Python source defining `check(candidate)` with `assert` statements (and a METADATA dict).
     pub test: String,
@@ -63,13 +64,54 @@ pub enum HumanEvalError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}, line {line}: not a HumanEval record: {source}")]
+    #[error(
+        "{path}, line {line}: not a HumanEval-format record (task_id, prompt, entry_point, test, optional canonical_solution): {source}"
+    )]
     Record {
         path: PathBuf,
         line: usize,
         #[source]
         source: serde_json::Error,
     },
+    #[error("{path}, line {line}, field `{field}`: {why}")]
+    Field {
+        path: PathBuf,
+        line: usize,
+        field: &'static str,
+        why: String,
+    },
+    #[error("{path}: no problems in the file")]
+    Empty { path: PathBuf },
+}
+
+/// What is wrong with one field of `problem`, if anything: the checks every benchmark problem
+/// must pass before a model sees it.
+fn invalid_field(problem: &Problem) -> Option<(&'static str, String)> {
+    if problem.task_id.trim().is_empty() {
+        return Some(("task_id", "empty".into()));
+    }
+    let entry = &problem.entry_point;
+    let identifier = entry
+        .chars()
+        .next()
+        .is_some_and(|c| c == '_' || c.is_alphabetic())
+        && entry.chars().all(|c| c == '_' || c.is_alphanumeric());
+    if !identifier {
+        return Some(("entry_point", format!("`{entry}` is not a Python name")));
+    }
+    if !problem.prompt.contains(&format!("def {entry}(")) {
+        return Some((
+            "prompt",
+            format!("does not define the entry point (`def {entry}(` is missing)"),
+        ));
+    }
+    if !problem.test.contains("def check(") {
+        return Some(("test", "has no `def check(candidate)` function".into()));
+    }
+    if problem.tests().is_empty() {
+        return Some(("test", "its check(candidate) asserts nothing".into()));
+    }
+    None
 }
 
 /// Fetches HumanEval into `cache` if needed and loads all problems in file order.
@@ -99,12 +141,37 @@ pub fn load_file(path: &Path) -> Result<Vec<Problem>, HumanEvalError> {
         if line.trim().is_empty() {
             continue;
         }
-        let problem = serde_json::from_str(&line).map_err(|source| HumanEvalError::Record {
+        let problem: Problem =
+            serde_json::from_str(&line).map_err(|source| HumanEvalError::Record {
+                path: path.to_path_buf(),
+                line: index + 1,
+                source,
+            })?;
+        let field = |field: &'static str, why: String| HumanEvalError::Field {
             path: path.to_path_buf(),
             line: index + 1,
-            source,
-        })?;
+            field,
+            why,
+        };
+        if let Some((name, why)) = invalid_field(&problem) {
+            return Err(field(name, why));
+        }
+        if problems
+            .iter()
+            .any(|p: &Problem| p.task_id == problem.task_id)
+        {
+            let why = format!(
+                "`{}` appears twice; task ids must be unique",
+                problem.task_id
+            );
+            return Err(field("task_id", why));
+        }
         problems.push(problem);
+    }
+    if problems.is_empty() {
+        return Err(HumanEvalError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     Ok(problems)
 }
@@ -141,5 +208,47 @@ mod tests {
         std::fs::write(&path, "{\"task_id\": \"x\"}\n").unwrap();
         let err = load_file(&path).unwrap_err().to_string();
         assert!(err.contains("he.jsonl") && err.contains("line 1"), "{err}");
+        let record = |id: &str, prompt: &str, test: &str| {
+            serde_json::json!({"task_id": id, "prompt": prompt, "entry_point": "f", "test": test})
+                .to_string()
+        };
+        let good = record(
+            "t/0",
+            "def f(x):\n",
+            "def check(candidate):\n    assert candidate(1) == 1\n",
+        );
+        let cases = [
+            (
+                record(
+                    "t/1",
+                    "def g(x):\n",
+                    "def check(candidate):\n    assert candidate(1)\n",
+                ),
+                "line 2, field `prompt`",
+            ),
+            (
+                record("t/1", "def f(x):\n", "assert f(1) == 1\n"),
+                "line 2, field `test`",
+            ),
+            (good.clone(), "line 2, field `task_id`: `t/0` appears twice"),
+        ];
+        for (bad, expected) in cases {
+            std::fs::write(&path, format!("{good}\n{bad}\n")).unwrap();
+            let err = load_file(&path).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+        std::fs::write(&path, format!("{good}\n")).unwrap();
+        let problems = load_file(&path).unwrap();
+        assert_eq!(
+            problems[0].canonical_solution, "",
+            "canonical_solution is optional"
+        );
+        std::fs::write(&path, "\n").unwrap();
+        assert!(
+            load_file(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("no problems")
+        );
     }
 }

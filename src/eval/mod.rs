@@ -10,6 +10,7 @@
 //! - [`check`]: programs checked against a problem's tests through the shared `Execute` backend.
 //! - [`results`]: the per-sample Parquet rows and the summary.
 //! - [`runner`]: the resumable eval loop.
+//! - [`rerank`]: the rerank mode: consensus on generated tests, scored against the benchmark.
 //!
 //! The program is extracted from a response by [`crate::python::extract`]; the backends are
 //! [`crate::backends`]'.
@@ -20,6 +21,7 @@ pub mod humaneval;
 pub mod model;
 pub mod pass_at_k;
 pub mod prompt;
+pub mod rerank;
 pub mod results;
 pub mod runner;
 
@@ -41,6 +43,12 @@ pub enum EvalError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Recorded(#[from] crate::backends::recorded::RecordedError),
+    #[error(transparent)]
+    Draft(#[from] rerank::draft::DraftError),
+    #[error(
+        "{dir}: no rerank run to rescore here; run `ucoder-flow eval` with this [selection] first"
+    )]
+    NothingToRescore { dir: std::path::PathBuf },
     #[error("{what}: {source}")]
     Backend {
         what: String,

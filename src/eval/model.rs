@@ -109,6 +109,18 @@ impl EvalModel {
         (self.render)(problem_id, spec)
     }
 
+    /// Serves several requests together (the engine batches them).
+    pub fn generate_all(&mut self, requests: &[GenerationRequest]) -> Vec<Generation> {
+        let mut answers = self.generator.generate(requests);
+        answers.resize_with(requests.len(), || {
+            Err(BackendError {
+                backend: self.label.clone(),
+                message: "no answer to the request".into(),
+            })
+        });
+        answers
+    }
+
     /// Serves one request.
     pub fn generate(&mut self, request: GenerationRequest) -> Generation {
         self.generator

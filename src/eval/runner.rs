@@ -19,7 +19,7 @@ use super::results::{SampleRecord, Summary, SummaryHeader};
 use crate::backends::recorded::{PromptLine, write_jsonl};
 use crate::progress::{Gauge, Reporter};
 use crate::python::extract::{Extraction, extract};
-use crate::store::{Manifest, Stage, read_json, write_json_atomic};
+use crate::store::{Manifest, Record, Stage, read_json, write_json_atomic};
 
 /// The stage folder of sample rows inside the run folder.
 pub const SAMPLES_STAGE: &str = "samples";
@@ -27,7 +27,7 @@ pub const SAMPLES_STAGE: &str = "samples";
 pub const SUMMARY_FILE: &str = "summary.json";
 
 /// The settings that determine the samples: a resumed run must have the same.
-fn identity(config: &EvalConfig, source: &str) -> serde_json::Value {
+pub(super) fn identity(config: &EvalConfig, source: &str) -> serde_json::Value {
     let d = &config.decoding;
     serde_json::json!({
         "source": source,
@@ -37,6 +37,16 @@ fn identity(config: &EvalConfig, source: &str) -> serde_json::Value {
         "max_tokens": d.max_tokens, "seed": d.seed,
         "sandbox": serde_json::to_value(&config.sandbox).expect("plain struct"),
     })
+}
+
+/// The summary's header for a run of `config` with the model `described`.
+pub(super) fn header(config: &EvalConfig, described: String) -> SummaryHeader {
+    SummaryHeader {
+        model: described,
+        benchmark: config.benchmark.name.clone(),
+        prompt_style: config.model.prompt.as_str().into(),
+        decoding: serde_json::to_value(&config.decoding).expect("plain struct"),
+    }
 }
 
 /// The sampling seed of one problem: the run seed mixed with the problem id (FNV-1a).
@@ -120,12 +130,7 @@ pub fn run(
         .collect();
     records.retain(|r| done.contains(&r.problem_id));
 
-    let header = SummaryHeader {
-        model: described,
-        benchmark: config.benchmark.name.clone(),
-        prompt_style: config.model.prompt.as_str().into(),
-        decoding: serde_json::to_value(&config.decoding).expect("plain struct"),
-    };
+    let header = header(config, described);
     let summarize = |records: &[SampleRecord], started: Instant| {
         Summary::compute(
             records,
@@ -170,10 +175,11 @@ pub fn run(
     Ok(summary)
 }
 
-fn commit(
-    stage: &mut Stage<SampleRecord>,
-    pending: &mut Vec<SampleRecord>,
-    records: &mut Vec<SampleRecord>,
+/// Commits `pending` as a part of `stage` and moves the rows to `records`.
+pub(super) fn commit<R: Record>(
+    stage: &mut Stage<R>,
+    pending: &mut Vec<R>,
+    records: &mut Vec<R>,
 ) -> Result<(), EvalError> {
     stage.commit(pending)?;
     records.append(pending);
@@ -182,15 +188,20 @@ fn commit(
 
 /// Keeps the last row of each (problem, sample).
 fn dedupe(rows: Vec<SampleRecord>) -> Vec<SampleRecord> {
-    let mut by_key: BTreeMap<(String, u32), SampleRecord> = BTreeMap::new();
+    keep_last(rows, |r| (r.problem_id.clone(), r.sample_index))
+}
+
+/// Keeps the last row of each `key` (a resumed run may have committed a row again), in key order.
+pub(super) fn keep_last<R, K: Ord>(rows: Vec<R>, key: impl Fn(&R) -> K) -> Vec<R> {
+    let mut by_key: BTreeMap<K, R> = BTreeMap::new();
     for r in rows {
-        by_key.insert((r.problem_id.clone(), r.sample_index), r);
+        by_key.insert(key(&r), r);
     }
     by_key.into_values().collect()
 }
 
 /// Problems with every sample index 0..n recorded.
-fn finished_problems(records: &[SampleRecord], n: usize) -> HashSet<String> {
+pub(super) fn finished_problems(records: &[SampleRecord], n: usize) -> HashSet<String> {
     let mut seen: BTreeMap<&str, HashSet<u32>> = BTreeMap::new();
     for r in records {
         seen.entry(&r.problem_id)
@@ -222,7 +233,7 @@ fn request(config: &EvalConfig, id: &str, rendered: &str) -> GenerationRequest {
 }
 
 /// Generates, extracts and checks the samples of one problem.
-fn eval_problem(
+pub(super) fn eval_problem(
     config: &EvalConfig,
     problem: &Problem,
     model: &mut EvalModel,

@@ -70,11 +70,21 @@ impl Backends {
             memory_bytes: config.sandbox.memory_mib << 20,
             ..Limits::default()
         };
-        let sandbox = Arc::new(SandboxPool::new(SandboxConfig {
-            workers: split.sandbox_workers,
-            limits: limits.clone(),
-            ..Default::default()
-        })?);
+        let seeded = |hash_seed| {
+            SandboxPool::new(SandboxConfig {
+                workers: split.sandbox_workers,
+                limits: limits.clone(),
+                hash_seed,
+                ..Default::default()
+            })
+            .map(Arc::new)
+        };
+        let sandbox = seeded(0)?;
+        // Workers with another hash seed run the candidates that could vote again (`hash_seeds`).
+        let second_seed = match config.sandbox.hash_seeds {
+            2 => Some(seeded(1)?),
+            _ => None,
+        };
 
         let origin = Instant::now();
         let llm = LlmStage::ALL
@@ -93,7 +103,7 @@ impl Backends {
             "sandbox",
             (0..2)
                 .map(|_| {
-                    ExecuteService(SandboxExecutor::new(
+                    let executor = SandboxExecutor::new(
                         Arc::clone(&sandbox),
                         limits.clone(),
                         Arc::clone(&exec_clock),
@@ -102,7 +112,11 @@ impl Backends {
                             float_tolerance: config.sandbox.float_tolerance,
                             wall_deadline_is_error: true,
                         },
-                    ))
+                    );
+                    ExecuteService(match &second_seed {
+                        Some(pool) => executor.with_second_seed(Arc::clone(pool)),
+                        None => executor,
+                    })
                 })
                 .collect(),
         );

@@ -145,6 +145,18 @@ impl FunctionSignature {
     /// Parses one `def` (it may span lines; comments are ignored). The trailing colon is
     /// optional, and a one-line body after it is ignored.
     pub fn parse(text: &str) -> Result<Self, String> {
+        Self::parse_with(text, None)
+    }
+
+    /// Parses a `def` whose parameters or return may lack annotations (a benchmark's prompt,
+    /// e.g. HumanEval's `def encrypt(s):`): each missing one reads as `object`, so the result
+    /// is a typed signature like any other.
+    pub fn parse_untyped(text: &str) -> Result<Self, String> {
+        Self::parse_with(text, Some("object"))
+    }
+
+    /// [`Self::parse`], with `missing` standing in for absent annotations when given.
+    fn parse_with(text: &str, missing: Option<&str>) -> Result<Self, String> {
         let joined = text
             .lines()
             .map(|l| code_part(l).trim())
@@ -158,19 +170,17 @@ impl FunctionSignature {
         let name = rest[..open].trim();
         check_name(name)?;
         let close = matching_paren(rest, open).ok_or("unbalanced parentheses")?;
-        let params = parse_params(&rest[open + 1..close])?;
+        let params = parse_params(&rest[open + 1..close], missing)?;
         let tail = rest[close + 1..].trim();
         // The def's own colon ends the signature.
         let tail = match scan(tail, |_, c, depth| !(c == ':' && depth == 0)) {
             Some(colon) if colon < tail.len() => &tail[..colon],
             _ => tail,
         };
-        let returns = tail
-            .trim()
-            .strip_prefix("->")
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-            .ok_or("no return type annotation (`-> type`)")?;
+        let returns = match tail.trim().strip_prefix("->").map(str::trim) {
+            Some(r) if !r.is_empty() => r,
+            _ => missing.ok_or("no return type annotation (`-> type`)")?,
+        };
         if !is_type_expression(returns) {
             return Err(format!("return annotation `{returns}` is not a type"));
         }
@@ -286,7 +296,7 @@ impl FunctionSignature {
 }
 
 /// The parameter list between a `def`'s parentheses.
-fn parse_params(text: &str) -> Result<Vec<Param>, String> {
+fn parse_params(text: &str, missing: Option<&str>) -> Result<Vec<Param>, String> {
     let mut params: Vec<Param> = Vec::new();
     let mut plain_kind = ParamKind::PositionalOrKeyword;
     let mut bare_star = false;
@@ -327,10 +337,11 @@ fn parse_params(text: &str) -> Result<Vec<Param>, String> {
             }
             _ => return Err(format!("cannot read parameter `{piece}`")),
         };
-        let (name, annotation) = decl
-            .split_once(':')
-            .map(|(n, a)| (n.trim(), a.trim()))
-            .ok_or_else(|| format!("parameter `{decl}` has no type annotation"))?;
+        let (name, annotation) = match (decl.split_once(':'), missing) {
+            (Some((n, a)), _) => (n.trim(), a.trim()),
+            (None, Some(missing)) => (decl, missing),
+            (None, None) => return Err(format!("parameter `{decl}` has no type annotation")),
+        };
         let (kind, name) = if let Some(name) = name.strip_prefix("**") {
             (ParamKind::VarKeyword, name)
         } else if let Some(name) = name.strip_prefix('*') {
@@ -797,6 +808,26 @@ mod tests {
         assert_eq!(
             p.signature.to_def(),
             "def count_pairs(nums: List[int], target: int = 0) -> int:"
+        );
+    }
+
+    #[test]
+    fn untyped_signatures_read_missing_annotations_as_object() {
+        let s = FunctionSignature::parse_untyped("def encrypt(s, n: int = 2, *rest):").unwrap();
+        assert_eq!(
+            s.to_def(),
+            "def encrypt(s: object, n: int = 2, *rest: object) -> object:"
+        );
+        assert_eq!(
+            FunctionSignature::parse(&s.to_def()).unwrap(),
+            s,
+            "the filled-in def is a typed signature"
+        );
+        assert!(FunctionSignature::parse("def encrypt(s):").is_err());
+        let typed = "def f(a: List[int]) -> bool:";
+        assert_eq!(
+            FunctionSignature::parse_untyped(typed).unwrap(),
+            FunctionSignature::parse(typed).unwrap()
         );
     }
 

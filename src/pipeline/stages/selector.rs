@@ -17,11 +17,11 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 use ucoder_operators::{
     Candidate, CandidateId, CandidateVerdict, ClusterKey, ConsensusConfig, ProblemId, Selection,
-    SelectionRule, SignatureKind, as_insertions, consensus,
+    as_insertions, consensus,
 };
 
 use super::test_check::Ready;
-use crate::config::{PipelineConfig, SelectorConfig, SignatureKindConfig};
+use crate::config::PipelineConfig;
 use crate::pipeline::artifacts::{ClusterRow, SelectionRow};
 use crate::pipeline::context::Collector;
 
@@ -30,20 +30,7 @@ pub type Selected = (Selection, String, String);
 
 /// The operators crate's selection settings for the pipeline's `[selection]`.
 pub fn selection_config(config: &PipelineConfig) -> ConsensusConfig {
-    ConsensusConfig {
-        rho: config.selection.rho,
-        tau: config.selection.tau as u32,
-        rule: match config.selection.selector {
-            SelectorConfig::Largest => SelectionRule::Consensus,
-            SelectorConfig::DualAgreement => SelectionRule::DualAgreement,
-            SelectorConfig::Bayesian => SelectionRule::Bayesian,
-        },
-        signature: match config.selection.signature {
-            SignatureKindConfig::PassFail => SignatureKind::PassFail,
-            SignatureKindConfig::Output => SignatureKind::Output,
-        },
-        priors: config.selection.priors,
-    }
+    config.selection.consensus()
 }
 
 /// The `clusters/` rows: every final cluster, marked when its problem's selection came from it.
@@ -120,7 +107,9 @@ pub fn wire<'s>(
 mod tests {
     use std::path::Path;
 
-    use ucoder_operators::{CandidateId, CandidateVerdict, Perplexity, ProblemId, Signature};
+    use ucoder_operators::{
+        CandidateId, CandidateVerdict, Perplexity, ProblemId, SelectionRule, Signature,
+    };
 
     use super::*;
 

@@ -6,7 +6,8 @@
 //! backend failed), so the TestAssembler can wait for all of a draft's batches. The judges here
 //! are shared with the assembler, which parses the batches together in batch order.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use super::{Draft, LlmStage, StagePrompts, indexed_key};
 use crate::pipeline::context::{Collector, GraphContext};
 use crate::pipeline::progress::Counters;
 use crate::prompts::PromptError;
-use crate::prompts::parse::{self, FunctionSignature, ParsedTests};
+use crate::prompts::parse::{self, CallTest, FunctionSignature, ParsedTest, ParsedTests};
 
 /// What later test batches focus on, in turn.
 const TEST_FOCI: [&str; 5] = [
@@ -56,8 +57,10 @@ pub fn request(
     Ok((key, r))
 }
 
-/// Parses the test batches of one problem in batch order, de-duplicating across batches, and
-/// keeps at most `limit` tests. Returns the tests and one judgement per batch.
+/// Parses the test batches of one problem in batch order, de-duplicating across batches, drops
+/// every call test whose input another call test maps to a different expected value (at most one
+/// of them can be right, and nothing says which), and keeps at most `limit` tests. Returns the
+/// tests and one judgement per batch.
 pub fn judge(
     draft: &Draft,
     batches: &[Completion],
@@ -66,29 +69,70 @@ pub fn judge(
     let id = draft.problem.id;
     let signature = draft.signature();
     let mut seen = HashSet::new();
+    let mut judged: Vec<Result<ParsedTests, Rejection>> = batches
+        .iter()
+        .map(|completion| {
+            parse_answer(completion, &signature, &mut seen)
+                .map_err(|r| parse_rejection(LlmStage::Tests, Some(id), r))
+        })
+        .collect();
+    let contradicted = contradicted_inputs(judged.iter().flatten().flat_map(|p| &p.tests));
     let mut tests = Vec::new();
-    let mut judged = Vec::new();
-    for completion in batches {
-        match parse_answer(completion, &signature, &mut seen) {
-            Ok(parsed) => {
-                for t in &parsed.tests {
-                    if tests.len() < limit {
-                        // `assert f(args) == expected` is a call test: the sandbox evaluates the
-                        // call in the child and compares with `expected` outside it.
-                        let kind = if t.call.is_some() {
-                            TestKind::Call
-                        } else {
-                            TestKind::Assert
-                        };
-                        tests.push(GeneratedTest::new(id, kind, t.source.clone()));
-                    }
-                }
-                judged.push(Ok(parsed));
+    for parsed in judged.iter_mut().flatten() {
+        let (kept, dropped): (Vec<ParsedTest>, Vec<ParsedTest>) = std::mem::take(&mut parsed.tests)
+            .into_iter()
+            .partition(|t| {
+                !t.call
+                    .as_ref()
+                    .is_some_and(|c| contradicted.contains(&input(c)))
+            });
+        parsed.dropped.extend(
+            dropped
+                .into_iter()
+                .map(|t| (t.source, CONTRADICTED.to_string())),
+        );
+        for t in &kept {
+            if tests.len() < limit {
+                // `assert f(args) == expected` is a call test: the sandbox evaluates the call in
+                // the child and compares with `expected` outside it.
+                let kind = if t.call.is_some() {
+                    TestKind::Call
+                } else {
+                    TestKind::Assert
+                };
+                tests.push(GeneratedTest::new(id, kind, t.source.clone()));
             }
-            Err(r) => judged.push(Err(parse_rejection(LlmStage::Tests, Some(id), r))),
         }
+        parsed.tests = kept;
     }
     (tests, judged)
+}
+
+/// The reason a test is dropped for contradicting another.
+pub const CONTRADICTED: &str = "contradicts another test: same input, another expected value";
+
+/// A call's input, whitespace aside.
+fn input(call: &CallTest) -> String {
+    call.args.split_whitespace().collect()
+}
+
+/// The inputs that two call tests map to different expected values (whitespace aside).
+fn contradicted_inputs<'a>(tests: impl Iterator<Item = &'a ParsedTest>) -> HashSet<String> {
+    let mut expected: HashMap<String, String> = HashMap::new();
+    let mut contradicted = HashSet::new();
+    for call in tests.filter_map(|t| t.call.as_ref()) {
+        let value: String = call.expected.split_whitespace().collect();
+        match expected.entry(input(call)) {
+            Entry::Occupied(e) if *e.get() != value => {
+                contradicted.insert(e.key().clone());
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(e) => {
+                e.insert(value);
+            }
+        }
+    }
+    contradicted
 }
 
 /// Parses one test answer. An answer cut by the token limit keeps its complete lines: tests are
@@ -222,5 +266,41 @@ mod tests {
         let dropped = &ended_judged[0].as_ref().unwrap().dropped;
         assert_eq!(dropped.len(), 1);
         assert_ne!(dropped[0].1, "cut at max_tokens");
+    }
+
+    #[test]
+    fn tests_that_contradict_each_other_are_all_dropped() {
+        let d = draft();
+        let (tests, judged) = judge(
+            &d,
+            &[
+                completion("assert add(1, 2) == 3\nassert add(2, 2) == 4\n<TESTS_END>"),
+                completion(
+                    "assert add(1,2) == 4\nassert add(2, 2) == 4\nassert add(0, 0) == 0\n<TESTS_END>",
+                ),
+            ],
+            10,
+        );
+        let codes: Vec<&str> = tests.iter().map(|t| t.code.as_str()).collect();
+        assert_eq!(codes, ["assert add(2, 2) == 4", "assert add(0, 0) == 0"]);
+        let first = judged[0].as_ref().unwrap();
+        assert_eq!(
+            first.dropped,
+            vec![(
+                "assert add(1, 2) == 3".to_string(),
+                CONTRADICTED.to_string()
+            )]
+        );
+        let second = judged[1].as_ref().unwrap();
+        assert!(
+            second
+                .dropped
+                .contains(&("assert add(1,2) == 4".to_string(), CONTRADICTED.to_string()))
+        );
+        assert_eq!(
+            second.tests.len(),
+            1,
+            "the repeat of add(2, 2) is a duplicate, not a contradiction"
+        );
     }
 }
