@@ -151,6 +151,20 @@ pub struct SelectionConfig {
     /// The Bayesian selector's priors (the defaults of [`BayesPriors`] where absent).
     #[serde(default)]
     pub priors: BayesPriors,
+    /// A problem with fewer tests than this selects nothing (default 1).
+    #[serde(default = "one_usize", skip_serializing_if = "is_one")]
+    pub min_tests: usize,
+    /// C*'s signature must pass at least this share of the tests, or the problem selects
+    /// nothing (default 0: any winner).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_pass_rate: f64,
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// Sandbox limits per job.
@@ -281,6 +295,9 @@ impl SelectionConfig {
         if self.tau == 0 {
             return invalid("selection.tau", "must be at least 1");
         }
+        if !(0.0..=1.0).contains(&self.min_pass_rate) {
+            return invalid("selection.min_pass_rate", "must be between 0 and 1");
+        }
         if self.selector == SelectorConfig::Bayesian
             && self.signature != SignatureKindConfig::PassFail
         {
@@ -306,6 +323,8 @@ impl SelectionConfig {
             rule: self.selector.rule(),
             signature: self.signature.kind(),
             priors: self.priors,
+            min_tests: self.min_tests.min(u32::MAX as usize) as u32,
+            min_pass_rate: self.min_pass_rate,
         }
     }
 }

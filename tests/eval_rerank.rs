@@ -254,6 +254,16 @@ fn hand_computed_picks_of_every_method() {
     assert_eq!(figures(&summary, "sampled").0, third / 2.0);
     assert_eq!(figures(&summary, "oracle (pass@n)").0, half);
     assert!(summary.methods.iter().filter(|m| m.pipeline).count() == 1);
+    // Adaptive sampling in rounds of one (n / 4 rounded down, at least 1): on problem 0 the `False`
+    // cluster could still overtake until the last sample, so all six are drawn and the pick is
+    // the largest cluster's; problem 1 has no tests and stops after its first round.
+    let adaptive = summary
+        .methods
+        .iter()
+        .find(|m| m.method == "adaptive (rounds of 1)")
+        .unwrap();
+    assert_eq!((adaptive.pass_at_1, adaptive.samples_drawn), (0.0, 7));
+    assert_eq!(figures(&summary, "largest/pass_fail").0, adaptive.pass_at_1);
 
     let rows: Vec<ProblemScoreRow> = read(&dir.path().join(PROBLEMS_TABLE));
     assert_eq!(rows.len(), 2);
@@ -363,7 +373,7 @@ fn small_model_through_the_whole_mode() {
         assert_eq!(r.samples, 3);
         assert_eq!(r.pick_correct, r.diagnosis == "right", "{r:?}");
     }
-    assert_eq!(summary.methods.len(), 11);
+    assert_eq!(summary.methods.len(), 12);
     assert!(
         summary
             .methods

@@ -201,7 +201,9 @@ fn choose<'a>(
             leader = Some((score, view));
         }
     }
-    leader.map(|(_, view)| Selection::of(view.best, view.size))
+    leader
+        .map(|(_, view)| Selection::of(view.best, view.size))
+        .filter(|selection| selection.is_trusted(config))
 }
 
 /// Turns a timely stream of records into a differential collection of insertions, each at the

@@ -19,6 +19,9 @@
 //!    clusters never tie completely (the implementations still fall back to the smaller signature).
 //! 4. r* is the member of C* with the greatest e(r) (compared as exact fractions), then the lowest
 //!    f(r) (perplexity, total order, NaN counts as +∞), then the smallest candidate id.
+//! 5. The selection is kept only if the problem has at least `min_tests` tests and C* passes at
+//!    least `min_pass_rate` of them ([`Selection::is_trusted`]); otherwise the problem selects
+//!    nothing (a weak winner is not replaced by the runner-up).
 //!
 //! Every tie-break is on content, never on arrival order, so the selection is a function of the
 //! set of verdicts alone: the same for any interleaving, any round structure and any number of
@@ -60,6 +63,12 @@ pub struct ConsensusConfig {
     pub signature: SignatureKind,
     /// The priors of [`SelectionRule::Bayesian`] (unused by the other rules).
     pub priors: BayesPriors,
+    /// A problem with fewer tests than this selects nothing: too few tests cannot tell a right
+    /// cluster from a wrong one.
+    pub min_tests: u32,
+    /// C*'s signature must pass at least this share of the tests, or the problem selects
+    /// nothing: a winning cluster that passes almost nothing agrees on failing.
+    pub min_pass_rate: f64,
 }
 
 impl Default for ConsensusConfig {
@@ -70,6 +79,8 @@ impl Default for ConsensusConfig {
             rule: SelectionRule::Consensus,
             signature: SignatureKind::PassFail,
             priors: BayesPriors::default(),
+            min_tests: 1,
+            min_pass_rate: 0.0,
         }
     }
 }
@@ -93,6 +104,9 @@ pub enum SelectionConfigError {
     /// A prior outside (0, 1).
     #[error("selection.priors.{0} = {1} must lie strictly between 0 and 1")]
     Prior(&'static str, f64),
+    /// min_pass_rate outside [0, 1].
+    #[error("selection.min_pass_rate = {0} is outside [0, 1]")]
+    MinPassRate(f64),
 }
 
 impl ConsensusConfig {
@@ -103,6 +117,9 @@ impl ConsensusConfig {
         }
         if self.tau == 0 {
             return Err(SelectionConfigError::Tau);
+        }
+        if !(0.0..=1.0).contains(&self.min_pass_rate) {
+            return Err(SelectionConfigError::MinPassRate(self.min_pass_rate));
         }
         if self.rule == SelectionRule::Bayesian {
             if self.signature != SignatureKind::PassFail {
@@ -150,6 +167,15 @@ impl Selection {
             passed: member.passed,
             perplexity: member.perplexity,
         }
+    }
+}
+
+impl Selection {
+    /// Whether the selection may be used: its problem has at least `min_tests` tests and C*
+    /// passes at least `min_pass_rate` of them (with the same 1e-9 slack as ρ).
+    pub fn is_trusted(&self, config: &ConsensusConfig) -> bool {
+        self.tests >= config.min_tests
+            && f64::from(self.passed) >= config.min_pass_rate * f64::from(self.tests) - 1e-9
     }
 }
 
@@ -266,7 +292,10 @@ pub fn select_batch(
                     .then_with(|| b.0.cmp(a.0))
             });
         if let Some((_, score, member)) = best {
-            selections.insert(problem, Selection::of(member, score.size));
+            let selection = Selection::of(member, score.size);
+            if selection.is_trusted(config) {
+                selections.insert(problem, selection);
+            }
         }
     }
     selections
@@ -313,6 +342,49 @@ mod tests {
         assert_eq!(
             (sel.candidate_id, sel.cluster_size, sel.passed),
             (CandidateId(11), 3, 4)
+        );
+    }
+
+    #[test]
+    fn a_weak_winner_or_too_few_tests_select_nothing() {
+        let vs = vec![
+            verdict(1, 10, 0b0001, 8, 1.0),
+            verdict(1, 11, 0b0001, 8, 1.0),
+            verdict(1, 12, 0b0001, 8, 1.0),
+            verdict(1, 20, 0b1111, 8, 1.0),
+            verdict(1, 21, 0b1111, 8, 1.0),
+        ];
+        let base = ConsensusConfig {
+            rho: 0.8,
+            tau: 2,
+            ..Default::default()
+        };
+        assert_eq!(select_batch(&vs, &base)[&ProblemId(1)].passed, 1);
+        let weak = ConsensusConfig {
+            min_pass_rate: 0.5,
+            ..base
+        };
+        assert!(
+            select_batch(&vs, &weak).is_empty(),
+            "the winner passes 1 of 8: nothing, not the runner-up"
+        );
+        let exact = ConsensusConfig {
+            min_pass_rate: 0.125,
+            ..base
+        };
+        assert_eq!(select_batch(&vs, &exact).len(), 1, "1 of 8 meets 0.125");
+        let few = ConsensusConfig {
+            min_tests: 9,
+            ..base
+        };
+        assert!(select_batch(&vs, &few).is_empty());
+        assert_eq!(
+            ConsensusConfig {
+                min_pass_rate: 1.5,
+                ..base
+            }
+            .validate(),
+            Err(SelectionConfigError::MinPassRate(1.5))
         );
     }
 

@@ -369,6 +369,15 @@ fn configs() -> Vec<ConsensusConfig> {
             signature: Output,
             ..Default::default()
         },
+        ConsensusConfig {
+            rho: 0.5,
+            tau: 1,
+            rule: Consensus,
+            signature: PassFail,
+            min_tests: 3,
+            min_pass_rate: 0.5,
+            ..Default::default()
+        },
     ]
 }
 

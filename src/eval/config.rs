@@ -104,6 +104,9 @@ pub struct DecodingConfig {
     /// The k of pass@k to report (each ≤ n).
     #[serde(default = "default_ks")]
     pub pass_at_k: Vec<usize>,
+    /// Rerank mode: the round size of the adaptive-sampling replay (default n / 4, at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<usize>,
 }
 
 fn one() -> f64 {
@@ -129,6 +132,7 @@ impl Default for DecodingConfig {
             max_tokens: default_max_tokens(),
             seed: 0,
             pass_at_k: default_ks(),
+            round: None,
         }
     }
 }
@@ -136,6 +140,11 @@ impl Default for DecodingConfig {
 impl DecodingConfig {
     pub fn is_greedy(&self) -> bool {
         self.temperature == 0.0
+    }
+
+    /// The round size of the adaptive-sampling replay.
+    pub fn adaptive_round(&self) -> u32 {
+        self.round.unwrap_or(self.n / 4).clamp(1, self.n.max(1)) as u32
     }
 }
 

@@ -287,7 +287,8 @@ fn write_scores(
         .iter()
         .filter_map(|p| by_problem.remove(p.task_id.as_str()))
         .collect();
-    let (summary, problem_rows, method_rows) = score(&ordered, selection, samples);
+    let round = config.decoding.adaptive_round();
+    let (summary, problem_rows, method_rows) = score(&ordered, selection, round, samples);
     write_table::<ProblemScoreRow>(&out.join(PROBLEMS_TABLE), &problem_rows)?;
     write_table::<MethodScoreRow>(&out.join(METHODS_TABLE), &method_rows)?;
     write_json_atomic(&out.join(RERANK_FILE), &summary)?;

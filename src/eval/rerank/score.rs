@@ -9,7 +9,8 @@
 //!   (`[selection]`) this is the share of SFT targets that would be right.
 //!
 //! Methods that draw at random from a set (random passing, success rate > 0.5) count the share
-//! of correct samples in that set, the expectation of the draw, instead of drawing.
+//! of correct samples in that set, the expectation of the draw, instead of drawing. Each method
+//! also says how many samples it needed drawn (adaptive sampling fewer than n).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,8 +18,9 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use ucoder_operators::selection::votes;
 use ucoder_operators::{
-    Candidate, CandidateId, CandidateVerdict, ConsensusConfig, Execution, LogprobSummary, Outcome,
-    ProblemId, SelectionRule, SignatureKind, TestId, TestRun, select_batch,
+    AdaptiveSampling, Candidate, CandidateId, CandidateVerdict, ClusterStanding, ConsensusConfig,
+    Decision, Execution, LogprobSummary, Outcome, ProblemId, SelectionRule, Signature,
+    SignatureKind, TestId, TestRun, select_batch,
 };
 
 use super::rows::{GeneratedRunRow, GeneratedTestRow, MethodScoreRow, ProblemScoreRow};
@@ -42,11 +44,15 @@ pub enum Method {
     LowestPerplexity,
     /// A random sample among those that pass more than half the kept generated tests.
     SuccessRateAboveHalf,
+    /// The pipeline's filter with adaptive sampling in rounds of this many: the samples an
+    /// adaptive run draws are the first ones of the same seeds (sample i draws from its own
+    /// stream), so it is replayed from the stored samples exactly, round by round.
+    Adaptive(u32),
 }
 
 impl Method {
-    /// Every method, in table order.
-    pub fn all() -> Vec<Method> {
+    /// Every method, in table order; the adaptive replay in rounds of `round`.
+    pub fn all(round: u32) -> Vec<Method> {
         use SelectionRule::*;
         use SignatureKind::*;
         vec![
@@ -61,6 +67,7 @@ impl Method {
             Method::RandomPassing,
             Method::LowestPerplexity,
             Method::SuccessRateAboveHalf,
+            Method::Adaptive(round),
         ]
     }
 
@@ -85,6 +92,7 @@ impl Method {
             Method::RandomPassing => "random passing".into(),
             Method::LowestPerplexity => "lowest perplexity".into(),
             Method::SuccessRateAboveHalf => "success rate > 0.5".into(),
+            Method::Adaptive(round) => format!("adaptive (rounds of {round})"),
         }
     }
 }
@@ -100,6 +108,11 @@ pub struct Pick {
     pub correct: f64,
     /// |C*| for a consensus pick.
     pub cluster_size: Option<u32>,
+    /// Samples the method needed drawn.
+    pub drawn: u32,
+    /// Members of C* that are correct (a consensus pick): where C* mixes right and wrong
+    /// members, f(r) decides which becomes the SFT target.
+    pub cluster_correct: Option<u32>,
 }
 
 /// The stored rows of one problem.
@@ -194,17 +207,22 @@ impl ProblemRows<'_> {
 
     /// What `method` does here, with the run's `selection` settings.
     pub fn pick(&self, method: Method, selection: &SelectionConfig) -> Pick {
+        let drawn = self.samples.len() as u32;
         let declined = Pick {
             picked: false,
             sample: None,
             correct: self.sampled(),
             cluster_size: None,
+            drawn,
+            cluster_correct: None,
         };
         let one = |sample: u32, cluster_size: Option<u32>| Pick {
             picked: true,
             sample: Some(sample),
             correct: f64::from(u8::from(self.is_correct(sample))),
             cluster_size,
+            drawn,
+            cluster_correct: None,
         };
         let draw = |pool: Vec<u32>| match self.correct_share(pool) {
             Some(correct) => Pick {
@@ -212,32 +230,64 @@ impl ProblemRows<'_> {
                 sample: None,
                 correct,
                 cluster_size: None,
+                drawn,
+                cluster_correct: None,
             },
             None => declined,
         };
+        let consensus_pick =
+            |config: &ConsensusConfig, verdicts: &[CandidateVerdict]| match select_batch(
+                verdicts, config,
+            )
+            .into_values()
+            .next()
+            {
+                Some(s) => {
+                    let members = verdicts
+                        .iter()
+                        .filter(|v| votes(v, config) && v.signature.digest() == s.cluster);
+                    let correct = members
+                        .filter(|v| self.is_correct(v.candidate_id.0 as u32))
+                        .count() as u32;
+                    Pick {
+                        cluster_correct: Some(correct),
+                        ..one(s.candidate_id.0 as u32, Some(s.cluster_size))
+                    }
+                }
+                None => declined,
+            };
         match method {
             Method::Greedy => Pick {
                 picked: self.greedy.is_some(),
-                sample: None,
                 correct: f64::from(u8::from(self.greedy.is_some_and(|g| g.passed))),
-                cluster_size: None,
+                drawn: 0,
+                ..declined
             },
             Method::Sampled => Pick {
                 picked: true,
+                drawn: 1,
                 ..declined
             },
             Method::Oracle => Pick {
                 picked: true,
-                sample: None,
                 correct: f64::from(u8::from(self.samples.iter().any(|s| s.passed))),
-                cluster_size: None,
+                ..declined
             },
             Method::Consensus(rule, kind) => {
                 let config = consensus(selection, rule, kind);
-                let verdicts = self.verdicts(kind);
-                match select_batch(&verdicts, &config).into_values().next() {
-                    Some(s) => one(s.candidate_id.0 as u32, Some(s.cluster_size)),
-                    None => declined,
+                consensus_pick(&config, &self.verdicts(kind))
+            }
+            Method::Adaptive(round) => {
+                let config = selection.consensus();
+                let verdicts = self.verdicts(config.signature);
+                let drawn = self.adaptive_draws(&verdicts, &config, round);
+                let first: Vec<CandidateVerdict> = verdicts
+                    .into_iter()
+                    .filter(|v| (v.candidate_id.0 as u32) < drawn)
+                    .collect();
+                Pick {
+                    drawn,
+                    ..consensus_pick(&config, &first)
                 }
             }
             Method::RandomPassing => draw(
@@ -266,6 +316,51 @@ impl ProblemRows<'_> {
                     (logprobs.perplexity(), s.sample_index)
                 })
                 .map_or(declined, |s| one(s.sample_index, None)),
+        }
+    }
+
+    /// How many samples an adaptive run in rounds of `round` draws before the controller stops
+    /// (replayed over the first samples' `verdicts`).
+    fn adaptive_draws(
+        &self,
+        verdicts: &[CandidateVerdict],
+        config: &ConsensusConfig,
+        round: u32,
+    ) -> u32 {
+        let budget = self.samples.len() as u32;
+        let controller = AdaptiveSampling {
+            budget,
+            round_size: round.max(1),
+            tau: config.tau,
+            rule: config.rule,
+            risk: None,
+        };
+        let tests = self.kept().len() as u32;
+        let mut drawn = round.max(1).min(budget);
+        if tests == 0 {
+            // Nothing can vote: the first round is all a run draws before it knows.
+            return drawn;
+        }
+        loop {
+            let mut clusters: BTreeMap<&Signature, ClusterStanding> = BTreeMap::new();
+            for v in verdicts
+                .iter()
+                .filter(|v| (v.candidate_id.0 as u32) < drawn && votes(v, config))
+            {
+                clusters
+                    .entry(&v.signature)
+                    .or_insert(ClusterStanding {
+                        size: 0,
+                        passed: v.signature.passed(),
+                    })
+                    .size += 1;
+            }
+            let mut standings: Vec<ClusterStanding> = clusters.into_values().collect();
+            standings.sort_unstable_by(|a, b| b.cmp(a));
+            match controller.decide(drawn, tests, &standings) {
+                Decision::Sample(more) => drawn = (drawn + more).min(budget),
+                Decision::Stop(_) => return drawn,
+            }
         }
     }
 
@@ -315,7 +410,8 @@ pub enum Diagnosis {
     NoCorrectSample,
     /// No generated test survived: nothing to vote on.
     NoTests,
-    /// Correct samples exist but no cluster was eligible (ρ, τ, all-fail).
+    /// Correct samples exist but no cluster was eligible or trusted (ρ, τ, all-fail, min_tests,
+    /// min_pass_rate).
     NoEligibleCluster,
     /// A correct sample voted, but a wrong cluster won.
     WrongClusterWon,
@@ -348,6 +444,8 @@ pub struct MethodFigures {
     /// None when it never picked.
     pub precision: Option<f64>,
     pub picks: usize,
+    /// Samples it needed drawn, over all problems (the greedy answer counts none).
+    pub samples_drawn: u64,
 }
 
 /// The rerank run's figures, written to `rerank.json`.
@@ -366,25 +464,31 @@ pub struct RerankSummary {
     pub methods: Vec<MethodFigures>,
     /// Diagnosis of the pipeline filter's pick → problems.
     pub diagnoses: BTreeMap<String, usize>,
+    /// The pipeline filter's picks whose C* mixes correct and wrong members (there f(r) decides
+    /// whether the SFT target is right).
+    pub mixed_clusters: usize,
 }
 
 /// The scores of `problems`: the run's figures and the `problems/` and `methods/` rows.
 pub fn score(
     problems: &[ProblemRows<'_>],
     selection: &SelectionConfig,
+    adaptive_round: u32,
     samples: Summary,
 ) -> (RerankSummary, Vec<ProblemScoreRow>, Vec<MethodScoreRow>) {
-    let methods = Method::all();
+    let methods = Method::all(adaptive_round);
     let pipeline = Method::Consensus(selection.selector.rule(), selection.signature.kind());
     let mut method_rows = Vec::new();
     let mut problem_rows = Vec::new();
-    let mut totals: Vec<(f64, usize, f64)> = vec![(0.0, 0, 0.0); methods.len()];
+    let mut totals: Vec<(f64, usize, f64, u64)> = vec![(0.0, 0, 0.0, 0); methods.len()];
     let mut diagnoses = BTreeMap::new();
+    let mut mixed_clusters = 0;
     let (mut generated, mut kept, mut right, mut with_canonical) = (0, 0, 0, 0);
     for p in problems {
         for (m, method) in methods.iter().enumerate() {
             let pick = p.pick(*method, selection);
             totals[m].0 += pick.correct;
+            totals[m].3 += u64::from(pick.drawn);
             if pick.picked {
                 totals[m].1 += 1;
                 totals[m].2 += pick.correct;
@@ -399,6 +503,12 @@ pub fn score(
         }
         let pick = p.pick(pipeline, selection);
         let diagnosis = p.diagnose(&pick, selection);
+        if let (Some(size), Some(correct)) = (pick.cluster_size, pick.cluster_correct)
+            && correct > 0
+            && correct < size
+        {
+            mixed_clusters += 1;
+        }
         *diagnoses.entry(diagnosis.label().to_string()).or_insert(0) += 1;
         let kept_tests: Vec<_> = p.tests.iter().filter(|t| t.kept).collect();
         let checked: Vec<_> = kept_tests
@@ -429,14 +539,17 @@ pub fn score(
     let figures = methods
         .iter()
         .zip(totals)
-        .map(|(method, (correct, picks, picked_correct))| MethodFigures {
-            method: method.name(),
-            pipeline: *method == pipeline,
-            pass_at_1: correct / count,
-            coverage: picks as f64 / count,
-            precision: (picks > 0).then(|| picked_correct / picks as f64),
-            picks,
-        })
+        .map(
+            |(method, (correct, picks, picked_correct, drawn))| MethodFigures {
+                method: method.name(),
+                pipeline: *method == pipeline,
+                pass_at_1: correct / count,
+                coverage: picks as f64 / count,
+                precision: (picks > 0).then(|| picked_correct / picks as f64),
+                picks,
+                samples_drawn: drawn,
+            },
+        )
         .collect();
     let summary = RerankSummary {
         samples,
@@ -448,6 +561,7 @@ pub fn score(
         tests_with_canonical: with_canonical,
         methods: figures,
         diagnoses,
+        mixed_clusters,
     };
     (summary, problem_rows, method_rows)
 }
@@ -470,8 +584,8 @@ impl RerankSummary {
         );
         let _ = writeln!(
             t,
-            "{:<26} {:>8} {:>9} {:>10} {:>6}",
-            "method", "pass@1", "coverage", "precision", "picks"
+            "{:<26} {:>8} {:>9} {:>10} {:>6} {:>8}",
+            "method", "pass@1", "coverage", "precision", "picks", "samples"
         );
         for m in &self.methods {
             let name = if m.pipeline {
@@ -484,10 +598,11 @@ impl RerankSummary {
                 .map_or("-".to_string(), |p| format!("{:.2}%", 100.0 * p));
             let _ = writeln!(
                 t,
-                "{name:<26} {:>7.2}% {:>8.2}% {precision:>10} {:>6}",
+                "{name:<26} {:>7.2}% {:>8.2}% {precision:>10} {:>6} {:>8}",
                 100.0 * m.pass_at_1,
                 100.0 * m.coverage,
-                m.picks
+                m.picks,
+                m.samples_drawn
             );
         }
         let diagnoses: Vec<String> = self
@@ -495,7 +610,12 @@ impl RerankSummary {
             .iter()
             .map(|(d, n)| format!("{d}: {n}"))
             .collect();
-        let _ = write!(t, "pipeline picks: {}", diagnoses.join(", "));
+        let _ = write!(
+            t,
+            "pipeline picks: {}; clusters mixing right and wrong members: {}",
+            diagnoses.join(", "),
+            self.mixed_clusters
+        );
         t
     }
 }
