@@ -271,16 +271,27 @@ impl PipelineConfig {
     }
 }
 
+/// A sampling temperature must be finite and at least 0 (0 is greedy).
+fn temperature(field: &'static str, value: f32) -> Result<(), Invalid> {
+    if !(value >= 0.0 && value.is_finite()) {
+        return Invalid::err(field, format!("{value} must be at least 0 (0 is greedy)"));
+    }
+    Ok(())
+}
+
 impl TestStage {
     /// Checks the counts (shared by the pipeline and the eval's rerank mode).
     pub fn validate(&self) -> Result<(), Invalid> {
-        if self.per_problem == 0 || self.batch == 0 {
+        if self.per_problem == 0 {
+            return Invalid::err("tests.per_problem", "must be at least 1");
+        }
+        if self.batch == 0 {
             return Invalid::err(
-                "tests.per_problem",
-                "tests.per_problem and tests.batch must be at least 1",
+                "tests.batch",
+                "must be at least 1 (tests asked for per request)",
             );
         }
-        Ok(())
+        temperature("tests.temperature", self.temperature)
     }
 }
 
@@ -356,8 +367,25 @@ impl Validate for PipelineConfig {
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
             return invalid("name", "must be a plain, non-empty folder name");
         }
+        if self.model.max_tokens == 0 {
+            return invalid("model.max_tokens", "must be at least 1");
+        }
         if self.problems.count == 0 {
             return invalid("problems.count", "must be at least 1");
+        }
+        temperature("problems.temperature", self.problems.temperature)?;
+        temperature("sampling.temperature", self.sampling.temperature)?;
+        if !(self.sampling.top_p > 0.0 && self.sampling.top_p <= 1.0) {
+            return invalid("sampling.top_p", "must be in (0, 1]");
+        }
+        if self.sampling.n == 0 {
+            return invalid("sampling.n", "must be at least 1");
+        }
+        if self.sft.shard_rows == 0 {
+            return invalid("sft.shard_rows", "must be at least 1");
+        }
+        if self.resources.dataflow_workers == 0 {
+            return invalid("resources.dataflow_workers", "must be at least 1");
         }
         if !(0.0..=1.0).contains(&self.problems.dedup_threshold) {
             return invalid("problems.dedup_threshold", "must be between 0 and 1");
@@ -427,5 +455,64 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("/nonexistent/p.toml"), "{err}");
+    }
+
+    /// Settings that cannot work are refused when the file loads, naming the field, instead of
+    /// turning every request into a rejection.
+    #[test]
+    fn settings_that_cannot_work_name_their_field() {
+        let text = std::fs::read_to_string(shipped("smoke.toml")).unwrap();
+        let cases = [
+            ("max_tokens = 320", "max_tokens = 0", "model.max_tokens"),
+            (
+                "temperature = 0.8",
+                "temperature = -0.5",
+                "sampling.temperature",
+            ),
+            (
+                "temperature = 0.8",
+                "temperature = 0.8\ntop_p = 0.0",
+                "sampling.top_p",
+            ),
+            ("\nn = 8", "\nn = 0", "sampling.n"),
+            ("batch = 6", "batch = 0", "tests.batch"),
+            (
+                "batch = 6",
+                "batch = 6\ntemperature = -1.0",
+                "tests.temperature",
+            ),
+            (
+                "count = 3",
+                "count = 3\ntemperature = -1.0",
+                "problems.temperature",
+            ),
+            ("shard_rows = 64", "shard_rows = 0", "sft.shard_rows"),
+            (
+                "dataflow_workers = 1",
+                "dataflow_workers = 0",
+                "resources.dataflow_workers",
+            ),
+            (
+                "tau = 2",
+                "tau = 2\nmin_pass_rate = 2.0",
+                "selection.min_pass_rate",
+            ),
+            (
+                "test_cpu_seconds = 2.0",
+                "test_cpu_seconds = 2.0\nhash_seeds = 3",
+                "sandbox.hash_seeds",
+            ),
+        ];
+        for (from, to, field) in cases {
+            assert!(text.contains(from), "{from}");
+            let bad = text.replacen(from, to, 1);
+            let err = PipelineConfig::parse(&bad, Path::new("my.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("my.toml") && err.contains(field),
+                "{field}: {err}"
+            );
+        }
     }
 }

@@ -381,3 +381,31 @@ fn small_model_through_the_whole_mode() {
             .all(|m| (0.0..=1.0).contains(&m.pass_at_1))
     );
 }
+
+#[test]
+fn judging_the_stored_rows_again_reproduces_the_run_without_a_model() {
+    let first = tempfile::tempdir().unwrap();
+    let (fresh, _) = run_scripted(&config(first.path(), "largest", "scripted"), None);
+    let fresh = fresh.unwrap();
+
+    // Another sandbox setting is allowed; on these tests it changes nothing.
+    let second = tempfile::tempdir().unwrap();
+    let mut cfg = config(second.path(), "largest", "scripted");
+    cfg.sandbox.float_tolerance = 0.0;
+    let pool = check::open_pool(&cfg.sandbox).unwrap();
+    let seed = check::open_seeded_pool(&cfg.sandbox, 1).unwrap();
+    let mut sandbox = RerankSandbox::new(pool, Some(seed), &cfg.sandbox);
+    let again = rerank::rejudge(&cfg, &problems(), first.path(), &mut sandbox, &Silent).unwrap();
+    assert_eq!(timeless(again), timeless(fresh));
+    let tests = |d: &Path| read::<GeneratedTestRow>(&d.join(TESTS_STAGE));
+    assert_eq!(tests(second.path()), tests(first.path()));
+
+    // Other [tests] settings would need other samples of the model: refused.
+    let third = tempfile::tempdir().unwrap();
+    let mut other = config(third.path(), "largest", "scripted");
+    other.tests.as_mut().unwrap().batch = 4;
+    let err = rerank::rejudge(&other, &problems(), first.path(), &mut sandbox, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[tests]"), "{err}");
+}

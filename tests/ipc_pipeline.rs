@@ -460,3 +460,22 @@ fn golden_fixture_matches_a_recorded_run() {
     }
     assert_matches_golden(&runs);
 }
+
+/// A run that finishes but selects nothing says so and exits 3 (the README's exit codes), with
+/// its top rejection reasons: SmolLM2-135M never answers in the problem format.
+#[test]
+fn a_run_that_selects_nothing_exits_3_with_its_top_rejections() {
+    let _turn = turn();
+    let runs = tempfile::tempdir().unwrap();
+    let out = command(runs.path(), &["--model", "smollm2-135m-instruct"])
+        .output()
+        .expect("start ucoder-flow");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("selected nothing")
+            && stderr.contains("top rejections: ")
+            && !stderr.contains("top rejections: none"),
+        "{stderr}"
+    );
+}

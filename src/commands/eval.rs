@@ -2,12 +2,14 @@
 //! and notes to stderr.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::progress::{LogFormat, Renderer};
 use crate::backends::RecordedCompletions;
 use crate::backends::sandbox::refusal_notes;
 use crate::eval::{EvalConfig, EvalModel, Overrides, check, humaneval, rerank, runner};
 use crate::progress::Reporter;
+use crate::sandbox::SandboxPool;
 
 /// `ucoder-flow eval` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -43,6 +45,15 @@ pub struct EvalArgs {
     /// signature, rho, tau, priors), without loading a model or sampling.
     #[arg(long, conflicts_with_all = ["completions", "dump_prompts"])]
     pub rescore: bool,
+    /// Rerank mode only: judge the stored tests and run the stored samples of the rerank folder
+    /// FROM again with the current code and this file's [sandbox], into the output folder,
+    /// without a model (measures a change to the test judges or the sandbox on the same samples).
+    #[arg(
+        long,
+        value_name = "FROM",
+        conflicts_with_all = ["completions", "dump_prompts", "rescore"]
+    )]
+    pub rejudge: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -73,6 +84,17 @@ pub fn run(args: &EvalArgs, format: LogFormat) -> anyhow::Result<()> {
             args.config.display()
         );
         let summary = rerank::rescore(&config, &problems)?;
+        println!("{}", summary.table());
+        return Ok(());
+    }
+    if let Some(from) = &args.rejudge {
+        anyhow::ensure!(
+            config.is_rerank(),
+            "{}: --rejudge judges a rerank run again; the file has no [selection] section",
+            args.config.display()
+        );
+        let mut sandbox = rerank_sandbox(&config)?;
+        let summary = rerank::rejudge(&config, &problems, from, &mut sandbox, &renderer)?;
         println!("{}", summary.table());
         return Ok(());
     }
@@ -116,11 +138,7 @@ pub fn run(args: &EvalArgs, format: LogFormat) -> anyhow::Result<()> {
         config.output.dir.display()
     ));
     if config.is_rerank() {
-        let second_seed = match config.sandbox.hash_seeds {
-            2 => Some(check::open_seeded_pool(&config.sandbox, 1)?),
-            _ => None,
-        };
-        let mut sandbox = rerank::RerankSandbox::new(pool, second_seed, &config.sandbox);
+        let mut sandbox = rerank::RerankSandbox::new(pool, second_seed(&config)?, &config.sandbox);
         let summary = rerank::run(
             &config,
             &problems,
@@ -158,4 +176,22 @@ pub fn run(args: &EvalArgs, format: LogFormat) -> anyhow::Result<()> {
         config.output.dir.join(runner::SUMMARY_FILE).display()
     ));
     Ok(())
+}
+
+/// The pool with another hash seed for the rerank mode's `hash_seeds = 2`.
+fn second_seed(config: &EvalConfig) -> anyhow::Result<Option<Arc<SandboxPool>>> {
+    Ok(match config.sandbox.hash_seeds {
+        2 => Some(check::open_seeded_pool(&config.sandbox, 1)?),
+        _ => None,
+    })
+}
+
+/// The rerank mode's sandbox on fresh pools.
+fn rerank_sandbox(config: &EvalConfig) -> anyhow::Result<rerank::RerankSandbox> {
+    let pool = check::open_pool(&config.sandbox)?;
+    Ok(rerank::RerankSandbox::new(
+        pool,
+        second_seed(config)?,
+        &config.sandbox,
+    ))
 }

@@ -98,6 +98,15 @@ enum ModelsCommand {
     Export(models::ExportArgs),
 }
 
+/// A job that finished without error but produced nothing (exit code [`EMPTY_RUN_EXIT`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EmptyRun(pub String);
+
+/// Exit codes: 0 done, 1 error, 2 bad command line (clap), 3 the run finished but selected
+/// nothing ([`EmptyRun`]).
+pub const EMPTY_RUN_EXIT: u8 = 3;
+
 /// Runs the command line and maps errors to a non-zero exit code with the full cause chain.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -105,7 +114,11 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            if err.downcast_ref::<EmptyRun>().is_some() {
+                ExitCode::from(EMPTY_RUN_EXIT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -38,5 +38,23 @@ pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<()> {
         Arc::new(Renderer::new("ucoder-flow", format, args.quiet)),
     )?;
     println!("{}", summary.table());
+    if summary.selections == 0 {
+        let mut reasons: Vec<(&String, &u64)> = summary.rejections.iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let top: Vec<String> = reasons
+            .iter()
+            .take(3)
+            .map(|(reason, n)| format!("{reason} ({n})"))
+            .collect();
+        return Err(super::EmptyRun(format!(
+            "the run selected nothing, so it wrote no SFT data; top rejections: {}",
+            if top.is_empty() {
+                "none".to_string()
+            } else {
+                top.join(", ")
+            }
+        ))
+        .into());
+    }
     Ok(())
 }

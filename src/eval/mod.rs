@@ -49,6 +49,11 @@ pub enum EvalError {
         "{dir}: no rerank run to rescore here; run `ucoder-flow eval` with this [selection] first"
     )]
     NothingToRescore { dir: std::path::PathBuf },
+    #[error(
+        "{from}: its rows were made with other decoding or [tests] settings than this file's; \
+         only [sandbox] and [selection] may change when judging again"
+    )]
+    Rejudge { from: std::path::PathBuf },
     #[error("{what}: {source}")]
     Backend {
         what: String,

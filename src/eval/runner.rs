@@ -141,15 +141,7 @@ pub fn run(
         )
     };
 
-    let total = selected.len() as u64;
-    let mut finished = done.len() as u64;
-    let gauge = |finished: u64, message: String| Gauge {
-        name: "problems",
-        done: finished,
-        total,
-        message,
-    };
-    reporter.gauges(&[gauge(finished, format!("{} done earlier", done.len()))]);
+    let mut progress = ProblemProgress::start(reporter, selected.len(), done.len());
     let mut pending: Vec<SampleRecord> = Vec::new();
     let mut pending_problems = 0;
     let (mut passed_now, mut samples_now) = (0usize, 0usize);
@@ -164,15 +156,48 @@ pub fn run(
             pending_problems = 0;
             write_json_atomic(&summary_path, &summarize(&records, started))?;
         }
-        finished += 1;
-        let message = format!("{passed_now}/{samples_now} samples passed");
-        reporter.gauges(&[gauge(finished, message)]);
+        progress.advance(format!("{passed_now}/{samples_now} samples passed"));
     }
     commit(&mut stage, &mut pending, &mut records)?;
     reporter.done();
     let summary = summarize(&records, started);
     write_json_atomic(&summary_path, &summary)?;
     Ok(summary)
+}
+
+/// The `problems` gauge of an eval: problems finished out of those selected.
+pub(super) struct ProblemProgress<'a> {
+    reporter: &'a dyn Reporter,
+    total: u64,
+    finished: u64,
+}
+
+impl<'a> ProblemProgress<'a> {
+    /// Reports the problems done by earlier runs.
+    pub(super) fn start(reporter: &'a dyn Reporter, total: usize, done: usize) -> Self {
+        let progress = ProblemProgress {
+            reporter,
+            total: total as u64,
+            finished: done as u64,
+        };
+        progress.report(format!("{done} done earlier"));
+        progress
+    }
+
+    /// One more problem finished.
+    pub(super) fn advance(&mut self, message: String) {
+        self.finished += 1;
+        self.report(message);
+    }
+
+    fn report(&self, message: String) {
+        self.reporter.gauges(&[Gauge {
+            name: "problems",
+            done: self.finished,
+            total: self.total,
+            message,
+        }]);
+    }
 }
 
 /// Commits `pending` as a part of `stage` and moves the rows to `records`.

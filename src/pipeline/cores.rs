@@ -19,6 +19,16 @@ impl CoreSplit {
     /// (candle's threads busy-wait; oversubscribing them costs several-fold). Timely workers are
     /// not counted: they park when idle and do little work.
     pub fn plan(resources: &ResourceConfig, available: usize) -> Result<Self, String> {
+        if resources.cores == Some(0) || resources.dataflow_workers == 0 {
+            return Err("resources.cores and resources.dataflow_workers must be at least 1".into());
+        }
+        if let Some(cores) = resources.cores.filter(|&c| c > available) {
+            return Err(format!(
+                "resources.cores = {cores}, but this machine has {available}; candle's threads \
+                 busy-wait, so more engine threads and sandbox workers than cores slow decoding \
+                 several-fold. Set resources.cores to {available} or less (or leave it out)"
+            ));
+        }
         let cores = resources.cores.unwrap_or(available).max(1);
         let sandbox_workers = resources
             .sandbox_workers
@@ -42,7 +52,7 @@ impl CoreSplit {
             cores,
             engine_threads,
             sandbox_workers,
-            dataflow_workers: resources.dataflow_workers.max(1),
+            dataflow_workers: resources.dataflow_workers,
         })
     }
 }
@@ -70,8 +80,13 @@ mod tests {
         assert_eq!((two.engine_threads, two.sandbox_workers), (1, 1));
         let sixteen = CoreSplit::plan(&resources(None, None, None), 16).unwrap();
         assert_eq!((sixteen.engine_threads, sixteen.sandbox_workers), (12, 4));
-        let pinned = CoreSplit::plan(&resources(Some(8), Some(2), None), 2).unwrap();
+        let pinned = CoreSplit::plan(&resources(Some(8), Some(2), None), 8).unwrap();
         assert_eq!((pinned.engine_threads, pinned.sandbox_workers), (2, 2));
+        let err = CoreSplit::plan(&resources(Some(64), None, None), 2).unwrap_err();
+        assert!(
+            err.contains("resources.cores = 64, but this machine has 2"),
+            "{err}"
+        );
         let err = CoreSplit::plan(&resources(None, Some(2), Some(1)), 2).unwrap_err();
         assert!(err.contains("exceed cores (2)"), "{err}");
     }

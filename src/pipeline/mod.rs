@@ -86,7 +86,7 @@ pub fn run(
 ) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
     let notes: &dyn Reporter = &*reporter;
-    let (config, split) = load_settings(path, options, notes)?;
+    let (config, split) = load_settings(path, options)?;
     let source = crate::models::resolve(&config.model.name, &crate::fetch::cache_dir(), notes)?;
     let run_dir = config.run_dir();
     let iter_dir = run_dir.join("iter-0");
@@ -189,7 +189,6 @@ pub fn run(
 fn load_settings(
     path: &Path,
     options: &RunOptions,
-    reporter: &dyn Reporter,
 ) -> Result<(PipelineConfig, CoreSplit), PipelineError> {
     let mut config = PipelineConfig::load(path)?;
     if let Some(dir) = &options.runs_dir {
@@ -198,13 +197,18 @@ fn load_settings(
     if let Some(model) = &options.model {
         config.model.name = model.clone();
     }
-    if let Some(w) = options.workers {
-        config.resources.dataflow_workers = w.max(1);
-    }
     let invalid = |why: String| PipelineError::Invalid {
         path: path.to_path_buf(),
         why,
     };
+    if let Some(workers) = options.workers {
+        if workers == 0 {
+            return Err(invalid(
+                "-w 0: a run needs at least one dataflow worker".into(),
+            ));
+        }
+        config.resources.dataflow_workers = workers;
+    }
     if config.sampling.adaptive {
         return Err(invalid(
             "sampling.adaptive = true: adaptive sampling exists as an operator \
@@ -222,13 +226,6 @@ fn load_settings(
     }
     let available = std::thread::available_parallelism().map_or(1, |n| n.get());
     let split = CoreSplit::plan(&config.resources, available).map_err(invalid)?;
-    if split.cores > available {
-        reporter.note(&format!(
-            "warning: resources.cores = {} but this machine has {available}; engine threads and \
-             sandbox workers will compete for cores",
-            split.cores
-        ));
-    }
     Ok((config, split))
 }
 
@@ -339,6 +336,10 @@ fn summarize(
             "  decided in the child".to_string(),
             c(&counters.test_runs_in_child),
         ),
+        (
+            "candidates whose results change with the hash seed".to_string(),
+            c(&counters.nondeterministic),
+        ),
         ("clusters".to_string(), results.clusters.len() as u64),
         ("selections".to_string(), results.selections.len() as u64),
         (
@@ -398,4 +399,29 @@ fn mark_complete(run_dir: &Path, results: &Results, sft_rows: usize) -> Result<(
         }),
     );
     manifest.save(run_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_dataflow_workers_on_the_command_line_are_refused() {
+        let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/smoke.toml");
+        let options = RunOptions {
+            workers: Some(0),
+            ..RunOptions::default()
+        };
+        let err = load_settings(&smoke, &options).unwrap_err().to_string();
+        assert!(err.contains("-w 0") && err.contains("smoke.toml"), "{err}");
+        let options = RunOptions {
+            workers: Some(2),
+            ..RunOptions::default()
+        };
+        let (config, split) = load_settings(&smoke, &options).unwrap();
+        assert_eq!(
+            (config.resources.dataflow_workers, split.dataflow_workers),
+            (2, 2)
+        );
+    }
 }

@@ -47,6 +47,8 @@ pub struct Counters {
     pub test_runs_skipped: AtomicU64,
     /// Test runs whose verdict was decided inside the candidate's process.
     pub test_runs_in_child: AtomicU64,
+    /// Candidates whose results changed under another hash seed (kept out of every cluster).
+    pub nondeterministic: AtomicU64,
     /// Completions answered from checkpoints instead of the model.
     pub replayed_completions: AtomicU64,
     /// Executions answered from checkpoints instead of the sandbox.

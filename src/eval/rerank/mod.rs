@@ -9,7 +9,8 @@
 //! - [`rows`]: the Parquet rows a rerank folder keeps.
 //! - [`score`]: every selection method, its pass@1, coverage and precision, and why the
 //!   pipeline's filter picked right or wrong, from the rows alone.
-//! - [`runner`]: the resumable loop, and [`runner::rescore`] (scores again without sampling).
+//! - [`runner`]: the resumable loop, [`runner::rescore`] (scores again without sampling) and
+//!   [`runner::rejudge`] (judges and runs the stored tests and samples again, without a model).
 
 pub mod draft;
 pub mod rows;
@@ -17,6 +18,6 @@ pub mod runner;
 pub mod sandbox;
 pub mod score;
 
-pub use runner::{rescore, run};
+pub use runner::{rejudge, rescore, run};
 pub use sandbox::RerankSandbox;
 pub use score::RerankSummary;

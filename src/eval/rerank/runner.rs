@@ -14,6 +14,8 @@ use std::time::Instant;
 
 use ucoder_operators::{CandidateId, Completion, ExecJob, FinishReason, GeneratedTest, ProblemId};
 
+use crate::pipeline::stages::Draft;
+
 use super::draft::draft;
 use super::rows::{GeneratedRunRow, GeneratedTestRow, MethodScoreRow, ProblemScoreRow};
 use super::sandbox::RerankSandbox;
@@ -24,10 +26,11 @@ use crate::eval::humaneval::Problem;
 use crate::eval::model::EvalModel;
 use crate::eval::results::{SampleRecord, Summary};
 use crate::eval::runner::{
-    SUMMARY_FILE, commit, eval_problem, finished_problems, header, identity, keep_last, select,
+    ProblemProgress, SUMMARY_FILE, commit, eval_problem, finished_problems, header, identity,
+    keep_last, select,
 };
 use crate::pipeline::stages::{StagePrompts, StageSettings, test_check, test_generator};
-use crate::progress::{Gauge, Reporter};
+use crate::progress::Reporter;
 use crate::prompts::PromptSet;
 use crate::store::{Manifest, Record, Stage, read_json, replace_dir, write_json_atomic};
 use ucoder_operators::Execute;
@@ -170,15 +173,7 @@ pub fn run(
     greedy_config.decoding.temperature = 0.0;
     greedy_config.decoding.n = 1;
 
-    let total = selected.len() as u64;
-    let mut finished = done.len() as u64;
-    let gauge = |finished: u64, message: String| Gauge {
-        name: "problems",
-        done: finished,
-        total,
-        message,
-    };
-    reporter.gauges(&[gauge(finished, format!("{} done earlier", done.len()))]);
+    let mut progress = ProblemProgress::start(reporter, selected.len(), done.len());
     let mut pending = Rows::default();
     let mut pending_problems = 0;
     let (mut kept_now, mut written_now) = (0, 0);
@@ -186,7 +181,8 @@ pub fn run(
         if done.contains(&problem.task_id) {
             continue;
         }
-        let tests = write_tests(&stage_prompts, problem, index as u64, model, sandbox)?;
+        let draft = draft(problem, index as u64)?;
+        let tests = write_tests(&stage_prompts, problem, &draft, model, sandbox)?;
         let samples = eval_problem(config, problem, model, judge)?;
         let greedy = eval_problem(&greedy_config, problem, model, judge)?;
         let runs = run_samples(problem, &samples, &tests, sandbox)?;
@@ -201,9 +197,7 @@ pub fn run(
             stages.commit(&mut pending, &mut rows)?;
             pending_problems = 0;
         }
-        finished += 1;
-        let message = format!("{kept_now}/{written_now} generated tests kept");
-        reporter.gauges(&[gauge(finished, message)]);
+        progress.advance(format!("{kept_now}/{written_now} generated tests kept"));
     }
     stages.commit(&mut pending, &mut rows)?;
     reporter.done();
@@ -231,6 +225,81 @@ pub fn rescore(config: &EvalConfig, problems: &[Problem]) -> Result<RerankSummar
     let selected = select(config, problems);
     let wanted: HashSet<&str> = selected.iter().map(|p| p.task_id.as_str()).collect();
     let rows = Stages::open(out)?.read(config.decoding.n, &wanted)?;
+    write_scores(config, selected, &rows, manifest.model, wall)
+}
+
+/// Judges a rerank folder's stored rows again into `config.output.dir`, without a model: its
+/// parsed tests go through the current TestGenerator judge and TestCheck, and its samples and the
+/// canonical solutions run on the kept ones under `sandbox`'s settings. So a change to the test
+/// judges or the sandbox (float tolerance, hash seeds) is measured on the same samples. The
+/// folder's decoding and `[tests]` must be this file's.
+pub fn rejudge(
+    config: &EvalConfig,
+    problems: &[Problem],
+    from: &Path,
+    sandbox: &mut RerankSandbox,
+    reporter: &dyn Reporter,
+) -> Result<RerankSummary, EvalError> {
+    let manifest = Manifest::load(from)?
+        .filter(|m| m.job == JOB)
+        .ok_or_else(|| EvalError::NothingToRescore {
+            dir: from.to_path_buf(),
+        })?;
+    let without_sandbox = |mut identity: serde_json::Value| {
+        if let Some(fields) = identity.as_object_mut() {
+            fields.remove("sandbox");
+        }
+        identity
+    };
+    let identity = rerank_identity(config, &manifest.model);
+    if without_sandbox(identity.clone()) != without_sandbox(manifest.config.clone()) {
+        return Err(EvalError::Rejudge {
+            from: from.to_path_buf(),
+        });
+    }
+    let out = &config.output.dir;
+    Manifest::claim(out, JOB, identity, manifest.model.clone())?;
+    let wall = read_json::<Summary>(&from.join(SUMMARY_FILE))?.map_or(0.0, |s| s.wall_seconds);
+    let stage_prompts = stage_prompts(config)?;
+    let selected = select(config, problems);
+    let wanted: HashSet<&str> = selected.iter().map(|p| p.task_id.as_str()).collect();
+    let source = Stages::open(from)?.read(config.decoding.n, &wanted)?;
+    let mut stages = Stages::open(out)?;
+    let mut rows = Rows::default();
+    let mut pending = Rows::default();
+    let mut progress = ProblemProgress::start(reporter, selected.len(), 0);
+    for (index, problem) in selected.iter().enumerate() {
+        let id = problem.task_id.as_str();
+        let samples: Vec<SampleRecord> = source
+            .samples
+            .iter()
+            .filter(|s| s.problem_id == id)
+            .cloned()
+            .collect();
+        if samples.is_empty() {
+            continue;
+        }
+        let lines: Vec<&str> = source
+            .tests
+            .iter()
+            .filter(|t| t.problem_id == id)
+            .map(|t| t.code.as_str())
+            .collect();
+        let stored = answer(format!("{}\n<TESTS_END>", lines.join("\n")));
+        let draft = draft(problem, index as u64)?;
+        let tests = judge_tests(&stage_prompts, problem, &draft, &[stored], sandbox)?;
+        pending
+            .runs
+            .extend(run_samples(problem, &samples, &tests, sandbox)?);
+        pending.tests.extend(tests.into_iter().map(|(row, _)| row));
+        pending
+            .greedy
+            .extend(source.greedy.iter().filter(|g| g.problem_id == id).cloned());
+        pending.samples.extend(samples);
+        stages.commit(&mut pending, &mut rows)?;
+        progress.advance(format!("{id} judged again"));
+    }
+    reporter.done();
     write_scores(config, selected, &rows, manifest.model, wall)
 }
 
@@ -309,42 +378,75 @@ fn write_table<R: Record>(dir: &Path, rows: &[R]) -> Result<(), EvalError> {
 fn write_tests(
     stage_prompts: &StagePrompts,
     problem: &Problem,
-    index: u64,
+    draft: &Draft,
     model: &mut EvalModel,
     sandbox: &mut RerankSandbox,
-) -> Result<Vec<(GeneratedTestRow, Option<GeneratedTest>)>, EvalError> {
+) -> Result<Vec<JudgedTest>, EvalError> {
     let id = &problem.task_id;
-    let draft = draft(problem, index)?;
-    let backend = |what: String| {
-        move |e: Box<dyn std::error::Error + Send + Sync>| EvalError::Backend { what, source: e }
-    };
     let requests = (0..stage_prompts.settings.test_batches())
         .map(|batch| {
-            test_generator::request(stage_prompts, &draft, batch)
+            test_generator::request(stage_prompts, draft, batch)
                 .map(|(_, request)| request)
-                .map_err(|e| backend(format!("rendering the tests prompt for {id}"))(e.into()))
+                .map_err(|e| backend_error(format!("rendering the tests prompt for {id}"), e))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut completions = Vec::new();
     for generation in model.generate_all(&requests) {
         let generation =
-            generation.map_err(|e| backend(format!("generating tests for {id}"))(e.into()))?;
-        completions.push(generation.into_iter().next().unwrap_or(Completion {
-            text: String::new(),
-            logprobs: Default::default(),
-            finish: FinishReason::Stop,
-        }));
+            generation.map_err(|e| backend_error(format!("generating tests for {id}"), e))?;
+        completions.push(
+            generation
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| answer(String::new())),
+        );
     }
+    judge_tests(stage_prompts, problem, draft, &completions, sandbox)
+}
+
+/// A test's row, and the test itself when TestCheck kept it.
+type JudgedTest = (GeneratedTestRow, Option<GeneratedTest>);
+
+/// A model's answer that ended on its own.
+fn answer(text: String) -> Completion {
+    Completion {
+        text,
+        logprobs: Default::default(),
+        finish: FinishReason::Stop,
+    }
+}
+
+fn backend_error(
+    what: String,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> EvalError {
+    EvalError::Backend {
+        what,
+        source: e.into(),
+    }
+}
+
+/// The test batches' answers `completions`, judged by the pipeline's TestGenerator judge and
+/// TestCheck, with the canonical solution's verdicts.
+fn judge_tests(
+    stage_prompts: &StagePrompts,
+    problem: &Problem,
+    draft: &Draft,
+    completions: &[Completion],
+    sandbox: &mut RerankSandbox,
+) -> Result<Vec<JudgedTest>, EvalError> {
+    let id = &problem.task_id;
     let limit = stage_prompts.settings.tests_per_problem;
-    let (tests, _) = test_generator::judge(&draft, &completions, limit);
-    let job = test_check::job(&draft, &tests, sandbox.limits());
+    let (tests, _) = test_generator::judge(draft, completions, limit);
+    let job = test_check::job(draft, &tests, sandbox.limits());
     let result = sandbox.check(job);
     if let Err(e) = &result {
-        return Err(backend(format!("checking the tests of {id}"))(
-            e.clone().into(),
+        return Err(backend_error(
+            format!("checking the tests of {id}"),
+            e.clone(),
         ));
     }
-    let (kept, rejected) = test_check::judge(&draft, tests.clone(), result);
+    let (kept, rejected) = test_check::judge(draft, tests.clone(), result);
     let kept_ids: HashSet<_> = kept.iter().map(|t| t.id).collect();
     let canonical = canonical_verdicts(problem, &kept, sandbox)?;
     let mut canonical = canonical.into_iter();
@@ -411,7 +513,7 @@ fn canonical_verdicts(
 fn run_samples(
     problem: &Problem,
     samples: &[SampleRecord],
-    tests: &[(GeneratedTestRow, Option<GeneratedTest>)],
+    tests: &[JudgedTest],
     sandbox: &mut RerankSandbox,
 ) -> Result<Vec<GeneratedRunRow>, EvalError> {
     let kept: Vec<(u32, GeneratedTest)> = tests

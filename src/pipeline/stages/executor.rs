@@ -19,6 +19,7 @@ use ucoder_operators::{
 use super::LlmStage;
 use super::ask::{committer, rejection};
 use super::test_check::Ready;
+use crate::backends::sandbox::NONDETERMINISTIC;
 use crate::pipeline::artifacts::ExecutionRow;
 use crate::pipeline::context::{Collector, GraphContext};
 use crate::pipeline::progress::Counters;
@@ -97,6 +98,11 @@ pub fn wire<'s>(
                 count(&|r| r.outcome == Outcome::Skipped),
             );
             Counters::add(&counters.test_runs_in_child, count(&|r| r.decided_in_child));
+            let nondeterministic = execution
+                .results
+                .first()
+                .is_some_and(|r| r.detail.as_deref() == Some(NONDETERMINISTIC));
+            Counters::add(&counters.nondeterministic, u64::from(nondeterministic));
             let rows: Vec<ExecutionRow> = ExecutionRow::of(&execution).collect();
             let test_ids: Vec<_> = r.tests.iter().map(|t| t.id).collect();
             match CandidateVerdict::new(&c, &execution, &test_ids, kind) {
