@@ -7,6 +7,7 @@ pub mod toml_file;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use ucoder_operators::selection::SelectionConfigError;
 use ucoder_operators::{BayesPriors, ConsensusConfig, SelectionRule, SignatureKind};
 
 use toml_file::{Invalid, TomlFileError, Validate};
@@ -241,7 +242,8 @@ fn default_top_p() -> f32 {
 fn default_true() -> bool {
     true
 }
-fn default_float_tolerance() -> f64 {
+/// The default of `float_tolerance`.
+pub fn default_float_tolerance() -> f64 {
     1e-9
 }
 fn default_memory_mib() -> u64 {
@@ -296,34 +298,19 @@ impl TestStage {
 }
 
 impl SelectionConfig {
-    /// Checks ρ, τ, the selector against the signature and the priors (shared by the pipeline
-    /// and the eval's rerank mode).
+    /// Checks ρ, τ, `min_pass_rate`, the selector against the signature and the priors with the
+    /// operators crate's own rules ([`ConsensusConfig::validate`]), naming the TOML field.
     pub fn validate(&self) -> Result<(), Invalid> {
-        let invalid = Invalid::err;
-        if !(0.0..=1.0).contains(&self.rho) {
-            return invalid("selection.rho", "must be between 0 and 1");
-        }
-        if self.tau == 0 {
-            return invalid("selection.tau", "must be at least 1");
-        }
-        if !(0.0..=1.0).contains(&self.min_pass_rate) {
-            return invalid("selection.min_pass_rate", "must be between 0 and 1");
-        }
-        if self.selector == SelectorConfig::Bayesian
-            && self.signature != SignatureKindConfig::PassFail
-        {
-            return invalid(
-                "selection.selector",
-                "\"bayesian\" reasons over the passing matrix: it needs signature = \"pass_fail\"",
-            );
-        }
-        if let Some((name, value)) = self.priors.out_of_range() {
-            return Invalid::err(
-                "selection.priors",
-                format!("{name} = {value} must lie strictly between 0 and 1"),
-            );
-        }
-        Ok(())
+        self.consensus().validate().or_else(|e| {
+            let field = match e {
+                SelectionConfigError::Rho(_) => "selection.rho",
+                SelectionConfigError::Tau => "selection.tau",
+                SelectionConfigError::MinPassRate(_) => "selection.min_pass_rate",
+                SelectionConfigError::BayesianNeedsPassFail => "selection.selector",
+                SelectionConfigError::Prior(..) => "selection.priors",
+            };
+            Invalid::err(field, e.to_string())
+        })
     }
 
     /// The operators crate's selection settings for this section.
@@ -405,17 +392,23 @@ impl Validate for PipelineConfig {
         if self.sandbox.test_cpu_seconds <= 0.0 {
             return invalid("sandbox.test_cpu_seconds", "must be positive");
         }
-        if !(1..=2).contains(&self.sandbox.hash_seeds) {
-            return invalid("sandbox.hash_seeds", "must be 1 or 2");
-        }
-        if !(0.0..1.0).contains(&self.sandbox.float_tolerance) {
-            return invalid(
-                "sandbox.float_tolerance",
-                "must be at least 0 (exact ==) and below 1",
-            );
-        }
-        Ok(())
+        check_judging(self.sandbox.float_tolerance, self.sandbox.hash_seeds)
     }
+}
+
+/// Checks `[sandbox] float_tolerance` and `hash_seeds` (shared by the pipeline and the eval's
+/// rerank mode).
+pub fn check_judging(float_tolerance: f64, hash_seeds: u32) -> Result<(), Invalid> {
+    if !(1..=2).contains(&hash_seeds) {
+        return Invalid::err("sandbox.hash_seeds", "must be 1 or 2");
+    }
+    if !(0.0..1.0).contains(&float_tolerance) {
+        return Invalid::err(
+            "sandbox.float_tolerance",
+            "must be at least 0 (exact ==) and below 1",
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -168,9 +168,7 @@ impl Selection {
             perplexity: member.perplexity,
         }
     }
-}
 
-impl Selection {
     /// Whether the selection may be used: its problem has at least `min_tests` tests and C*
     /// passes at least `min_pass_rate` of them (with the same 1e-9 slack as ρ).
     pub fn is_trusted(&self, config: &ConsensusConfig) -> bool {

@@ -77,24 +77,19 @@ pub fn run(args: &EvalArgs, format: LogFormat) -> anyhow::Result<()> {
         Some(path) => humaneval::load_file(path)?,
         None => humaneval::load(&cache, &renderer)?,
     };
-    if args.rescore {
+    if args.rescore || args.rejudge.is_some() {
         anyhow::ensure!(
             config.is_rerank(),
-            "{}: --rescore scores a rerank run again; the file has no [selection] section",
+            "{}: --rescore and --rejudge work on a rerank run; the file has no [selection] section",
             args.config.display()
         );
-        let summary = rerank::rescore(&config, &problems)?;
-        println!("{}", summary.table());
-        return Ok(());
-    }
-    if let Some(from) = &args.rejudge {
-        anyhow::ensure!(
-            config.is_rerank(),
-            "{}: --rejudge judges a rerank run again; the file has no [selection] section",
-            args.config.display()
-        );
-        let mut sandbox = rerank_sandbox(&config)?;
-        let summary = rerank::rejudge(&config, &problems, from, &mut sandbox, &renderer)?;
+        let summary = match &args.rejudge {
+            Some(from) => {
+                let mut sandbox = rerank_sandbox(&config)?;
+                rerank::rejudge(&config, &problems, from, &mut sandbox, &renderer)?
+            }
+            None => rerank::rescore(&config, &problems)?,
+        };
         println!("{}", summary.table());
         return Ok(());
     }
@@ -148,23 +143,12 @@ pub fn run(args: &EvalArgs, format: LogFormat) -> anyhow::Result<()> {
             &renderer,
         )?;
         println!("{}", summary.table());
+        let dir = &config.output.dir;
         say(&format!(
             "per problem: {}, per method: {}, figures: {}",
-            config
-                .output
-                .dir
-                .join(rerank::runner::PROBLEMS_TABLE)
-                .display(),
-            config
-                .output
-                .dir
-                .join(rerank::runner::METHODS_TABLE)
-                .display(),
-            config
-                .output
-                .dir
-                .join(rerank::runner::RERANK_FILE)
-                .display()
+            dir.join(rerank::runner::PROBLEMS_TABLE).display(),
+            dir.join(rerank::runner::METHODS_TABLE).display(),
+            dir.join(rerank::runner::RERANK_FILE).display()
         ));
         return Ok(());
     }

@@ -166,7 +166,7 @@ pub struct ProgramLimits {
     pub test_cpu_seconds: f64,
     /// Rerank mode: the float tolerance of generated tests (the pipeline's `float_tolerance`).
     /// The benchmark's own tests always compare exactly, as written.
-    #[serde(default = "default_float_tolerance")]
+    #[serde(default = "crate::config::default_float_tolerance")]
     pub float_tolerance: f64,
     /// Rerank mode: the pipeline's `hash_seeds` for generated tests (2: a sample whose results
     /// change with the hash seed votes in no cluster).
@@ -179,9 +179,6 @@ pub struct ProgramLimits {
 
 fn default_test_cpu() -> f64 {
     2.0
-}
-fn default_float_tolerance() -> f64 {
-    1e-9
 }
 
 fn default_timeout() -> f64 {
@@ -198,7 +195,7 @@ impl Default for ProgramLimits {
             memory_mb: default_memory(),
             workers: 1,
             test_cpu_seconds: default_test_cpu(),
-            float_tolerance: default_float_tolerance(),
+            float_tolerance: crate::config::default_float_tolerance(),
             hash_seeds: crate::config::default_hash_seeds(),
         }
     }
@@ -409,16 +406,7 @@ impl EvalConfig {
         if !(self.sandbox.test_cpu_seconds > 0.0 && self.sandbox.test_cpu_seconds.is_finite()) {
             return Invalid::err("sandbox.test_cpu_seconds", "must be > 0");
         }
-        if !(1..=2).contains(&self.sandbox.hash_seeds) {
-            return Invalid::err("sandbox.hash_seeds", "must be 1 or 2");
-        }
-        if !(0.0..1.0).contains(&self.sandbox.float_tolerance) {
-            return Invalid::err(
-                "sandbox.float_tolerance",
-                "must be at least 0 (exact ==) and below 1",
-            );
-        }
-        Ok(())
+        crate::config::check_judging(self.sandbox.float_tolerance, self.sandbox.hash_seeds)
     }
 }
 

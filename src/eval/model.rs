@@ -123,15 +123,10 @@ impl EvalModel {
 
     /// Serves one request.
     pub fn generate(&mut self, request: GenerationRequest) -> Generation {
-        self.generator
-            .generate(std::slice::from_ref(&request))
-            .pop()
-            .unwrap_or_else(|| {
-                Err(BackendError {
-                    backend: self.label.clone(),
-                    message: "no answer to the request".into(),
-                })
-            })
+        self.generate_all(std::slice::from_ref(&request))
+            .into_iter()
+            .next()
+            .expect("generate_all answers every request")
     }
 }
 

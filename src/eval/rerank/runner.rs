@@ -109,8 +109,10 @@ impl Stages {
         })
     }
 
-    /// Every committed row, the last of each key, of the problems whose samples are complete.
-    fn read(&self, n: usize, wanted: &HashSet<&str>) -> Result<Rows, EvalError> {
+    /// Every committed row, the last of each key, of the `selected` problems whose samples are
+    /// complete.
+    fn read(&self, n: usize, selected: &[Problem]) -> Result<Rows, EvalError> {
+        let wanted: HashSet<&str> = selected.iter().map(|p| p.task_id.as_str()).collect();
         let mut rows = Rows {
             tests: keep_last(self.tests.read_all()?, |r| {
                 (r.problem_id.clone(), r.test_index)
@@ -161,13 +163,11 @@ pub fn run(
         rerank_identity(config, &described),
         described.clone(),
     )?;
-    let earlier_wall =
-        read_json::<Summary>(&out.join(SUMMARY_FILE))?.map_or(0.0, |s| s.wall_seconds);
+    let earlier_wall = recorded_wall(out)?;
     let stage_prompts = stage_prompts(config)?;
     let selected = select(config, problems);
-    let wanted: HashSet<&str> = selected.iter().map(|p| p.task_id.as_str()).collect();
     let mut stages = Stages::open(out)?;
-    let mut rows = stages.read(config.decoding.n, &wanted)?;
+    let mut rows = stages.read(config.decoding.n, selected)?;
     let done: HashSet<String> = rows.samples.iter().map(|r| r.problem_id.clone()).collect();
     let mut greedy_config = config.clone();
     greedy_config.decoding.temperature = 0.0;
@@ -210,21 +210,16 @@ pub fn run(
 /// row settings (decoding, `[tests]`, sandbox).
 pub fn rescore(config: &EvalConfig, problems: &[Problem]) -> Result<RerankSummary, EvalError> {
     let out = &config.output.dir;
-    let manifest = Manifest::load(out)?
-        .filter(|m| m.job == JOB)
-        .ok_or_else(|| EvalError::NothingToRescore {
-            dir: out.to_path_buf(),
-        })?;
+    let manifest = rerank_manifest(out)?;
     Manifest::claim(
         out,
         JOB,
         rerank_identity(config, &manifest.model),
         manifest.model.clone(),
     )?;
-    let wall = read_json::<Summary>(&out.join(SUMMARY_FILE))?.map_or(0.0, |s| s.wall_seconds);
+    let wall = recorded_wall(out)?;
     let selected = select(config, problems);
-    let wanted: HashSet<&str> = selected.iter().map(|p| p.task_id.as_str()).collect();
-    let rows = Stages::open(out)?.read(config.decoding.n, &wanted)?;
+    let rows = Stages::open(out)?.read(config.decoding.n, selected)?;
     write_scores(config, selected, &rows, manifest.model, wall)
 }
 
@@ -240,11 +235,7 @@ pub fn rejudge(
     sandbox: &mut RerankSandbox,
     reporter: &dyn Reporter,
 ) -> Result<RerankSummary, EvalError> {
-    let manifest = Manifest::load(from)?
-        .filter(|m| m.job == JOB)
-        .ok_or_else(|| EvalError::NothingToRescore {
-            dir: from.to_path_buf(),
-        })?;
+    let manifest = rerank_manifest(from)?;
     let without_sandbox = |mut identity: serde_json::Value| {
         if let Some(fields) = identity.as_object_mut() {
             fields.remove("sandbox");
@@ -259,11 +250,10 @@ pub fn rejudge(
     }
     let out = &config.output.dir;
     Manifest::claim(out, JOB, identity, manifest.model.clone())?;
-    let wall = read_json::<Summary>(&from.join(SUMMARY_FILE))?.map_or(0.0, |s| s.wall_seconds);
+    let wall = recorded_wall(from)?;
     let stage_prompts = stage_prompts(config)?;
     let selected = select(config, problems);
-    let wanted: HashSet<&str> = selected.iter().map(|p| p.task_id.as_str()).collect();
-    let source = Stages::open(from)?.read(config.decoding.n, &wanted)?;
+    let source = Stages::open(from)?.read(config.decoding.n, selected)?;
     let mut stages = Stages::open(out)?;
     let mut rows = Rows::default();
     let mut pending = Rows::default();
@@ -301,6 +291,20 @@ pub fn rejudge(
     }
     reporter.done();
     write_scores(config, selected, &rows, manifest.model, wall)
+}
+
+/// The manifest of the rerank folder `dir` (an error if `dir` holds none).
+fn rerank_manifest(dir: &Path) -> Result<Manifest, EvalError> {
+    Manifest::load(dir)?
+        .filter(|m| m.job == JOB)
+        .ok_or_else(|| EvalError::NothingToRescore {
+            dir: dir.to_path_buf(),
+        })
+}
+
+/// The wall time `dir`'s summary records for the runs that made it (0 before the first).
+fn recorded_wall(dir: &Path) -> Result<f64, EvalError> {
+    Ok(read_json::<Summary>(&dir.join(SUMMARY_FILE))?.map_or(0.0, |s| s.wall_seconds))
 }
 
 /// Scores `rows` and writes `summary.json`, `rerank.json` and the `problems/` and `methods/`
