@@ -1,5 +1,5 @@
-//! The eval's rerank mode (`[selection]` in the eval TOML; DESIGN §8): the selection is put to
-//! the test against ground truth. For every benchmark problem the model writes tests from the
+//! The eval's rerank mode (`[selection]` in the eval TOML; docs/ARCHITECTURE.md, "Eval"): the
+//! selection is put to the test against ground truth. For every benchmark problem the model writes tests from the
 //! prompt alone with the pipeline's own TestGenerator and TestCheck, samples n candidates, runs
 //! each on those tests, and the operators crate's selection picks among them; the benchmark's
 //! tests only score the picks afterwards.
