@@ -37,6 +37,9 @@ pub struct PipelineConfig {
     pub selection: SelectionConfig,
     pub sandbox: SandboxLimits,
     pub sft: SftConfig,
+    /// The built-in trainer's settings (`ucoder-flow train`); defaults when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<crate::train::TrainConfig>,
 }
 
 /// Which model generates, and how it runs.
@@ -392,7 +395,11 @@ impl Validate for PipelineConfig {
         if self.sandbox.test_cpu_seconds <= 0.0 {
             return invalid("sandbox.test_cpu_seconds", "must be positive");
         }
-        check_judging(self.sandbox.float_tolerance, self.sandbox.hash_seeds)
+        check_judging(self.sandbox.float_tolerance, self.sandbox.hash_seeds)?;
+        match &self.train {
+            Some(train) => train.validate(),
+            None => Ok(()),
+        }
     }
 }
 

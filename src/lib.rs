@@ -17,6 +17,7 @@
 //! - [`dedup`]: near-duplicate problem removal (normalized signature + MinHash of descriptions).
 //! - [`sft`]: SFT data: prompt masking, sequence packing and the shard sink.
 //! - [`progress`]: the [`Reporter`](progress::Reporter) through which library code reports progress.
+//! - [`train`]: the built-in trainer: SFT shards → fine-tuned model (full or LoRA), checkpointed.
 //! - [`pipeline`]: `ucoder-flow run`: one IPC iteration as a timely dataflow, resumable from its checkpoints.
 //! - [`commands`]: the `ucoder-flow` command line: clap types, commands, printing.
 
@@ -35,3 +36,4 @@ pub mod python;
 pub mod sandbox;
 pub mod sft;
 pub mod store;
+pub mod train;

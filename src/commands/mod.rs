@@ -6,6 +6,7 @@
 //! - [`eval`]: `ucoder-flow eval`.
 //! - [`models`]: `ucoder-flow models list|fetch|export`.
 //! - [`llm`]: `ucoder-flow generate` and `ucoder-flow bench llm`.
+//! - [`train`]: `ucoder-flow train`.
 //! - [`progress`]: how the library's progress is rendered (`--log-format`).
 
 pub mod eval;
@@ -14,6 +15,7 @@ pub mod models;
 pub mod progress;
 pub mod run;
 pub mod sandbox_bench;
+pub mod train;
 
 use std::process::ExitCode;
 
@@ -54,6 +56,8 @@ enum Command {
     },
     /// Sample completions of a prompt with the in-process engine and print them with tokens/s.
     Generate(llm::GenerateArgs),
+    /// Fine-tune a model on SFT shards (full or LoRA), checkpointed and resumable.
+    Train(train::TrainArgs),
     /// Evaluate a model on a benchmark (HumanEval): pass@k, per-sample Parquet, summary.
     Eval(eval::EvalArgs),
     /// Benchmarks.
@@ -138,6 +142,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run::run(&args, format),
         Command::Generate(args) => Ok(llm::generate_command(&args)?),
         Command::Eval(args) => eval::run(&args, format),
+        Command::Train(args) => train::run(&args, format),
         Command::Models { command } => match command {
             ModelsCommand::List => {
                 models::list();

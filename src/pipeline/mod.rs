@@ -229,12 +229,14 @@ fn load_settings(
     Ok((config, split))
 }
 
-/// The settings that decide a run's results (everything but resources and folders), as JSON.
+/// The settings that decide a run's results (everything but resources, folders and the
+/// trainer's settings), as JSON.
 fn result_settings(config: &PipelineConfig) -> serde_json::Value {
     let mut value = serde_json::to_value(config).expect("the config serializes");
     if let Some(map) = value.as_object_mut() {
         map.remove("resources");
         map.remove("runs_dir");
+        map.remove("train");
     }
     value
 }

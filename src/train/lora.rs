@@ -1,0 +1,173 @@
+//! Linear layers with optional LoRA adapters (Hu et al. 2021), initialized as PEFT does.
+//!
+//! `y = x·Wᵀ + b + (α/r)·(x·Aᵀ)·Bᵀ` with `A` `(r, in)` drawn from PEFT's default
+//! `kaiming_uniform_(a=√5)` — uniform in `±1/√in` — and `B` `(out, r)` zero, so an adapted model
+//! starts exactly equal to its base. Adapters are named like PEFT's (`…q_proj.lora_A.weight`,
+//! `…q_proj.lora_B.weight`). [`LoraLinear::merged_weight`] folds the adapter into `W` for saving
+//! (`W + (α/r)·B·A`); the tests check the merged layer computes what the adapted one does.
+
+use candle_core::{Result, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+/// LoRA settings (`[train.lora]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraConfig {
+    /// The adapters' rank r.
+    #[serde(default = "default_rank")]
+    pub rank: usize,
+    /// The scale numerator α (the update is scaled by α / r).
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Projections that get adapters, by their Hugging Face module name.
+    #[serde(default = "default_targets")]
+    pub targets: Vec<String>,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        LoraConfig {
+            rank: default_rank(),
+            alpha: default_alpha(),
+            targets: default_targets(),
+        }
+    }
+}
+
+fn default_rank() -> usize {
+    16
+}
+fn default_alpha() -> f64 {
+    32.0
+}
+fn default_targets() -> Vec<String> {
+    LORA_TARGETS.map(String::from).to_vec()
+}
+
+/// The projection names adapters may target.
+pub const LORA_TARGETS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+struct Adapter {
+    a: Tensor,
+    b: Tensor,
+    scale: f64,
+}
+
+/// A linear layer `(out, in)` with an optional bias and an optional adapter.
+pub struct LoraLinear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    adapter: Option<Adapter>,
+}
+
+impl LoraLinear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        LoraLinear {
+            weight,
+            bias,
+            adapter: None,
+        }
+    }
+
+    /// Adds an adapter; returns its two trainable tensors with their name suffixes.
+    pub fn add_lora(&mut self, cfg: &LoraConfig, seed: u64) -> Result<Vec<(String, Var)>> {
+        use rand::{Rng, SeedableRng};
+        let (out_dim, in_dim) = self.weight.dims2()?;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let bound = 1.0 / (in_dim as f64).sqrt();
+        let values: Vec<f64> = (0..cfg.rank * in_dim)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        let (dtype, device) = (self.weight.dtype(), self.weight.device());
+        let a = Var::from_tensor(
+            &Tensor::from_vec(values, (cfg.rank, in_dim), device)?.to_dtype(dtype)?,
+        )?;
+        let b = Var::zeros((out_dim, cfg.rank), dtype, device)?;
+        self.adapter = Some(Adapter {
+            a: a.as_tensor().clone(),
+            b: b.as_tensor().clone(),
+            scale: cfg.alpha / cfg.rank as f64,
+        });
+        Ok(vec![
+            ("lora_A.weight".to_string(), a),
+            ("lora_B.weight".to_string(), b),
+        ])
+    }
+
+    /// `x·Wᵀ (+ b) (+ adapter)` for `x` of shape `(T, in)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut y = x.matmul(&self.weight.t()?)?;
+        if let Some(bias) = &self.bias {
+            y = y.broadcast_add(bias)?;
+        }
+        if let Some(ad) = &self.adapter {
+            let low = x.matmul(&ad.a.t()?)?.matmul(&ad.b.t()?)?;
+            y = (y + (low * ad.scale)?)?;
+        }
+        Ok(y)
+    }
+
+    /// The weight with the adapter folded in.
+    pub fn merged_weight(&self) -> Result<Tensor> {
+        match &self.adapter {
+            None => Ok(self.weight.clone()),
+            Some(ad) => self.weight.detach() + (ad.b.matmul(&ad.a)? * ad.scale)?,
+        }
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device};
+
+    use super::*;
+
+    #[test]
+    fn merged_layer_equals_adapted_layer() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f64, 1.0, (6, 5), &dev).unwrap();
+        let b = Tensor::randn(0f64, 1.0, 6, &dev).unwrap();
+        let mut layer = LoraLinear::new(w, Some(b.clone()));
+        let cfg = LoraConfig {
+            rank: 2,
+            alpha: 4.0,
+            targets: vec!["q_proj".into()],
+        };
+        let vars = layer.add_lora(&cfg, 7).unwrap();
+        let x = Tensor::randn(0f64, 1.0, (3, 5), &dev).unwrap();
+        // B starts at zero: the adapted layer is the base layer.
+        let base = LoraLinear::new(layer.merged_weight().unwrap(), Some(b.clone()));
+        assert_eq!(
+            layer.forward(&x).unwrap().to_vec2::<f64>().unwrap(),
+            base.forward(&x).unwrap().to_vec2::<f64>().unwrap()
+        );
+        // After B moves, merging still computes the same function.
+        vars[1]
+            .1
+            .set(&Tensor::randn(0f64, 1.0, (6, 2), &dev).unwrap())
+            .unwrap();
+        let merged = LoraLinear::new(layer.merged_weight().unwrap(), Some(b));
+        let diff = (layer.forward(&x).unwrap() - merged.forward(&x).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(diff < 1e-12, "{diff}");
+        assert_eq!(vars[0].1.dtype(), DType::F64);
+    }
+}
