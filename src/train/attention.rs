@@ -5,13 +5,16 @@
 //! own example up to itself — never to another example — so the packed examples are trained
 //! exactly as if each were alone (the block-diagonal causal mask).
 //!
-//! On the CPU this is a [`CustomOp3`] in the style of FlashAttention: the forward pass scores
-//! each query row against its causal prefix only (no `T × T` matrix, no mask tensor), and the
-//! backward pass recomputes the probabilities row by row from the queries and keys instead of
-//! storing them, so attention costs `O(T · d)` memory whatever the row length. Grouped-query
-//! attention is native: the query heads that share a KV head read the same K/V. Work is split
-//! over tokens (forward, dQ) and over keys (dK, dV) on rayon, each output written by one thread,
-//! so results do not depend on the thread count's scheduling (bitwise reproducible).
+//! On the CPU this is a [`CustomOp3`] that works one (example, KV head) block at a time: the
+//! `L × L` scores of each of the block's query heads are one GEMM, masked causally and
+//! soft-maxed in place, and the outputs another GEMM — no `T × T` matrix across examples and no
+//! mask tensor. The backward pass recomputes the probabilities from the queries and keys instead
+//! of storing them (FlashAttention's trade), so a layer keeps only its inputs and output for
+//! backward, and gets `dQ`, `dK`, `dV` from five GEMMs per head. Grouped-query attention is
+//! native: the query heads that share a KV head read the same K/V and accumulate into the same
+//! `dK`/`dV`. Blocks run in parallel on rayon (or, when there are fewer blocks than threads,
+//! one after another with a parallel GEMM); each output element is written by one block in a
+//! fixed order, so results are bitwise reproducible for a given thread count.
 //!
 //! On other devices [`segment_attention`] builds the same mask as a tensor and uses candle's
 //! differentiable ops (memory `O(T²)` per head; the GPU path), and the tests check that both
@@ -61,6 +64,18 @@ impl Segments {
     /// Whether the batch is empty.
     pub fn is_empty(&self) -> bool {
         self.start.is_empty()
+    }
+
+    /// Each example's token range, in order.
+    pub fn ranges(&self) -> Vec<std::ops::Range<usize>> {
+        let mut out = Vec::new();
+        let mut t = 0;
+        while t < self.start.len() {
+            let end = self.end[t] as usize;
+            out.push(t..end);
+            t = end;
+        }
+        out
     }
 
     /// Whether tokens `a` and `b` belong to the same example.
@@ -159,16 +174,17 @@ trait Real:
     + candle_core::WithDType
 {
     const ZERO: Self;
+    const ONE: Self;
     const NEG_INFINITY: Self;
     fn of(x: f64) -> Self;
     fn exp(self) -> Self;
-    fn ln(self) -> Self;
 }
 
 macro_rules! real {
     ($t:ty) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
             const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
             fn of(x: f64) -> Self {
                 x as $t
@@ -176,38 +192,11 @@ macro_rules! real {
             fn exp(self) -> Self {
                 <$t>::exp(self)
             }
-            fn ln(self) -> Self {
-                <$t>::ln(self)
-            }
         }
     };
 }
 real!(f32);
 real!(f64);
-
-/// Dot product with eight independent accumulators (vectorizes; fixed summation order).
-fn dot<R: Real>(a: &[R], b: &[R]) -> R {
-    let mut acc = [R::ZERO; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (x, y) in ra.iter().zip(rb) {
-        sum += *x * *y;
-    }
-    sum
-}
-
-/// `out += s · x`.
-fn axpy<R: Real>(out: &mut [R], s: R, x: &[R]) {
-    for (o, v) in out.iter_mut().zip(x) {
-        *o += s * *v;
-    }
-}
 
 /// The sizes of one call.
 #[derive(Clone, Copy)]
@@ -216,20 +205,6 @@ struct Dims {
     h: usize,
     g: usize,
     d: usize,
-}
-
-impl Dims {
-    fn q(&self, t: usize, h: usize) -> std::ops::Range<usize> {
-        let at = (t * self.h + h) * self.d;
-        at..at + self.d
-    }
-    fn kv(&self, t: usize, g: usize) -> std::ops::Range<usize> {
-        let at = (t * self.g + g) * self.d;
-        at..at + self.d
-    }
-    fn group(&self, h: usize) -> usize {
-        h / (self.h / self.g)
-    }
 }
 
 /// One call's inputs.
@@ -242,118 +217,300 @@ struct Inputs<'a, R> {
     scale: R,
 }
 
-impl<R: Real> Inputs<'_, R> {
-    /// Scores of query `(t, h)` against its causal prefix into `scores`; returns the maximum.
-    fn scores_of(&self, t: usize, h: usize, scores: &mut Vec<R>) -> R {
-        scores.clear();
-        let qt = &self.q[self.dims.q(t, h)];
-        let g = self.dims.group(h);
-        let mut max = R::NEG_INFINITY;
-        for j in self.seg.start[t] as usize..=t {
-            let s = dot(qt, &self.k[self.dims.kv(j, g)]) * self.scale;
-            if s > max {
-                max = s;
-            }
-            scores.push(s);
+/// A matrix view: base pointer, row stride and column stride (in elements).
+#[derive(Clone, Copy)]
+struct View<R> {
+    ptr: *const R,
+    rs: isize,
+    cs: isize,
+}
+
+impl<R> View<R> {
+    fn t(self) -> Self {
+        View {
+            ptr: self.ptr,
+            rs: self.cs,
+            cs: self.rs,
         }
-        max
+    }
+}
+
+/// `dst (m × n, row stride dst_rs) = [dst +] a (m × k) · b (k × n) · beta`.
+///
+/// SAFETY: the views and `dst` must cover the `m × k`, `k × n` and `m × n` elements their
+/// strides address, and `dst` must not be written by anyone else during the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul<R: Real>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut R,
+    dst_rs: usize,
+    accumulate: bool,
+    a: View<R>,
+    b: View<R>,
+    beta: R,
+    parallel: gemm::Parallelism,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.ptr,
+            a.cs,
+            a.rs,
+            b.ptr,
+            b.cs,
+            b.rs,
+            R::ONE,
+            beta,
+            false,
+            false,
+            false,
+            parallel,
+        )
+    }
+}
+
+/// A pointer that blocks share; each block writes only its own rows.
+#[derive(Clone, Copy)]
+struct Shared<R>(*mut R);
+// SAFETY: blocks write disjoint rows (see `blocks`).
+unsafe impl<R> Send for Shared<R> {}
+// SAFETY: as above.
+unsafe impl<R> Sync for Shared<R> {}
+
+impl<R: Real> Inputs<'_, R> {
+    /// The (example range, KV head) blocks of the call, and the GEMM parallelism each uses.
+    fn blocks(&self) -> (Vec<(std::ops::Range<usize>, usize)>, gemm::Parallelism) {
+        let ranges = self.seg.ranges();
+        let blocks: Vec<_> = ranges
+            .into_iter()
+            .flat_map(|r| (0..self.dims.g).map(move |g| (r.clone(), g)))
+            .collect();
+        let threads = rayon::current_num_threads();
+        let parallel = if blocks.len() >= threads {
+            gemm::Parallelism::None
+        } else {
+            gemm::Parallelism::Rayon(threads)
+        };
+        (blocks, parallel)
+    }
+
+    fn q_view(&self, start: usize, h: usize) -> View<R> {
+        let Dims { h: heads, d, .. } = self.dims;
+        View {
+            ptr: self.q[(start * heads + h) * d..].as_ptr(),
+            rs: (heads * d) as isize,
+            cs: 1,
+        }
+    }
+
+    fn kv_view(&self, x: &[R], start: usize, g: usize) -> View<R> {
+        let Dims { g: groups, d, .. } = self.dims;
+        View {
+            ptr: x[(start * groups + g) * d..].as_ptr(),
+            rs: (groups * d) as isize,
+            cs: 1,
+        }
+    }
+
+    /// The causal probabilities `P` (`len × len`, zero above the diagonal) of query head `h`
+    /// over its KV head's keys in the example starting at `start`.
+    fn probabilities(
+        &self,
+        start: usize,
+        len: usize,
+        h: usize,
+        p: &mut [R],
+        par: gemm::Parallelism,
+    ) {
+        let g = h / (self.dims.h / self.dims.g);
+        // SAFETY: the q/k views address `len` rows of `d` values inside the call's inputs, and
+        // `p` holds `len × len` values.
+        unsafe {
+            matmul(
+                (len, len, self.dims.d),
+                p.as_mut_ptr(),
+                len,
+                false,
+                self.q_view(start, h),
+                self.kv_view(self.k, start, g).t(),
+                self.scale,
+                par,
+            );
+        }
+        for (i, row) in p.chunks_mut(len).enumerate() {
+            let (visible, hidden) = row.split_at_mut(i + 1);
+            let mut max = R::NEG_INFINITY;
+            for &s in visible.iter() {
+                if s > max {
+                    max = s;
+                }
+            }
+            let mut sum = R::ZERO;
+            for s in visible.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            for s in visible.iter_mut() {
+                *s = *s / sum;
+            }
+            hidden.fill(R::ZERO);
+        }
     }
 }
 
 fn forward<R: Real>(inp: &Inputs<'_, R>) -> Vec<R> {
-    let Inputs { v, dims, seg, .. } = *inp;
-    let mut out = vec![R::ZERO; dims.t * dims.h * dims.d];
-    out.par_chunks_mut(dims.h * dims.d)
-        .enumerate()
-        .for_each_init(Vec::new, |scores, (t, row)| {
-            let start = seg.start[t] as usize;
-            for h in 0..dims.h {
-                let max = inp.scores_of(t, h, scores);
-                let mut sum = R::ZERO;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                let o = &mut row[h * dims.d..(h + 1) * dims.d];
-                let g = dims.group(h);
-                for (i, p) in scores.iter().enumerate() {
-                    axpy(o, *p / sum, &v[dims.kv(start + i, g)]);
-                }
+    let Dims { t, h, g, d } = inp.dims;
+    let mut out = vec![R::ZERO; t * h * d];
+    let dst = Shared(out.as_mut_ptr());
+    let (blocks, par) = inp.blocks();
+    let run = |(range, group): &(std::ops::Range<usize>, usize), p: &mut Vec<R>| {
+        let (start, len) = (range.start, range.len());
+        p.resize(len * len, R::ZERO);
+        for head in group * (h / g)..(group + 1) * (h / g) {
+            inp.probabilities(start, len, head, p, par);
+            let o = dst;
+            // SAFETY: this block alone writes rows `range` of head `head`'s output.
+            unsafe {
+                matmul(
+                    (len, d, len),
+                    o.0.add((start * h + head) * d),
+                    h * d,
+                    false,
+                    View {
+                        ptr: p.as_ptr(),
+                        rs: len as isize,
+                        cs: 1,
+                    },
+                    inp.kv_view(inp.v, start, *group),
+                    R::ONE,
+                    par,
+                );
             }
-        });
+        }
+    };
+    if matches!(par, gemm::Parallelism::None) {
+        blocks.par_iter().for_each_init(Vec::new, |p, b| run(b, p));
+    } else {
+        let mut p = Vec::new();
+        blocks.iter().for_each(|b| run(b, &mut p));
+    }
     out
 }
 
 /// Gradients of the attention: `(dq, dk, dv)` from the inputs, the output and its gradient.
 fn backward<R: Real>(inp: &Inputs<'_, R>, out: &[R], grad: &[R]) -> (Vec<R>, Vec<R>, Vec<R>) {
-    let Inputs {
-        q,
-        k,
-        v,
-        dims,
-        seg,
-        scale,
-    } = *inp;
-    let Dims { t: n, h, g, d } = dims;
-    // Pass 1, per query token: log-sum-exp of the scores, dO·O, and dQ.
-    let mut lse = vec![R::ZERO; n * h];
-    let mut delta = vec![R::ZERO; n * h];
-    let mut dq = vec![R::ZERO; n * h * d];
-    dq.par_chunks_mut(h * d)
-        .zip(lse.par_chunks_mut(h))
-        .zip(delta.par_chunks_mut(h))
-        .enumerate()
-        .for_each_init(Vec::new, |scores, (t, ((dq_row, lse_row), delta_row))| {
-            let start = seg.start[t] as usize;
-            for hh in 0..h {
-                let max = inp.scores_of(t, hh, scores);
-                let mut sum = R::ZERO;
-                for s in scores.iter() {
-                    sum += (*s - max).exp();
-                }
-                let lse_th = max + sum.ln();
-                lse_row[hh] = lse_th;
-                let go = &grad[dims.q(t, hh)];
-                let dlt = dot(go, &out[dims.q(t, hh)]);
-                delta_row[hh] = dlt;
-                let gg = dims.group(hh);
-                let dq_th = &mut dq_row[hh * d..(hh + 1) * d];
-                for (i, s) in scores.iter().enumerate() {
-                    let j = start + i;
-                    let p = (*s - lse_th).exp();
-                    let ds = p * (dot(go, &v[dims.kv(j, gg)]) - dlt);
-                    axpy(dq_th, ds * scale, &k[dims.kv(j, gg)]);
-                }
+    let Dims { t, h, g, d } = inp.dims;
+    let mut dq = vec![R::ZERO; t * h * d];
+    let mut dk = vec![R::ZERO; t * g * d];
+    let mut dv = vec![R::ZERO; t * g * d];
+    let (dq_ptr, dk_ptr, dv_ptr) = (
+        Shared(dq.as_mut_ptr()),
+        Shared(dk.as_mut_ptr()),
+        Shared(dv.as_mut_ptr()),
+    );
+    let (blocks, par) = inp.blocks();
+    let run = |(range, group): &(std::ops::Range<usize>, usize), bufs: &mut (Vec<R>, Vec<R>)| {
+        let (start, len) = (range.start, range.len());
+        let (p, dp) = bufs;
+        p.resize(len * len, R::ZERO);
+        dp.resize(len * len, R::ZERO);
+        let square = |m: &Vec<R>| View {
+            ptr: m.as_ptr(),
+            rs: len as isize,
+            cs: 1,
+        };
+        let grad_view = View {
+            ptr: grad[(start * h) * d..].as_ptr(),
+            rs: (h * d) as isize,
+            cs: 1,
+        };
+        let (dq_ptr, dk_ptr, dv_ptr) = (dq_ptr, dk_ptr, dv_ptr);
+        for (n, head) in (group * (h / g)..(group + 1) * (h / g)).enumerate() {
+            inp.probabilities(start, len, head, p, par);
+            let d_out = View {
+                ptr: grad_view.ptr.wrapping_add(head * d),
+                ..grad_view
+            };
+            // SAFETY (all GEMMs below): views address rows `range` of the call's tensors and
+            // the `len × len` buffers; this block alone writes rows `range` of head `head`'s dQ
+            // and of KV head `group`'s dK and dV.
+            unsafe {
+                // dP = dO · Vᵀ
+                matmul(
+                    (len, len, d),
+                    dp.as_mut_ptr(),
+                    len,
+                    false,
+                    d_out,
+                    inp.kv_view(inp.v, start, *group).t(),
+                    R::ONE,
+                    par,
+                );
             }
-        });
-    // Pass 2, per key token: dK and dV over the queries that see it.
-    let mut dk = vec![R::ZERO; n * g * d];
-    let mut dv = vec![R::ZERO; n * g * d];
-    dk.par_chunks_mut(g * d)
-        .zip(dv.par_chunks_mut(g * d))
-        .enumerate()
-        .for_each(|(j, (dk_row, dv_row))| {
-            let end = seg.end[j] as usize;
-            for hh in 0..h {
-                let gg = dims.group(hh);
-                let kj = &k[dims.kv(j, gg)];
-                let vj = &v[dims.kv(j, gg)];
-                let dk_j = &mut dk_row[gg * d..(gg + 1) * d];
-                for t in j..end {
-                    let qt = &q[dims.q(t, hh)];
-                    let p = (dot(qt, kj) * scale - lse[t * h + hh]).exp();
-                    let go = &grad[dims.q(t, hh)];
-                    let ds = p * (dot(go, vj) - delta[t * h + hh]);
-                    axpy(dk_j, ds * scale, qt);
+            for i in 0..len {
+                let row = (start + i) * h + head;
+                let mut delta = R::ZERO;
+                for x in 0..d {
+                    delta += grad[row * d + x] * out[row * d + x];
                 }
-                let dv_j = &mut dv_row[gg * d..(gg + 1) * d];
-                for t in j..end {
-                    let qt = &q[dims.q(t, hh)];
-                    let p = (dot(qt, kj) * scale - lse[t * h + hh]).exp();
-                    axpy(dv_j, p, &grad[dims.q(t, hh)]);
+                for j in 0..=i {
+                    let at = i * len + j;
+                    dp[at] = p[at] * (dp[at] - delta);
                 }
+                dp[i * len + i + 1..(i + 1) * len].fill(R::ZERO);
             }
-        });
+            unsafe {
+                // dQ = scale · dS · K
+                matmul(
+                    (len, d, len),
+                    dq_ptr.0.add((start * h + head) * d),
+                    h * d,
+                    false,
+                    square(dp),
+                    inp.kv_view(inp.k, start, *group),
+                    inp.scale,
+                    par,
+                );
+                // dK += scale · dSᵀ · Q
+                matmul(
+                    (len, d, len),
+                    dk_ptr.0.add((start * g + group) * d),
+                    g * d,
+                    n > 0,
+                    square(dp).t(),
+                    inp.q_view(start, head),
+                    inp.scale,
+                    par,
+                );
+                // dV += Pᵀ · dO
+                matmul(
+                    (len, d, len),
+                    dv_ptr.0.add((start * g + group) * d),
+                    g * d,
+                    n > 0,
+                    square(p).t(),
+                    d_out,
+                    R::ONE,
+                    par,
+                );
+            }
+        }
+    };
+    if matches!(par, gemm::Parallelism::None) {
+        blocks
+            .par_iter()
+            .for_each_init(|| (Vec::new(), Vec::new()), |bufs, b| run(b, bufs));
+    } else {
+        let mut bufs = (Vec::new(), Vec::new());
+        blocks.iter().for_each(|b| run(b, &mut bufs));
+    }
     (dq, dk, dv)
 }
 

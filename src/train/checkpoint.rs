@@ -51,7 +51,12 @@ pub fn save(
             .collect();
         for (file, tensors) in [
             ("trainable.safetensors", trainable),
-            ("optimizer.safetensors", optimizer.moments()),
+            (
+                "optimizer.safetensors",
+                optimizer
+                    .moments()
+                    .map_err(TrainError::candle("optimizer state"))?,
+            ),
         ] {
             let path = tmp.join(file);
             candle_core::safetensors::save(&tensors, &path)

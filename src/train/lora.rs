@@ -5,8 +5,13 @@
 //! starts exactly equal to its base. Adapters are named like PEFT's (`…q_proj.lora_A.weight`,
 //! `…q_proj.lora_B.weight`). [`LoraLinear::merged_weight`] folds the adapter into `W` for saving
 //! (`W + (α/r)·B·A`); the tests check the merged layer computes what the adapted one does.
+//!
+//! The projection `x·Wᵀ` is [`Projection`], a custom op whose backward computes `∂x` always and
+//! `∂W` only when `W` trains: candle's own matmul backward computes both, which under LoRA (and
+//! for every frozen weight) is a full weight-sized matmul per layer thrown away.
 
-use candle_core::{Result, Tensor, Var};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, Device, Layout, Result, Shape, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 /// LoRA settings (`[train.lora]`).
@@ -104,7 +109,7 @@ impl LoraLinear {
 
     /// `x·Wᵀ (+ b) (+ adapter)` for `x` of shape `(T, in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut y = x.matmul(&self.weight.t()?)?;
+        let mut y = project(x, &self.weight)?;
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }
@@ -128,11 +133,93 @@ impl LoraLinear {
     }
 }
 
+/// `x·Wᵀ` for `x` `(T, in)` and `W` `(out, in)`, differentiable in both (see the module
+/// documentation).
+pub fn project(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    match x.device() {
+        Device::Cpu => x.contiguous()?.apply_op2(&w.contiguous()?, Projection),
+        _ => x.matmul(&w.t()?),
+    }
+}
+
+struct Projection;
+
+impl CustomOp2 for Projection {
+    fn name(&self) -> &'static str {
+        "projection"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (t, k) = l1.shape().dims2()?;
+        let (n, k2) = l2.shape().dims2()?;
+        if k != k2 {
+            candle_core::bail!("projection: x is {t}×{k} but W is {n}×{k2}");
+        }
+        let out = s1.matmul(s2, (1, t, n, k), l1, &l2.transpose(0, 1)?)?;
+        Ok((out, Shape::from((t, n))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = x.track_op().then(|| grad.matmul(w)).transpose()?;
+        let dw = w.track_op().then(|| grad.t()?.matmul(x)).transpose()?;
+        Ok((dx, dw))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::{DType, Device};
 
     use super::*;
+
+    #[test]
+    fn projection_matches_matmul_and_skips_frozen_weights() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (4, 3), &dev).unwrap()).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(0f64, 1.0, (5, 3), &dev).unwrap()).unwrap();
+        let up = Tensor::randn(0f64, 1.0, (4, 5), &dev).unwrap();
+        let ours = project(&x, &w).unwrap();
+        let theirs = x.matmul(&w.t().unwrap()).unwrap();
+        assert_eq!(
+            ours.to_vec2::<f64>().unwrap(),
+            theirs.to_vec2::<f64>().unwrap()
+        );
+        let ga = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (theirs * &up)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for v in [&x, &w] {
+            let d = (ga.get(v).unwrap() - gb.get(v).unwrap())
+                .unwrap()
+                .abs()
+                .unwrap();
+            assert!(d.max_all().unwrap().to_scalar::<f64>().unwrap() < 1e-12);
+        }
+        // A frozen weight gets no gradient (and none is computed).
+        let frozen = w.as_tensor().detach();
+        let g = (project(&x, &frozen).unwrap() * &up)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(g.get(&frozen).is_none() && g.get(&x).is_some());
+    }
 
     #[test]
     fn merged_layer_equals_adapted_layer() {

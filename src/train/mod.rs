@@ -5,6 +5,7 @@
 //! - [`model`]: the differentiable qwen2/llama decoder, full or LoRA ([`lora`]).
 //! - [`attention`]: segment-causal attention with its own backward (packed examples never see
 //!   each other).
+//! - [`loss`]: token cross-entropy with a fused backward.
 //! - [`batch`]: shard rows → forward-pass batches and targets; the data order per step.
 //! - [`optim`]: AdamW with f32 moments, clipping, warmup + cosine.
 //! - [`checkpoint`]: atomic checkpoints that resume bit for bit.
@@ -17,6 +18,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod log;
 pub mod lora;
+pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod trainer;
@@ -113,4 +115,19 @@ pub fn apply_threads(threads: usize) -> Result<(), TrainError> {
         }
     }
     Ok(())
+}
+
+/// Makes glibc keep freed memory for reuse instead of returning it to the kernel: a training
+/// step allocates and frees the same large activation buffers every step, and fresh pages from
+/// the kernel cost a page fault each (measured: a fifth of a step's time before this).
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; it is safe to call at any time.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        // Per-thread arenas are bounded heaps that glibc shrinks on its own; one arena keeps
+        // every freed buffer reusable by every thread.
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }

@@ -22,7 +22,8 @@ use candle_core::{D, DType, Device, Tensor, Var};
 use super::TrainError;
 use super::attention::{Segments, segment_attention};
 use super::batch::Batch;
-use super::lora::{LoraConfig, LoraLinear};
+use super::lora::{LoraConfig, LoraLinear, project};
+use super::loss::token_nll;
 use crate::llm::gguf::Architecture;
 use crate::llm::shape::ModelShape;
 use crate::llm::weights::{SafetensorsTensors, TensorSource, hf_config};
@@ -408,7 +409,7 @@ impl TrainModel {
 
     /// Logits `(T, vocab)` after every token of the batch.
     pub fn logits(&self, batch: &Batch) -> candle_core::Result<Tensor> {
-        self.hidden(batch)?.matmul(&self.head().t()?)
+        project(&self.hidden(batch)?, self.head())
     }
 
     /// The summed negative log-likelihood of the batch's targets (a scalar): each labelled
@@ -418,10 +419,8 @@ impl TrainModel {
         let hidden = self.hidden(batch)?;
         let rows = Tensor::new(batch.target_rows.as_slice(), &self.device)?;
         let targets = Tensor::new(batch.targets.as_slice(), &self.device)?;
-        let logits = hidden.index_select(&rows, 0)?.matmul(&self.head().t()?)?;
-        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let picked = log_probs.gather(&targets.unsqueeze(1)?, 1)?;
-        picked.sum_all()?.neg()
+        let logits = project(&hidden.index_select(&rows, 0)?, self.head())?;
+        token_nll(&logits, &targets)?.sum_all()
     }
 
     /// The model's weights under their Hugging Face names, LoRA merged in, in the model's dtype.

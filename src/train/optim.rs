@@ -4,7 +4,7 @@
 //! the gradients are first scaled so their global L2 norm is at most `max_grad_norm` (the norm
 //! before clipping is returned, as trainers log it), then `m ← β₁m + (1−β₁)g`,
 //! `v ← β₂v + (1−β₂)g²`, `θ ← θ − lr·(m̂/(√v̂ + ε) + λθ)` with bias-corrected `m̂`, `v̂` (decoupled
-//! weight decay, as PyTorch's `AdamW`). The moments are kept in f32 whatever the weights' type and
+//! weight decay; PyTorch's `AdamW` formula). The moments are kept in f32 whatever the weights' type and
 //! are part of a checkpoint ([`AdamW::moments`], [`AdamW::restore`]).
 //!
 //! [`Schedule`] is Hugging Face's `cosine` schedule with linear warmup: the learning rate rises
@@ -29,9 +29,10 @@ pub struct AdamWConfig {
 pub struct AdamW {
     config: AdamWConfig,
     /// First and second moments per tensor, in the order of `names`.
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
     names: Vec<String>,
+    shapes: Vec<candle_core::Shape>,
     /// Updates applied so far.
     t: u64,
 }
@@ -39,34 +40,45 @@ pub struct AdamW {
 impl AdamW {
     /// Zero moments for `params`.
     pub fn new(params: &[(String, Var)], config: AdamWConfig) -> Result<Self> {
-        let zeros = |v: &Var| Tensor::zeros(v.shape(), DType::F32, v.device());
         Ok(AdamW {
             config,
             m: params
                 .iter()
-                .map(|(_, v)| zeros(v))
-                .collect::<Result<_>>()?,
+                .map(|(_, v)| vec![0f32; v.elem_count()])
+                .collect(),
             v: params
                 .iter()
-                .map(|(_, v)| zeros(v))
-                .collect::<Result<_>>()?,
+                .map(|(_, v)| vec![0f32; v.elem_count()])
+                .collect(),
             names: params.iter().map(|(n, _)| n.clone()).collect(),
+            shapes: params.iter().map(|(_, v)| v.shape().clone()).collect(),
             t: 0,
         })
     }
 
     /// One update of `params` (the list given to [`AdamW::new`]) with `grads` (same order, as
     /// f32) at learning rate `lr`. Returns the gradients' global norm before clipping.
+    ///
+    /// The update is one fused pass per tensor over its values, moments and gradient, split
+    /// over rayon in fixed chunks (bitwise reproducible for any thread count).
     pub fn step(&mut self, params: &[(String, Var)], grads: &[Tensor], lr: f64) -> Result<f64> {
+        use rayon::prelude::*;
+        const CHUNK: usize = 1 << 16;
         let c = self.config;
-        let mut square_sum = 0f64;
-        for g in grads {
-            square_sum += g
-                .sqr()?
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
-        }
+        let grads: Vec<Vec<f32>> = grads
+            .iter()
+            .map(|g| g.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>())
+            .collect::<Result<_>>()?;
+        let square_sum: f64 = grads
+            .iter()
+            .map(|g| {
+                g.par_chunks(CHUNK)
+                    .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
+                    .collect::<Vec<f64>>()
+                    .into_iter()
+                    .sum::<f64>()
+            })
+            .sum();
         let norm = square_sum.sqrt();
         let clip = if c.max_grad_norm > 0.0 && norm > c.max_grad_norm {
             c.max_grad_norm / (norm + 1e-6)
@@ -76,17 +88,35 @@ impl AdamW {
         self.t += 1;
         let t = self.t as i32;
         let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
-        for (i, ((_, param), g)) in params.iter().zip(grads).enumerate() {
-            let g = (g * clip)?;
-            let m = ((&self.m[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-            let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
-            let theta = param.as_tensor().detach().to_dtype(DType::F32)?;
-            let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + c.eps)?)?;
-            let update = (update + (&theta * c.weight_decay)?)?;
-            let next = (theta - (update * lr)?)?;
+        let (b1, b2, eps, wd) = (
+            c.beta1 as f32,
+            c.beta2 as f32,
+            c.eps as f32,
+            c.weight_decay as f32,
+        );
+        let (step_size, bc2_sqrt) = ((lr / bc1) as f32, bc2.sqrt() as f32);
+        let (lr32, clip32) = (lr as f32, clip as f32);
+        for (i, ((_, param), g)) in params.iter().zip(&grads).enumerate() {
+            let mut theta = param
+                .flatten_all()?
+                .to_dtype(DType::F32)?
+                .to_vec1::<f32>()?;
+            theta
+                .par_chunks_mut(CHUNK)
+                .zip(self.m[i].par_chunks_mut(CHUNK))
+                .zip(self.v[i].par_chunks_mut(CHUNK))
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(((theta, m), v), g)| {
+                    for j in 0..theta.len() {
+                        let g = g[j] * clip32;
+                        m[j] = b1 * m[j] + (1.0 - b1) * g;
+                        v[j] = b2 * v[j] + (1.0 - b2) * g * g;
+                        let denom = v[j].sqrt() / bc2_sqrt + eps;
+                        theta[j] -= step_size * m[j] / denom + lr32 * wd * theta[j];
+                    }
+                });
+            let next = Tensor::from_vec(theta, param.shape(), param.device())?;
             param.set(&next.to_dtype(param.dtype())?)?;
-            self.m[i] = m;
-            self.v[i] = v;
         }
         Ok(norm)
     }
@@ -97,13 +127,20 @@ impl AdamW {
     }
 
     /// The moments by name (`<param>.exp_avg`, `<param>.exp_avg_sq`), for a checkpoint.
-    pub fn moments(&self) -> HashMap<String, Tensor> {
+    pub fn moments(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for (i, name) in self.names.iter().enumerate() {
-            out.insert(format!("{name}.exp_avg"), self.m[i].clone());
-            out.insert(format!("{name}.exp_avg_sq"), self.v[i].clone());
+            let shape = self.shapes[i].clone();
+            out.insert(
+                format!("{name}.exp_avg"),
+                Tensor::from_slice(&self.m[i], shape.clone(), &candle_core::Device::Cpu)?,
+            );
+            out.insert(
+                format!("{name}.exp_avg_sq"),
+                Tensor::from_slice(&self.v[i], shape, &candle_core::Device::Cpu)?,
+            );
         }
-        out
+        Ok(out)
     }
 
     /// Restores moments written by [`AdamW::moments`] and the update count.
@@ -118,14 +155,18 @@ impl AdamW {
                 let t = moments
                     .get(&full)
                     .ok_or_else(|| format!("optimizer state `{full}` is missing"))?;
-                if t.shape() != slot.shape() {
+                if t.shape() != &self.shapes[i] || t.dtype() != DType::F32 {
                     return Err(format!(
-                        "optimizer state `{full}` has shape {:?}, the model needs {:?}",
+                        "optimizer state `{full}` is {:?} {:?}, the model needs f32 {:?}",
+                        t.dtype(),
                         t.dims(),
-                        slot.dims()
+                        self.shapes[i].dims()
                     ));
                 }
-                *slot = t.to_device(slot.device()).map_err(|e| e.to_string())?;
+                *slot = t
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(|e| e.to_string())?;
             }
         }
         self.t = steps;
@@ -201,7 +242,9 @@ mod tests {
         let v = p.as_tensor().to_vec1::<f32>().unwrap();
         assert!((v[0] - 0.9).abs() < 1e-6, "{v:?}");
         assert_eq!(v[1], -2.0);
-        let m = opt.moments()["p.exp_avg"].to_vec1::<f32>().unwrap()[0];
+        let m = opt.moments().unwrap()["p.exp_avg"]
+            .to_vec1::<f32>()
+            .unwrap()[0];
         let expected = 0.1 * 3.0 * (1.5 / (3.0 + 1e-6));
         assert!((f64::from(m) - expected).abs() < 1e-6, "{m}");
     }

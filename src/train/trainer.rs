@@ -90,6 +90,7 @@ pub fn train(job: &TrainJob, reporter: &dyn Reporter) -> Result<TrainSummary, Tr
         ));
         return Ok(done);
     }
+    super::keep_freed_memory();
     let rows = read_sft(&job.data)?;
     if rows.is_empty() {
         return Err(TrainError::NoData(job.data.clone()));
