@@ -1,8 +1,9 @@
 //! `ucoder-flow train`: fine-tune a model on SFT shards with the built-in trainer.
 //!
-//! `ucoder-flow train pipelines/ipc.toml` trains the pipeline's model on its run's `sft/` shards
-//! with its `[train]` settings, into `<run>/train/`; `--data`, `--model` and `--out` name the
-//! three folders directly, and the flags below override single settings.
+//! `ucoder-flow train pipelines/ipc.toml` trains the pipeline's model on its run's
+//! `iter-0/sft/` shards with its `[train]` settings, into `<run>/iter-0/train/`; `--data`,
+//! `--model` and `--out` name the three folders directly, and the flags below override single
+//! settings.
 
 use std::path::PathBuf;
 
@@ -20,14 +21,14 @@ use crate::train::{self, TrainConfig, TrainJob, TrainMethod};
 pub struct TrainArgs {
     /// A pipeline file: its model, its run's `sft/` shards and its `[train]` section.
     pub pipeline: Option<PathBuf>,
-    /// The SFT folder to train on (default: the pipeline run's `sft/`).
+    /// The SFT folder to train on (default: the pipeline run's `iter-0/sft/`).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Registry name, GGUF file or safetensors folder of the base model (default: the
     /// pipeline's model, else the default model).
     #[arg(long)]
     pub model: Option<String>,
-    /// Output folder (default: the pipeline run's `train/`).
+    /// Output folder (default: the pipeline run's `iter-0/train/`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// `full` or `lora`, instead of `[train] method`.
@@ -69,12 +70,12 @@ pub fn run(args: &TrainArgs, format: LogFormat) -> anyhow::Result<()> {
     let run_dir = pipeline.as_ref().map(|p| p.run_dir());
     let data = match (&args.data, &run_dir) {
         (Some(d), _) => d.clone(),
-        (None, Some(run)) => run.join("sft"),
+        (None, Some(run)) => run.join("iter-0").join("sft"),
         (None, None) => anyhow::bail!("name the SFT shards: --data DIR, or a pipeline file"),
     };
     let out = match (&args.out, &run_dir) {
         (Some(o), _) => o.clone(),
-        (None, Some(run)) => run.join("train"),
+        (None, Some(run)) => run.join("iter-0").join("train"),
         (None, None) => anyhow::bail!("name the output folder: --out DIR, or a pipeline file"),
     };
     let model_name = args

@@ -44,6 +44,9 @@ pub struct TrainBenchArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Recompute layer activations in backward (PyTorch runs without; its figures do not change).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// Where the safetensors export of a GGUF model goes (kept for later runs).
     #[arg(long, default_value = "runs/bench-train")]
     pub work_dir: PathBuf,
@@ -79,8 +82,24 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<()> {
     let notes = Renderer::notes("bench");
     let source = models::resolve(&args.model, &fetch::cache_dir(), &notes)?;
     let base = train::base_dir(&source, &args.work_dir.join("export"))?;
-    let mut all = Vec::new();
+    // PyTorch runs first, in child processes, while this process is still small: the allocator
+    // keeps what our own measurement frees (see `train::keep_freed_memory`).
+    let mut torch_figures = Vec::new();
     for &method in &args.methods {
+        torch_figures.push(match &args.torch_python {
+            Some(python) => Some(measure_torch(
+                python,
+                args,
+                &base,
+                method_name(method),
+                threads,
+                &notes,
+            )?),
+            None => None,
+        });
+    }
+    let mut all = Vec::new();
+    for (&method, torch) in args.methods.iter().zip(torch_figures) {
         let config = TrainConfig {
             method: match method {
                 super::train::MethodArg::Full => TrainMethod::Full,
@@ -88,7 +107,8 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<()> {
             },
             ..Default::default()
         };
-        let model = TrainModel::load(&base, &config.mode(), &Device::Cpu, 0)?;
+        let mut model = TrainModel::load(&base, &config.mode(), &Device::Cpu, 0)?;
+        model.set_recompute(args.gradient_checkpointing);
         let vocab = model.shape().model.vocab_size;
         let batch = random_batch(args.rows, args.seq, vocab);
         let mut optimizer = AdamW::new(model.trainable(), config.adamw())?;
@@ -103,13 +123,14 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<()> {
             let g: Vec<Tensor> = model
                 .trainable()
                 .iter()
-                .map(|(_, v)| match grads.remove(v) {
+                .zip(model.take_gradients(&mut grads))
+                .map(|((_, v), g)| match g {
                     Some(g) => g.to_dtype(DType::F32),
                     None => Tensor::zeros(v.shape(), DType::F32, v.device()),
                 })
                 .collect::<candle_core::Result<_>>()?;
             drop(grads);
-            optimizer.step(model.trainable(), &g, 1e-5)?;
+            optimizer.step(model.trainable(), g, 1e-5)?;
             let total = started.elapsed().as_secs_f64();
             if step > 0 {
                 phases[0] += forward;
@@ -121,7 +142,7 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<()> {
         let measured = &times[1..];
         let tokens = (args.rows * args.seq) as f64;
         let mut figures = Figures {
-            method: format!("{:?}", config.method).to_lowercase(),
+            method: method_name(method).to_string(),
             trainable_parameters: model.trainable_count(),
             tokens_per_second: tokens * measured.len() as f64 / measured.iter().sum::<f64>(),
             step_seconds: measured.to_vec(),
@@ -130,26 +151,7 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<()> {
             torch: None,
         };
         drop((model, optimizer));
-        if let Some(python) = &args.torch_python {
-            notes.note(&format!("measuring PyTorch ({})", figures.method));
-            let output = Command::new(python)
-                .arg(&args.torch_script)
-                .arg(&base)
-                .args(["--method", &figures.method])
-                .args(["--seq", &args.seq.to_string()])
-                .args(["--rows", &args.rows.to_string()])
-                .args(["--steps", &args.steps.to_string()])
-                .args(["--threads", &threads.to_string()])
-                .output()?;
-            anyhow::ensure!(
-                output.status.success(),
-                "the PyTorch benchmark failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            let text = String::from_utf8_lossy(&output.stdout);
-            let line = text.lines().last().unwrap_or_default();
-            figures.torch = Some(serde_json::from_str(line)?);
-        }
+        figures.torch = torch;
         let torch = figures.torch.as_ref().map_or(String::new(), |t| {
             let tps = t["tokens_per_second"].as_f64().unwrap_or(f64::NAN);
             format!(
@@ -176,6 +178,43 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<()> {
         crate::store::write_json_atomic(path, &all)?;
     }
     Ok(())
+}
+
+fn method_name(method: super::train::MethodArg) -> &'static str {
+    match method {
+        super::train::MethodArg::Full => "full",
+        super::train::MethodArg::Lora => "lora",
+    }
+}
+
+/// Runs the PyTorch script for one method and parses its JSON line.
+fn measure_torch(
+    python: &str,
+    args: &TrainBenchArgs,
+    base: &std::path::Path,
+    method: &str,
+    threads: usize,
+    notes: &dyn Reporter,
+) -> anyhow::Result<serde_json::Value> {
+    notes.note(&format!("measuring PyTorch ({method})"));
+    let output = Command::new(python)
+        .arg(&args.torch_script)
+        .arg(base)
+        .args(["--method", method])
+        .args(["--seq", &args.seq.to_string()])
+        .args(["--rows", &args.rows.to_string()])
+        .args(["--steps", &args.steps.to_string()])
+        .args(["--threads", &threads.to_string()])
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "the PyTorch benchmark failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    Ok(serde_json::from_str(
+        text.lines().last().unwrap_or_default(),
+    )?)
 }
 
 fn random_batch(rows: usize, seq: usize, vocab: usize) -> Batch {

@@ -59,6 +59,10 @@ pub struct TrainConfig {
     pub beta2: f64,
     #[serde(default = "default_eps")]
     pub eps: f64,
+    /// Layers recompute their activations in backward instead of keeping them (about a third
+    /// more compute; the memory of one layer's activations instead of all of them).
+    #[serde(default = "default_true")]
+    pub gradient_checkpointing: bool,
     /// A checkpoint (weights, optimizer, position) is written every this many steps.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
@@ -100,6 +104,9 @@ fn default_beta2() -> f64 {
 }
 fn default_eps() -> f64 {
     1e-8
+}
+fn default_true() -> bool {
+    true
 }
 fn default_checkpoint_every() -> usize {
     50

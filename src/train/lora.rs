@@ -131,6 +131,16 @@ impl LoraLinear {
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
     }
+
+    /// Every tensor of the layer: weight, bias, adapter.
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        let mut out = vec![&self.weight];
+        out.extend(&self.bias);
+        if let Some(ad) = &self.adapter {
+            out.extend([&ad.a, &ad.b]);
+        }
+        out
+    }
 }
 
 /// `x·Wᵀ` for `x` `(T, in)` and `W` `(out, in)`, differentiable in both (see the module
@@ -183,6 +193,7 @@ mod tests {
     use candle_core::{DType, Device};
 
     use super::*;
+    use crate::train::max_abs_diff;
 
     #[test]
     fn projection_matches_matmul_and_skips_frozen_weights() {
@@ -204,11 +215,7 @@ mod tests {
             .backward()
             .unwrap();
         for v in [&x, &w] {
-            let d = (ga.get(v).unwrap() - gb.get(v).unwrap())
-                .unwrap()
-                .abs()
-                .unwrap();
-            assert!(d.max_all().unwrap().to_scalar::<f64>().unwrap() < 1e-12);
+            assert!(max_abs_diff(ga.get(v).unwrap(), gb.get(v).unwrap()) < 1e-12);
         }
         // A frozen weight gets no gradient (and none is computed).
         let frozen = w.as_tensor().detach();
@@ -246,14 +253,7 @@ mod tests {
             .set(&Tensor::randn(0f64, 1.0, (6, 2), &dev).unwrap())
             .unwrap();
         let merged = LoraLinear::new(layer.merged_weight().unwrap(), Some(b));
-        let diff = (layer.forward(&x).unwrap() - merged.forward(&x).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let diff = max_abs_diff(&layer.forward(&x).unwrap(), &merged.forward(&x).unwrap());
         assert!(diff < 1e-12, "{diff}");
         assert_eq!(vars[0].1.dtype(), DType::F64);
     }

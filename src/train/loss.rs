@@ -135,6 +135,7 @@ mod tests {
     use candle_core::Var;
 
     use super::*;
+    use crate::train::max_abs_diff;
 
     #[test]
     fn fused_matches_composed_values_and_gradients() {
@@ -161,14 +162,7 @@ mod tests {
             .unwrap()
             .backward()
             .unwrap();
-        let diff = (ga.get(&logits).unwrap() - gb.get(&logits).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let diff = max_abs_diff(ga.get(&logits).unwrap(), gb.get(&logits).unwrap());
         assert!(diff < 1e-12, "{diff}");
         assert!(token_nll(&logits, &Tensor::new(&[0u32, 11, 0, 0, 0], &dev).unwrap()).is_err());
     }

@@ -7,6 +7,7 @@
 //!   each other).
 //! - [`loss`]: token cross-entropy with a fused backward.
 //! - [`batch`]: shard rows → forward-pass batches and targets; the data order per step.
+//! - `recompute`: gradient checkpointing (a block that recomputes its activations in backward).
 //! - [`optim`]: AdamW with f32 moments, clipping, warmup + cosine.
 //! - [`checkpoint`]: atomic checkpoints that resume bit for bit.
 //! - [`log`]: the per-step Parquet log.
@@ -21,6 +22,7 @@ pub mod lora;
 pub mod loss;
 pub mod model;
 pub mod optim;
+mod recompute;
 pub mod trainer;
 
 use std::path::{Path, PathBuf};
@@ -130,4 +132,15 @@ pub fn keep_freed_memory() {
         // every freed buffer reusable by every thread.
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+}
+
+/// The largest absolute difference between two tensors of one shape (tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.max_all())
+        .and_then(|d| d.to_dtype(candle_core::DType::F64))
+        .and_then(|d| d.to_scalar::<f64>())
+        .expect("tensors of one shape")
 }

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{D, DType, Device, Tensor, Var};
 
@@ -47,7 +48,8 @@ pub struct TrainShape {
     pub tied: bool,
 }
 
-struct Layer {
+/// One decoder block's tensors.
+pub(super) struct Layer {
     attn_norm: Tensor,
     q: LoraLinear,
     k: LoraLinear,
@@ -63,7 +65,11 @@ struct Layer {
 pub struct TrainModel {
     shape: TrainShape,
     embed: Tensor,
-    layers: Vec<Layer>,
+    layers: Vec<Arc<Layer>>,
+    /// Layers recompute their activations in backward (gradient checkpointing).
+    recompute: bool,
+    /// Gradients of layer tensors computed by recomputing layers.
+    layer_grads: LayerGrads,
     norm: Tensor,
     /// `None` when tied to `embed`.
     lm_head: Option<Tensor>,
@@ -290,7 +296,7 @@ impl TrainModel {
         let mut layers = Vec::with_capacity(m.n_layer);
         for i in 0..m.n_layer {
             let p = format!("model.layers.{i}");
-            layers.push(Layer {
+            layers.push(Arc::new(Layer {
                 attn_norm: b.weight(&format!("{p}.input_layernorm.weight"), &[m.hidden])?,
                 q: b.linear(&p, "self_attn.q_proj", q_dim, m.hidden, bias)?,
                 k: b.linear(&p, "self_attn.k_proj", kv_dim, m.hidden, bias)?,
@@ -300,7 +306,7 @@ impl TrainModel {
                 gate: b.linear(&p, "mlp.gate_proj", shape.intermediate, m.hidden, false)?,
                 up: b.linear(&p, "mlp.up_proj", shape.intermediate, m.hidden, false)?,
                 down: b.linear(&p, "mlp.down_proj", m.hidden, shape.intermediate, false)?,
-            });
+            }));
         }
         let norm = b.weight("model.norm.weight", &[m.hidden])?;
         let lm_head = match shape.tied {
@@ -313,6 +319,8 @@ impl TrainModel {
             shape,
             embed,
             layers,
+            recompute: false,
+            layer_grads: LayerGrads::default(),
             norm,
             lm_head,
             trainable,
@@ -341,13 +349,6 @@ impl TrainModel {
         &self.device
     }
 
-    fn rms_norm(&self, x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
-        let eps = f64::from(self.shape.model.rms_eps);
-        let mean_square = x.sqr()?.mean_keepdim(D::Minus1)?;
-        x.broadcast_div(&(mean_square + eps)?.sqrt()?)?
-            .broadcast_mul(weight)
-    }
-
     /// `(cos, sin)` of every token's position, `(T, 1, D)` each.
     fn rotary(&self, positions: &[u32]) -> candle_core::Result<(Tensor, Tensor)> {
         let m = &self.shape.model;
@@ -370,37 +371,60 @@ impl TrainModel {
         Ok((cos, sin))
     }
 
-    /// Hugging Face's `x·cos + rotate_half(x)·sin` on `(T, heads, D)`.
-    fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
-        let d = x.dim(2)?;
-        let (a, b) = (x.narrow(2, 0, d / 2)?, x.narrow(2, d / 2, d / 2)?);
-        let rotated = Tensor::cat(&[b.neg()?, a], 2)?;
-        x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
+    /// Whether layers recompute their activations in backward instead of keeping them: the
+    /// memory of one layer's activations instead of all of them, for one more forward pass.
+    pub fn set_recompute(&mut self, recompute: bool) {
+        self.recompute = recompute;
+    }
+
+    /// The gradient of each trainable tensor (in [`TrainModel::trainable`]'s order) after a
+    /// backward pass, taken out of `store` and of what recomputing layers computed; `None` for
+    /// a tensor the pass did not reach.
+    pub fn take_gradients(
+        &self,
+        store: &mut candle_core::backprop::GradStore,
+    ) -> Vec<Option<Tensor>> {
+        let mut layers = std::mem::take(&mut *self.layer_grads.lock().expect("layer gradients"));
+        self.trainable
+            .iter()
+            .map(|(_, var)| store.remove(var).or_else(|| layers.remove(&var.id())))
+            .collect()
     }
 
     /// The final hidden states `(T, hidden)` of a batch (after the last norm).
     pub fn hidden(&self, batch: &Batch) -> candle_core::Result<Tensor> {
         let m = &self.shape.model;
-        let t = batch.len();
         let ids = Tensor::new(batch.input_ids.as_slice(), &self.device)?;
         let mut x = self.embed.index_select(&ids, 0)?;
         let (cos, sin) = self.rotary(&batch.position_ids)?;
-        let segments: &Segments = &batch.segments;
-        for layer in &self.layers {
-            let h = self.rms_norm(&x, &layer.attn_norm)?;
-            let q = layer.q.forward(&h)?.reshape((t, m.n_head, m.head_dim))?;
-            let k = layer.k.forward(&h)?.reshape((t, m.n_kv_head, m.head_dim))?;
-            let v = layer.v.forward(&h)?.reshape((t, m.n_kv_head, m.head_dim))?;
-            let q = Self::rope(&q, &cos, &sin)?;
-            let k = Self::rope(&k, &cos, &sin)?;
-            let attn =
-                segment_attention(&q, &k, &v, segments)?.reshape((t, m.n_head * m.head_dim))?;
-            x = (x + layer.o.forward(&attn)?)?;
-            let h = self.rms_norm(&x, &layer.ffn_norm)?;
-            let mlp = (layer.gate.forward(&h)?.silu()? * layer.up.forward(&h)?)?;
-            x = (x + layer.down.forward(&mlp)?)?;
+        let ctx = LayerContext {
+            cos,
+            sin,
+            segments: batch.segments.clone(),
+            n_head: m.n_head,
+            n_kv_head: m.n_kv_head,
+            head_dim: m.head_dim,
+            rms_eps: f64::from(m.rms_eps),
+        };
+        let recompute = self.recompute && self.device.is_cpu();
+        if recompute && !x.track_op() {
+            // The recomputing op runs its backward only for a tracked input (LoRA: frozen
+            // embeddings); a variable copy makes it tracked.
+            x = Var::from_tensor(&x)?.as_tensor().clone();
         }
-        self.rms_norm(&x, &self.norm)
+        for layer in &self.layers {
+            x = if recompute {
+                super::recompute::recomputed(
+                    &x,
+                    Arc::clone(layer),
+                    ctx.clone(),
+                    Arc::clone(&self.layer_grads),
+                )?
+            } else {
+                layer.forward(&x, &ctx)?
+            };
+        }
+        rms_norm(&x, &self.norm, ctx.rms_eps)
     }
 
     fn head(&self) -> &Tensor {
@@ -481,6 +505,66 @@ impl TrainModel {
             copy_model_files(base, tmp)
         })
     }
+}
+
+/// Gradients of layer tensors by tensor id, filled by recomputing layers.
+pub(super) type LayerGrads = Arc<Mutex<HashMap<candle_core::TensorId, Tensor>>>;
+
+/// What a layer's forward pass needs besides its input.
+#[derive(Clone)]
+pub(super) struct LayerContext {
+    cos: Tensor,
+    sin: Tensor,
+    segments: Segments,
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    rms_eps: f64,
+}
+
+impl Layer {
+    /// The block: attention and MLP, each with its pre-norm and residual.
+    pub(super) fn forward(&self, x: &Tensor, ctx: &LayerContext) -> candle_core::Result<Tensor> {
+        let t = x.dim(0)?;
+        let (heads, kv_heads, d) = (ctx.n_head, ctx.n_kv_head, ctx.head_dim);
+        let h = rms_norm(x, &self.attn_norm, ctx.rms_eps)?;
+        let q = self.q.forward(&h)?.reshape((t, heads, d))?;
+        let k = self.k.forward(&h)?.reshape((t, kv_heads, d))?;
+        let v = self.v.forward(&h)?.reshape((t, kv_heads, d))?;
+        let q = rope(&q, &ctx.cos, &ctx.sin)?;
+        let k = rope(&k, &ctx.cos, &ctx.sin)?;
+        let attn = segment_attention(&q, &k, &v, &ctx.segments)?.reshape((t, heads * d))?;
+        let x = (x + self.o.forward(&attn)?)?;
+        let h = rms_norm(&x, &self.ffn_norm, ctx.rms_eps)?;
+        let mlp = (self.gate.forward(&h)?.silu()? * self.up.forward(&h)?)?;
+        x + self.down.forward(&mlp)?
+    }
+
+    /// Every tensor of the block (weights, biases, norms, adapters).
+    pub(super) fn tensors(&self) -> Vec<&Tensor> {
+        let mut out = vec![&self.attn_norm, &self.ffn_norm];
+        for linear in [
+            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
+        ] {
+            out.extend(linear.tensors());
+        }
+        out
+    }
+}
+
+/// RMSNorm: `x / √(mean(x²) + ε) · w` over the last dimension.
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    let mean_square = x.sqr()?.mean_keepdim(D::Minus1)?;
+    x.broadcast_div(&(mean_square + eps)?.sqrt()?)?
+        .broadcast_mul(weight)
+}
+
+/// Hugging Face's `x·cos + rotate_half(x)·sin` on `(T, heads, D)`.
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    let d = x.dim(2)?;
+    let (a, b) = (x.narrow(2, 0, d / 2)?, x.narrow(2, d / 2, d / 2)?);
+    let rotated = Tensor::cat(&[b.neg()?, a], 2)?;
+    x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
 }
 
 /// Copies everything of a model directory but its weights (config, tokenizer, chat template).
@@ -643,6 +727,40 @@ mod tests {
             model.logits(&a).unwrap().to_vec2::<f32>().unwrap(),
             model.logits(&b).unwrap().to_vec2::<f32>().unwrap()
         );
+    }
+
+    /// Gradient checkpointing changes memory, not results: the loss and every gradient equal
+    /// those of the plain model bit for bit, in full fine-tuning and under LoRA.
+    #[test]
+    fn recomputed_layers_give_the_same_gradients() {
+        let lora = TrainMode::Lora(LoraConfig {
+            rank: 2,
+            alpha: 4.0,
+            targets: vec!["v_proj".into(), "up_proj".into()],
+        });
+        for mode in [TrainMode::Full, lora] {
+            let plain = TrainModel::random(shape(Architecture::Qwen2, false), &mode, DType::F64, 4)
+                .unwrap();
+            let mut recomputing =
+                TrainModel::random(shape(Architecture::Qwen2, false), &mode, DType::F64, 4)
+                    .unwrap();
+            recomputing.set_recompute(true);
+            let b = batch(&[5, 6, 8, 11, 12]);
+            let (la, lb) = (
+                plain.loss_sum(&b).unwrap(),
+                recomputing.loss_sum(&b).unwrap(),
+            );
+            assert_eq!(scalar(&la), scalar(&lb));
+            let ga = plain.take_gradients(&mut la.backward().unwrap());
+            let gb = recomputing.take_gradients(&mut lb.backward().unwrap());
+            for ((name, _), (a, b)) in plain.trainable().iter().zip(ga.iter().zip(&gb)) {
+                let values = |g: &Option<Tensor>| -> Vec<f64> {
+                    let g = g.as_ref().unwrap_or_else(|| panic!("{name}: no gradient"));
+                    g.flatten_all().unwrap().to_vec1().unwrap()
+                };
+                assert_eq!(values(a), values(b), "{name}");
+            }
+        }
     }
 
     /// LoRA starts as the base model, trains only its adapters, and its merged weights compute

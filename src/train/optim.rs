@@ -61,24 +61,20 @@ impl AdamW {
     ///
     /// The update is one fused pass per tensor over its values, moments and gradient, split
     /// over rayon in fixed chunks (bitwise reproducible for any thread count).
-    pub fn step(&mut self, params: &[(String, Var)], grads: &[Tensor], lr: f64) -> Result<f64> {
+    pub fn step(&mut self, params: &[(String, Var)], grads: Vec<Tensor>, lr: f64) -> Result<f64> {
         use rayon::prelude::*;
         const CHUNK: usize = 1 << 16;
         let c = self.config;
-        let grads: Vec<Vec<f32>> = grads
-            .iter()
-            .map(|g| g.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>())
-            .collect::<Result<_>>()?;
-        let square_sum: f64 = grads
-            .iter()
-            .map(|g| {
+        let mut square_sum = 0f64;
+        for g in &grads {
+            square_sum += with_f32(g, |g| {
                 g.par_chunks(CHUNK)
                     .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
                     .collect::<Vec<f64>>()
                     .into_iter()
                     .sum::<f64>()
-            })
-            .sum();
+            })?;
+        }
         let norm = square_sum.sqrt();
         let clip = if c.max_grad_norm > 0.0 && norm > c.max_grad_norm {
             c.max_grad_norm / (norm + 1e-6)
@@ -96,25 +92,29 @@ impl AdamW {
         );
         let (step_size, bc2_sqrt) = ((lr / bc1) as f32, bc2.sqrt() as f32);
         let (lr32, clip32) = (lr as f32, clip as f32);
-        for (i, ((_, param), g)) in params.iter().zip(&grads).enumerate() {
+        for (i, ((_, param), g)) in params.iter().zip(grads).enumerate() {
             let mut theta = param
                 .flatten_all()?
                 .to_dtype(DType::F32)?
                 .to_vec1::<f32>()?;
-            theta
-                .par_chunks_mut(CHUNK)
-                .zip(self.m[i].par_chunks_mut(CHUNK))
-                .zip(self.v[i].par_chunks_mut(CHUNK))
-                .zip(g.par_chunks(CHUNK))
-                .for_each(|(((theta, m), v), g)| {
-                    for j in 0..theta.len() {
-                        let g = g[j] * clip32;
-                        m[j] = b1 * m[j] + (1.0 - b1) * g;
-                        v[j] = b2 * v[j] + (1.0 - b2) * g * g;
-                        let denom = v[j].sqrt() / bc2_sqrt + eps;
-                        theta[j] -= step_size * m[j] / denom + lr32 * wd * theta[j];
-                    }
-                });
+            let (m, v) = (&mut self.m[i], &mut self.v[i]);
+            with_f32(&g, |g| {
+                theta
+                    .par_chunks_mut(CHUNK)
+                    .zip(m.par_chunks_mut(CHUNK))
+                    .zip(v.par_chunks_mut(CHUNK))
+                    .zip(g.par_chunks(CHUNK))
+                    .for_each(|(((theta, m), v), g)| {
+                        for j in 0..theta.len() {
+                            let g = g[j] * clip32;
+                            m[j] = b1 * m[j] + (1.0 - b1) * g;
+                            v[j] = b2 * v[j] + (1.0 - b2) * g * g;
+                            let denom = v[j].sqrt() / bc2_sqrt + eps;
+                            theta[j] -= step_size * m[j] / denom + lr32 * wd * theta[j];
+                        }
+                    })
+            })?;
+            drop(g);
             let next = Tensor::from_vec(theta, param.shape(), param.device())?;
             param.set(&next.to_dtype(param.dtype())?)?;
         }
@@ -172,6 +172,21 @@ impl AdamW {
         self.t = steps;
         Ok(())
     }
+}
+
+/// Runs `f` on the values of an f32 tensor: in place for a contiguous CPU tensor, on a copy
+/// otherwise (another dtype or device).
+fn with_f32<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> T) -> Result<T> {
+    if t.dtype() == DType::F32 && t.device().is_cpu() {
+        let (storage, layout) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(cpu), Some((a, b))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return Ok(f(&cpu.as_slice::<f32>()?[a..b]));
+        }
+    }
+    let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    Ok(f(&values))
 }
 
 /// Learning rate per optimizer step: linear warmup, then cosine decay.
@@ -237,7 +252,7 @@ mod tests {
         )
         .unwrap();
         let g = Tensor::new(&[3f32, 0.0], &Device::Cpu).unwrap();
-        let norm = opt.step(&params, &[g], 0.1).unwrap();
+        let norm = opt.step(&params, vec![g], 0.1).unwrap();
         assert_eq!(norm, 3.0);
         let v = p.as_tensor().to_vec1::<f32>().unwrap();
         assert!((v[0] - 0.9).abs() < 1e-6, "{v:?}");

@@ -98,7 +98,8 @@ pub fn train(job: &TrainJob, reporter: &dyn Reporter) -> Result<TrainSummary, Tr
     let seed = cfg.seed.unwrap_or(job.default_seed);
     reporter.note(&format!("loading {}", job.base.display()));
     let base_sha256 = digest_weights(&job.base)?;
-    let model = TrainModel::load(&job.base, &cfg.mode(), &job.device, seed)?;
+    let mut model = TrainModel::load(&job.base, &cfg.mode(), &job.device, seed)?;
+    model.set_recompute(cfg.gradient_checkpointing);
     let vocab = model.shape().model.vocab_size;
     for (i, row) in rows.iter().enumerate() {
         Batch::from_rows(&[(i, row)], vocab)?;
@@ -240,8 +241,8 @@ fn train_step(
         let mut store = (loss / target_tokens as f64)
             .and_then(|l| l.backward())
             .map_err(err)?;
-        for ((_, var), acc) in params.iter().zip(grads.iter_mut()) {
-            if let Some(g) = store.remove(var) {
+        for (acc, g) in grads.iter_mut().zip(model.take_gradients(&mut store)) {
+            if let Some(g) = g {
                 let g = g.to_dtype(DType::F32).map_err(err)?;
                 *acc = Some(match acc.take() {
                     None => g,
@@ -260,7 +261,7 @@ fn train_step(
         .collect::<candle_core::Result<_>>()
         .map_err(err)?;
     let lr = schedule.lr(step);
-    let grad_norm = optimizer.step(params, &grads, lr).map_err(err)?;
+    let grad_norm = optimizer.step(params, grads, lr).map_err(err)?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(TrainStepRow {
         step: step as u64,
