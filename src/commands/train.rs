@@ -103,6 +103,13 @@ pub fn run(args: &TrainArgs, format: LogFormat) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     train::apply_threads(threads)?;
 
+    // The data is checked before a GGUF base is exported (minutes and gigabytes).
+    if crate::sft::sink::read_sft(&data)
+        .map(|rows| rows.is_empty())
+        .unwrap_or(true)
+    {
+        return Err(train::TrainError::NoData(data).into());
+    }
     let renderer = Renderer::new("train", format, args.quiet);
     let source = models::resolve(&model_name, &fetch::cache_dir(), &renderer)?;
     if matches!(source, models::ModelSource::Gguf(_)) {
