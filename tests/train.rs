@@ -120,7 +120,7 @@ fn trainer_forward_matches_the_engine_and_training_round_trips() {
     // 2. Full fine-tuning lowers the loss; the saved model reloads bit for bit.
     let out = dir.path().join("full");
     let job = TrainJob {
-        base: base.clone(),
+        base: ModelSource::Safetensors(base.clone()),
         data: data.clone(),
         out: out.clone(),
         config: config(TrainMethod::Full, 3, 1e-4),

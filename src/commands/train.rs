@@ -13,7 +13,6 @@ use super::progress::{LogFormat, Renderer};
 use crate::config::PipelineConfig;
 use crate::fetch;
 use crate::models::{self, DEFAULT_MODEL};
-use crate::progress::Reporter;
 use crate::train::{self, TrainConfig, TrainJob, TrainMethod};
 
 /// Arguments of `ucoder-flow train`.
@@ -61,6 +60,15 @@ pub enum MethodArg {
     Lora,
 }
 
+impl From<MethodArg> for TrainMethod {
+    fn from(method: MethodArg) -> Self {
+        match method {
+            MethodArg::Full => TrainMethod::Full,
+            MethodArg::Lora => TrainMethod::Lora,
+        }
+    }
+}
+
 /// Runs `ucoder-flow train` and prints the summary.
 pub fn run(args: &TrainArgs, format: LogFormat) -> anyhow::Result<()> {
     let pipeline = match &args.pipeline {
@@ -87,12 +95,7 @@ pub fn run(args: &TrainArgs, format: LogFormat) -> anyhow::Result<()> {
         .as_ref()
         .and_then(|p| p.train.clone())
         .unwrap_or_default();
-    if let Some(method) = args.method {
-        config.method = match method {
-            MethodArg::Full => TrainMethod::Full,
-            MethodArg::Lora => TrainMethod::Lora,
-        };
-    }
+    config.method = args.method.map_or(config.method, TrainMethod::from);
     config.epochs = args.epochs.unwrap_or(config.epochs);
     config.learning_rate = args.lr.unwrap_or(config.learning_rate);
     config.batch_rows = args.batch_rows.unwrap_or(config.batch_rows);
@@ -103,24 +106,9 @@ pub fn run(args: &TrainArgs, format: LogFormat) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     train::apply_threads(threads)?;
 
-    // The data is checked before a GGUF base is exported (minutes and gigabytes).
-    if crate::sft::sink::read_sft(&data)
-        .map(|rows| rows.is_empty())
-        .unwrap_or(true)
-    {
-        return Err(train::TrainError::NoData(data).into());
-    }
     let renderer = Renderer::new("train", format, args.quiet);
-    let source = models::resolve(&model_name, &fetch::cache_dir(), &renderer)?;
-    if matches!(source, models::ModelSource::Gguf(_)) {
-        renderer.note(&format!(
-            "exporting {} to safetensors for training (once)",
-            source.path().display()
-        ));
-    }
-    let base = train::base_dir(&source, &out)?;
     let job = TrainJob {
-        base,
+        base: models::resolve(&model_name, &fetch::cache_dir(), &renderer)?,
         data: data.clone(),
         out: out.clone(),
         config,

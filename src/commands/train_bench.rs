@@ -10,14 +10,14 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Device;
 use serde::Serialize;
 
 use super::progress::Renderer;
 use crate::fetch;
 use crate::models;
 use crate::progress::Reporter;
-use crate::train::attention::Segments;
+use crate::sft::sink::SftRow;
 use crate::train::batch::Batch;
 use crate::train::model::TrainModel;
 use crate::train::optim::AdamW;
@@ -91,7 +91,7 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<()> {
                 python,
                 args,
                 &base,
-                method_name(method),
+                TrainMethod::from(method).name(),
                 threads,
                 &notes,
             )?),
@@ -101,16 +101,13 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<()> {
     let mut all = Vec::new();
     for (&method, torch) in args.methods.iter().zip(torch_figures) {
         let config = TrainConfig {
-            method: match method {
-                super::train::MethodArg::Full => TrainMethod::Full,
-                super::train::MethodArg::Lora => TrainMethod::Lora,
-            },
+            method: method.into(),
             ..Default::default()
         };
         let mut model = TrainModel::load(&base, &config.mode(), &Device::Cpu, 0)?;
         model.set_recompute(args.gradient_checkpointing);
         let vocab = model.shape().model.vocab_size;
-        let batch = random_batch(args.rows, args.seq, vocab);
+        let batch = random_batch(args.rows, args.seq, vocab)?;
         let mut optimizer = AdamW::new(model.trainable(), config.adamw())?;
         let mut times = Vec::new();
         let mut phases = [0f64; 3];
@@ -120,15 +117,7 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<()> {
             let forward = started.elapsed().as_secs_f64();
             let mut grads = loss.backward()?;
             let backward = started.elapsed().as_secs_f64();
-            let g: Vec<Tensor> = model
-                .trainable()
-                .iter()
-                .zip(model.take_gradients(&mut grads))
-                .map(|((_, v), g)| match g {
-                    Some(g) => g.to_dtype(DType::F32),
-                    None => Tensor::zeros(v.shape(), DType::F32, v.device()),
-                })
-                .collect::<candle_core::Result<_>>()?;
+            let g = model.complete_gradients(model.take_gradients(&mut grads))?;
             drop(grads);
             optimizer.step(model.trainable(), g, 1e-5)?;
             let total = started.elapsed().as_secs_f64();
@@ -142,7 +131,7 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<()> {
         let measured = &times[1..];
         let tokens = (args.rows * args.seq) as f64;
         let mut figures = Figures {
-            method: method_name(method).to_string(),
+            method: config.method.name().to_string(),
             trainable_parameters: model.trainable_count(),
             tokens_per_second: tokens * measured.len() as f64 / measured.iter().sum::<f64>(),
             step_seconds: measured.to_vec(),
@@ -180,13 +169,6 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn method_name(method: super::train::MethodArg) -> &'static str {
-    match method {
-        super::train::MethodArg::Full => "full",
-        super::train::MethodArg::Lora => "lora",
-    }
-}
-
 /// Runs the PyTorch script for one method and parses its JSON line.
 fn measure_torch(
     python: &str,
@@ -217,27 +199,26 @@ fn measure_torch(
     )?)
 }
 
-fn random_batch(rows: usize, seq: usize, vocab: usize) -> Batch {
+/// `rows` packed rows of `seq` random tokens, one example each, every token labelled.
+fn random_batch(rows: usize, seq: usize, vocab: usize) -> anyhow::Result<Batch> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    let input_ids: Vec<u32> = (0..rows * seq)
-        .map(|_| rng.random_range(0..vocab as u32))
+    let rows: Vec<SftRow> = (0..rows)
+        .map(|r| {
+            let input_ids: Vec<u32> = (0..seq)
+                .map(|_| rng.random_range(0..vocab as u32))
+                .collect();
+            SftRow {
+                labels: input_ids.iter().map(|&t| i64::from(t)).collect(),
+                position_ids: (0..seq as u32).collect(),
+                source_ids: vec![r as u64],
+                offsets: vec![0],
+                input_ids,
+            }
+        })
         .collect();
-    let mut target_rows = Vec::new();
-    let mut targets = Vec::new();
-    for r in 0..rows {
-        for i in 0..seq - 1 {
-            target_rows.push((r * seq + i) as u32);
-            targets.push(input_ids[r * seq + i + 1]);
-        }
-    }
-    Batch {
-        position_ids: (0..rows).flat_map(|_| 0..seq as u32).collect(),
-        segments: Segments::from_lengths(vec![seq; rows]),
-        input_ids,
-        target_rows,
-        targets,
-    }
+    let members: Vec<(usize, &SftRow)> = rows.iter().enumerate().collect();
+    Ok(Batch::from_rows(&members, vocab)?)
 }
 
 /// The process's peak resident set in MiB (`VmHWM`).

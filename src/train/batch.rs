@@ -81,6 +81,13 @@ impl Batch {
     }
 }
 
+/// Checks every row against the model's vocabulary without building batches.
+pub fn check_rows(rows: &[SftRow], vocab_size: usize) -> Result<(), BadRow> {
+    rows.iter()
+        .enumerate()
+        .try_for_each(|(row, r)| check_row(r, vocab_size).map_err(|why| BadRow { row, why }))
+}
+
 /// The labelled tokens a row trains on (targets, as [`Batch`] counts them).
 pub fn row_targets(row: &SftRow) -> usize {
     row.spans()

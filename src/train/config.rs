@@ -23,6 +23,16 @@ pub enum TrainMethod {
     Lora,
 }
 
+impl TrainMethod {
+    /// The name the TOML and the command line use.
+    pub fn name(self) -> &'static str {
+        match self {
+            TrainMethod::Full => "full",
+            TrainMethod::Lora => "lora",
+        }
+    }
+}
+
 /// The `[train]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

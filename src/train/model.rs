@@ -391,6 +391,22 @@ impl TrainModel {
             .collect()
     }
 
+    /// `grads` (in [`TrainModel::trainable`]'s order) as f32, with zeros for a tensor no pass
+    /// reached: what the optimizer takes.
+    pub fn complete_gradients(
+        &self,
+        grads: Vec<Option<Tensor>>,
+    ) -> candle_core::Result<Vec<Tensor>> {
+        self.trainable
+            .iter()
+            .zip(grads)
+            .map(|((_, var), g)| match g {
+                Some(g) => g.to_dtype(DType::F32),
+                None => Tensor::zeros(var.shape(), DType::F32, var.device()),
+            })
+            .collect()
+    }
+
     /// The final hidden states `(T, hidden)` of a batch (after the last norm).
     pub fn hidden(&self, batch: &Batch) -> candle_core::Result<Tensor> {
         let m = &self.shape.model;

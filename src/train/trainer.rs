@@ -21,12 +21,13 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
-use super::batch::{Batch, StepPlan, micro_batches, row_targets};
+use super::batch::{Batch, StepPlan, check_rows, micro_batches, row_targets};
 use super::checkpoint::{self, CheckpointState};
 use super::config::TrainConfig;
 use super::log::TrainStepRow;
 use super::model::TrainModel;
 use super::optim::{AdamW, Schedule};
+use crate::models::ModelSource;
 use crate::progress::{Gauge, Reporter};
 use crate::sft::sink::{SftRow, read_sft};
 use crate::store::manifest::digest_json;
@@ -35,8 +36,9 @@ use crate::store::{Stage, read_json, replace_dir, write_json_atomic};
 /// One training run.
 #[derive(Debug, Clone)]
 pub struct TrainJob {
-    /// The base model: a safetensors directory.
-    pub base: PathBuf,
+    /// The base model; a GGUF file is exported once to `<out>/base` (see [`super::base_dir`]),
+    /// after the data is read and checked.
+    pub base: ModelSource,
     /// The SFT folder (`part-*.parquet` shards).
     pub data: PathBuf,
     /// The output folder.
@@ -96,14 +98,18 @@ pub fn train(job: &TrainJob, reporter: &dyn Reporter) -> Result<TrainSummary, Tr
         return Err(TrainError::NoData(job.data.clone()));
     }
     let seed = cfg.seed.unwrap_or(job.default_seed);
-    reporter.note(&format!("loading {}", job.base.display()));
-    let base_sha256 = digest_weights(&job.base)?;
-    let mut model = TrainModel::load(&job.base, &cfg.mode(), &job.device, seed)?;
-    model.set_recompute(cfg.gradient_checkpointing);
-    let vocab = model.shape().model.vocab_size;
-    for (i, row) in rows.iter().enumerate() {
-        Batch::from_rows(&[(i, row)], vocab)?;
+    if let ModelSource::Gguf(path) = &job.base {
+        reporter.note(&format!(
+            "exporting {} to safetensors for training (once)",
+            path.display()
+        ));
     }
+    let base = super::base_dir(&job.base, &job.out)?;
+    reporter.note(&format!("loading {}", base.display()));
+    let base_sha256 = digest_weights(&base)?;
+    let mut model = TrainModel::load(&base, &cfg.mode(), &job.device, seed)?;
+    model.set_recompute(cfg.gradient_checkpointing);
+    check_rows(&rows, model.shape().model.vocab_size)?;
     let plan = StepPlan {
         rows: rows.len(),
         batch_rows: cfg.batch_rows,
@@ -173,7 +179,7 @@ pub fn train(job: &TrainJob, reporter: &dyn Reporter) -> Result<TrainSummary, Tr
     reporter.done();
     let train_seconds = started.elapsed().as_secs_f64();
     let model_dir = job.out.join("model");
-    model.save(&job.base, &model_dir)?;
+    model.save(&base, &model_dir)?;
     replace_dir(
         &job.out.join("log"),
         |tmp: &Path| -> Result<(), TrainError> {
@@ -185,7 +191,7 @@ pub fn train(job: &TrainJob, reporter: &dyn Reporter) -> Result<TrainSummary, Tr
         model_sha256: digest_weights(&model_dir)?,
         model: model_dir,
         base_sha256,
-        method: format!("{:?}", cfg.method).to_lowercase(),
+        method: cfg.method.name().to_string(),
         trainable_parameters: model.trainable_count(),
         rows: rows.len(),
         examples: rows.iter().map(|r| r.source_ids.len()).sum(),
@@ -251,15 +257,7 @@ fn train_step(
             }
         }
     }
-    let grads: Vec<Tensor> = params
-        .iter()
-        .zip(grads)
-        .map(|((_, var), g)| match g {
-            Some(g) => Ok(g),
-            None => Tensor::zeros(var.shape(), DType::F32, var.device()),
-        })
-        .collect::<candle_core::Result<_>>()
-        .map_err(err)?;
+    let grads = model.complete_gradients(grads).map_err(err)?;
     let lr = schedule.lr(step);
     let grad_norm = optimizer.step(params, grads, lr).map_err(err)?;
     let seconds = started.elapsed().as_secs_f64();
