@@ -37,9 +37,27 @@ pub struct PipelineConfig {
     pub selection: SelectionConfig,
     pub sandbox: SandboxLimits,
     pub sft: SftConfig,
-    /// The built-in trainer's settings (`ucoder-flow train`); defaults when absent.
+    /// How each iteration's model is fine-tuned on the iteration's SFT shards into the next
+    /// iteration's model. With it, every iteration ends in training; without it, a run is one
+    /// iteration that stops at the shards (`ucoder-flow train` then uses the defaults).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train: Option<crate::train::TrainConfig>,
+    /// A benchmark run on every model of the loop (M_0 … M_N), whose pass@k lands in the run's
+    /// lineage and summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<IterationEval>,
+}
+
+/// `[eval]`: which benchmark each model of the loop is measured on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IterationEval {
+    /// An eval file (e.g. `humaneval.toml`), relative to the pipeline file. Its `[model] name`
+    /// and `[output] dir` are replaced by the model under test and `<run>/eval/M<t>/`.
+    pub config: PathBuf,
+    /// Only the first `limit` benchmark problems (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
 }
 
 /// Which model generates, and how it runs.
@@ -396,6 +414,26 @@ impl Validate for PipelineConfig {
             return invalid("sandbox.test_cpu_seconds", "must be positive");
         }
         check_judging(self.sandbox.float_tolerance, self.sandbox.hash_seeds)?;
+        if self.iterations == 0 {
+            return invalid("iterations", "must be at least 1");
+        }
+        if self.iterations > 1 && self.train.is_none() {
+            return invalid(
+                "iterations",
+                "more than one iteration needs a [train] section: it makes each iteration's model",
+            );
+        }
+        if let Some(eval) = &self.eval {
+            if eval.config.as_os_str().is_empty() {
+                return invalid("eval.config", "name an eval file (e.g. \"humaneval.toml\")");
+            }
+            if eval.limit == Some(0) {
+                return invalid(
+                    "eval.limit",
+                    "must be at least 1 (omit it for all problems)",
+                );
+            }
+        }
         match &self.train {
             Some(train) => train.validate(),
             None => Ok(()),

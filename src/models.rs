@@ -105,6 +105,12 @@ pub enum ModelError {
         #[source]
         source: FetchError,
     },
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn registry_names() -> String {
@@ -154,6 +160,37 @@ pub fn resolve(
         return Err(ModelError::NotAModelDir(path));
     }
     Err(ModelError::Unknown(name_or_path.to_string()))
+}
+
+/// SHA-256 of a model's weights: of the GGUF file, or over a folder's `*.safetensors` files in
+/// name order. It identifies a model in a run's lineage and a training run's inputs and outputs.
+pub fn weights_sha256(source: &ModelSource) -> Result<String, ModelError> {
+    use sha2::{Digest, Sha256};
+    let read = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ModelError::Read { path, source }
+    };
+    let files = match source {
+        ModelSource::Gguf(path) => vec![path.clone()],
+        ModelSource::Safetensors(dir) => {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(read(dir))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(ModelError::NotAModelDir(dir.clone()));
+            }
+            files
+        }
+    };
+    let mut hasher = Sha256::new();
+    for file in &files {
+        let mut f = std::fs::File::open(file).map_err(read(file))?;
+        std::io::copy(&mut f, &mut hasher).map_err(read(file))?;
+    }
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// Resolves the small test model into the default cache; for tests and benches.

@@ -3,6 +3,9 @@
 //! and a run killed with SIGKILL (twice) and resumed must reach exactly its selections, clusters
 //! and SFT shards, and the resumed run must not regenerate committed work.
 //!
+//! The loop: a copy of the reference run extended to two iterations trains M1 on iteration 0's
+//! shards and generates iteration 1 with it, which the recorded log-probabilities prove.
+//!
 //! The runs share two cores, so they take turns (one lock) and the reference is computed once.
 //!
 //! The golden check: the reference run's selections and clusters (row for row) and SFT shards and
@@ -23,7 +26,7 @@ use ucoder_flow::llm::tokenizer::Tokenizer;
 use ucoder_flow::pipeline::artifacts::{ClusterRow, ExecutionRow, ResponseRow, SelectionRow};
 use ucoder_flow::sft::pack::IGNORE_INDEX;
 use ucoder_flow::sft::sink::read_sft;
-use ucoder_flow::store::Stage;
+use ucoder_flow::store::{Manifest, Stage};
 
 const GOLDEN: &str = "tests/fixtures/golden/smoke";
 
@@ -146,7 +149,11 @@ fn smoke_run_selects_solutions_and_writes_decodable_sft() {
         "the smoke run selected nothing:\n{}",
         reference.table
     );
-    assert!(reference.table.contains("== ucoder-flow run `smoke` =="));
+    assert!(
+        reference
+            .table
+            .contains("== ucoder-flow run `smoke`, iteration 0 (M0) ==")
+    );
     assert!(reference.table.contains("rejections"));
     let iter = reference.runs.join("smoke/iter-0");
     for dir in ucoder_flow::pipeline::RESULT_DIRS {
@@ -477,5 +484,186 @@ fn a_run_that_selects_nothing_exits_3_with_its_top_rejections() {
             && stderr.contains("top rejections: ")
             && !stderr.contains("top rejections: none"),
         "{stderr}"
+    );
+}
+
+/// Copies a folder tree.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// For each recorded problem answer of iteration `t`: how far the log-probability sum the run
+/// recorded is from the one `engine` gives the same tokens after the same prompt. A text re-encodes
+/// to the sampled tokens, but for the stop token the run counted and did not keep as text: when
+/// one is missing, the closest of the model's stop tokens is taken (for every engine alike).
+fn recorded_logprob_gaps(
+    engine: &mut ucoder_flow::llm::Engine,
+    config: &ucoder_flow::config::PipelineConfig,
+    iter: &Path,
+    t: u32,
+) -> Vec<f64> {
+    use std::sync::Arc;
+    use ucoder_flow::pipeline::iteration::iteration_seed;
+    use ucoder_flow::pipeline::stages::{StagePrompts, StageSettings, problem_generator};
+    let mut config = config.clone();
+    config.seed = iteration_seed(config.seed, t);
+    let prompts = StagePrompts {
+        prompts: Arc::new(ucoder_flow::prompts::PromptSet::builtin().unwrap()),
+        settings: StageSettings::from_config(&config),
+    };
+    let stops = engine.tokenizer().eos_token_ids().to_vec();
+    let mut gaps = Vec::new();
+    for row in Stage::<ResponseRow>::read(&iter.join("problems")).unwrap() {
+        let (_, request) = problem_generator::request(&prompts, row.key).unwrap();
+        let rendered = ucoder_flow::backends::candle::render(engine, &request.prompt).unwrap();
+        let prompt = engine.encode_prompt(&rendered).unwrap();
+        let text = engine.tokenizer().encode(&row.text, false).unwrap();
+        let continuations: Vec<Vec<u32>> = if text.len() == row.tokens as usize {
+            vec![text]
+        } else if text.len() + 1 == row.tokens as usize {
+            stops
+                .iter()
+                .map(|&s| text.iter().copied().chain([s]).collect())
+                .collect()
+        } else {
+            continue;
+        };
+        let gap = continuations
+            .iter()
+            .map(|c| {
+                let scored: f64 = engine
+                    .score(&prompt, c)
+                    .unwrap()
+                    .iter()
+                    .map(|&l| l as f64)
+                    .sum();
+                (row.sum_logprob - scored).abs()
+            })
+            .fold(f64::INFINITY, f64::min);
+        gaps.push(gap);
+    }
+    gaps
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+#[test]
+fn a_second_iteration_generates_with_the_model_trained_on_the_first() {
+    use ucoder_flow::llm::{Engine, EngineOptions};
+    use ucoder_flow::models::{ModelSource, weights_sha256};
+    let reference = reference();
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    copy_tree(&reference.runs.join("smoke"), &runs.join("smoke"));
+    let toml = dir.path().join("smoke.toml");
+    let text = std::fs::read_to_string(smoke_toml()).unwrap();
+    assert!(text.contains("seed = 7\n"));
+    std::fs::write(
+        &toml,
+        text.replace("seed = 7\n", "seed = 7\niterations = 2\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ucoder-flow"))
+        .arg("run")
+        .arg(&toml)
+        .arg("--runs-dir")
+        .arg(&runs)
+        .arg("--quiet")
+        .output()
+        .expect("start ucoder-flow");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Iteration 1 may select nothing (exit 3); the loop itself must have run.
+    assert!(
+        out.status.success() || out.status.code() == Some(3),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let run = runs.join("smoke");
+
+    // Iteration 0 was resumed, not redone: its results are the reference's.
+    assert!(stderr.contains("iter-0 is complete"), "{stderr}");
+    assert_eq!(outcome(&runs), reference.outcome);
+
+    // The lineage: M0 → iter-0 → M1 (trained on iter-0's shards) → iter-1 with M1.
+    let manifest = Manifest::load(&run).unwrap().unwrap();
+    let entry = |name: &str| {
+        manifest
+            .stages
+            .get(name)
+            .unwrap_or_else(|| panic!("{name}: {manifest:?}"))
+    };
+    assert_eq!(entry("iter-0")["model"], "M0");
+    assert_eq!(entry("iter-1")["model"], "M1");
+    assert_eq!(entry("iter-1")["complete"], true);
+    let m1 = entry("M1");
+    let model_dir = run.join("iter-0/train/model");
+    assert_eq!(m1["path"], model_dir.to_string_lossy().as_ref());
+    assert_eq!(m1["trained"]["from"], "M0");
+    assert_eq!(
+        m1["trained"]["data"],
+        run.join("iter-0/sft").to_string_lossy().as_ref()
+    );
+    let m1_source = ModelSource::Safetensors(model_dir.clone());
+    assert_eq!(
+        m1["weights_sha256"],
+        weights_sha256(&m1_source).unwrap().as_str()
+    );
+    let m0_source = ucoder_flow::models::resolve(
+        "qwen2.5-coder-0.5b-instruct",
+        &ucoder_flow::fetch::cache_dir(),
+        &ucoder_flow::progress::Silent,
+    )
+    .unwrap();
+    assert_eq!(
+        entry("M0")["weights_sha256"],
+        weights_sha256(&m0_source).unwrap().as_str()
+    );
+    assert_ne!(m1["weights_sha256"], entry("M0")["weights_sha256"]);
+    assert_eq!(
+        m1["trained"]["report"]["rows"].as_u64(),
+        Some(reference.outcome.sft_rows.len() as u64)
+    );
+    let loop_summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(loop_summary["iterations"].as_array().unwrap().len(), 2);
+    assert!(stdout.contains("== lineage of `smoke` =="), "{stdout}");
+
+    // The proof: the log-probabilities iteration 1 recorded are M1's, not M0's (and iteration
+    // 0's are M0's).
+    let config = ucoder_flow::config::PipelineConfig::load(&toml).unwrap();
+    let opts = EngineOptions {
+        threads: Some(2),
+        ..Default::default()
+    };
+    let mut m0 = Engine::load(&m0_source, &opts).unwrap();
+    let iter0_m0 = recorded_logprob_gaps(&mut m0, &config, &run.join("iter-0"), 0);
+    let iter1_m0 = recorded_logprob_gaps(&mut m0, &config, &run.join("iter-1"), 1);
+    drop(m0);
+    let mut m1 = Engine::load(&m1_source, &opts).unwrap();
+    let iter1_m1 = recorded_logprob_gaps(&mut m1, &config, &run.join("iter-1"), 1);
+    assert!(!iter1_m1.is_empty() && !iter0_m0.is_empty());
+    let (own0, own1, other1) = (mean(&iter0_m0), mean(&iter1_m1), mean(&iter1_m0));
+    eprintln!(
+        "mean |recorded - rescored| log-probability sum: iteration 0 by M0 {own0:.5}, \
+         iteration 1 by M1 {own1:.5}, iteration 1 by M0 {other1:.5} ({} answers)",
+        iter1_m1.len()
+    );
+    // The engine scores what it sampled to within float rounding; another model does not.
+    assert!(
+        own0 < 0.01 && own1 < 0.01 && other1 > 0.1,
+        "iteration 1's log-probabilities are not M1's: |Δ| by M1 {own1}, by M0 {other1} \
+         (M0 on iteration 0: {own0})"
     );
 }

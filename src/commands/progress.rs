@@ -19,6 +19,16 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// The flag value (`--log-format NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 enum Output {
     Bars {
         multi: MultiProgress,

@@ -1,11 +1,11 @@
-//! `ucoder-flow run PIPELINE.toml` (and `ucoder-flow PIPELINE.toml`): one IPC iteration; prints
-//! the closing summary table.
+//! `ucoder-flow run PIPELINE.toml` (and `ucoder-flow PIPELINE.toml`): the IPC loop; prints each
+//! iteration's summary table and the lineage of the run's models.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::progress::{LogFormat, Renderer};
-use crate::pipeline::{self, RunOptions};
+use crate::pipeline::{self, RunOptions, TrainerProgram};
 
 /// Arguments of `ucoder-flow run` (and of `ucoder-flow PIPELINE.toml`).
 #[derive(Debug, Clone, clap::Args)]
@@ -28,18 +28,29 @@ pub struct RunArgs {
 
 /// Runs the pipeline and prints the summary table.
 pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<()> {
+    let mut trainer_args = vec!["--log-format".to_string(), format.name().to_string()];
+    if args.quiet {
+        trainer_args.push("-q".into());
+    }
     let summary = pipeline::run(
         &args.pipeline,
         &RunOptions {
             workers: args.workers,
             runs_dir: args.runs_dir.clone(),
             model: args.model.clone(),
+            trainer: Some(TrainerProgram {
+                exe: std::env::current_exe()?,
+                args: trainer_args,
+            }),
         },
         Arc::new(Renderer::new("ucoder-flow", format, args.quiet)),
     )?;
     println!("{}", summary.table());
-    if summary.selections == 0 {
-        let mut reasons: Vec<(&String, &u64)> = summary.rejections.iter().collect();
+    let Some(last) = summary.iterations.last() else {
+        return Ok(());
+    };
+    if last.selections == 0 {
+        let mut reasons: Vec<(&String, &u64)> = last.rejections.iter().collect();
         reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         let top: Vec<String> = reasons
             .iter()
@@ -47,7 +58,8 @@ pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<()> {
             .map(|(reason, n)| format!("{reason} ({n})"))
             .collect();
         return Err(super::EmptyRun(format!(
-            "the run selected nothing, so it wrote no SFT data; top rejections: {}",
+            "iteration {} selected nothing, so it wrote no SFT data; top rejections: {}",
+            last.iteration,
             if top.is_empty() {
                 "none".to_string()
             } else {

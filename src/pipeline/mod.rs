@@ -1,48 +1,51 @@
-//! `ucoder-flow run PIPELINE.toml`: one IPC iteration from problem generation to SFT shards, as a
-//! timely dataflow over the in-process engine and the sandbox (docs/ARCHITECTURE.md, "The run").
+//! `ucoder-flow run PIPELINE.toml`: the IPC loop (docs/ARCHITECTURE.md, "The run"). Iteration t
+//! probes model M_t from problem generation to SFT shards as a timely dataflow over the
+//! in-process engine and the sandbox ([`iteration`]); with `[train]`, M_t is then fine-tuned on
+//! those shards into M_{t+1} ([`training`]), which the next iteration generates with. With
+//! `[eval]`, every model is measured on a benchmark ([`benchmark`]).
 //!
 //! [`run`] reads as its phases: load the settings and plan the cores ([`CoreSplit`]); claim the
-//! run folder (the same command on an interrupted run resumes it, a folder made with other
-//! settings is refused); load the checkpoints of an interrupted run; start the backends
-//! ([`backends`]); run the graph ([`graph`], which connects the [`stages`]) on
-//! `dataflow_workers` timely workers; write the results ([`results`]) and the summary
-//! ([`summary`]).
+//! run folder (the same command on an interrupted run resumes it, at any step of any iteration;
+//! a folder made with other settings is refused); then per iteration: measure M_t, run the
+//! iteration, train M_{t+1}. Each step that completes is recorded in `manifest.json`
+//! ([`lineage`]), so a resumed run skips it; the run's `summary.json` is the [`LoopSummary`].
 
 pub mod artifacts;
 pub mod backends;
+pub mod benchmark;
 pub mod context;
 pub mod cores;
 pub mod graph;
+pub mod iteration;
+pub mod lineage;
 pub mod progress;
 pub mod results;
 pub mod stages;
 pub mod summary;
+pub mod training;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use self::artifacts::{ExecutionMemo, ResponseMemo};
-use self::backends::Backends;
-use self::context::{Failure, GraphContext};
-use self::progress::{Counters, ProgressFeed};
-use self::results::Results;
-use self::stages::sft_sink::SftSink;
-use self::stages::{LlmStage, StagePrompts, StageSettings, selector};
-use self::summary::{RunSummary, classify_operators, rejection_key};
+use self::benchmark::Benchmark;
+use self::iteration::{Iteration, run_iteration};
+use self::lineage::{ModelRecord, model_name};
+pub use self::summary::{LoopSummary, RunSummary};
+use self::training::{TrainStep, train_next_model};
 use crate::config::{ConfigError, PipelineConfig};
+use crate::eval::EvalError;
 use crate::llm::LlmError;
-use crate::models::{ModelError, ModelSource};
+use crate::models::{ModelError, ModelSource, weights_sha256};
 use crate::progress::Reporter;
-use crate::prompts::{PromptError, PromptSet};
+use crate::prompts::PromptError;
 use crate::sandbox::SandboxError;
-use crate::store::{Claim, Manifest, StoreError, read_json, remove_dir, write_json_atomic};
+use crate::store::{Manifest, StoreError, write_json_atomic};
 
 pub use self::cores::CoreSplit;
 pub use self::results::RESULT_DIRS;
+pub use self::training::TrainerProgram;
 
 /// Why a run could not start or finish.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,10 @@ pub enum PipelineError {
     Stopped(String),
     #[error("timely: {0}")]
     Timely(String),
+    #[error("training after iteration {iteration}: {why}")]
+    Train { iteration: u32, why: String },
+    #[error("[eval]: {0}")]
+    Eval(#[from] EvalError),
 }
 
 /// Overrides from the command line.
@@ -76,6 +83,9 @@ pub struct RunOptions {
     pub runs_dir: Option<PathBuf>,
     /// Overrides `[model] name` (a registry name or a path).
     pub model: Option<String>,
+    /// The program that runs the built-in trainer (default: this executable, which must be
+    /// `ucoder-flow`).
+    pub trainer: Option<TrainerProgram>,
 }
 
 /// Runs (or resumes) the pipeline in `path`, reporting notes and live gauges to `reporter`.
@@ -83,106 +93,106 @@ pub fn run(
     path: &Path,
     options: &RunOptions,
     reporter: Arc<dyn Reporter>,
-) -> Result<RunSummary, PipelineError> {
+) -> Result<LoopSummary, PipelineError> {
     let started = Instant::now();
     let notes: &dyn Reporter = &*reporter;
     let (config, split) = load_settings(path, options)?;
-    let source = crate::models::resolve(&config.model.name, &crate::fetch::cache_dir(), notes)?;
+    let benchmark = match &config.eval {
+        Some(section) => Some(Benchmark::load(path, section, &split, notes)?),
+        None => None,
+    };
+    let base = crate::models::resolve(&config.model.name, &crate::fetch::cache_dir(), notes)?;
     let run_dir = config.run_dir();
-    let iter_dir = run_dir.join("iter-0");
-    fs::create_dir_all(&iter_dir).map_err(StoreError::io(&iter_dir))?;
-
-    let claim = Manifest::claim(
+    fs::create_dir_all(&run_dir).map_err(StoreError::io(&run_dir))?;
+    Manifest::claim(
         &run_dir,
         "ipc",
         result_settings(&config),
-        model_identity(&source),
+        model_identity(&base),
     )?;
-    if let Some(summary) = finished_summary(&claim, &iter_dir)? {
-        notes.note(&format!(
-            "{} is complete; its summary is in {}",
-            run_dir.display(),
-            iter_dir.join("summary.json").display()
-        ));
-        return Ok(summary);
-    }
-    for name in RESULT_DIRS {
-        remove_dir(&iter_dir.join(name))?;
-    }
+    let trainer = match &options.trainer {
+        Some(program) => program.clone(),
+        None => TrainerProgram::current()?,
+    };
 
-    let (memos, executions) = load_checkpoints(&iter_dir)?;
-    if claim.resumed() {
-        let replay: usize = memos.iter().map(ResponseMemo::len).sum();
-        notes.note(&format!(
-            "resuming {}: {replay} model requests and {} executions are already committed",
-            run_dir.display(),
-            executions.len()
-        ));
+    let mut summary = LoopSummary {
+        run: config.name.clone(),
+        iterations: Vec::new(),
+        models: Vec::new(),
+        stopped_early: None,
+        wall_s: 0.0,
+    };
+    let mut current = first_model(&run_dir, &base)?;
+    let mut source = base;
+    for t in 0..config.iterations {
+        if let Some(benchmark) = &benchmark {
+            benchmark.measure(&mut current, &source, &run_dir, notes)?;
+        }
+        let it = Iteration {
+            config: &config,
+            split: &split,
+            pipeline: path,
+            run_dir: &run_dir,
+            index: t,
+            model: &source,
+            model_name: &current.name,
+        };
+        let iteration = run_iteration(&it, &reporter)?;
+        let selected = iteration.sft_rows > 0;
+        summary.iterations.push(iteration);
+        let Some(train) = &config.train else {
+            break;
+        };
+        let last = t + 1 == config.iterations;
+        if last && !train.after_last_iteration {
+            break;
+        }
+        if !selected {
+            summary.stopped_early = Some(format!(
+                "iteration {t} selected nothing, so there is no data to train {} on",
+                model_name(t + 1)
+            ));
+            break;
+        }
+        let next = train_next_model(
+            &TrainStep {
+                config: train,
+                pipeline: path,
+                run_dir: &run_dir,
+                index: t,
+                base: &source,
+                seed: train.seed.unwrap_or(config.seed),
+                program: &trainer,
+            },
+            notes,
+        )?;
+        source = ModelSource::Safetensors(next.path.clone());
+        summary.models.push(std::mem::replace(&mut current, next));
     }
-
-    let backends = Backends::start(&config, &split, &source, notes)?;
-    let counters = Arc::new(Counters::default());
-    let failure = Failure::default();
-    let context = Arc::new(GraphContext {
-        stages: StagePrompts {
-            prompts: Arc::new(PromptSet::builtin()?),
-            settings: StageSettings::from_config(&config),
-        },
-        selection: selector::selection_config(&config),
-        dedup_threshold: config.problems.dedup_threshold,
-        problem_count: config.problems.count as u64,
-        llm: backends.llm_handles(),
-        exec: backends.exec.handle(),
-        check: backends.check.handle(),
-        check_limits: backends.limits.clone(),
-        memos,
-        executions,
-        iter_dir: iter_dir.clone(),
-        llm_batch: 16,
-        sample_rows: 64,
-        exec_batch: (split.sandbox_workers * 4).max(4),
-        counters: Arc::clone(&counters),
-        failure: failure.clone(),
-        sft: Arc::new(SftSink {
-            engine: Arc::clone(&backends.engine),
-            dir: iter_dir.join("sft"),
-            max_length: config.sft.max_length,
-            shard_rows: config.sft.shard_rows,
-        }),
-    });
-
-    notes.note(&format!(
-        "running {} into {}",
-        path.display(),
-        iter_dir.display()
-    ));
-    let feed = ProgressFeed::start(
-        Arc::clone(&counters),
-        config.problems.count as u64,
-        Arc::clone(&reporter),
-    );
-    let graph_started = Instant::now();
-    let outputs = run_graph(context, split.dataflow_workers)?;
-    let graph_wall = graph_started.elapsed().as_secs_f64();
-    drop(feed);
-    let sandbox_isolation = backends.isolation.clone();
-    let stage_times = backends.shutdown();
-    if let Some(message) = failure.get() {
-        return Err(PipelineError::Stopped(message));
+    if let Some(benchmark) = &benchmark {
+        benchmark.measure(&mut current, &source, &run_dir, notes)?;
     }
-
-    let results = Results::gather(outputs);
-    results.write(&iter_dir)?;
-    let mut summary = summarize(&config, &split, &counters, &results, claim.resumed());
-    summary.stage_times = stage_times;
-    summary.sandbox_isolation = sandbox_isolation;
-    summary.dataflow = classify_operators(&results.operator_seconds, graph_wall);
+    summary.models.push(current);
     summary.wall_s = started.elapsed().as_secs_f64();
-    summary.selections_per_hour =
-        results.selections.len() as f64 / (summary.wall_s / 3600.0).max(1e-9);
-    write_json_atomic(&iter_dir.join("summary.json"), &summary)?;
-    mark_complete(&run_dir, &results, summary.sft_rows)?;
+    write_json_atomic(&run_dir.join("summary.json"), &summary)?;
     Ok(summary)
+}
+
+/// M_0's record: the pipeline's model, hashed once.
+fn first_model(run_dir: &Path, base: &ModelSource) -> Result<ModelRecord, PipelineError> {
+    let name = model_name(0);
+    if let Some(record) = ModelRecord::load(run_dir, &name)? {
+        return Ok(record);
+    }
+    let record = ModelRecord {
+        name,
+        path: base.path().to_path_buf(),
+        weights_sha256: weights_sha256(base)?,
+        trained: None,
+        eval: None,
+    };
+    record.save(run_dir)?;
+    Ok(record)
 }
 
 /// The pipeline file with the command line's overrides, checked, and the core split.
@@ -217,26 +227,25 @@ fn load_settings(
                 .into(),
         ));
     }
-    if config.iterations != 1 {
-        return Err(invalid(format!(
-            "iterations = {}: `run` performs one iteration (the built-in trainer that makes \
-             the next iteration's model is not available yet); set iterations = 1",
-            config.iterations
-        )));
-    }
     let available = std::thread::available_parallelism().map_or(1, |n| n.get());
     let split = CoreSplit::plan(&config.resources, available).map_err(invalid)?;
     Ok((config, split))
 }
 
-/// The settings that decide a run's results (everything but resources, folders and the
-/// trainer's settings), as JSON.
+/// The settings that decide a run's results, as JSON: everything but resources, folders, the
+/// number of iterations (a finished run can be extended), `[eval]` (it measures, it does not
+/// change the data) and the trainer's settings that do not change its weights.
 fn result_settings(config: &PipelineConfig) -> serde_json::Value {
     let mut value = serde_json::to_value(config).expect("the config serializes");
     if let Some(map) = value.as_object_mut() {
         map.remove("resources");
         map.remove("runs_dir");
-        map.remove("train");
+        map.remove("iterations");
+        map.remove("eval");
+        match &config.train {
+            Some(train) => map.insert("train".into(), train.result_settings()),
+            None => map.remove("train"),
+        };
     }
     value
 }
@@ -249,158 +258,6 @@ fn model_identity(source: &ModelSource) -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     format!("{name} ({size} bytes)")
-}
-
-/// The summary of a run folder whose iteration is complete.
-fn finished_summary(claim: &Claim, iter_dir: &Path) -> Result<Option<RunSummary>, StoreError> {
-    let complete = claim
-        .manifest()
-        .stages
-        .get("iter-0")
-        .and_then(|s| s.get("complete"))
-        .and_then(|c| c.as_bool())
-        == Some(true);
-    if claim.resumed() && complete {
-        read_json::<RunSummary>(&iter_dir.join("summary.json"))
-    } else {
-        Ok(None)
-    }
-}
-
-/// The completions and executions an interrupted run committed.
-fn load_checkpoints(iter_dir: &Path) -> Result<(Vec<ResponseMemo>, ExecutionMemo), StoreError> {
-    let memos = LlmStage::ALL
-        .iter()
-        .map(|s| ResponseMemo::load(&iter_dir.join(s.dir_name())))
-        .collect::<Result<Vec<_>, _>>()?;
-    let executions = ExecutionMemo::load(&iter_dir.join("executions"))?;
-    Ok((memos, executions))
-}
-
-/// Runs the graph on `workers` timely workers until the iteration is complete (or a failure).
-fn run_graph(context: Arc<GraphContext>, workers: usize) -> Result<Vec<Results>, PipelineError> {
-    timely::execute(timely::Config::process(workers), move |worker| {
-        graph::run_worker(worker, &context)
-    })
-    .map_err(PipelineError::Timely)?
-    .join()
-    .into_iter()
-    .collect::<Result<Vec<_>, _>>()
-    .map_err(PipelineError::Timely)
-}
-
-/// The closing summary's counts (timings are filled in by [`run`]).
-fn summarize(
-    config: &PipelineConfig,
-    split: &CoreSplit,
-    counters: &Counters,
-    results: &Results,
-    resumed: bool,
-) -> RunSummary {
-    let c = |x: &AtomicU64| x.load(Ordering::Relaxed);
-    let counts = [
-        (
-            "problems requested".to_string(),
-            config.problems.count as u64,
-        ),
-        ("problems parsed".to_string(), c(&counters.problems_parsed)),
-        (
-            "problems after de-duplication".to_string(),
-            c(&counters.problems_unique),
-        ),
-        (
-            format!("problems rated >= {}", config.rating.min_score),
-            c(&counters.problems_rated),
-        ),
-        ("skeletons checked".to_string(), c(&counters.skeletons)),
-        (
-            "problems with tests".to_string(),
-            c(&counters.problems_ready),
-        ),
-        ("tests parsed".to_string(), c(&counters.tests_parsed)),
-        ("tests kept".to_string(), c(&counters.tests_kept)),
-        ("solutions sampled".to_string(), c(&counters.samples)),
-        (
-            "candidates (code extracted)".to_string(),
-            c(&counters.candidates),
-        ),
-        (
-            "  given a missing standard-library import".to_string(),
-            c(&counters.candidates_given_imports),
-        ),
-        ("candidates executed".to_string(), c(&counters.executions)),
-        ("test runs".to_string(), c(&counters.test_runs)),
-        (
-            "  skipped (e(r) >= rho out of reach)".to_string(),
-            c(&counters.test_runs_skipped),
-        ),
-        (
-            "  decided in the child".to_string(),
-            c(&counters.test_runs_in_child),
-        ),
-        (
-            "candidates whose results change with the hash seed".to_string(),
-            c(&counters.nondeterministic),
-        ),
-        ("clusters".to_string(), results.clusters.len() as u64),
-        ("selections".to_string(), results.selections.len() as u64),
-        (
-            "completions replayed from checkpoints".to_string(),
-            c(&counters.replayed_completions),
-        ),
-        (
-            "executions replayed from checkpoints".to_string(),
-            c(&counters.replayed_executions),
-        ),
-    ];
-    let mut rejections = BTreeMap::new();
-    for r in &results.rejections {
-        *rejections.entry(rejection_key(r)).or_insert(0u64) += 1;
-    }
-    let mut cluster_sizes = BTreeMap::new();
-    for (_, size) in &results.clusters {
-        *cluster_sizes.entry(*size).or_insert(0u64) += 1;
-    }
-    let mut selected_cluster_sizes = BTreeMap::new();
-    for (s, _, _) in &results.selections {
-        *selected_cluster_sizes.entry(s.cluster_size).or_insert(0u64) += 1;
-    }
-    let sft = results.sft.clone().unwrap_or_default();
-    RunSummary {
-        run: config.name.clone(),
-        wall_s: 0.0,
-        resumed,
-        engine_threads: split.engine_threads,
-        sandbox_workers: split.sandbox_workers,
-        dataflow_workers: split.dataflow_workers,
-        counts: counts.into(),
-        rejections,
-        cluster_sizes,
-        selected_cluster_sizes,
-        stage_times: Vec::new(),
-        dataflow: Default::default(),
-        selections: results.selections.len() as u64,
-        selections_per_hour: 0.0,
-        sft_examples: sft.examples,
-        sft_rows: sft.rows,
-        sft_tokens: sft.tokens,
-        sandbox_isolation: BTreeMap::new(),
-    }
-}
-
-/// Marks the iteration complete in the manifest.
-fn mark_complete(run_dir: &Path, results: &Results, sft_rows: usize) -> Result<(), StoreError> {
-    let mut manifest = Manifest::load(run_dir)?.expect("claimed by this run");
-    manifest.stages.insert(
-        "iter-0".into(),
-        serde_json::json!({
-            "complete": true,
-            "problems": results.ready.len(),
-            "selections": results.selections.len(),
-            "sft_rows": sft_rows,
-        }),
-    );
-    manifest.save(run_dir)
 }
 
 #[cfg(test)]

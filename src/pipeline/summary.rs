@@ -7,6 +7,76 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use ucoder_operators::Rejection;
 
+/// What a run did: each iteration's summary and the lineage of its models (also
+/// `<run>/summary.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoopSummary {
+    pub run: String,
+    pub iterations: Vec<RunSummary>,
+    /// M_0 … M_N, as far as the run got.
+    pub models: Vec<super::lineage::ModelRecord>,
+    /// Why the loop ended before its last iteration, when it did.
+    pub stopped_early: Option<String>,
+    /// Wall time of this invocation.
+    pub wall_s: f64,
+}
+
+impl LoopSummary {
+    /// The table printed at the end of a run: each iteration's, then the lineage.
+    pub fn table(&self) -> String {
+        let mut out: String = self.iterations.iter().map(RunSummary::table).collect();
+        let _ = writeln!(out, "\n== lineage of `{}` ==", self.run);
+        let _ = writeln!(
+            out,
+            "{:<5} {:<14} {:<44} {:>10}",
+            "model", "weights", "made from", "benchmark"
+        );
+        for m in &self.models {
+            let made = match &m.trained {
+                None => m.path.display().to_string(),
+                Some(t) => {
+                    let loss = t.report.as_ref().map_or(String::new(), |r| {
+                        format!(
+                            ", {} rows, {} steps, loss {:.3} → {:.3}",
+                            r.rows, r.steps, r.first_loss, r.final_loss
+                        )
+                    });
+                    format!("{} + {}{loss}", t.from, short_path(&t.data))
+                }
+            };
+            let score = m.eval.as_ref().map_or("-".to_string(), |e| {
+                e.pass_at_k.get("pass@1").map_or("-".to_string(), |p| {
+                    format!("pass@1 {p:.3} ({})", e.problems)
+                })
+            });
+            let _ = writeln!(
+                out,
+                "{:<5} {:<14} {:<44} {:>10}",
+                m.name,
+                format!("{}…", &m.weights_sha256[..m.weights_sha256.len().min(12)]),
+                made,
+                score
+            );
+        }
+        if let Some(why) = &self.stopped_early {
+            let _ = writeln!(out, "\nthe loop stopped early: {why}");
+        }
+        let _ = writeln!(out, "wall {:.1} s", self.wall_s);
+        out
+    }
+}
+
+/// The last two components of a path (`iter-0/sft`).
+fn short_path(path: &std::path::Path) -> String {
+    let parts: Vec<_> = path.components().rev().take(2).collect();
+    parts
+        .iter()
+        .rev()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Wall and busy time of one stage.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StageTime {
@@ -25,6 +95,12 @@ pub struct StageTime {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSummary {
     pub run: String,
+    /// t: this summary is iteration t's (`<run>/iter-<t>/summary.json`).
+    #[serde(default)]
+    pub iteration: u32,
+    /// The model the iteration generated with (`M<t>` of the run's lineage).
+    #[serde(default)]
+    pub model: String,
     pub wall_s: f64,
     pub resumed: bool,
     pub engine_threads: usize,
@@ -72,7 +148,11 @@ impl RunSummary {
     /// The table printed at the end of a run.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "\n== ucoder-flow run `{}` ==", self.run);
+        let _ = writeln!(
+            out,
+            "\n== ucoder-flow run `{}`, iteration {} ({}) ==",
+            self.run, self.iteration, self.model
+        );
         let _ = writeln!(
             out,
             "wall {:.1} s{}, engine threads {}, sandbox workers {}, dataflow workers {}",

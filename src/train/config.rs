@@ -80,6 +80,16 @@ pub struct TrainConfig {
     pub seed: Option<u64>,
     /// CPU threads (default: all cores). Results are bitwise reproducible for a fixed count.
     pub threads: Option<usize>,
+    /// Whether a run trains after its last iteration too (M_N from iteration N−1's shards);
+    /// `false` ends the run at the last iteration's shards (the last model trained is M_{N−1}).
+    #[serde(default = "default_true")]
+    pub after_last_iteration: bool,
+    /// An external trainer instead of the built-in one: a shell command that a run starts after
+    /// each iteration (contract in docs/ARCHITECTURE.md, "External trainers"; an example is
+    /// `scripts/train_trl.py`). The built-in trainer's fields other than `seed` are passed to
+    /// it as JSON and are the command's to honour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
 }
 
 impl Default for TrainConfig {
@@ -123,8 +133,26 @@ fn default_checkpoint_every() -> usize {
 }
 
 impl TrainConfig {
+    /// The settings that decide the trained weights, as JSON: all but `threads`,
+    /// `checkpoint_every` (how the work is done) and `after_last_iteration` (whether it is).
+    pub fn result_settings(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).expect("the [train] section serializes");
+        if let Some(map) = value.as_object_mut() {
+            map.remove("threads");
+            map.remove("checkpoint_every");
+            map.remove("after_last_iteration");
+        }
+        value
+    }
+
     /// Checks every value, naming the first wrong field.
     pub fn validate(&self) -> Result<(), Invalid> {
+        if self.command.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return Invalid::err(
+                "train.command",
+                "is empty; remove it to use the built-in trainer",
+            );
+        }
         let positive = |field, n: usize| match n {
             0 => Invalid::err(field, "must be at least 1"),
             _ => Ok(()),

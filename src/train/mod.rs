@@ -46,6 +46,11 @@ pub enum TrainError {
         "{0}: no SFT rows to train on (the run selected nothing, or this is not an sft/ folder)"
     )]
     NoData(PathBuf),
+    #[error(
+        "{0}: holds a model trained with other settings, data or base weights; remove the folder \
+         to train again, or train into another one"
+    )]
+    OtherRun(PathBuf),
     #[error(transparent)]
     BadRow(#[from] BadRow),
     #[error("{what}: {source}")]

@@ -518,7 +518,7 @@ impl TrainModel {
                     path: file.clone(),
                     source,
                 })?;
-            copy_model_files(base, tmp)
+            copy_model_files(base, tmp, false)
         })
     }
 }
@@ -583,8 +583,9 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
     x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
 }
 
-/// Copies everything of a model directory but its weights (config, tokenizer, chat template).
-pub fn copy_model_files(base: &Path, to: &Path) -> Result<(), TrainError> {
+/// Copies everything of a model directory but its weights (config, tokenizer, chat template);
+/// with `keep_existing`, files `to` already has stay as they are.
+pub fn copy_model_files(base: &Path, to: &Path, keep_existing: bool) -> Result<(), TrainError> {
     let entries = std::fs::read_dir(base).map_err(|source| TrainError::Io {
         path: base.to_path_buf(),
         source,
@@ -604,6 +605,9 @@ pub fn copy_model_files(base: &Path, to: &Path) -> Result<(), TrainError> {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
+        if keep_existing && to.join(name).exists() {
+            continue;
+        }
         if keep && !name.ends_with(".safetensors.index.json") {
             let bytes = std::fs::read(&path).map_err(|source| TrainError::Io {
                 path: path.clone(),

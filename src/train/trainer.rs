@@ -74,6 +74,10 @@ pub struct TrainSummary {
     pub tokens_per_second: f64,
     /// The step a resumed run continued from.
     pub resumed_from_step: Option<usize>,
+    /// Digest of what decided the weights: the `[train]` settings that change results, the
+    /// seed, the data and the base weights. A finished folder is reused only by a run with the
+    /// same identity.
+    pub identity: String,
 }
 
 /// Trains; see the module documentation.
@@ -84,7 +88,32 @@ pub fn train(job: &TrainJob, reporter: &dyn Reporter) -> Result<TrainSummary, Tr
         why: e.why,
     })?;
     let summary_path = job.out.join("train.json");
+    super::keep_freed_memory();
+    let rows = read_sft(&job.data)?;
+    if rows.is_empty() {
+        return Err(TrainError::NoData(job.data.clone()));
+    }
+    let seed = cfg.seed.unwrap_or(job.default_seed);
+    if let ModelSource::Gguf(path) = &job.base
+        && !job.out.join("base").join("config.json").is_file()
+    {
+        reporter.note(&format!(
+            "exporting {} to safetensors for training (once)",
+            path.display()
+        ));
+    }
+    let base = super::base_dir(&job.base, &job.out)?;
+    let base_sha256 = digest_weights(&base)?;
+    let identity = digest_json(&serde_json::json!({
+        "train": cfg.result_settings(),
+        "seed": seed,
+        "data": digest_rows(&rows),
+        "base": base_sha256,
+    }));
     if let Some(done) = read_json::<TrainSummary>(&summary_path)? {
+        if done.identity != identity {
+            return Err(TrainError::OtherRun(job.out.clone()));
+        }
         reporter.note(&format!(
             "{}: already trained ({} steps); remove it to train again",
             job.out.display(),
@@ -92,21 +121,7 @@ pub fn train(job: &TrainJob, reporter: &dyn Reporter) -> Result<TrainSummary, Tr
         ));
         return Ok(done);
     }
-    super::keep_freed_memory();
-    let rows = read_sft(&job.data)?;
-    if rows.is_empty() {
-        return Err(TrainError::NoData(job.data.clone()));
-    }
-    let seed = cfg.seed.unwrap_or(job.default_seed);
-    if let ModelSource::Gguf(path) = &job.base {
-        reporter.note(&format!(
-            "exporting {} to safetensors for training (once)",
-            path.display()
-        ));
-    }
-    let base = super::base_dir(&job.base, &job.out)?;
     reporter.note(&format!("loading {}", base.display()));
-    let base_sha256 = digest_weights(&base)?;
     let mut model = TrainModel::load(&base, &cfg.mode(), &job.device, seed)?;
     model.set_recompute(cfg.gradient_checkpointing);
     check_rows(&rows, model.shape().model.vocab_size)?;
@@ -123,12 +138,6 @@ pub fn train(job: &TrainJob, reporter: &dyn Reporter) -> Result<TrainSummary, Tr
         total_steps: total,
         min_lr_ratio: cfg.min_lr_ratio,
     };
-    let identity = digest_json(&serde_json::json!({
-        "train": cfg,
-        "seed": seed,
-        "data": digest_rows(&rows),
-        "base": base_sha256,
-    }));
     let mut optimizer =
         AdamW::new(model.trainable(), cfg.adamw()).map_err(TrainError::candle("optimizer"))?;
     let checkpoint_dir = job.out.join("checkpoint");
@@ -204,6 +213,7 @@ pub fn train(job: &TrainJob, reporter: &dyn Reporter) -> Result<TrainSummary, Tr
         train_seconds,
         tokens_per_second: own_tokens as f64 / train_seconds.max(1e-9),
         resumed_from_step: (start > 0).then_some(start),
+        identity,
     };
     write_json_atomic(&summary_path, &summary)?;
     crate::store::remove_dir(&checkpoint_dir)?;
@@ -277,34 +287,12 @@ fn train_step(
 
 /// SHA-256 over the `*.safetensors` files of a model folder, in name order.
 pub fn digest_weights(dir: &Path) -> Result<String, TrainError> {
-    use sha2::{Digest, Sha256};
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|source| TrainError::Io {
+    crate::models::weights_sha256(&ModelSource::Safetensors(dir.to_path_buf())).map_err(|e| {
+        TrainError::Model {
             path: dir.to_path_buf(),
-            source,
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(TrainError::Model {
-            path: dir.to_path_buf(),
-            message: "no .safetensors file".into(),
-        });
-    }
-    let mut hasher = Sha256::new();
-    for file in files {
-        let mut f = std::fs::File::open(&file).map_err(|source| TrainError::Io {
-            path: file.clone(),
-            source,
-        })?;
-        std::io::copy(&mut f, &mut hasher).map_err(|source| TrainError::Io {
-            path: file.clone(),
-            source,
-        })?;
-    }
-    Ok(format!("{:x}", hasher.finalize()))
+            message: e.to_string(),
+        }
+    })
 }
 
 /// SHA-256 of the training rows' tokens, labels and boundaries.
