@@ -253,3 +253,21 @@ fn invalid_parameters_are_rejected() {
         Err(LlmError::EmptyPrompt)
     ));
 }
+
+/// A process started by one that loaded an engine inherits its `CANDLE_NUM_THREADS`; an engine
+/// asked for another number of threads must still load with that number (the run's trainer and
+/// evaluation children, and test harnesses, all start such processes).
+#[test]
+fn an_inherited_candle_num_threads_does_not_override_the_requested_budget() {
+    ucoder_flow::models::test_model().expect("test model");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ucoder-flow"))
+        .args(["generate", "--model", ucoder_flow::models::TEST_MODEL])
+        .args(["--threads", "1", "--temperature", "0", "--max-tokens", "4"])
+        .arg(PROMPT)
+        .env("CANDLE_NUM_THREADS", "2")
+        .output()
+        .expect("start ucoder-flow generate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("(1 threads)"), "{stderr}");
+}

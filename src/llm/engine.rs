@@ -162,12 +162,13 @@ fn resolve_threads(requested: Option<usize>) -> usize {
 fn apply_thread_budget(threads: usize) -> Result<(), LlmError> {
     static ACTIVE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let active = *ACTIVE.get_or_init(|| {
-        if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-            // SAFETY: candle reads CANDLE_NUM_THREADS once, when its pool is first created, which
-            // the call below forces; this runs once per process, before the engine starts any
-            // thread of its own.
-            unsafe { std::env::set_var("CANDLE_NUM_THREADS", threads.to_string()) };
-        }
+        // The engine's resolved budget wins over an inherited CANDLE_NUM_THREADS (which
+        // `resolve_threads` already used as the default): a parent process that loaded an engine
+        // of another size leaves its value in the environment of every child it starts.
+        // SAFETY: candle reads CANDLE_NUM_THREADS once, when its pool is first created, which
+        // the call below forces; this runs once per process, before the engine starts any
+        // thread of its own.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", threads.to_string()) };
         candle_core::utils::barrier_pool().n_workers() + 1
     });
     if active != threads {

@@ -110,10 +110,6 @@ pub fn run(
         result_settings(&config),
         model_identity(&base),
     )?;
-    let trainer = match &options.trainer {
-        Some(program) => program.clone(),
-        None => TrainerProgram::current()?,
-    };
 
     let mut summary = LoopSummary {
         run: config.name.clone(),
@@ -154,6 +150,10 @@ pub fn run(
             ));
             break;
         }
+        let trainer = match &options.trainer {
+            Some(program) => program.clone(),
+            None => TrainerProgram::current(t)?,
+        };
         let next = train_next_model(
             &TrainStep {
                 config: train,

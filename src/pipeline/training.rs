@@ -43,10 +43,11 @@ pub struct TrainerProgram {
 }
 
 impl TrainerProgram {
-    /// This executable (the `ucoder-flow` binary when the run was started from it).
-    pub fn current() -> Result<TrainerProgram, PipelineError> {
+    /// This executable (the `ucoder-flow` binary when the run was started from it), to train after
+    /// iteration `iteration`.
+    pub fn current(iteration: u32) -> Result<TrainerProgram, PipelineError> {
         let exe = std::env::current_exe().map_err(|e| PipelineError::Train {
-            iteration: 0,
+            iteration,
             why: format!("cannot find this executable to start the trainer: {e}"),
         })?;
         Ok(TrainerProgram {
@@ -272,7 +273,7 @@ mod tests {
     fn an_external_trainer_gets_the_contract_and_its_model_enters_the_lineage() {
         let run = run_folder();
         let base = crate::models::test_model().unwrap();
-        let program = TrainerProgram::current().unwrap();
+        let program = TrainerProgram::current(0).unwrap();
         // A "trainer" that writes the base's config and weights back as the trained model,
         // without tokenizer files (the run completes them), and records what it was given.
         let command = r#"echo call >> "$UCODER_TRAIN_OUT/../calls" &&
@@ -334,7 +335,7 @@ mod tests {
     #[test]
     fn an_external_trainer_that_fails_or_writes_nothing_stops_the_step() {
         let base = crate::models::test_model().unwrap();
-        let program = TrainerProgram::current().unwrap();
+        let program = TrainerProgram::current(0).unwrap();
         for (command, expected) in [("exit 3", "failed"), ("true", "wrote no")] {
             let run = run_folder();
             let config = TrainConfig {
