@@ -94,10 +94,10 @@ pub struct ProblemStage {
     /// Problems to request.
     pub count: usize,
     #[serde(default = "default_problem_temperature")]
-    pub temperature: f32,
+    pub temperature: f64,
     /// Near-duplicate threshold on description MinHash Jaccard similarity.
     #[serde(default = "default_dedup_threshold")]
-    pub dedup_threshold: f32,
+    pub dedup_threshold: f64,
 }
 
 /// Stage 2: rating.
@@ -105,7 +105,7 @@ pub struct ProblemStage {
 #[serde(deny_unknown_fields)]
 pub struct RatingStage {
     /// Problems scoring below this (0–10) are dropped.
-    pub min_score: f32,
+    pub min_score: f64,
 }
 
 /// Stage 4: tests.
@@ -117,7 +117,7 @@ pub struct TestStage {
     /// Tests requested per LLM call.
     pub batch: usize,
     #[serde(default = "default_test_temperature")]
-    pub temperature: f32,
+    pub temperature: f64,
 }
 
 /// Stage 5: solution sampling.
@@ -128,9 +128,9 @@ pub struct SamplingStage {
     pub n: usize,
     /// Candidates per round (adaptive sampling decides after each round).
     pub round: usize,
-    pub temperature: f32,
+    pub temperature: f64,
     #[serde(default = "default_top_p")]
-    pub top_p: f32,
+    pub top_p: f64,
     /// Stop sampling a problem once its leading cluster cannot be overtaken.
     #[serde(default)]
     pub adaptive: bool,
@@ -194,7 +194,7 @@ fn is_zero(x: &f64) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct SandboxLimits {
     /// CPU-time budget per test, in seconds.
-    pub test_cpu_seconds: f32,
+    pub test_cpu_seconds: f64,
     /// Address-space limit per job, in MiB.
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u64,
@@ -248,16 +248,16 @@ fn one_usize() -> usize {
 fn default_max_tokens() -> usize {
     768
 }
-fn default_problem_temperature() -> f32 {
+fn default_problem_temperature() -> f64 {
     1.0
 }
-fn default_dedup_threshold() -> f32 {
+fn default_dedup_threshold() -> f64 {
     0.7
 }
-fn default_test_temperature() -> f32 {
+fn default_test_temperature() -> f64 {
     0.7
 }
-fn default_top_p() -> f32 {
+fn default_top_p() -> f64 {
     0.95
 }
 fn default_true() -> bool {
@@ -295,7 +295,7 @@ impl PipelineConfig {
 }
 
 /// A sampling temperature must be finite and at least 0 (0 is greedy).
-fn temperature(field: &'static str, value: f32) -> Result<(), Invalid> {
+fn temperature(field: &'static str, value: f64) -> Result<(), Invalid> {
     if !(value >= 0.0 && value.is_finite()) {
         return Invalid::err(field, format!("{value} must be at least 0 (0 is greedy)"));
     }

@@ -36,4 +36,5 @@ pub mod python;
 pub mod sandbox;
 pub mod sft;
 pub mod store;
+pub mod suggest;
 pub mod train;

@@ -91,7 +91,8 @@ impl ModelSource {
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error(
-        "unknown model `{0}`: not a registry name ({names}) and no file or directory at that path",
+        "unknown model `{0}`{hint}: not a registry name ({names}) and no file or directory at that path",
+        hint = crate::suggest::did_you_mean(.0, REGISTRY.iter().map(|m| m.name)),
         names = registry_names()
     )]
     Unknown(String),
@@ -214,6 +215,18 @@ mod tests {
         assert!(
             msg.contains(DEFAULT_MODEL) && msg.contains(TEST_MODEL),
             "{msg}"
+        );
+        assert!(!msg.contains("did you mean"), "{msg}");
+        let typo = resolve(
+            "qwen2.5-coder-0.5-instruct",
+            Path::new("/nonexistent"),
+            &crate::progress::Silent,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            typo.contains(&format!("(did you mean `{DEFAULT_MODEL}`?)")),
+            "{typo}"
         );
     }
 

@@ -55,12 +55,16 @@ pub struct EvalArgs {
     )]
     pub rejudge: Option<PathBuf>,
     /// No progress bar.
-    #[arg(long)]
+    #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Print the summary as JSON (what the run folder's summary file holds) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs `ucoder-flow eval`: prints the summary table to stdout, progress and notes to stderr.
 pub fn run(args: &EvalArgs, format: LogFormat) -> anyhow::Result<()> {
+    super::interrupt::stop_cleanly_on_signals("eval");
     let renderer = Renderer::new("eval", format, args.quiet);
     let say = |line: &str| renderer.note(line);
     let overrides = Overrides {
@@ -90,7 +94,7 @@ pub fn run(args: &EvalArgs, format: LogFormat) -> anyhow::Result<()> {
             }
             None => rerank::rescore(&config, &problems)?,
         };
-        println!("{}", summary.table());
+        print_summary(&summary, summary.table(), args.json)?;
         return Ok(());
     }
     let mut model = match &args.completions {
@@ -142,7 +146,7 @@ pub fn run(args: &EvalArgs, format: LogFormat) -> anyhow::Result<()> {
             &mut sandbox,
             &renderer,
         )?;
-        println!("{}", summary.table());
+        print_summary(&summary, summary.table(), args.json)?;
         let dir = &config.output.dir;
         say(&format!(
             "per problem: {}, per method: {}, figures: {}",
@@ -153,12 +157,22 @@ pub fn run(args: &EvalArgs, format: LogFormat) -> anyhow::Result<()> {
         return Ok(());
     }
     let summary = runner::run(&config, &problems, &mut model, &mut executor, &renderer)?;
-    println!("{}", summary.table());
+    print_summary(&summary, summary.table(), args.json)?;
     say(&format!(
         "samples: {}, summary: {}",
         runner::samples_dir(&config.output.dir).display(),
         config.output.dir.join(runner::SUMMARY_FILE).display()
     ));
+    Ok(())
+}
+
+/// The summary on stdout: its table, or with `--json` the JSON its run folder keeps.
+fn print_summary(summary: &impl serde::Serialize, table: String, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(summary)?);
+    } else {
+        println!("{table}");
+    }
     Ok(())
 }
 

@@ -48,6 +48,9 @@ pub struct GenerateArgs {
     /// Send the prompt as is, without the model's chat template.
     #[arg(long)]
     pub raw: bool,
+    /// Print only the completions (no load and throughput lines on stderr).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
     /// The prompt (a user message unless --raw).
     pub prompt: String,
 }
@@ -166,12 +169,17 @@ pub fn generate_command(args: &GenerateArgs) -> Result<(), CommandError> {
         ..Default::default()
     };
     let mut engine = Engine::load(&source, &opts)?;
-    eprintln!(
-        "[generate] loaded {} in {:.2}s ({} threads)",
+    let note = |line: String| {
+        if !args.quiet {
+            eprintln!("[generate] {line}");
+        }
+    };
+    note(format!(
+        "loaded {} in {:.2}s ({} threads)",
         source.path().display(),
         engine.load_time().as_secs_f64(),
         engine.threads()
-    );
+    ));
     let prompt = if args.raw || !engine.has_chat_template() {
         args.prompt.clone()
     } else {
@@ -199,14 +207,14 @@ pub fn generate_command(args: &GenerateArgs) -> Result<(), CommandError> {
         println!("{}", c.text);
     }
     let s = engine.last_stats();
-    eprintln!(
-        "[generate] prompt {} tokens, prefill {:.1} tok/s; {} tokens generated, decode {:.1} tok/s aggregate; {:.2}s wall",
+    note(format!(
+        "prompt {} tokens, prefill {:.1} tok/s; {} tokens generated, decode {:.1} tok/s aggregate; {:.2}s wall",
         s.prompt_tokens,
         s.prompt_tokens as f64 / s.prefill_time.as_secs_f64().max(1e-9),
         s.generated_tokens,
         s.decode_tokens as f64 / s.decode_time.as_secs_f64().max(1e-9),
         wall
-    );
+    ));
     Ok(())
 }
 

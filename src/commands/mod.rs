@@ -10,6 +10,7 @@
 //! - [`progress`]: how the library's progress is rendered (`--log-format`).
 
 pub mod eval;
+pub mod interrupt;
 pub mod llm;
 pub mod models;
 pub mod progress;
@@ -32,7 +33,8 @@ use crate::models::DEFAULT_MODEL;
     version,
     about = "Self-improving code LLM data pipeline (UCoder / IPC)",
     args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
+    subcommand_negates_reqs = true,
+    after_help = AFTER_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -46,9 +48,27 @@ struct Cli {
     log_format: LogFormat,
 }
 
+const AFTER_HELP: &str = "\
+Environment:
+  UCODER_FLOW_CACHE   where models and HumanEval are fetched to and read from (default:
+                      data/cache in the current folder)
+  UCODER_FLOW_PYTHON  the Python that runs the sandbox and comparison scripts (default: python3;
+                      its real interpreter is started, not a pyenv shim)
+  CANDLE_NUM_THREADS  engine threads when neither the TOML nor --threads sets them
+
+Exit codes:
+  0    done
+  1    an error (the message names the file, field or record)
+  2    a bad command line
+  3    the run finished but its last iteration selected nothing
+  130  stopped by SIGINT (143: SIGTERM); committed work is kept and the same command resumes
+";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run (or resume) an IPC pipeline: problems, tests, sampled solutions, consensus selection, SFT shards.
+    // A negative number is a bad value of its option (`--limit -1`), not an unknown flag.
+    #[command(allow_negative_numbers = true)]
     Run(run::RunArgs),
     /// Manage models: list the registry, fetch weights into the cache.
     Models {
@@ -56,10 +76,16 @@ enum Command {
         command: ModelsCommand,
     },
     /// Sample completions of a prompt with the in-process engine and print them with tokens/s.
+    // A negative number is a bad value of its option (`--limit -1`), not an unknown flag.
+    #[command(allow_negative_numbers = true)]
     Generate(llm::GenerateArgs),
     /// Fine-tune a model on SFT shards (full or LoRA), checkpointed and resumable.
+    // A negative number is a bad value of its option (`--limit -1`), not an unknown flag.
+    #[command(allow_negative_numbers = true)]
     Train(train::TrainArgs),
     /// Evaluate a model on a benchmark (HumanEval): pass@k, per-sample Parquet, summary.
+    // A negative number is a bad value of its option (`--limit -1`), not an unknown flag.
+    #[command(allow_negative_numbers = true)]
     Eval(eval::EvalArgs),
     /// Benchmarks.
     Bench {
@@ -94,7 +120,11 @@ enum BenchCommand {
 #[derive(Debug, Subcommand)]
 enum ModelsCommand {
     /// List the models the registry knows and whether each is cached.
-    List,
+    List {
+        /// One JSON array (name, description, cached, path, bytes, sha256) instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Fetch a registry model (default: the default model) into the cache, verifying its checksum.
     Fetch {
         /// Registry name.
@@ -116,11 +146,15 @@ pub const EMPTY_RUN_EXIT: u8 = 3;
 
 /// Runs the command line and maps errors to a non-zero exit code with the full cause chain.
 pub fn main() -> ExitCode {
+    if let Some(message) = unknown_command(std::env::args_os().nth(1)) {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", describe(&err));
             if err.downcast_ref::<EmptyRun>().is_some() {
                 ExitCode::from(EMPTY_RUN_EXIT)
             } else {
@@ -128,6 +162,50 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The first argument is taken as a pipeline file when it is no subcommand, so a mistyped
+/// subcommand (`ucoder-flow rnu x.toml`) would read as a missing file with an unexpected argument:
+/// say what it is instead, when it is neither a file nor a `.toml` path and not an option.
+fn unknown_command(first: Option<std::ffi::OsString>) -> Option<String> {
+    use clap::CommandFactory;
+    let first = first?.into_string().ok()?;
+    if first.starts_with('-') || first.ends_with(".toml") || std::path::Path::new(&first).exists() {
+        return None;
+    }
+    let cli = Cli::command();
+    let commands: Vec<&str> = cli
+        .get_subcommands()
+        .map(|c| c.get_name())
+        .filter(|name| *name != "help")
+        .collect();
+    if commands.contains(&first.as_str()) || first == "help" {
+        return None;
+    }
+    Some(format!(
+        "`{first}` is neither a command{hint} nor a pipeline file; commands: {}, or \
+         `ucoder-flow PIPELINE.toml` to run a pipeline (see `ucoder-flow --help`)",
+        commands.join(", "),
+        hint = crate::suggest::did_you_mean(&first, commands.iter().copied()),
+    ))
+}
+
+/// The error and its causes, outermost first, joined by ": ", without the causes that the text
+/// before them already says (library errors often put their source in their own message, and
+/// anyhow's chain would repeat it).
+pub fn describe(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let message = cause.to_string();
+        if message.is_empty() || text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -147,10 +225,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval::run(&args, format),
         Command::Train(args) => train::run(&args, format),
         Command::Models { command } => match command {
-            ModelsCommand::List => {
-                models::list();
-                Ok(())
-            }
+            ModelsCommand::List { json } => models::list(json),
             ModelsCommand::Fetch { name } => {
                 models::fetch(&name, &progress::Renderer::notes("ucoder-flow"))
             }
@@ -177,5 +252,41 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Inner {
+        #[error("No such file or directory (os error 2)")]
+        Missing,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        /// Says its source in its own message.
+        #[error("nope.toml: {0}")]
+        Echoing(#[source] Inner),
+        /// Leaves its source to the chain.
+        #[error("reading nope.toml")]
+        Silent(#[source] Inner),
+    }
+
+    #[test]
+    fn a_cause_is_printed_once_whether_or_not_its_parent_repeats_it() {
+        let echoing =
+            anyhow::Error::new(Outer::Echoing(Inner::Missing)).context("loading the pipeline");
+        assert_eq!(
+            describe(&echoing),
+            "loading the pipeline: nope.toml: No such file or directory (os error 2)"
+        );
+        let silent = anyhow::Error::new(Outer::Silent(Inner::Missing));
+        assert_eq!(
+            describe(&silent),
+            "reading nope.toml: No such file or directory (os error 2)"
+        );
     }
 }

@@ -8,18 +8,36 @@ use crate::llm::export::export_safetensors;
 use crate::models::{self, ModelSource};
 use crate::progress::Reporter;
 
-/// `ucoder-flow models list`: every registry model and whether it is cached.
-pub fn list() {
+/// `ucoder-flow models list`: every registry model and whether it is cached (one line each, or
+/// with `json` one JSON array).
+pub fn list(json: bool) -> anyhow::Result<()> {
     let cache = fetch::cache_dir();
+    let mut entries = Vec::new();
     for m in models::REGISTRY {
-        let cached = cache.join(m.artifact.file_name).is_file();
-        println!(
-            "{:<30} {:<8} {}",
-            m.name,
-            if cached { "cached" } else { "-" },
-            m.description
-        );
+        let path = cache.join(m.artifact.file_name);
+        let cached = path.is_file();
+        if json {
+            entries.push(serde_json::json!({
+                "name": m.name,
+                "description": m.description,
+                "cached": cached,
+                "path": path,
+                "bytes": m.artifact.size,
+                "sha256": m.artifact.sha256,
+            }));
+        } else {
+            println!(
+                "{:<30} {:<8} {}",
+                m.name,
+                if cached { "cached" } else { "-" },
+                m.description
+            );
+        }
     }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+    }
+    Ok(())
 }
 
 /// `ucoder-flow models fetch NAME`: fetches into the cache and prints the path.

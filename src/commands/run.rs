@@ -24,10 +24,14 @@ pub struct RunArgs {
     /// No progress bars.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Print the summary as JSON (what `<run>/summary.json` holds) instead of tables.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs the pipeline and prints the summary table.
 pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<()> {
+    super::interrupt::stop_cleanly_on_signals("run");
     let mut trainer_args = vec!["--log-format".to_string(), format.name().to_string()];
     if args.quiet {
         trainer_args.push("-q".into());
@@ -45,7 +49,11 @@ pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<()> {
         },
         Arc::new(Renderer::new("ucoder-flow", format, args.quiet)),
     )?;
-    println!("{}", summary.table());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!("{}", summary.table());
+    }
     let Some(last) = summary.iterations.last() else {
         return Ok(());
     };

@@ -71,6 +71,7 @@ impl From<MethodArg> for TrainMethod {
 
 /// Runs `ucoder-flow train` and prints the summary.
 pub fn run(args: &TrainArgs, format: LogFormat) -> anyhow::Result<()> {
+    super::interrupt::stop_cleanly_on_signals("training");
     let pipeline = match &args.pipeline {
         Some(path) => Some(PipelineConfig::load(path)?),
         None => None,

@@ -66,7 +66,7 @@ impl Backends {
         }
         let engine = Arc::new(Mutex::new(engine));
         let limits = Limits {
-            test_cpu: Duration::from_secs_f32(config.sandbox.test_cpu_seconds),
+            test_cpu: Duration::from_secs_f64(config.sandbox.test_cpu_seconds),
             memory_bytes: config.sandbox.memory_mib << 20,
             ..Limits::default()
         };

@@ -112,7 +112,7 @@ pub fn run_iteration(
             settings: StageSettings::from_config(&config),
         },
         selection: selector::selection_config(&config),
-        dedup_threshold: config.problems.dedup_threshold,
+        dedup_threshold: config.problems.dedup_threshold as f32,
         problem_count: config.problems.count as u64,
         llm: backends.llm_handles(),
         exec: backends.exec.handle(),

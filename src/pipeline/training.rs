@@ -23,6 +23,7 @@
 //! Either way M_{t+1}'s [`ModelRecord`] is written to the manifest last, with the hashes of the
 //! data and the weights; a present record means the step is done.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -176,7 +177,11 @@ fn run_builtin(
         // The run sized these for its engine; the trainer sizes its own from --threads.
         .env_remove("CANDLE_NUM_THREADS")
         .env_remove("RAYON_NUM_THREADS")
-        .stdout(std::process::Stdio::null());
+        .stdout(std::process::Stdio::null())
+        // Its own process group: Ctrl-C reaches the run, which stops; the trainer is then
+        // SIGKILLed with it (its checkpoints are atomic, and the same command resumes both).
+        .process_group(0);
+    end_with_this_process(&mut command, libc::SIGKILL);
     let status = command
         .status()
         .map_err(|e| step.fail(format!("starting {}: {e}", step.program.exe.display())))?;
@@ -194,6 +199,20 @@ fn run_builtin(
     })
 }
 
+/// Sends the child `signal` when the thread that starts it (the run's) ends.
+fn end_with_this_process(command: &mut Command, signal: libc::c_int) {
+    let signal = signal as libc::c_ulong;
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// `[train] command` through `sh -c`.
 fn run_command(
     step: &TrainStep<'_>,
@@ -206,7 +225,8 @@ fn run_command(
         .map_err(|e| step.fail(format!("preparing the base model: {e}")))?;
     let config = serde_json::to_string(step.config).expect("the [train] section serializes");
     let model_dir = out.join("model");
-    let status = Command::new("sh")
+    let mut shell = Command::new("sh");
+    shell
         .arg("-c")
         .arg(command)
         .env("UCODER_TRAIN_DATA", data)
@@ -215,7 +235,11 @@ fn run_command(
         .env("UCODER_TRAIN_CONFIG", config)
         .env("UCODER_TRAIN_SEED", step.seed.to_string())
         .env_remove("CANDLE_NUM_THREADS")
-        .env_remove("RAYON_NUM_THREADS")
+        .env_remove("RAYON_NUM_THREADS");
+    // A user's trainer gets Ctrl-C with the run (same process group) and SIGTERM if the run is
+    // killed, so it never trains on into a folder that a resumed run trains into again.
+    end_with_this_process(&mut shell, libc::SIGTERM);
+    let status = shell
         .status()
         .map_err(|e| step.fail(format!("starting `sh -c {command}`: {e}")))?;
     if !status.success() {

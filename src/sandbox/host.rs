@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use super::SandboxError;
 
@@ -181,10 +181,15 @@ impl Drop for WorkerCgroup {
 /// Where a worker may put its job folders when the host refuses it a mount namespace (with one,
 /// jobs work in a private tmpfs and nothing is created here). The worker creates the folder
 /// only then, so a run on a host with namespaces leaves nothing in the temp folder even when it
-/// is killed; the folder is removed when the worker is dropped.
+/// is killed; the folder is removed when the worker is dropped, or by [`end_all_workers`].
 pub struct ScratchDir {
     pub path: PathBuf,
+    /// The worker process using the folder, once started ([`ScratchDir::lend_to`]).
+    worker: Option<u32>,
 }
+
+/// The workers of this process that hold a scratch folder: (process id, folder).
+static LIVE_WORKERS: Mutex<Vec<(u32, PathBuf)>> = Mutex::new(Vec::new());
 
 impl ScratchDir {
     /// A fresh, not yet existing path in the system temp folder.
@@ -201,12 +206,53 @@ impl ScratchDir {
         );
         ScratchDir {
             path: std::env::temp_dir().join(name),
+            worker: None,
         }
     }
+
+    /// Records that worker process `pid` (the leader of its own process group) uses the folder,
+    /// so that [`end_all_workers`] can end it and remove the folder.
+    pub fn lend_to(&mut self, pid: u32) {
+        self.worker = Some(pid);
+        live_workers().push((pid, self.path.clone()));
+    }
+}
+
+fn live_workers() -> std::sync::MutexGuard<'static, Vec<(u32, PathBuf)>> {
+    LIVE_WORKERS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
+        if let Some(pid) = self.worker {
+            live_workers().retain(|(p, _)| *p != pid);
+        }
         let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Ends every sandbox worker of this process (each one's whole process group, so its job
+/// processes too) and removes their scratch folders. For a process about to exit on a signal,
+/// where no destructor runs: the workers would die with it (PDEATHSIG), but their folders
+/// would stay in the temp folder.
+pub fn end_all_workers() {
+    let workers = live_workers().clone();
+    for (pid, _) in &workers {
+        if let Ok(pid) = libc::pid_t::try_from(*pid) {
+            // SAFETY: kill has no memory effects; a negative pid names the process group.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+    for (_, path) in &workers {
+        // A killed worker may still be writing for a moment: retry briefly.
+        for _ in 0..50 {
+            if std::fs::remove_dir_all(path).is_ok() || !path.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }

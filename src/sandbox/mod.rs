@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use host::real_python;
+pub use host::{end_all_workers, real_python};
 pub use pool::{PoolStats, SandboxPool};
 pub use value::Value;
 

@@ -241,7 +241,7 @@ impl WorkerProcess {
                 cpuacct: off(),
             }
         };
-        let scratch = host::ScratchDir::for_worker(spec.slot);
+        let mut scratch = host::ScratchDir::for_worker(spec.slot);
         let uid_why = if !spec.config.drop_uid {
             "disabled by configuration"
         } else {
@@ -288,6 +288,7 @@ impl WorkerProcess {
         let mut child = cmd.spawn().map_err(|e| {
             SandboxError::WorkerStart(format!("spawning {}: {e}", spec.python.display()))
         })?;
+        scratch.lend_to(child.id());
         let stdin = child.stdin.take().expect("piped stdin");
         let mut reader = FrameReader::new(child.stdout.take().expect("piped stdout"));
         let hello = match reader.read(Instant::now() + START_TIMEOUT) {

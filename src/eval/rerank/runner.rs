@@ -73,7 +73,7 @@ fn stage_prompts(config: &EvalConfig) -> Result<StagePrompts, EvalError> {
             min_score: 0.0,
             tests_per_problem: tests.per_problem,
             test_batch: tests.batch,
-            test_temperature: tests.temperature,
+            test_temperature: tests.temperature as f32,
             samples: d.n,
             round: d.n,
             sample_temperature: d.temperature as f32,

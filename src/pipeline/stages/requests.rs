@@ -48,15 +48,15 @@ impl StageSettings {
         StageSettings {
             seed: config.seed,
             max_tokens: config.model.max_tokens as u32,
-            problem_temperature: config.problems.temperature,
-            min_score: config.rating.min_score,
+            problem_temperature: config.problems.temperature as f32,
+            min_score: config.rating.min_score as f32,
             tests_per_problem: config.tests.per_problem,
             test_batch: config.tests.batch,
-            test_temperature: config.tests.temperature,
+            test_temperature: config.tests.temperature as f32,
             samples: config.sampling.n,
             round: config.sampling.round,
-            sample_temperature: config.sampling.temperature,
-            top_p: config.sampling.top_p,
+            sample_temperature: config.sampling.temperature as f32,
+            top_p: config.sampling.top_p as f32,
         }
     }
 
