@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use ucoder_flow::llm::gguf::GgufModel;
 use ucoder_flow::llm::tokenizer::Tokenizer;
-use ucoder_flow::pipeline::artifacts::{ClusterRow, ExecutionRow, ResponseRow, SelectionRow};
+use ucoder_flow::pipeline::artifacts::{
+    ClusterRow, ExecutionRow, ProblemRow, RejectionRow, ResponseRow, SelectionRow,
+};
 use ucoder_flow::sft::pack::IGNORE_INDEX;
 use ucoder_flow::sft::sink::read_sft;
 use ucoder_flow::store::{Manifest, Stage};
@@ -160,6 +162,22 @@ fn smoke_run_selects_solutions_and_writes_decodable_sft() {
         assert!(iter.join(dir).is_dir(), "{dir} missing");
     }
     assert!(assert_no_repeated_work(&reference.runs) > 0);
+
+    // Every ready problem leaves the funnel once: a selection, or one `selection` rejection.
+    let problems = Stage::<ProblemRow>::read(&iter.join("problem_set")).unwrap();
+    let rejections = Stage::<RejectionRow>::read(&iter.join("rejections")).unwrap();
+    for p in &problems {
+        let selected = o
+            .selections
+            .iter()
+            .filter(|s| s.problem_id == p.problem_id)
+            .count();
+        let unselected = rejections
+            .iter()
+            .filter(|r| r.stage == "selection" && r.problem_id == Some(p.problem_id))
+            .count();
+        assert_eq!(selected + unselected, 1, "problem {:016x}", p.problem_id);
+    }
 
     // Every selection is r* of a cluster of at least τ = 2 that is marked selected.
     for s in &o.selections {

@@ -395,6 +395,8 @@ pub enum RecordStage {
     Candidate,
     /// Sandbox execution.
     Execution,
+    /// Consensus selection (a problem that selects nothing).
+    Selection,
 }
 
 /// Why a record was rejected; the summary counts rejections by this.
@@ -422,6 +424,20 @@ pub enum RejectReason {
     /// A test uses a name or module it never defines (it raised `NameError` or `ImportError`
     /// on the skeleton, whose body cannot raise either).
     UndefinedName,
+    /// A call test whose input another test maps to another expected value.
+    Contradictory,
+    /// A test line cut off by the completion's token limit.
+    Truncated,
+    /// A usable test beyond `[tests] per_problem`.
+    OverLimit,
+    /// A problem none of whose candidates has a complete execution.
+    NoCandidates,
+    /// A problem none of whose candidates votes (e(r) < ρ, or all tests failed).
+    NoVoters,
+    /// A problem whose voting clusters are all smaller than τ.
+    NoConsensus,
+    /// A problem whose winning cluster fails `min_tests` or `min_pass_rate`.
+    UntrustedWinner,
 }
 
 impl RejectReason {
@@ -438,6 +454,13 @@ impl RejectReason {
             RejectReason::BackendError => "backend_error",
             RejectReason::IncompleteExecution => "incomplete_execution",
             RejectReason::UndefinedName => "undefined_name",
+            RejectReason::Contradictory => "contradictory",
+            RejectReason::Truncated => "truncated",
+            RejectReason::OverLimit => "over_limit",
+            RejectReason::NoCandidates => "no_candidates",
+            RejectReason::NoVoters => "no_voters",
+            RejectReason::NoConsensus => "no_consensus",
+            RejectReason::UntrustedWinner => "untrusted_winner",
         }
     }
 }

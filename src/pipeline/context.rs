@@ -11,11 +11,12 @@ use std::sync::{Arc, Mutex};
 
 use ucoder_operators::{
     BackendError, BackendHandle, ClusterKey, ConsensusConfig, ExecJob, Execution, GeneratedTest,
-    Generation, GenerationRequest, Rejection, Selection,
+    Generation, GenerationRequest, ProblemId, Rejection, Selection,
 };
 
 use super::artifacts::{ExecutionMemo, ResponseMemo};
 use super::progress::Counters;
+use super::stages::selector::VoteTally;
 use super::stages::sft_sink::SftSink;
 use super::stages::{Draft, LlmStage, StagePrompts};
 use crate::sandbox::{Job, JobResult, Limits};
@@ -82,6 +83,8 @@ pub struct Collect {
     pub rejections: Vec<Rejection>,
     /// Cluster changes: ((problem, signature), size) → diff.
     pub clusters: BTreeMap<(ClusterKey, isize), isize>,
+    /// Per problem, how its candidates fared before clustering.
+    pub votes: BTreeMap<ProblemId, VoteTally>,
     /// Selection changes: (selection, prompt, code) → diff (worker 0).
     pub selections: BTreeMap<(Selection, String, String), isize>,
     pub sft: Option<SftSummary>,

@@ -53,6 +53,7 @@ pub fn run_worker(worker: &mut timely::worker::Worker, ctx: &Arc<GraphContext>) 
     Results {
         ready: std::mem::take(&mut c.ready),
         rejections: std::mem::take(&mut c.rejections),
+        votes: std::mem::take(&mut c.votes),
         clusters: c
             .clusters
             .iter()

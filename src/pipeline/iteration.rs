@@ -156,7 +156,7 @@ pub fn run_iteration(
         return Err(PipelineError::Stopped(message));
     }
 
-    let results = Results::gather(outputs);
+    let results = Results::gather(outputs, &config.selection.consensus());
     results.write(&iter_dir)?;
     let mut summary = summarize(&config, it.split, &counters, &results, resumed);
     summary.iteration = it.index;

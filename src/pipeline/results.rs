@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use ucoder_operators::{ClusterKey, GeneratedTest, Rejection};
+use ucoder_operators::{ClusterKey, ConsensusConfig, GeneratedTest, ProblemId, Rejection};
 
 use super::artifacts::RejectionRow;
-use super::stages::selector::{self, Selected};
+use super::stages::selector::{self, Selected, VoteTally};
 use super::stages::{Draft, test_check};
 use super::summary::stage_label;
 use crate::sft::sink::SftSummary;
@@ -31,6 +31,8 @@ pub const RESULT_DIRS: [&str; 6] = [
 pub struct Results {
     pub ready: Vec<(Draft, Arc<[GeneratedTest]>)>,
     pub rejections: Vec<Rejection>,
+    /// Per problem, how its candidates fared before clustering.
+    pub votes: BTreeMap<ProblemId, VoteTally>,
     /// Final clusters ((problem, signature), size).
     pub clusters: Vec<(ClusterKey, u32)>,
     /// Final (selection, SFT prompt, selected code): from worker 0.
@@ -42,12 +44,16 @@ pub struct Results {
 }
 
 impl Results {
-    /// Merges the workers' outputs and sorts them, so the tables do not depend on `-w`.
-    pub fn gather(outputs: Vec<Results>) -> Self {
+    /// Merges the workers' outputs, files a `selection` rejection for each ready problem that
+    /// selected nothing, and sorts them, so the tables do not depend on `-w`.
+    pub fn gather(outputs: Vec<Results>, selection: &ConsensusConfig) -> Self {
         let mut r = Results::default();
         for out in outputs {
             r.ready.extend(out.ready);
             r.rejections.extend(out.rejections);
+            for (problem, tally) in out.votes {
+                r.votes.entry(problem).or_default().merge(&tally);
+            }
             r.clusters.extend(out.clusters);
             r.selections.extend(out.selections);
             r.sft = r.sft.or(out.sft);
@@ -56,6 +62,15 @@ impl Results {
             }
         }
         r.ready.sort_by_key(|(d, _)| d.problem.id);
+        r.clusters.sort();
+        let unselected = selector::unselected(
+            r.ready.iter().map(|(d, tests)| (d.problem.id, tests.len())),
+            &r.votes,
+            &r.clusters,
+            &r.selections,
+            selection,
+        );
+        r.rejections.extend(unselected);
         r.rejections.sort_by(|a, b| {
             (a.stage, a.problem_id, &a.detail, &a.raw).cmp(&(
                 b.stage,
@@ -64,7 +79,6 @@ impl Results {
                 &b.raw,
             ))
         });
-        r.clusters.sort();
         r.selections.sort();
         r
     }

@@ -439,6 +439,13 @@ pub struct ParsedTests {
 /// The reason [`parse_tests`] gives for a test that repeats an earlier one.
 pub const DUPLICATE: &str = "duplicate";
 
+/// Whether a reason [`parse_tests`] gives for a dropped line says that the call does not bind to
+/// the signature: [`FunctionSignature::check_call`]'s messages, and only they, start with
+/// "calls `".
+pub fn is_arity_error(why: &str) -> bool {
+    why.starts_with("calls `")
+}
+
 const PROBLEM: (&str, &str) = ("<PROBLEM_START>", "<PROBLEM_END>");
 const RATING: (&str, &str) = ("<RATING_START>", "<RATING_END>");
 const SKELETON: (&str, &str) = ("<SKELETON_START>", "<SKELETON_END>");

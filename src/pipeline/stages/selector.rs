@@ -5,7 +5,9 @@
 //!
 //! Contract: emits the collection of `(selection, prompt, code)`, at most one per problem, as it
 //! changes round by round; collects the final clusters (`clusters/`, [`cluster_rows`]) on the
-//! worker that owns each problem. [`selection_rows`] writes `selections/`.
+//! worker that owns each problem, and a [`VoteTally`] per problem from which [`unselected`]
+//! files one `selection` rejection for every ready problem that selects nothing, saying why.
+//! [`selection_rows`] writes `selections/`.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -13,11 +15,12 @@ use std::rc::Rc;
 use differential_dataflow::VecCollection;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Inspect;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 use ucoder_operators::{
-    Candidate, CandidateId, CandidateVerdict, ClusterKey, ConsensusConfig, ProblemId, Selection,
-    as_insertions, consensus,
+    Candidate, CandidateId, CandidateVerdict, ClusterKey, ConsensusConfig, ProblemId, RecordStage,
+    RejectReason, Rejection, Selection, as_insertions, consensus,
 };
 
 use super::test_check::Ready;
@@ -69,6 +72,117 @@ pub fn selection_rows(selections: &[Selected]) -> Vec<SelectionRow> {
         .collect()
 }
 
+/// How a problem's candidates fared before clustering (summed over the workers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VoteTally {
+    /// Candidates with a complete execution (a verdict).
+    pub verdicts: u32,
+    /// Of those, the ones that executed at least ρ of the tests.
+    pub met_rho: u32,
+    /// Of those, the ones that vote (not failing every test).
+    pub voters: u32,
+}
+
+impl VoteTally {
+    fn count(&mut self, verdict: &CandidateVerdict, config: &ConsensusConfig) {
+        self.verdicts += 1;
+        self.met_rho += u32::from(verdict.meets_rho(config.rho));
+        self.voters += u32::from(ucoder_operators::selection::votes(verdict, config));
+    }
+
+    /// Adds another worker's tally of the same problem.
+    pub fn merge(&mut self, other: &VoteTally) {
+        self.verdicts += other.verdicts;
+        self.met_rho += other.met_rho;
+        self.voters += other.voters;
+    }
+}
+
+/// One `selection` rejection for each problem of `ready` ((problem, its test count)) without a
+/// selection: no candidate with a complete execution, no voter, no cluster of τ, or a winner
+/// that fails `min_tests` / `min_pass_rate`.
+pub fn unselected(
+    ready: impl IntoIterator<Item = (ProblemId, usize)>,
+    tallies: &BTreeMap<ProblemId, VoteTally>,
+    clusters: &[(ClusterKey, u32)],
+    selections: &[Selected],
+    config: &ConsensusConfig,
+) -> Vec<Rejection> {
+    let selected: std::collections::BTreeSet<ProblemId> =
+        selections.iter().map(|(s, _, _)| s.problem_id).collect();
+    let mut voting: BTreeMap<ProblemId, Vec<(u32, u32)>> = BTreeMap::new();
+    for (key, size) in clusters {
+        voting
+            .entry(key.problem_id)
+            .or_default()
+            .push((*size, key.signature.passed()));
+    }
+    let mut rejections = Vec::new();
+    for (problem, tests) in ready {
+        if selected.contains(&problem) {
+            continue;
+        }
+        let tally = tallies.get(&problem).copied().unwrap_or_default();
+        let clusters = voting.get(&problem).map_or(&[][..], Vec::as_slice);
+        let largest = clusters.iter().map(|(size, _)| *size).max().unwrap_or(0);
+        let (reason, detail) = if tally.verdicts == 0 {
+            (
+                RejectReason::NoCandidates,
+                format!(
+                    "no candidate has a complete execution on the {tests} tests (see the \
+                     candidate and execution rejections)"
+                ),
+            )
+        } else if tally.voters == 0 {
+            (
+                RejectReason::NoVoters,
+                format!(
+                    "no candidate votes: {} of {} executed at least ρ = {} of the {tests} tests, \
+                     and {} of those failed every test",
+                    tally.met_rho,
+                    tally.verdicts,
+                    config.rho,
+                    tally.met_rho - tally.voters
+                ),
+            )
+        } else if largest < config.tau {
+            (
+                RejectReason::NoConsensus,
+                format!(
+                    "{} voters in {} clusters, the largest of {largest} < τ = {}",
+                    tally.voters,
+                    clusters.len(),
+                    config.tau
+                ),
+            )
+        } else {
+            let best_passed = clusters
+                .iter()
+                .filter(|(size, _)| *size >= config.tau)
+                .map(|(_, passed)| *passed)
+                .max()
+                .unwrap_or(0);
+            (
+                RejectReason::UntrustedWinner,
+                format!(
+                    "the winning cluster fails [selection] min_tests = {} or min_pass_rate = {}: \
+                     {tests} tests, and the clusters of at least τ = {} pass at most {best_passed}",
+                    config.min_tests, config.min_pass_rate, config.tau
+                ),
+            )
+        };
+        rejections.push(Rejection {
+            stage: RecordStage::Selection,
+            problem_id: Some(problem),
+            reason,
+            detail,
+            raw: String::new(),
+            parser_label: None,
+        });
+    }
+    rejections
+}
+
 /// The stage on one worker: the selections with their prompts and code.
 pub fn wire<'s>(
     verdicts: StreamVec<'s, u64, CandidateVerdict>,
@@ -77,6 +191,17 @@ pub fn wire<'s>(
     selection: &ConsensusConfig,
     collect: &Collector,
 ) -> VecCollection<'s, u64, Selected> {
+    let tallies = collect.clone();
+    let config = *selection;
+    let verdicts = verdicts.inspect(move |v: &CandidateVerdict| {
+        tallies
+            .0
+            .borrow_mut()
+            .votes
+            .entry(v.problem_id)
+            .or_default()
+            .count(v, &config);
+    });
     let out = consensus(as_insertions(verdicts), selection);
     let codes: VecCollection<'s, u64, (CandidateId, String)> =
         as_insertions(candidates.map(|(_, c): (Rc<Ready>, Candidate)| (c.id, c.code)));
@@ -173,5 +298,75 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("code_correct = 1"), "{err}");
+    }
+
+    /// Each problem without a selection gets one rejection, with the first rule that stopped it.
+    #[test]
+    fn every_unselected_problem_is_explained_once() {
+        let (path, text) = smoke_toml();
+        let mut config = selection_config(&PipelineConfig::parse(&text, &path).unwrap());
+        config.tau = 2;
+        config.min_pass_rate = 0.5;
+        let verdict = |problem: u64, id: u64, bits: u64, executed: u32| CandidateVerdict {
+            problem_id: ProblemId(problem),
+            candidate_id: CandidateId(id),
+            signature: Signature::PassFail {
+                tests: 4,
+                bits: vec![bits],
+            },
+            executed,
+            tests: 4,
+            passed: bits.count_ones(),
+            perplexity: Perplexity::new(1.0),
+        };
+        let verdicts = [
+            verdict(2, 1, 0b0000, 4), // all-fail: no voter
+            verdict(2, 2, 0b1111, 1), // below ρ
+            verdict(3, 3, 0b1111, 4), // two clusters of one: no consensus
+            verdict(3, 4, 0b0111, 4),
+            verdict(4, 5, 0b0001, 4), // a cluster of two passing 1 of 4: untrusted
+            verdict(4, 6, 0b0001, 4),
+            verdict(5, 7, 0b1111, 4), // selected
+            verdict(5, 8, 0b1111, 4),
+        ];
+        let mut tallies: BTreeMap<ProblemId, VoteTally> = BTreeMap::new();
+        let mut clusters: BTreeMap<ClusterKey, u32> = BTreeMap::new();
+        for v in &verdicts {
+            tallies.entry(v.problem_id).or_default().count(v, &config);
+            if ucoder_operators::selection::votes(v, &config) {
+                let key = ClusterKey {
+                    problem_id: v.problem_id,
+                    signature: v.signature.clone(),
+                };
+                *clusters.entry(key).or_default() += 1;
+            }
+        }
+        let clusters: Vec<(ClusterKey, u32)> = clusters.into_iter().collect();
+        let selections: Vec<Selected> = ucoder_operators::select_batch(&verdicts, &config)
+            .into_values()
+            .map(|s| (s, String::new(), String::new()))
+            .collect();
+        assert_eq!(selections.len(), 1);
+        let ready = (1..=5).map(|p| (ProblemId(p), 4));
+        let rejections = unselected(ready, &tallies, &clusters, &selections, &config);
+        let reasons: Vec<(u64, RejectReason)> = rejections
+            .iter()
+            .map(|r| (r.problem_id.unwrap().0, r.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (1, RejectReason::NoCandidates),
+                (2, RejectReason::NoVoters),
+                (3, RejectReason::NoConsensus),
+                (4, RejectReason::UntrustedWinner),
+            ]
+        );
+        assert!(rejections.iter().all(|r| r.stage == RecordStage::Selection));
+        assert!(
+            rejections[1].detail.contains("1 of 2 executed at least"),
+            "{}",
+            rejections[1].detail
+        );
     }
 }

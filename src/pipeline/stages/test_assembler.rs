@@ -2,8 +2,11 @@
 //! batch order (de-duplicating across batches) and keeps at most `[tests] per_problem` tests.
 //!
 //! Contract: emits `(draft, tests)` once per draft with at least one usable test; files one
-//! `unparseable` rejection (with every batch's text) for a draft with none. A batch whose
-//! backend call failed counts as an empty answer.
+//! rejection for every test line it does not keep (duplicate, contradictory, beyond
+//! `per_problem`, cut by the token limit, not binding to the signature, not a test) and for
+//! every batch that does not parse, and one `unparseable` rejection (with every batch's text)
+//! for a draft with no usable test. A batch whose backend call failed counts as an empty answer
+//! (its backend error is filed by the TestGenerator).
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -54,6 +57,24 @@ pub fn wire<'s>(
                 .flatten()
                 .collect();
             let (tests, judged) = test_generator::judge(&d, &completions, limit);
+            for (batch, completion) in judged.iter().zip(&completions) {
+                match batch {
+                    Ok(parsed) => {
+                        for (line, why) in &parsed.dropped {
+                            collect.reject(rejection(
+                                LlmStage::Tests,
+                                Some(d.problem.id),
+                                test_generator::drop_reason(why),
+                                why.clone(),
+                                line,
+                            ));
+                        }
+                    }
+                    // An empty answer stands for a failed backend call, filed already.
+                    Err(_) if completion.text.is_empty() => {}
+                    Err(r) => collect.reject(r.clone()),
+                }
+            }
             if tests.is_empty() {
                 let reasons: Vec<String> = judged
                     .iter()

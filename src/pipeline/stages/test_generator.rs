@@ -14,7 +14,8 @@ use std::sync::Arc;
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::Map;
 use ucoder_operators::{
-    Completion, FinishReason, GeneratedTest, Generation, GenerationRequest, Rejection, TestKind,
+    Completion, FinishReason, GeneratedTest, Generation, GenerationRequest, RejectReason,
+    Rejection, TestKind,
 };
 
 use super::ask::{ask_model, first_completion, parse_rejection, response_row};
@@ -60,7 +61,8 @@ pub fn request(
 /// Parses the test batches of one problem in batch order, de-duplicating across batches, drops
 /// every call test whose input another call test maps to a different expected value (at most one
 /// of them can be right, and nothing says which), and keeps at most `limit` tests. Returns the
-/// tests and one judgement per batch.
+/// tests and one judgement per batch, whose `dropped` lists every other test line of the batch
+/// once, with its reason ([`drop_reason`]).
 pub fn judge(
     draft: &Draft,
     batches: &[Completion],
@@ -79,29 +81,37 @@ pub fn judge(
     let contradicted = contradicted_inputs(judged.iter().flatten().flat_map(|p| &p.tests));
     let mut tests = Vec::new();
     for parsed in judged.iter_mut().flatten() {
-        let (kept, dropped): (Vec<ParsedTest>, Vec<ParsedTest>) = std::mem::take(&mut parsed.tests)
-            .into_iter()
-            .partition(|t| {
-                !t.call
-                    .as_ref()
-                    .is_some_and(|c| contradicted.contains(&input(c)))
-            });
+        let (mut kept, dropped): (Vec<ParsedTest>, Vec<ParsedTest>) =
+            std::mem::take(&mut parsed.tests)
+                .into_iter()
+                .partition(|t| {
+                    !t.call
+                        .as_ref()
+                        .is_some_and(|c| contradicted.contains(&input(c)))
+                });
         parsed.dropped.extend(
             dropped
                 .into_iter()
                 .map(|t| (t.source, CONTRADICTED.to_string())),
         );
+        let room = limit - tests.len();
+        let over = if kept.len() > room {
+            kept.split_off(room)
+        } else {
+            Vec::new()
+        };
+        parsed
+            .dropped
+            .extend(over.into_iter().map(|t| (t.source, OVER_LIMIT.to_string())));
         for t in &kept {
-            if tests.len() < limit {
-                // `assert f(args) == expected` is a call test: the sandbox evaluates the call in
-                // the child and compares with `expected` outside it.
-                let kind = if t.call.is_some() {
-                    TestKind::Call
-                } else {
-                    TestKind::Assert
-                };
-                tests.push(GeneratedTest::new(id, kind, t.source.clone()));
-            }
+            // `assert f(args) == expected` is a call test: the sandbox evaluates the call in the
+            // child and compares with `expected` outside it.
+            let kind = if t.call.is_some() {
+                TestKind::Call
+            } else {
+                TestKind::Assert
+            };
+            tests.push(GeneratedTest::new(id, kind, t.source.clone()));
         }
         parsed.tests = kept;
     }
@@ -110,6 +120,24 @@ pub fn judge(
 
 /// The reason a test is dropped for contradicting another.
 pub const CONTRADICTED: &str = "contradicts another test: same input, another expected value";
+
+/// The reason a usable test is dropped for coming after `[tests] per_problem` others.
+pub const OVER_LIMIT: &str = "beyond [tests] per_problem";
+
+/// The reason the line a completion's token limit cut is dropped.
+pub const TRUNCATED: &str = "cut at max_tokens";
+
+/// The funnel reason of a line `judge` dropped, from the reason it gave.
+pub fn drop_reason(why: &str) -> RejectReason {
+    match why {
+        parse::DUPLICATE => RejectReason::Duplicate,
+        CONTRADICTED => RejectReason::Contradictory,
+        OVER_LIMIT => RejectReason::OverLimit,
+        TRUNCATED => RejectReason::Truncated,
+        why if parse::is_arity_error(why) => RejectReason::ArityMismatch,
+        _ => RejectReason::Unparseable,
+    }
+}
 
 /// A call's input, whitespace aside.
 fn input(call: &CallTest) -> String {
@@ -152,10 +180,12 @@ fn parse_answer(
             let complete = answer.rfind('\n').map_or("", |i| &answer[..i]);
             let mut parsed =
                 parse::parse_tests(&format!("{complete}\n<TESTS_END>"), signature, seen)?;
-            let cut = &answer[complete.len()..];
-            parsed
-                .dropped
-                .push((cut.trim().to_string(), "cut at max_tokens".to_string()));
+            let cut = answer[complete.len()..].trim();
+            if !cut.is_empty() {
+                parsed
+                    .dropped
+                    .push((cut.to_string(), TRUNCATED.to_string()));
+            }
             Ok(parsed)
         }
         other => other,
@@ -257,7 +287,7 @@ mod tests {
         );
         assert_eq!(
             cut_judged[0].as_ref().unwrap().dropped,
-            vec![("assert add(4,".to_string(), "cut at max_tokens".to_string())]
+            vec![("assert add(4,".to_string(), TRUNCATED.to_string())]
         );
         // A turn that ended inside the block closes it; the malformed last line is dropped.
         cut.finish = FinishReason::Stop;
@@ -265,7 +295,47 @@ mod tests {
         assert_eq!(ended.len(), 2);
         let dropped = &ended_judged[0].as_ref().unwrap().dropped;
         assert_eq!(dropped.len(), 1);
-        assert_ne!(dropped[0].1, "cut at max_tokens");
+        assert_ne!(dropped[0].1, TRUNCATED);
+    }
+
+    /// Every non-empty test line of every parsed batch is kept or dropped, exactly once, with a
+    /// reason the rejections table can carry (the funnel adds up).
+    #[test]
+    fn every_test_line_is_kept_or_dropped_once_with_its_reason() {
+        let d = draft();
+        let batches = [
+            completion(
+                "assert add(1, 2) == 3\nassert add(1, 2) == 3\nassert add(1) == 1\nprint(1)\n<TESTS_END>",
+            ),
+            completion(
+                "assert add(1,2) == 4\nassert add(5, 5) == 10\nassert add(6, 6) == 12\n<TESTS_END>",
+            ),
+        ];
+        let (tests, judged) = judge(&d, &batches, 1);
+        let lines = batches
+            .iter()
+            .flat_map(|c| c.text.lines())
+            .filter(|l| l.starts_with("assert") || l.starts_with("print"))
+            .count();
+        let dropped: Vec<(&str, RejectReason)> = judged
+            .iter()
+            .flatten()
+            .flat_map(|p| &p.dropped)
+            .map(|(line, why)| (line.as_str(), drop_reason(why)))
+            .collect();
+        assert_eq!(tests.len() + dropped.len(), lines, "{tests:?} {dropped:?}");
+        assert_eq!(tests.len(), 1);
+        let reasons: Vec<RejectReason> = dropped.iter().map(|(_, r)| *r).collect();
+        for expected in [
+            RejectReason::Duplicate,
+            RejectReason::ArityMismatch,
+            RejectReason::Unparseable,
+            RejectReason::Contradictory,
+            RejectReason::OverLimit,
+        ] {
+            assert!(reasons.contains(&expected), "{expected:?} in {dropped:?}");
+        }
+        assert_eq!(drop_reason(TRUNCATED), RejectReason::Truncated);
     }
 
     #[test]
