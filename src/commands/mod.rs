@@ -3,12 +3,14 @@
 //! uses `anyhow`.
 //!
 //! - [`run`]: `ucoder-flow run` (and `ucoder-flow PIPELINE.toml`).
+//! - [`check`]: `ucoder-flow check`.
 //! - [`eval`]: `ucoder-flow eval`.
 //! - [`models`]: `ucoder-flow models list|fetch|export`.
 //! - [`llm`]: `ucoder-flow generate` and `ucoder-flow bench llm`.
 //! - [`train`]: `ucoder-flow train`.
 //! - [`progress`]: how the library's progress is rendered (`--log-format`).
 
+pub mod check;
 pub mod eval;
 pub mod interrupt;
 pub mod llm;
@@ -70,6 +72,9 @@ enum Command {
     // A negative number is a bad value of its option (`--limit -1`), not an unknown flag.
     #[command(allow_negative_numbers = true)]
     Run(run::RunArgs),
+    /// Check a pipeline without running it: its settings, [eval], the model, the sandbox and
+    /// the run folder (new, resumed, or refused).
+    Check(check::CheckArgs),
     /// Manage models: list the registry, fetch weights into the cache.
     Models {
         #[command(subcommand)]
@@ -221,6 +226,7 @@ fn run(cli: Cli) -> Result<()> {
     };
     match command {
         Command::Run(args) => run::run(&args, format),
+        Command::Check(args) => check::run(&args),
         Command::Generate(args) => Ok(llm::generate_command(&args)?),
         Command::Eval(args) => eval::run(&args, format),
         Command::Train(args) => train::run(&args, format),

@@ -65,11 +65,7 @@ impl Backends {
             });
         }
         let engine = Arc::new(Mutex::new(engine));
-        let limits = Limits {
-            test_cpu: Duration::from_secs_f64(config.sandbox.test_cpu_seconds),
-            memory_bytes: config.sandbox.memory_mib << 20,
-            ..Limits::default()
-        };
+        let limits = limits(config);
         let seeded = |hash_seed| {
             SandboxPool::new(SandboxConfig {
                 workers: split.sandbox_workers,
@@ -168,5 +164,14 @@ impl Backends {
         times.push(stage_time("sandbox checks", &self.check_clock));
         times.push(stage_time("executions", &self.exec_clock));
         times
+    }
+}
+
+/// The sandbox limits of a run's jobs, from `[sandbox]`.
+pub fn limits(config: &PipelineConfig) -> Limits {
+    Limits {
+        test_cpu: Duration::from_secs_f64(config.sandbox.test_cpu_seconds),
+        memory_bytes: config.sandbox.memory_mib << 20,
+        ..Limits::default()
     }
 }

@@ -13,6 +13,7 @@
 pub mod artifacts;
 pub mod backends;
 pub mod benchmark;
+pub mod check;
 pub mod context;
 pub mod cores;
 pub mod graph;

@@ -77,7 +77,7 @@ impl Manifest {
         model: String,
     ) -> Result<Claim, StoreError> {
         let digest = digest_json(&config);
-        let Some(existing) = Manifest::load(dir)? else {
+        let Some(existing) = Manifest::inspect(dir, &config, &model)? else {
             let manifest = Manifest {
                 job: job.into(),
                 created_by: format!("ucoder-flow {}", env!("CARGO_PKG_VERSION")),
@@ -89,8 +89,22 @@ impl Manifest {
             manifest.save(dir)?;
             return Ok(Claim::Created(manifest));
         };
-        if existing.config_digest == digest && existing.model == model {
-            return Ok(Claim::Resumed(existing));
+        Ok(Claim::Resumed(existing))
+    }
+
+    /// What claiming `dir` for `config` and `model` would find, without writing anything: `None`
+    /// for a new folder, the manifest of the run it would resume, or
+    /// [`StoreError::SettingsChanged`] naming what differs.
+    pub fn inspect(
+        dir: &Path,
+        config: &serde_json::Value,
+        model: &str,
+    ) -> Result<Option<Manifest>, StoreError> {
+        let Some(existing) = Manifest::load(dir)? else {
+            return Ok(None);
+        };
+        if existing.config_digest == digest_json(config) && existing.model == model {
+            return Ok(Some(existing));
         }
         let mut changed: Vec<String> = Vec::new();
         if existing.model != model {
@@ -105,7 +119,7 @@ impl Manifest {
             for key in old.keys().filter(|k| !new.contains_key(*k)) {
                 changed.push(format!("[{key}]"));
             }
-        } else if existing.config != config {
+        } else if existing.config != *config {
             changed.push("settings".into());
         }
         Err(StoreError::SettingsChanged {
