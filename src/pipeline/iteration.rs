@@ -23,7 +23,7 @@ use super::progress::{Counters, ProgressFeed};
 use super::results::{RESULT_DIRS, Results};
 use super::stages::sft_sink::SftSink;
 use super::stages::{LlmStage, StagePrompts, StageSettings, selector};
-use super::summary::{RunSummary, classify_operators, rejection_key};
+use super::summary::{FunnelCounts, RunSummary, classify_operators, rejection_key};
 use super::{CoreSplit, PipelineError, graph};
 use crate::config::PipelineConfig;
 use crate::models::ModelSource;
@@ -236,61 +236,29 @@ fn summarize(
     resumed: bool,
 ) -> RunSummary {
     let c = |x: &AtomicU64| x.load(Ordering::Relaxed);
-    let counts = [
-        (
-            "problems requested".to_string(),
-            config.problems.count as u64,
-        ),
-        ("problems parsed".to_string(), c(&counters.problems_parsed)),
-        (
-            "problems after de-duplication".to_string(),
-            c(&counters.problems_unique),
-        ),
-        (
-            format!("problems rated >= {}", config.rating.min_score),
-            c(&counters.problems_rated),
-        ),
-        ("skeletons checked".to_string(), c(&counters.skeletons)),
-        (
-            "problems with tests".to_string(),
-            c(&counters.problems_ready),
-        ),
-        ("tests parsed".to_string(), c(&counters.tests_parsed)),
-        ("tests kept".to_string(), c(&counters.tests_kept)),
-        ("solutions sampled".to_string(), c(&counters.samples)),
-        (
-            "candidates (code extracted)".to_string(),
-            c(&counters.candidates),
-        ),
-        (
-            "  given a missing standard-library import".to_string(),
-            c(&counters.candidates_given_imports),
-        ),
-        ("candidates executed".to_string(), c(&counters.executions)),
-        ("test runs".to_string(), c(&counters.test_runs)),
-        (
-            "  skipped (e(r) >= rho out of reach)".to_string(),
-            c(&counters.test_runs_skipped),
-        ),
-        (
-            "  decided in the child".to_string(),
-            c(&counters.test_runs_in_child),
-        ),
-        (
-            "candidates whose results change with the hash seed".to_string(),
-            c(&counters.nondeterministic),
-        ),
-        ("clusters".to_string(), results.clusters.len() as u64),
-        ("selections".to_string(), results.selections.len() as u64),
-        (
-            "completions replayed from checkpoints".to_string(),
-            c(&counters.replayed_completions),
-        ),
-        (
-            "executions replayed from checkpoints".to_string(),
-            c(&counters.replayed_executions),
-        ),
-    ];
+    let counts = FunnelCounts {
+        problems_requested: config.problems.count as u64,
+        problems_parsed: c(&counters.problems_parsed),
+        problems_unique: c(&counters.problems_unique),
+        problems_rated: c(&counters.problems_rated),
+        min_score: config.rating.min_score,
+        skeletons_checked: c(&counters.skeletons),
+        problems_with_tests: c(&counters.problems_ready),
+        tests_parsed: c(&counters.tests_parsed),
+        tests_kept: c(&counters.tests_kept),
+        solutions_sampled: c(&counters.samples),
+        candidates: c(&counters.candidates),
+        candidates_given_imports: c(&counters.candidates_given_imports),
+        candidates_executed: c(&counters.executions),
+        test_runs: c(&counters.test_runs),
+        test_runs_skipped: c(&counters.test_runs_skipped),
+        test_runs_decided_in_child: c(&counters.test_runs_in_child),
+        nondeterministic_candidates: c(&counters.nondeterministic),
+        clusters: results.clusters.len() as u64,
+        selections: results.selections.len() as u64,
+        replayed_completions: c(&counters.replayed_completions),
+        replayed_executions: c(&counters.replayed_executions),
+    };
     let mut rejections = BTreeMap::new();
     for r in &results.rejections {
         *rejections.entry(rejection_key(r)).or_insert(0u64) += 1;
@@ -313,7 +281,7 @@ fn summarize(
         engine_threads: split.engine_threads,
         sandbox_workers: split.sandbox_workers,
         dataflow_workers: split.dataflow_workers,
-        counts: counts.into(),
+        counts,
         rejections,
         cluster_sizes,
         selected_cluster_sizes,

@@ -106,8 +106,8 @@ pub struct RunSummary {
     pub engine_threads: usize,
     pub sandbox_workers: usize,
     pub dataflow_workers: usize,
-    /// Records per stage, in graph order.
-    pub counts: Vec<(String, u64)>,
+    /// How many items reached each step, in graph order.
+    pub counts: FunnelCounts,
     /// Rejections by `stage/reason`.
     pub rejections: BTreeMap<String, u64>,
     /// Final cluster sizes: size → number of clusters.
@@ -125,6 +125,103 @@ pub struct RunSummary {
     /// The sandbox's isolation steps as the workers reported them: `ok` or `refused: why`.
     #[serde(default)]
     pub sandbox_isolation: BTreeMap<String, String>,
+}
+
+/// How many items reached each step of an iteration's funnel, in graph order (`counts` in
+/// `summary.json`; one key per step, documented in docs/TABLES.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunnelCounts {
+    /// `[problems] count`.
+    pub problems_requested: u64,
+    /// Problem answers that parsed.
+    pub problems_parsed: u64,
+    /// Problems left after (near-)duplicate removal.
+    pub problems_unique: u64,
+    /// Problems rated at least `min_score`.
+    pub problems_rated: u64,
+    /// `[rating] min_score`.
+    pub min_score: f64,
+    /// Skeletons that loaded in the sandbox and define the function.
+    pub skeletons_checked: u64,
+    /// Problems with at least one validated test (`problem_set/` rows).
+    pub problems_with_tests: u64,
+    /// Tests parsed, batch by batch (before cross-batch de-duplication and the skeleton check).
+    pub tests_parsed: u64,
+    /// Tests kept (`test_cases/` rows).
+    pub tests_kept: u64,
+    /// Solutions sampled.
+    pub solutions_sampled: u64,
+    /// Samples whose code was extracted (candidates).
+    pub candidates: u64,
+    /// Of those, candidates given a standard-library import they used without importing.
+    pub candidates_given_imports: u64,
+    /// Candidates executed on their problem's tests.
+    pub candidates_executed: u64,
+    /// (candidate, test) runs.
+    pub test_runs: u64,
+    /// Of those, runs skipped because e(r) >= ρ was out of reach.
+    pub test_runs_skipped: u64,
+    /// Of those, runs whose verdict was decided inside the sandboxed child.
+    pub test_runs_decided_in_child: u64,
+    /// Candidates whose results changed with the hash seed (they vote in no cluster).
+    pub nondeterministic_candidates: u64,
+    /// Final voting clusters (`clusters/` rows).
+    pub clusters: u64,
+    /// Problems with a selection (`selections/` rows).
+    pub selections: u64,
+    /// Completions read from the checkpoints of an interrupted run instead of generated.
+    pub replayed_completions: u64,
+    /// Executions read from the checkpoints of an interrupted run instead of run.
+    pub replayed_executions: u64,
+}
+
+impl FunnelCounts {
+    /// The counts as the summary table's (label, value) lines.
+    pub fn rows(&self) -> Vec<(String, u64)> {
+        vec![
+            ("problems requested".into(), self.problems_requested),
+            ("problems parsed".into(), self.problems_parsed),
+            ("problems after de-duplication".into(), self.problems_unique),
+            (
+                format!("problems rated >= {}", self.min_score),
+                self.problems_rated,
+            ),
+            ("skeletons checked".into(), self.skeletons_checked),
+            ("problems with tests".into(), self.problems_with_tests),
+            ("tests parsed".into(), self.tests_parsed),
+            ("tests kept".into(), self.tests_kept),
+            ("solutions sampled".into(), self.solutions_sampled),
+            ("candidates (code extracted)".into(), self.candidates),
+            (
+                "  given a missing standard-library import".into(),
+                self.candidates_given_imports,
+            ),
+            ("candidates executed".into(), self.candidates_executed),
+            ("test runs".into(), self.test_runs),
+            (
+                "  skipped (e(r) >= rho out of reach)".into(),
+                self.test_runs_skipped,
+            ),
+            (
+                "  decided in the child".into(),
+                self.test_runs_decided_in_child,
+            ),
+            (
+                "candidates whose results change with the hash seed".into(),
+                self.nondeterministic_candidates,
+            ),
+            ("clusters".into(), self.clusters),
+            ("selections".into(), self.selections),
+            (
+                "completions replayed from checkpoints".into(),
+                self.replayed_completions,
+            ),
+            (
+                "executions replayed from checkpoints".into(),
+                self.replayed_executions,
+            ),
+        ]
+    }
 }
 
 /// Where the timely workers spent their time, from timely's own scheduling log.
@@ -163,7 +260,7 @@ impl RunSummary {
             self.dataflow_workers
         );
         let _ = writeln!(out, "\n{:<40} {:>10}", "stage", "records");
-        for (stage, count) in &self.counts {
+        for (stage, count) in &self.counts.rows() {
             let _ = writeln!(out, "{stage:<40} {count:>10}");
         }
         let _ = writeln!(out, "\n{:<40} {:>10}", "rejections", "count");
