@@ -202,13 +202,14 @@ pub fn describe(err: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in err.chain() {
         let message = cause.to_string();
-        if message.is_empty() || text.contains(&message) {
+        let message = message.trim();
+        if message.is_empty() || text.contains(message) {
             continue;
         }
         if !text.is_empty() {
             text.push_str(": ");
         }
-        text.push_str(&message);
+        text.push_str(message);
     }
     text
 }
@@ -288,6 +289,17 @@ mod tests {
         assert_eq!(
             describe(&echoing),
             "loading the pipeline: nope.toml: No such file or directory (os error 2)"
+        );
+        // A parent that trims its source's trailing newline still repeats it.
+        #[derive(Debug, thiserror::Error)]
+        #[error("x.toml: {}", .0.to_string().trim_end())]
+        struct Trimming(#[source] Multiline);
+        #[derive(Debug, thiserror::Error)]
+        #[error("parse error at line 1\n  |\nmissing field `model`\n")]
+        struct Multiline;
+        assert_eq!(
+            describe(&anyhow::Error::new(Trimming(Multiline))),
+            "x.toml: parse error at line 1\n  |\nmissing field `model`"
         );
         let silent = anyhow::Error::new(Outer::Silent(Inner::Missing));
         assert_eq!(

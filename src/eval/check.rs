@@ -154,12 +154,12 @@ pub fn open_seeded_pool(
 }
 
 /// The executor of the benchmark's own tests on `pool`: each program gets `timeout_s` of wall
-/// time for all its tests and `memory_mb` of memory; no job stops early; floats compare
+/// time for all its tests and `memory_mib` of memory; no job stops early; floats compare
 /// exactly, as the tests are written.
 pub fn executor(pool: Arc<SandboxPool>, limits: &ProgramLimits) -> SandboxExecutor {
     let job_limits = Limits {
         job_wall: Duration::from_secs_f64(limits.timeout_s),
-        memory_bytes: limits.memory_mb << 20,
+        memory_bytes: limits.memory_mib << 20,
         ..pool.default_limits().clone()
     };
     let clock = Arc::new(StageClock::new(Instant::now()));

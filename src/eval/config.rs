@@ -155,9 +155,9 @@ pub struct ProgramLimits {
     /// Wall-clock limit for one program with all its tests, in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_s: f64,
-    /// Address-space limit per program, in MiB.
-    #[serde(default = "default_memory")]
-    pub memory_mb: u64,
+    /// Address-space limit per program, in MiB (`memory_mb`, its name before, is accepted too).
+    #[serde(default = "default_memory", alias = "memory_mb")]
+    pub memory_mib: u64,
     /// Sandbox worker processes (keep engine threads + workers ≤ cores).
     #[serde(default = "one_usize")]
     pub workers: usize,
@@ -192,7 +192,7 @@ impl Default for ProgramLimits {
     fn default() -> Self {
         ProgramLimits {
             timeout_s: default_timeout(),
-            memory_mb: default_memory(),
+            memory_mib: default_memory(),
             workers: 1,
             test_cpu_seconds: default_test_cpu(),
             float_tolerance: crate::config::default_float_tolerance(),
@@ -348,12 +348,12 @@ impl Validate for EvalConfig {
                 format!("{} must be > 0", self.sandbox.timeout_s),
             ));
         }
-        if self.sandbox.memory_mb < 64 {
+        if self.sandbox.memory_mib < 64 {
             return Err(invalid(
-                "sandbox.memory_mb",
+                "sandbox.memory_mib",
                 format!(
                     "{} MiB is too small for Python (≥ 64)",
-                    self.sandbox.memory_mb
+                    self.sandbox.memory_mib
                 ),
             ));
         }
@@ -468,8 +468,8 @@ mod tests {
                 "benchmark.name",
             ),
             (
-                format!("{MINIMAL}[sandbox]\nmemory_mb = 1\n"),
-                "sandbox.memory_mb",
+                format!("{MINIMAL}[sandbox]\nmemory_mib = 1\n"),
+                "sandbox.memory_mib",
             ),
             (format!("{MINIMAL}[decoding]\nmax_tokns = 5\n"), "max_tokns"),
             ("[model]\nname = \"m\"\n".to_string(), "output"),

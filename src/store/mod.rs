@@ -52,6 +52,16 @@ pub enum StoreError {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    /// A committed part that does not read back (a disk that filled up, a copy cut short).
+    #[error(
+        "{path}: a damaged part ({source}); delete this file and run the same command again: \
+         the work it held is redone"
+    )]
+    DamagedPart {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{path}: Arrow: {source}")]
     Arrow {
         path: PathBuf,

@@ -149,10 +149,11 @@ impl StageDir {
     }
 
     fn read_part(&self, path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
-        let parquet_err = |source| StoreError::Parquet {
+        let damaged = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::DamagedPart {
             path: path.to_path_buf(),
             source,
         };
+        let parquet_err = |e: parquet::errors::ParquetError| damaged(Box::new(e));
         let file = File::open(path).map_err(StoreError::io(path))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
         let kv = builder.metadata().file_metadata().key_value_metadata();
@@ -183,10 +184,7 @@ impl StageDir {
         let reader = builder.build().map_err(parquet_err)?;
         let mut batches = Vec::new();
         for batch in reader {
-            let batch = batch.map_err(|source| StoreError::Arrow {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let batch = batch.map_err(|e| damaged(Box::new(e)))?;
             batches.push(self.project(batch, path)?);
         }
         Ok(batches)
@@ -389,6 +387,27 @@ mod tests {
         let mut other = Stage::<Row>::open(dir.path(), 1).unwrap();
         other.commit(&rows(6..7)).unwrap();
         assert_eq!(stage.read_all().unwrap(), rows(0..7));
+    }
+
+    #[test]
+    fn a_damaged_part_is_named_with_the_way_to_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stage = Stage::<Row>::open(dir.path(), 0).unwrap();
+        stage.commit(&rows(0..3)).unwrap();
+        let part = stage.commit(&rows(3..5)).unwrap().unwrap();
+        let bytes = std::fs::read(&part).unwrap();
+        std::fs::write(&part, &bytes[..bytes.len() / 2]).unwrap();
+        let err = stage.read_all().unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, StoreError::DamagedPart { .. }), "{message}");
+        assert!(
+            message.contains(&part.display().to_string())
+                && message.contains("delete this file and run the same command again"),
+            "{message}"
+        );
+        // Deleting it is the recovery: the rest reads back.
+        std::fs::remove_file(&part).unwrap();
+        assert_eq!(stage.read_all().unwrap(), rows(0..3));
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub struct RerankSandbox {
 }
 
 impl RerankSandbox {
-    /// On `pool`, with `limits`' `test_cpu_seconds`, `memory_mb` and `float_tolerance`; with
+    /// On `pool`, with `limits`' `test_cpu_seconds`, `memory_mib` and `float_tolerance`; with
     /// `second_seed` (a pool whose workers have another hash seed, for `hash_seeds = 2`), a
     /// sample whose results change with the seed votes in no cluster.
     pub fn new(
@@ -29,7 +29,7 @@ impl RerankSandbox {
     ) -> Self {
         let job_limits = Limits {
             test_cpu: Duration::from_secs_f64(limits.test_cpu_seconds),
-            memory_bytes: limits.memory_mb << 20,
+            memory_bytes: limits.memory_mib << 20,
             ..pool.default_limits().clone()
         };
         let clock = Arc::new(StageClock::new(Instant::now()));
