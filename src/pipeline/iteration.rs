@@ -281,7 +281,7 @@ fn summarize(
         engine_threads: split.engine_threads,
         sandbox_workers: split.sandbox_workers,
         dataflow_workers: split.dataflow_workers,
-        counts,
+        counts: counts.clone(),
         rejections,
         cluster_sizes,
         selected_cluster_sizes,
@@ -293,5 +293,6 @@ fn summarize(
         sft_rows: sft.rows,
         sft_tokens: sft.tokens,
         sandbox_isolation: BTreeMap::new(),
+        low_yields: counts.low_yields(config.tests.per_problem),
     }
 }

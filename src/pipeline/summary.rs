@@ -125,6 +125,9 @@ pub struct RunSummary {
     /// The sandbox's isolation steps as the workers reported them: `ok` or `refused: why`.
     #[serde(default)]
     pub sandbox_isolation: BTreeMap<String, String>,
+    /// Steps that kept less than half of what the settings imply ([`FunnelCounts::low_yields`]).
+    #[serde(default)]
+    pub low_yields: Vec<String>,
 }
 
 /// How many items reached each step of an iteration's funnel, in graph order (`counts` in
@@ -176,6 +179,51 @@ pub struct FunnelCounts {
 }
 
 impl FunnelCounts {
+    /// The steps that kept less than half of their input, against what `[tests] per_problem`
+    /// implies for the tests, each with where its rejections are: a run can finish without error
+    /// and still have lost most of its work at one step (a small model that parses no problem).
+    pub fn low_yields(&self, tests_per_problem: usize) -> Vec<String> {
+        let steps = [
+            (
+                "problem answers parsed",
+                self.problems_parsed,
+                self.problems_requested,
+                "problem/*",
+            ),
+            (
+                "skeletons checked of the rated problems",
+                self.skeletons_checked,
+                self.problems_rated,
+                "skeleton/*",
+            ),
+            (
+                "tests kept of those asked for",
+                self.tests_kept,
+                self.problems_with_tests * tests_per_problem as u64,
+                "test/*",
+            ),
+            (
+                "samples with extractable code",
+                self.candidates,
+                self.solutions_sampled,
+                "candidate/*",
+            ),
+            (
+                "problems with tests that selected a solution",
+                self.selections,
+                self.problems_with_tests,
+                "selection/*",
+            ),
+        ];
+        steps
+            .into_iter()
+            .filter(|(_, kept, of, _)| *of > 0 && kept * 2 < *of)
+            .map(|(what, kept, of, rejections)| {
+                format!("only {kept} of {of} {what} (rejections `{rejections}`)")
+            })
+            .collect()
+    }
+
     /// The counts as the summary table's (label, value) lines.
     pub fn rows(&self) -> Vec<(String, u64)> {
         vec![
@@ -338,6 +386,9 @@ sandbox isolation: {} steps ok{}",
             self.sft_rows,
             self.sft_tokens
         );
+        for warning in &self.low_yields {
+            let _ = writeln!(out, "low yield: {warning}");
+        }
         out
     }
 }
@@ -413,6 +464,41 @@ pub fn classify_operators(seconds: &BTreeMap<String, f64>, wall: f64) -> Dataflo
 mod tests {
     use super::*;
     use ucoder_operators::{RecordStage, RejectReason};
+
+    #[test]
+    fn steps_that_lose_most_of_their_input_are_named() {
+        // The small model: 0 of 8 problem answers parse.
+        let lost = FunnelCounts {
+            problems_requested: 8,
+            ..FunnelCounts::default()
+        };
+        assert_eq!(
+            lost.low_yields(6),
+            ["only 0 of 8 problem answers parsed (rejections `problem/*`)"]
+        );
+        // A healthy funnel: 3 problems, 15 of 18 tests, 20 of 24 samples, 2 selections.
+        let healthy = FunnelCounts {
+            problems_requested: 3,
+            problems_parsed: 3,
+            problems_rated: 3,
+            skeletons_checked: 3,
+            problems_with_tests: 3,
+            tests_kept: 15,
+            solutions_sampled: 24,
+            candidates: 20,
+            selections: 2,
+            ..FunnelCounts::default()
+        };
+        assert!(healthy.low_yields(6).is_empty());
+        let few_tests = FunnelCounts {
+            tests_kept: 8,
+            ..healthy
+        };
+        assert_eq!(
+            few_tests.low_yields(6),
+            ["only 8 of 18 tests kept of those asked for (rejections `test/*`)"]
+        );
+    }
 
     fn rejection(
         stage: RecordStage,
