@@ -359,7 +359,7 @@ pub struct TestRun {
     pub decided_in_child: bool,
     /// The backend's own word where the outcome does not say it all: `error: <kind>` for an
     /// [`Outcome::Error`], `killed` for an [`Outcome::Timeout`] that was killed. Not part of the
-    /// signature; not kept by checkpoints.
+    /// signature; kept by the `executions/` checkpoint as `detail`.
     #[serde(default)]
     pub detail: Option<String>,
 }

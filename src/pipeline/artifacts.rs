@@ -92,13 +92,16 @@ pub struct ExecutionRow {
     /// The verdict was decided inside the candidate's process (a test form the sandbox cannot
     /// split): the candidate's own code could sway it.
     pub decided_in_child: bool,
+    /// What the outcome does not say: `error: <exception type>` for an `error`, `killed` for a
+    /// `timeout` that was killed; null otherwise (and in parts written before schema v3).
+    pub detail: Option<String>,
 }
 
 flat_record!(
     ExecutionRow,
     "ipc_execution",
-    2,
-    [problem_id: u64, candidate_id: u64, test_id: u64, outcome: String, output_hash: Option<u64>, decided_in_child: bool]
+    3,
+    [problem_id: u64, candidate_id: u64, test_id: u64, outcome: String, output_hash: Option<u64>, decided_in_child: bool, detail: Option<String>]
 );
 
 impl ExecutionRow {
@@ -111,6 +114,7 @@ impl ExecutionRow {
             outcome: r.outcome.label().to_string(),
             output_hash: r.output_hash,
             decided_in_child: r.decided_in_child,
+            detail: r.detail.clone(),
         })
     }
 }
@@ -185,7 +189,7 @@ impl ExecutionMemo {
                 outcome,
                 output_hash: row.output_hash,
                 decided_in_child: row.decided_in_child,
-                detail: None,
+                detail: row.detail.clone(),
             });
         }
         // A (candidate, test) row counts once, whatever parts it appears in.
@@ -331,3 +335,40 @@ flat_record!(
     1,
     [stage: String, problem_id: Option<u64>, reason: String, detail: String, raw: String]
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replayed execution says why a test errored, as the live one did (the executor counts
+    /// the candidates whose results change with the hash seed from it).
+    #[test]
+    fn an_execution_reads_back_with_its_error_details() {
+        let run = |test: u64, outcome: Outcome, detail: Option<&str>| TestRun {
+            test_id: TestId(test),
+            outcome,
+            output_hash: None,
+            decided_in_child: false,
+            detail: detail.map(str::to_string),
+        };
+        let execution = Execution {
+            problem_id: ProblemId(1),
+            candidate_id: CandidateId(2),
+            results: vec![
+                run(3, Outcome::Pass, None),
+                run(4, Outcome::Error, Some("error: ZeroDivisionError")),
+                run(5, Outcome::Timeout, Some("killed")),
+            ],
+            program_error: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let rows: Vec<ExecutionRow> = ExecutionRow::of(&execution).collect();
+        Stage::<ExecutionRow>::open(dir.path(), 0)
+            .unwrap()
+            .commit(&rows)
+            .unwrap();
+        let memo = ExecutionMemo::load(dir.path()).unwrap();
+        let replayed = memo.get(CandidateId(2)).expect("committed");
+        assert_eq!(replayed.results, execution.results);
+    }
+}
