@@ -23,7 +23,7 @@ use crate::store::Manifest;
 /// How one check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum Finding {
     Ok,
     /// The run can start, but the user should know (e.g. the model will be fetched first).
     Warning,
@@ -36,7 +36,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CheckItem {
     pub what: &'static str,
-    pub outcome: Outcome,
+    pub outcome: Finding,
     pub detail: String,
 }
 
@@ -49,7 +49,7 @@ pub struct CheckReport {
 impl CheckReport {
     /// No item failed.
     pub fn passed(&self) -> bool {
-        self.items.iter().all(|i| i.outcome != Outcome::Failed)
+        self.items.iter().all(|i| i.outcome != Finding::Failed)
     }
 
     /// One line per item.
@@ -58,17 +58,17 @@ impl CheckReport {
             .iter()
             .map(|i| {
                 let mark = match i.outcome {
-                    Outcome::Ok => "ok     ",
-                    Outcome::Warning => "warning",
-                    Outcome::Failed => "FAILED ",
-                    Outcome::Skipped => "skipped",
+                    Finding::Ok => "ok     ",
+                    Finding::Warning => "warning",
+                    Finding::Failed => "FAILED ",
+                    Finding::Skipped => "skipped",
                 };
                 format!("{mark} {:<11} {}\n", i.what, i.detail)
             })
             .collect()
     }
 
-    fn add(&mut self, what: &'static str, outcome: Outcome, detail: impl Into<String>) {
+    fn add(&mut self, what: &'static str, outcome: Finding, detail: impl Into<String>) {
         self.items.push(CheckItem {
             what,
             outcome,
@@ -83,16 +83,16 @@ pub fn check(path: &Path, options: &RunOptions) -> CheckReport {
     let (config, split) = match load_settings(path, options) {
         Ok(loaded) => loaded,
         Err(e) => {
-            report.add("settings", Outcome::Failed, e.to_string());
+            report.add("settings", Finding::Failed, e.to_string());
             for what in ["eval", "model", "sandbox", "run folder"] {
-                report.add(what, Outcome::Skipped, "the settings do not load");
+                report.add(what, Finding::Skipped, "the settings do not load");
             }
             return report;
         }
     };
     report.add(
         "settings",
-        Outcome::Ok,
+        Finding::Ok,
         format!(
             "`{}`: {} iteration(s) of {} problems, {} tests each, n = {}{}; cores: {} engine \
              thread(s), {} sandbox worker(s), {} dataflow worker(s)",
@@ -114,23 +114,23 @@ pub fn check(path: &Path, options: &RunOptions) -> CheckReport {
     match &config.eval {
         None => report.add(
             "eval",
-            Outcome::Ok,
+            Finding::Ok,
             "no [eval] section: models are not measured",
         ),
         Some(section) => match Benchmark::load(path, section, &split, &Silent) {
             Ok(_) => report.add(
                 "eval",
-                Outcome::Ok,
+                Finding::Ok,
                 format!("every model measured with {}", section.config.display()),
             ),
-            Err(e) => report.add("eval", Outcome::Failed, e.to_string()),
+            Err(e) => report.add("eval", Finding::Failed, e.to_string()),
         },
     }
     let base = check_model(&config, &mut report);
     check_sandbox(&config, &mut report);
     match base {
         Some(base) => check_run_folder(&config, &base, &mut report),
-        None => report.add("run folder", Outcome::Skipped, "the model did not resolve"),
+        None => report.add("run folder", Finding::Skipped, "the model did not resolve"),
     }
     report
 }
@@ -144,7 +144,7 @@ fn check_model(config: &PipelineConfig, report: &mut CheckReport) -> Option<Mode
         if !file.is_file() {
             report.add(
                 "model",
-                Outcome::Warning,
+                Finding::Warning,
                 format!(
                     "`{name}` is not in the cache ({}): the run fetches it first ({} bytes), or \
                      run `ucoder-flow models fetch {name}`",
@@ -158,7 +158,7 @@ fn check_model(config: &PipelineConfig, report: &mut CheckReport) -> Option<Mode
     let source = match models::resolve(name, &cache, &Silent) {
         Ok(source) => source,
         Err(e) => {
-            report.add("model", Outcome::Failed, e.to_string());
+            report.add("model", Finding::Failed, e.to_string());
             return None;
         }
     };
@@ -169,7 +169,7 @@ fn check_model(config: &PipelineConfig, report: &mut CheckReport) -> Option<Mode
     match Engine::load(&source, &options) {
         Ok(engine) if engine.chat_template().is_none() => report.add(
             "model",
-            Outcome::Failed,
+            Finding::Failed,
             format!(
                 "{}: the model has no chat template; the IPC stages need an instruct model",
                 source.path().display()
@@ -177,7 +177,7 @@ fn check_model(config: &PipelineConfig, report: &mut CheckReport) -> Option<Mode
         ),
         Ok(engine) => report.add(
             "model",
-            Outcome::Ok,
+            Finding::Ok,
             format!(
                 "{} loads (context {} tokens, chat template present)",
                 source.path().display(),
@@ -186,7 +186,7 @@ fn check_model(config: &PipelineConfig, report: &mut CheckReport) -> Option<Mode
         ),
         Err(e) => report.add(
             "model",
-            Outcome::Failed,
+            Finding::Failed,
             format!("{}: {e}", source.path().display()),
         ),
     }
@@ -203,7 +203,7 @@ fn check_sandbox(config: &PipelineConfig, report: &mut CheckReport) {
     }) {
         Ok(pool) => pool,
         Err(e) => {
-            report.add("sandbox", Outcome::Failed, e.to_string());
+            report.add("sandbox", Finding::Failed, e.to_string());
             return;
         }
     };
@@ -224,7 +224,7 @@ fn check_sandbox(config: &PipelineConfig, report: &mut CheckReport) {
         Err(e) => {
             report.add(
                 "sandbox",
-                Outcome::Failed,
+                Finding::Failed,
                 format!("running a program: {e}"),
             );
             return;
@@ -233,7 +233,7 @@ fn check_sandbox(config: &PipelineConfig, report: &mut CheckReport) {
     if verdicts != [Verdict::Pass, Verdict::Fail] {
         report.add(
             "sandbox",
-            Outcome::Failed,
+            Finding::Failed,
             format!("a known program got the verdicts {verdicts:?}, not [Pass, Fail]"),
         );
         return;
@@ -242,11 +242,11 @@ fn check_sandbox(config: &PipelineConfig, report: &mut CheckReport) {
     if refused.is_empty() {
         report.add(
             "sandbox",
-            Outcome::Ok,
+            Finding::Ok,
             "a worker runs programs with every isolation step".to_string(),
         );
     } else {
-        report.add("sandbox", Outcome::Warning, refused.join("; "));
+        report.add("sandbox", Finding::Warning, refused.join("; "));
     }
 }
 
@@ -256,7 +256,7 @@ fn check_run_folder(config: &PipelineConfig, base: &ModelSource, report: &mut Ch
     match Manifest::inspect(&dir, &result_settings(config), &model_identity(base)) {
         Ok(None) => report.add(
             "run folder",
-            Outcome::Ok,
+            Finding::Ok,
             format!("{} is new: the run starts there", dir.display()),
         ),
         Ok(Some(manifest)) => {
@@ -268,7 +268,7 @@ fn check_run_folder(config: &PipelineConfig, base: &ModelSource, report: &mut Ch
                 .collect();
             report.add(
                 "run folder",
-                Outcome::Ok,
+                Finding::Ok,
                 format!(
                     "{} holds this run: it resumes{}",
                     dir.display(),
@@ -280,6 +280,6 @@ fn check_run_folder(config: &PipelineConfig, base: &ModelSource, report: &mut Ch
                 ),
             );
         }
-        Err(e) => report.add("run folder", Outcome::Failed, e.to_string()),
+        Err(e) => report.add("run folder", Finding::Failed, e.to_string()),
     }
 }
