@@ -2,14 +2,25 @@
 //! `[eval]`, the model, the sandbox, the run folder) without generating or writing anything;
 //! prints one line per check (or JSON) and fails when any check fails.
 
-use super::run::PipelineArgs;
+use std::path::PathBuf;
+
+use crate::pipeline::RunOptions;
 use crate::pipeline::check::check;
 
 /// Arguments of `ucoder-flow check`: those of `run` that change what is checked.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckArgs {
-    #[command(flatten)]
-    pub target: PipelineArgs,
+    /// The pipeline file (e.g. pipelines/ipc.toml).
+    pub pipeline: PathBuf,
+    /// Timely worker threads the run would use.
+    #[arg(short = 'w', long)]
+    pub workers: Option<usize>,
+    /// Where run folders go (default: the file's `runs_dir`, `runs/`).
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
+    /// A registry model name or a model path, instead of the file's `[model] name`.
+    #[arg(long)]
+    pub model: Option<String>,
     /// Print the checks as JSON.
     #[arg(long)]
     pub json: bool,
@@ -17,7 +28,15 @@ pub struct CheckArgs {
 
 /// Runs the checks and prints them.
 pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
-    let report = check(&args.target.pipeline, &args.target.options(None));
+    let report = check(
+        &args.pipeline,
+        &RunOptions {
+            workers: args.workers,
+            runs_dir: args.runs_dir.clone(),
+            model: args.model.clone(),
+            trainer: None,
+        },
+    );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -26,7 +45,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         report.passed(),
         "{}: a run would fail (see FAILED above)",
-        args.target.pipeline.display()
+        args.pipeline.display()
     );
     Ok(())
 }

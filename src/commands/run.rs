@@ -7,9 +7,9 @@ use std::sync::Arc;
 use super::progress::{LogFormat, Renderer};
 use crate::pipeline::{self, RunOptions, TrainerProgram};
 
-/// The pipeline and the command-line overrides of its settings (`run` and `check`).
+/// Arguments of `ucoder-flow run` (and of `ucoder-flow PIPELINE.toml`).
 #[derive(Debug, Clone, clap::Args)]
-pub struct PipelineArgs {
+pub struct RunArgs {
     /// The pipeline file (e.g. pipelines/ipc.toml).
     pub pipeline: PathBuf,
     /// Timely worker threads (the same selections for any number).
@@ -18,28 +18,9 @@ pub struct PipelineArgs {
     /// Where run folders go (default: the file's `runs_dir`, `runs/`).
     #[arg(long)]
     pub runs_dir: Option<PathBuf>,
-    /// A registry model name or a model path, instead of the file's `[model] name`.
+    /// A registry model name or a GGUF path, instead of the file's `[model] name`.
     #[arg(long)]
     pub model: Option<String>,
-}
-
-impl PipelineArgs {
-    /// The run options these arguments set, with `trainer`.
-    pub fn options(&self, trainer: Option<TrainerProgram>) -> RunOptions {
-        RunOptions {
-            workers: self.workers,
-            runs_dir: self.runs_dir.clone(),
-            model: self.model.clone(),
-            trainer,
-        }
-    }
-}
-
-/// Arguments of `ucoder-flow run` (and of `ucoder-flow PIPELINE.toml`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub target: PipelineArgs,
     /// No progress bars.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -55,13 +36,17 @@ pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<()> {
     if args.quiet {
         trainer_args.push("-q".into());
     }
-    let trainer = TrainerProgram {
-        exe: std::env::current_exe()?,
-        args: trainer_args,
-    };
     let summary = pipeline::run(
-        &args.target.pipeline,
-        &args.target.options(Some(trainer)),
+        &args.pipeline,
+        &RunOptions {
+            workers: args.workers,
+            runs_dir: args.runs_dir.clone(),
+            model: args.model.clone(),
+            trainer: Some(TrainerProgram {
+                exe: std::env::current_exe()?,
+                args: trainer_args,
+            }),
+        },
         Arc::new(Renderer::new("ucoder-flow", format, args.quiet)),
     )?;
     if args.json {
