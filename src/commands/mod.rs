@@ -74,7 +74,7 @@ enum Command {
     Run(run::RunArgs),
     /// Check a pipeline without running it: its settings, [eval], the model, the sandbox and
     /// the run folder (new, resumed, or refused).
-    Check(check::CheckArgs),
+    Check(run::RunArgs),
     /// Manage models: list the registry, fetch weights into the cache.
     Models {
         #[command(subcommand)]

@@ -29,6 +29,18 @@ pub struct RunArgs {
     pub json: bool,
 }
 
+impl RunArgs {
+    /// The run options these arguments set, with `trainer`.
+    pub fn options(&self, trainer: Option<TrainerProgram>) -> RunOptions {
+        RunOptions {
+            workers: self.workers,
+            runs_dir: self.runs_dir.clone(),
+            model: self.model.clone(),
+            trainer,
+        }
+    }
+}
+
 /// Runs the pipeline and prints the summary table.
 pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<()> {
     super::interrupt::stop_cleanly_on_signals("run");
@@ -36,17 +48,13 @@ pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<()> {
     if args.quiet {
         trainer_args.push("-q".into());
     }
+    let trainer = TrainerProgram {
+        exe: std::env::current_exe()?,
+        args: trainer_args,
+    };
     let summary = pipeline::run(
         &args.pipeline,
-        &RunOptions {
-            workers: args.workers,
-            runs_dir: args.runs_dir.clone(),
-            model: args.model.clone(),
-            trainer: Some(TrainerProgram {
-                exe: std::env::current_exe()?,
-                args: trainer_args,
-            }),
-        },
+        &args.options(Some(trainer)),
         Arc::new(Renderer::new("ucoder-flow", format, args.quiet)),
     )?;
     if args.json {
