@@ -30,6 +30,7 @@ pub mod fetch;
 pub mod llm;
 pub mod models;
 pub mod pipeline;
+pub mod process;
 pub mod progress;
 pub mod prompts;
 pub mod python;

@@ -31,6 +31,7 @@ use std::time::Instant;
 use super::PipelineError;
 use super::lineage::{ModelRecord, Training, digest_folder, model_name};
 use crate::models::{ModelSource, weights_sha256};
+use crate::process::end_with_starting_thread;
 use crate::progress::Reporter;
 use crate::store::read_json;
 use crate::train::{TrainConfig, TrainSummary};
@@ -181,7 +182,7 @@ fn run_builtin(
         // Its own process group: Ctrl-C reaches the run, which stops; the trainer is then
         // SIGKILLed with it (its checkpoints are atomic, and the same command resumes both).
         .process_group(0);
-    end_with_this_process(&mut command, libc::SIGKILL);
+    end_with_starting_thread(&mut command, libc::SIGKILL);
     let status = command
         .status()
         .map_err(|e| step.fail(format!("starting {}: {e}", step.program.exe.display())))?;
@@ -197,20 +198,6 @@ fn run_builtin(
             out.join("train.json").display()
         ))
     })
-}
-
-/// Sends the child `signal` when the thread that starts it (the run's) ends.
-fn end_with_this_process(command: &mut Command, signal: libc::c_int) {
-    let signal = signal as libc::c_ulong;
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, signal, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 /// `[train] command` through `sh -c`.
@@ -238,7 +225,7 @@ fn run_command(
         .env_remove("RAYON_NUM_THREADS");
     // A user's trainer gets Ctrl-C with the run (same process group) and SIGTERM if the run is
     // killed, so it never trains on into a folder that a resumed run trains into again.
-    end_with_this_process(&mut shell, libc::SIGTERM);
+    end_with_starting_thread(&mut shell, libc::SIGTERM);
     let status = shell
         .status()
         .map_err(|e| step.fail(format!("starting `sh -c {command}`: {e}")))?;

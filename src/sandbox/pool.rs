@@ -269,22 +269,8 @@ impl WorkerProcess {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        // SAFETY: prctl is async-signal-safe. The worker dies with this (long-lived) slot thread.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // The worker dies with this (long-lived) slot thread.
+        crate::process::end_with_starting_thread(&mut cmd, libc::SIGKILL);
         let mut child = cmd.spawn().map_err(|e| {
             SandboxError::WorkerStart(format!("spawning {}: {e}", spec.python.display()))
         })?;
