@@ -24,11 +24,13 @@ use std::time::{Duration, Instant};
 use ucoder_flow::llm::gguf::GgufModel;
 use ucoder_flow::llm::tokenizer::Tokenizer;
 use ucoder_flow::pipeline::artifacts::{
-    ClusterRow, ExecutionRow, ProblemRow, RejectionRow, ResponseRow, SelectionRow,
+    ClusterRow, ExecutionRow, ProblemRow, RejectionRow, ResponseRow, SelectionRow, TestCaseRow,
 };
 use ucoder_flow::sft::pack::IGNORE_INDEX;
 use ucoder_flow::sft::sink::read_sft;
 use ucoder_flow::store::{Manifest, Stage};
+
+mod python_tools;
 
 const GOLDEN: &str = "tests/fixtures/golden/smoke";
 
@@ -86,7 +88,7 @@ fn outcome(runs: &Path) -> Outcome {
         selections,
         clusters,
         sft_rows: read_sft(&iter.join("sft")).unwrap(),
-        messages: std::fs::read_to_string(iter.join("sft/messages.jsonl")).unwrap(),
+        messages: std::fs::read_to_string(iter.join("sft_messages/messages.jsonl")).unwrap(),
     }
 }
 
@@ -257,7 +259,7 @@ fn smoke_run_selects_solutions_and_writes_decodable_sft() {
         assert!(prompt.contains("<|im_start|>user") && prompt.ends_with("<|im_start|>assistant\n"));
         let m = messages
             .iter()
-            .find(|m| m["source_id"] == serde_json::json!(s.problem_id))
+            .find(|m| m["problem_id"] == serde_json::json!(format!("{:016x}", s.problem_id)))
             .expect("a messages line per selection");
         assert_eq!(m["messages"][1]["content"], serde_json::json!(fenced));
         assert!(prompt.contains(m["messages"][0]["content"].as_str().unwrap()));
@@ -437,31 +439,39 @@ fn assert_matches_golden(runs: &Path) {
         &clusters_json(&iter),
         &read_golden_rows("clusters.json"),
     );
-    let found = sft_files(&iter.join("sft"));
-    let golden = sft_files(&golden_dir().join("sft"));
-    let names = |files: &[(String, Vec<u8>)]| files.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&found), names(&golden), "SFT files");
-    for ((name, bytes), (_, expected)) in found.iter().zip(&golden) {
-        assert!(
-            bytes == expected,
-            "sft/{name}: its bytes differ from the golden recording"
-        );
+    for folder in SFT_FOLDERS {
+        let found = sft_files(&iter.join(folder));
+        let golden = sft_files(&golden_dir().join(folder));
+        let names =
+            |files: &[(String, Vec<u8>)]| files.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&found), names(&golden), "{folder} files");
+        for ((name, bytes), (_, expected)) in found.iter().zip(&golden) {
+            assert!(
+                bytes == expected,
+                "{folder}/{name}: its bytes differ from the golden recording"
+            );
+        }
     }
 }
+
+/// The SftSink's folders: the shards, and the same pairs as chat messages.
+const SFT_FOLDERS: [&str; 2] = ["sft", "sft_messages"];
 
 /// Writes the golden recording from the run in `runs`.
 fn bless_golden(runs: &Path) {
     let iter = runs.join("smoke/iter-0");
     let dir = golden_dir();
-    std::fs::create_dir_all(dir.join("sft")).unwrap();
     let pretty = |rows: Vec<serde_json::Value>| serde_json::to_string_pretty(&rows).unwrap() + "\n";
     std::fs::write(dir.join("selections.json"), pretty(selections_json(&iter))).unwrap();
     std::fs::write(dir.join("clusters.json"), pretty(clusters_json(&iter))).unwrap();
-    for (name, _) in sft_files(&dir.join("sft")) {
-        std::fs::remove_file(dir.join("sft").join(name)).unwrap();
-    }
-    for (name, bytes) in sft_files(&iter.join("sft")) {
-        std::fs::write(dir.join("sft").join(name), bytes).unwrap();
+    for folder in SFT_FOLDERS {
+        std::fs::create_dir_all(dir.join(folder)).unwrap();
+        for (name, _) in sft_files(&dir.join(folder)) {
+            std::fs::remove_file(dir.join(folder).join(name)).unwrap();
+        }
+        for (name, bytes) in sft_files(&iter.join(folder)) {
+            std::fs::write(dir.join(folder).join(name), bytes).unwrap();
+        }
     }
 }
 
@@ -684,4 +694,137 @@ fn a_second_iteration_generates_with_the_model_trained_on_the_first() {
         "iteration 1's log-probabilities are not M1's: |Δ| by M1 {own1}, by M0 {other1} \
          (M0 on iteration 0: {own0})"
     );
+}
+
+/// Every id of every table (and of `messages.jsonl`) reads back exactly — same text, never a
+/// float — in pandas, polars and HF datasets (through the iteration's dataset card, one config
+/// per table, the SFT shards by default), as ucoder-flow itself reads it.
+#[test]
+fn ids_read_back_exactly_in_pandas_polars_and_hf_datasets() {
+    use serde_json::{Value as Json, json};
+    let _turn = turn();
+    let iter = reference().runs.join("smoke/iter-0");
+    let hex = |id: u64| json!(format!("{id:016x}"));
+    let opt = |id: Option<u64>| id.map_or(Json::Null, hex);
+    let rows = |table: Vec<Vec<Json>>| table;
+    let mut expected = serde_json::Map::new();
+    let mut insert = |name: &str, table: Vec<Vec<Json>>| {
+        expected.insert(name.to_string(), json!(table));
+    };
+    insert(
+        "selections",
+        rows(
+            Stage::<SelectionRow>::read(&iter.join("selections"))
+                .unwrap()
+                .iter()
+                .map(|r| vec![hex(r.problem_id), hex(r.candidate_id), hex(r.cluster)])
+                .collect(),
+        ),
+    );
+    insert(
+        "clusters",
+        Stage::<ClusterRow>::read(&iter.join("clusters"))
+            .unwrap()
+            .iter()
+            .map(|r| vec![hex(r.problem_id), hex(r.signature)])
+            .collect(),
+    );
+    insert(
+        "rejections",
+        Stage::<RejectionRow>::read(&iter.join("rejections"))
+            .unwrap()
+            .iter()
+            .map(|r| vec![opt(r.problem_id)])
+            .collect(),
+    );
+    insert(
+        "problem_set",
+        Stage::<ProblemRow>::read(&iter.join("problem_set"))
+            .unwrap()
+            .iter()
+            .map(|r| vec![hex(r.problem_id)])
+            .collect(),
+    );
+    insert(
+        "test_cases",
+        Stage::<TestCaseRow>::read(&iter.join("test_cases"))
+            .unwrap()
+            .iter()
+            .map(|r| vec![hex(r.problem_id), hex(r.test_id)])
+            .collect(),
+    );
+    insert(
+        "executions",
+        Stage::<ExecutionRow>::read(&iter.join("executions"))
+            .unwrap()
+            .iter()
+            .map(|r| {
+                vec![
+                    hex(r.problem_id),
+                    hex(r.candidate_id),
+                    hex(r.test_id),
+                    opt(r.output_hash),
+                ]
+            })
+            .collect(),
+    );
+    insert(
+        "candidates",
+        Stage::<ResponseRow>::read(&iter.join("candidates"))
+            .unwrap()
+            .iter()
+            .map(|r| vec![hex(r.key), opt(r.problem_id), opt(r.record_id)])
+            .collect(),
+    );
+    let sft = read_sft(&iter.join("sft")).unwrap();
+    insert(
+        "sft",
+        sft.iter()
+            .map(|r| {
+                vec![json!(
+                    r.problem_ids.iter().map(|&id| hex(id)).collect::<Vec<_>>()
+                )]
+            })
+            .collect(),
+    );
+    insert(
+        "sft_messages",
+        sft.iter()
+            .flat_map(|r| r.problem_ids.iter().map(|&id| vec![hex(id)]))
+            .collect(),
+    );
+    // Not vacuous: the run's ids include values a signed 64-bit integer cannot hold, and the
+    // nullable columns hold nulls.
+    let all = serde_json::to_string(&expected).unwrap();
+    assert!(
+        ["\"8", "\"9", "\"a", "\"b", "\"c", "\"d", "\"e", "\"f"]
+            .iter()
+            .any(|high| all.contains(high)),
+        "no id >= 2^63 in the run"
+    );
+    assert!(all.contains("null"), "no null id in the run");
+
+    let sorted = |table: &Json| {
+        let mut rows: Vec<String> = table
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        rows.sort();
+        rows
+    };
+    let found = python_tools::read_tables(&iter);
+    for tool in ["pandas", "polars", "datasets"] {
+        for (table, rows) in &expected {
+            let got = found[tool]
+                .get(table)
+                .unwrap_or_else(|| panic!("{tool} did not read {table}"));
+            assert_eq!(
+                sorted(got),
+                sorted(rows),
+                "{tool} read {table}'s ids differently"
+            );
+        }
+    }
 }

@@ -29,7 +29,7 @@ use ucoder_flow::train::{TrainConfig, TrainJob, TrainMethod, base_dir, train};
 fn pairs() -> Vec<SftPair> {
     (0..6u64)
         .map(|i| SftPair {
-            source_id: 100 + i,
+            problem_id: 100 + i,
             user: format!(
                 "Write `add{i}(x: int) -> int` returning x + {i}.\n\n```python\ndef add{i}(x: int) -> int:\n    pass\n```"
             ),

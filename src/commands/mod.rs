@@ -211,7 +211,27 @@ pub fn describe(err: &anyhow::Error) -> String {
         }
         text.push_str(message);
     }
+    if let Some(hint) = permission_hint(err) {
+        text.push_str(hint);
+    }
     text
+}
+
+/// What to do about a refused file operation anywhere in the chain.
+fn permission_hint(err: &anyhow::Error) -> Option<&'static str> {
+    use std::io::ErrorKind;
+    let refused = err.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|e| {
+            matches!(
+                e.kind(),
+                ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+            )
+        })
+    });
+    refused.then_some(
+        "\nhint: this user may not read or write that path; check its owner and mode (`ls -ld`), \
+         or point ucoder-flow at a folder you own (`--runs-dir`, `--out`, `UCODER_FLOW_CACHE`)",
+    )
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -306,5 +326,20 @@ mod tests {
             describe(&silent),
             "reading nope.toml: No such file or directory (os error 2)"
         );
+    }
+
+    #[test]
+    fn a_refused_file_operation_says_what_to_do() {
+        let store = crate::store::StoreError::io(std::path::Path::new("/runs/x"))(
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        );
+        let text = describe(&anyhow::Error::new(store).context("starting the run"));
+        assert!(text.starts_with("starting the run: /runs/x"), "{text}");
+        assert!(
+            text.contains("\nhint: this user may not read or write that path"),
+            "{text}"
+        );
+        let missing = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert!(!describe(&missing).contains("hint"));
     }
 }

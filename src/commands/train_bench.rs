@@ -211,7 +211,7 @@ fn random_batch(rows: usize, seq: usize, vocab: usize) -> anyhow::Result<Batch> 
             SftRow {
                 labels: input_ids.iter().map(|&t| i64::from(t)).collect(),
                 position_ids: (0..seq as u32).collect(),
-                source_ids: vec![r as u64],
+                problem_ids: vec![r as u64],
                 offsets: vec![0],
                 input_ids,
             }

@@ -47,12 +47,12 @@ pub struct ResponseRow {
 flat_record!(
     ResponseRow,
     "ipc_response",
-    1,
+    2,
     [
-        key: u64,
-        problem_id: Option<u64>,
+        key: u64 as id,
+        problem_id: Option<u64> as id,
         sample: u32,
-        record_id: Option<u64>,
+        record_id: Option<u64> as id,
         text: String,
         tokens: u32,
         sum_logprob: f64,
@@ -100,8 +100,8 @@ pub struct ExecutionRow {
 flat_record!(
     ExecutionRow,
     "ipc_execution",
-    3,
-    [problem_id: u64, candidate_id: u64, test_id: u64, outcome: String, output_hash: Option<u64>, decided_in_child: bool, detail: Option<String>]
+    4,
+    [problem_id: u64 as id, candidate_id: u64 as id, test_id: u64 as id, outcome: String, output_hash: Option<u64> as id, decided_in_child: bool, detail: Option<String>]
 );
 
 impl ExecutionRow {
@@ -234,10 +234,10 @@ pub struct ProblemRow {
 flat_record!(
     ProblemRow,
     "ipc_problem",
-    1,
+    2,
     [
-        problem_id: u64,
-        request: u64,
+        problem_id: u64 as id,
+        request: u64 as id,
         category: String,
         title: String,
         description: String,
@@ -264,8 +264,8 @@ pub struct TestCaseRow {
 flat_record!(
     TestCaseRow,
     "ipc_test_case",
-    1,
-    [problem_id: u64, test_id: u64, kind: String, code: String]
+    2,
+    [problem_id: u64 as id, test_id: u64 as id, kind: String, code: String]
 );
 
 /// One consensus cluster at the end of the iteration (`clusters/`).
@@ -284,8 +284,8 @@ pub struct ClusterRow {
 flat_record!(
     ClusterRow,
     "ipc_cluster",
-    1,
-    [problem_id: u64, signature: u64, size: u32, passed: u32, selected: bool]
+    2,
+    [problem_id: u64 as id, signature: u64 as id, size: u32, passed: u32, selected: bool]
 );
 
 /// The selected solution of a problem (`selections/`).
@@ -305,11 +305,11 @@ pub struct SelectionRow {
 flat_record!(
     SelectionRow,
     "ipc_selection",
-    1,
+    2,
     [
-        problem_id: u64,
-        candidate_id: u64,
-        cluster: u64,
+        problem_id: u64 as id,
+        candidate_id: u64 as id,
+        cluster: u64 as id,
         cluster_size: u32,
         executed: u32,
         tests: u32,
@@ -332,8 +332,8 @@ pub struct RejectionRow {
 flat_record!(
     RejectionRow,
     "ipc_rejection",
-    1,
-    [stage: String, problem_id: Option<u64>, reason: String, detail: String, raw: String]
+    2,
+    [stage: String, problem_id: Option<u64> as id, reason: String, detail: String, raw: String]
 );
 
 #[cfg(test)]

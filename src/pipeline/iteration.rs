@@ -158,6 +158,7 @@ pub fn run_iteration(
 
     let results = Results::gather(outputs, &config.selection.consensus());
     results.write(&iter_dir)?;
+    super::dataset_card::write(&iter_dir, it.index)?;
     let mut summary = summarize(&config, it.split, &counters, &results, resumed);
     summary.iteration = it.index;
     summary.model = it.model_name.to_string();

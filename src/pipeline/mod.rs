@@ -16,6 +16,7 @@ pub mod benchmark;
 pub mod check;
 pub mod context;
 pub mod cores;
+pub mod dataset_card;
 pub mod graph;
 pub mod iteration;
 pub mod lineage;

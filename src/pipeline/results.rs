@@ -16,13 +16,14 @@ use crate::sft::sink::SftSummary;
 use crate::store::{Record, Stage, StoreError, replace_dir};
 
 /// Derived result folders, rebuilt by every run that completes an iteration.
-pub const RESULT_DIRS: [&str; 6] = [
+pub const RESULT_DIRS: [&str; 7] = [
     "problem_set",
     "test_cases",
     "clusters",
     "selections",
     "rejections",
     "sft",
+    "sft_messages",
 ];
 
 /// Everything the workers decided: one worker's part, or (after [`Results::gather`]) all of it

@@ -16,7 +16,7 @@ pub const IGNORE_INDEX: i64 = -100;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Example {
     /// Stable id of the selection it came from.
-    pub source_id: u64,
+    pub problem_id: u64,
     pub input_ids: Vec<u32>,
     /// Leading tokens that are prompt, not answer.
     pub prompt_len: usize,
@@ -46,7 +46,7 @@ pub struct PackedRow {
     pub labels: Vec<i64>,
     pub position_ids: Vec<u32>,
     /// The examples in this row, in order.
-    pub source_ids: Vec<u64>,
+    pub problem_ids: Vec<u64>,
     /// Start offset of each example in the row.
     pub offsets: Vec<u32>,
 }
@@ -61,7 +61,7 @@ impl PackedRow {
             .skip(1)
             .map(|&o| o as usize)
             .chain([self.input_ids.len()]);
-        self.source_ids
+        self.problem_ids
             .iter()
             .zip(&self.offsets)
             .zip(ends)
@@ -70,7 +70,7 @@ impl PackedRow {
 
     fn push(&mut self, example: &Example) {
         self.offsets.push(self.input_ids.len() as u32);
-        self.source_ids.push(example.source_id);
+        self.problem_ids.push(example.problem_id);
         self.input_ids.extend_from_slice(&example.input_ids);
         self.labels.extend(example.labels());
         self.position_ids.extend(0..example.input_ids.len() as u32);
@@ -92,13 +92,13 @@ pub fn pack(examples: &[Example], max_length: usize) -> Packed {
         b.input_ids
             .len()
             .cmp(&a.input_ids.len())
-            .then(a.source_id.cmp(&b.source_id))
+            .then(a.problem_id.cmp(&b.problem_id))
     });
     let mut packed = Packed::default();
     for example in order {
         let len = example.input_ids.len();
         if len > max_length || len == 0 {
-            packed.oversized.push(example.source_id);
+            packed.oversized.push(example.problem_id);
             continue;
         }
         match packed
@@ -121,11 +121,11 @@ pub fn pack(examples: &[Example], max_length: usize) -> Packed {
 mod tests {
     use super::*;
 
-    fn example(source_id: u64, len: usize, prompt_len: usize) -> Example {
+    fn example(problem_id: u64, len: usize, prompt_len: usize) -> Example {
         Example {
-            source_id,
+            problem_id,
             input_ids: (0..len as u32)
-                .map(|i| i + 1000 * source_id as u32)
+                .map(|i| i + 1000 * problem_id as u32)
                 .collect(),
             prompt_len,
         }
@@ -153,8 +153,8 @@ mod tests {
         assert_eq!(packed.oversized, vec![5]);
         // FFD: 6 → row0, 5 → row1, 4 → row0 (10), 3 → row1 (8).
         assert_eq!(packed.rows.len(), 2);
-        assert_eq!(packed.rows[0].source_ids, vec![1, 3]);
-        assert_eq!(packed.rows[1].source_ids, vec![2, 4]);
+        assert_eq!(packed.rows[0].problem_ids, vec![1, 3]);
+        assert_eq!(packed.rows[1].problem_ids, vec![2, 4]);
         for row in &packed.rows {
             assert!(row.input_ids.len() <= 10);
             assert_eq!(row.labels.len(), row.input_ids.len());
@@ -164,7 +164,7 @@ mod tests {
         let mut cut_out = 0;
         for row in &packed.rows {
             for (source, span) in row.spans() {
-                let original = examples.iter().find(|e| e.source_id == source).unwrap();
+                let original = examples.iter().find(|e| e.problem_id == source).unwrap();
                 assert_eq!(&row.input_ids[span.clone()], original.input_ids.as_slice());
                 assert_eq!(&row.labels[span.clone()], original.labels().as_slice());
                 assert_eq!(row.position_ids[span.start], 0);

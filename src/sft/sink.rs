@@ -5,32 +5,37 @@
 //! assistant header) and the answer part (the solution and the template's end-of-turn) are
 //! tokenized separately, exactly as the model sees them at inference time, and the prompt tokens
 //! are masked out of the labels. Examples are packed (see [`super::pack`]) and written as Parquet
-//! parts of [`SftRow`] (`input_ids`, `labels`, `position_ids`, `source_ids`, `offsets`), plus a
-//! `messages.jsonl` for TRL / axolotl users. The whole output folder is built under a temp name
-//! and renamed into place, so an `sft/` folder that exists is complete, and writing it again
+//! parts of [`SftRow`] (`input_ids`, `labels`, `position_ids`, `problem_ids`, `offsets`); the same
+//! pairs as chat messages go to `messages.jsonl` in a sibling folder (`sft_messages/` beside
+//! `sft/`, see [`messages_dir`]) for TRL / axolotl users, so that each folder holds one format
+//! and reads with one call. Ids are hex text, as in every table. Each folder is built under a
+//! temp name and renamed into place, so a folder that exists is complete, and writing it again
 //! after a crash starts from scratch instead of appending duplicates.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, ListArray, ListBuilder, PrimitiveBuilder, RecordBatch, UInt32Array,
+    Array, ArrayRef, AsArray, ListArray, ListBuilder, PrimitiveBuilder, RecordBatch, StringBuilder,
+    UInt32Array,
 };
 use arrow::datatypes::{
-    ArrowPrimitiveType, DataType, Field, Int64Type, Schema, SchemaRef, UInt32Type, UInt64Type,
+    ArrowPrimitiveType, DataType, Field, Int64Type, Schema, SchemaRef, UInt32Type,
 };
 use serde::Serialize;
 
 use super::pack::{Example, PackedRow, pack};
 use crate::llm::chat::{ChatError, ChatTemplate, ChatTurn};
 use crate::llm::tokenizer::{Tokenizer, TokenizerError};
+use crate::store::flat::{id_text, parse_id};
+use crate::store::record::Columns;
 use crate::store::{Record, Stage, StoreError, replace_dir, write_atomic};
 
 /// One selected pair to train on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SftPair {
-    /// Stable id of the selection.
-    pub source_id: u64,
+    /// The problem whose selection this is.
+    pub problem_id: u64,
     /// The user turn: problem statement and skeleton.
     pub user: String,
     /// The assistant turn: the selected solution.
@@ -48,27 +53,39 @@ pub struct SftSummary {
     pub tokens: usize,
     /// Tokens that carry a label (the answers).
     pub label_tokens: usize,
-    /// Source ids of pairs longer than the row budget (left out, never truncated).
+    /// Problems whose pairs are longer than the row budget (left out, never truncated).
+    #[serde(serialize_with = "ids_as_text")]
     pub oversized: Vec<u64>,
     pub shards: Vec<PathBuf>,
+}
+
+fn ids_as_text<S: serde::Serializer>(ids: &[u64], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(ids.iter().map(|&id| id_text(id)))
+}
+
+/// Where [`write_sft`] puts `messages.jsonl` for the shards folder `dir`: the sibling folder
+/// `<name>_messages` (`sft/` → `sft_messages/`).
+pub fn messages_dir(dir: &Path) -> PathBuf {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    dir.with_file_name(format!("{name}_messages"))
 }
 
 /// Why the SFT output could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum SftError {
-    #[error("rendering the chat template for selection {source_id}: {source}")]
+    #[error("rendering the chat template for the selection of problem {id}: {source}", id = id_text(*problem_id))]
     Template {
-        source_id: u64,
+        problem_id: u64,
         #[source]
         source: ChatError,
     },
     #[error(
-        "selection {source_id}: the chat template's rendering of the full conversation does not start with its rendering of the prompt, so the prompt cannot be masked; this template is not usable for SFT"
+        "the selection of problem {id}: the chat template's rendering of the full conversation does not start with its rendering of the prompt, so the prompt cannot be masked; this template is not usable for SFT", id = id_text(*problem_id)
     )]
-    TemplateNotPrefix { source_id: u64 },
-    #[error("tokenizing selection {source_id}: {source}")]
+    TemplateNotPrefix { problem_id: u64 },
+    #[error("tokenizing the selection of problem {id}: {source}", id = id_text(*problem_id))]
     Tokenize {
-        source_id: u64,
+        problem_id: u64,
         #[source]
         source: TokenizerError,
     },
@@ -82,28 +99,28 @@ pub fn tokenize_pair(
     tokenizer: &Tokenizer,
     template: &ChatTemplate,
 ) -> Result<Example, SftError> {
-    let source_id = pair.source_id;
+    let problem_id = pair.problem_id;
     let render = |messages: &[ChatTurn], generation_prompt| {
         template
             .render(messages, generation_prompt)
-            .map_err(|source| SftError::Template { source_id, source })
+            .map_err(|source| SftError::Template { problem_id, source })
     };
     let user = ChatTurn::user(pair.user.clone());
     let prompt = render(std::slice::from_ref(&user), true)?;
     let full = render(&[user, ChatTurn::assistant(pair.assistant.clone())], false)?;
     let answer = full
         .strip_prefix(&prompt)
-        .ok_or(SftError::TemplateNotPrefix { source_id })?;
+        .ok_or(SftError::TemplateNotPrefix { problem_id })?;
     let tokenize = |text: &str, special| {
         tokenizer
             .encode(text, special)
-            .map_err(|source| SftError::Tokenize { source_id, source })
+            .map_err(|source| SftError::Tokenize { problem_id, source })
     };
     let mut input_ids = tokenize(&prompt, true)?;
     let prompt_len = input_ids.len();
     input_ids.extend(tokenize(answer, false)?);
     Ok(Example {
-        source_id,
+        problem_id,
         input_ids,
         prompt_len,
     })
@@ -125,18 +142,11 @@ pub fn write_sft(
         .collect::<Result<Vec<_>, _>>()?;
     let packed = pack(&examples, max_length);
 
-    let shards = replace_dir(dir, |building| {
-        let mut stage: Stage<SftRow> = Stage::open(building, 0)?;
-        let mut shards = Vec::new();
-        for chunk in packed.rows.chunks(shard_rows.max(1)) {
-            if let Some(path) = stage.commit(chunk)? {
-                shards.push(dir.join(path.file_name().unwrap_or_default()));
-            }
-        }
+    replace_dir(&messages_dir(dir), |building| {
         let mut jsonl = Vec::new();
         for pair in pairs {
             let line = serde_json::json!({
-                "source_id": pair.source_id,
+                "problem_id": id_text(pair.problem_id),
                 "messages": [
                     {"role": "user", "content": pair.user},
                     {"role": "assistant", "content": pair.assistant},
@@ -148,7 +158,16 @@ pub fn write_sft(
             })?;
             jsonl.push(b'\n');
         }
-        write_atomic(&building.join("messages.jsonl"), &jsonl)?;
+        write_atomic(&building.join("messages.jsonl"), &jsonl)
+    })?;
+    let shards = replace_dir(dir, |building| {
+        let mut stage: Stage<SftRow> = Stage::open(building, 0)?;
+        let mut shards = Vec::new();
+        for chunk in packed.rows.chunks(shard_rows.max(1)) {
+            if let Some(path) = stage.commit(chunk)? {
+                shards.push(dir.join(path.file_name().unwrap_or_default()));
+            }
+        }
         Ok::<_, StoreError>(shards)
     })?;
     let tokens = packed.rows.iter().map(|r| r.input_ids.len()).sum();
@@ -193,6 +212,21 @@ fn list_column<T: ArrowPrimitiveType>(
     Arc::new(builder.finish())
 }
 
+fn problem_ids_column(rows: &[SftRow]) -> ArrayRef {
+    let mut builder = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+        "item",
+        DataType::Utf8,
+        false,
+    )));
+    for row in rows {
+        for &id in &row.problem_ids {
+            builder.values().append_value(id_text(id));
+        }
+        builder.append(true);
+    }
+    Arc::new(builder.finish())
+}
+
 fn read_list<T: ArrowPrimitiveType>(
     batch: &RecordBatch,
     name: &str,
@@ -220,14 +254,18 @@ fn read_list<T: ArrowPrimitiveType>(
 
 impl Record for SftRow {
     const KIND: &'static str = "sft_row";
-    const SCHEMA_VERSION: u32 = 1;
+    const SCHEMA_VERSION: u32 = 2;
 
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
             list_field::<UInt32Type>("input_ids"),
             list_field::<Int64Type>("labels"),
             list_field::<UInt32Type>("position_ids"),
-            list_field::<UInt64Type>("source_ids"),
+            Field::new(
+                "problem_ids",
+                DataType::List(Arc::new(Field::new("item", DataType::Utf8, false))),
+                false,
+            ),
             list_field::<UInt32Type>("offsets"),
             Field::new("num_tokens", DataType::UInt32, false),
         ]))
@@ -241,7 +279,7 @@ impl Record for SftRow {
                 list_column::<UInt32Type>(rows, |r| r.input_ids.clone()),
                 list_column::<Int64Type>(rows, |r| r.labels.clone()),
                 list_column::<UInt32Type>(rows, |r| r.position_ids.clone()),
-                list_column::<UInt64Type>(rows, |r| r.source_ids.clone()),
+                problem_ids_column(rows),
                 list_column::<UInt32Type>(rows, |r| r.offsets.clone()),
                 Arc::new(num_tokens),
             ],
@@ -252,20 +290,35 @@ impl Record for SftRow {
         let input_ids = read_list::<UInt32Type>(batch, "input_ids", path)?;
         let labels = read_list::<Int64Type>(batch, "labels", path)?;
         let position_ids = read_list::<UInt32Type>(batch, "position_ids", path)?;
-        let source_ids = read_list::<UInt64Type>(batch, "source_ids", path)?;
+        let problem_ids = Columns::new(batch, path)
+            .utf8_lists("problem_ids")?
+            .into_iter()
+            .enumerate()
+            .map(|(row, ids)| {
+                ids.iter()
+                    .map(|text| {
+                        parse_id(text).ok_or_else(|| StoreError::Column {
+                            path: path.to_path_buf(),
+                            column: "problem_ids".into(),
+                            problem: format!("row {row}: {text:?} is not a 16-digit hex id"),
+                        })
+                    })
+                    .collect::<Result<Vec<u64>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let offsets = read_list::<UInt32Type>(batch, "offsets", path)?;
         Ok(input_ids
             .into_iter()
             .zip(labels)
             .zip(position_ids)
-            .zip(source_ids)
+            .zip(problem_ids)
             .zip(offsets)
             .map(
-                |((((input_ids, labels), position_ids), source_ids), offsets)| PackedRow {
+                |((((input_ids, labels), position_ids), problem_ids), offsets)| PackedRow {
                     input_ids,
                     labels,
                     position_ids,
-                    source_ids,
+                    problem_ids,
                     offsets,
                 },
             )
@@ -297,7 +350,7 @@ mod tests {
     fn pairs() -> Vec<SftPair> {
         (0..7u64)
             .map(|i| SftPair {
-                source_id: 100 + i,
+                problem_id: if i == 6 { u64::MAX - 1 } else { 100 + i },
                 user: format!("Write `f{i}(x: int) -> int` returning x + {i}.\n\n```python\ndef f{i}(x: int) -> int:\n    pass\n```"),
                 assistant: format!("```python\ndef f{i}(x: int) -> int:\n    return x + {i}\n```"),
             })
@@ -319,15 +372,12 @@ mod tests {
         );
         assert_eq!(summary.shards.len(), summary.rows.div_ceil(2));
         assert!(summary.shards.iter().all(|s| s.is_file()));
-        let leftovers: Vec<_> = fs::read_dir(dir.path())
+        let mut leftovers: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(
-            leftovers,
-            vec![std::ffi::OsString::from("sft")],
-            "no temp folder left"
-        );
+        leftovers.sort();
+        assert_eq!(leftovers, ["sft", "sft_messages"], "no temp folder left");
 
         let rows = read_sft(&out).unwrap();
         assert_eq!(rows.len(), summary.rows);
@@ -335,7 +385,7 @@ mod tests {
         for row in &rows {
             assert!(row.input_ids.len() <= 256);
             for (source, span) in row.spans() {
-                let pair = pairs.iter().find(|p| p.source_id == source).unwrap();
+                let pair = pairs.iter().find(|p| p.problem_id == source).unwrap();
                 let labels = &row.labels[span.clone()];
                 let first_label = labels.iter().position(|&l| l != IGNORE_INDEX).unwrap();
                 let prompt = tokenizer
@@ -362,14 +412,24 @@ mod tests {
             }
         }
         seen.sort();
-        assert_eq!(seen, pairs.iter().map(|p| p.source_id).collect::<Vec<_>>());
+        assert_eq!(seen, pairs.iter().map(|p| p.problem_id).collect::<Vec<_>>());
 
-        let messages = fs::read_to_string(out.join("messages.jsonl")).unwrap();
+        // The shards folder holds only Parquet; the messages are in their own folder.
+        let names: Vec<_> = fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.iter().all(|n| n.ends_with(".parquet")), "{names:?}");
+        let messages = fs::read_to_string(messages_dir(&out).join("messages.jsonl")).unwrap();
         let lines: Vec<serde_json::Value> = messages
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(lines.len(), pairs.len());
+        assert_eq!(
+            lines[3]["problem_id"],
+            format!("{:016x}", pairs[3].problem_id)
+        );
         assert_eq!(lines[3]["messages"][1]["content"], pairs[3].assistant);
         assert_eq!(lines[3]["messages"][0]["role"], "user");
     }

@@ -1,7 +1,10 @@
 //! Flat records: row types whose fields are all scalars (integers, floats, booleans, strings,
 //! each optionally nullable) get their [`Record`](super::Record) implementation from one macro,
 //! [`flat_record!`](crate::flat_record), instead of a hand-written schema and two converters each.
-//! [`FlatValue`] is the per-type column mapping the macro uses.
+//! [`FlatValue`] is the per-type column mapping the macro uses; a field marked `as id` (a u64
+//! id or digest) is stored through [`IdColumn`] instead: as 16 lowercase hex digits, so that it
+//! survives every tool a user reads the tables with (pandas turns a nullable 64-bit integer
+//! column into float64, HF's JSON reader a u64 above 2^63 into a float; a string stays exact).
 
 use std::sync::Arc;
 
@@ -114,15 +117,123 @@ impl FlatValue for Option<String> {
     }
 }
 
+/// How a field becomes one column: [`Plain`] for a [`FlatValue`], [`IdColumn`] for an id.
+pub trait ColumnCodec<T> {
+    /// The column's Arrow type.
+    fn data_type() -> DataType;
+    /// Whether the column may hold nulls.
+    const NULLABLE: bool;
+    /// The column holding `values`.
+    fn to_array(values: Vec<T>) -> ArrayRef;
+    /// The column `name` of a batch, row by row.
+    fn from_column(columns: &Columns<'_>, name: &str) -> Result<Vec<T>, StoreError>;
+}
+
+/// A field stored as its own [`FlatValue`] column.
+pub struct Plain;
+
+impl<T: FlatValue> ColumnCodec<T> for Plain {
+    fn data_type() -> DataType {
+        T::data_type()
+    }
+    const NULLABLE: bool = T::NULLABLE;
+    fn to_array(values: Vec<T>) -> ArrayRef {
+        T::to_array(values)
+    }
+    fn from_column(columns: &Columns<'_>, name: &str) -> Result<Vec<T>, StoreError> {
+        T::from_column(columns, name)
+    }
+}
+
+/// A u64 id or digest stored as 16 lowercase hex digits (Utf8). See the module's head.
+pub struct IdColumn;
+
+/// The table form of an id: 16 lowercase hex digits.
+pub fn id_text(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+/// An id back from its table form.
+pub fn parse_id(text: &str) -> Option<u64> {
+    (text.len() == 16 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u64::from_str_radix(text, 16).ok())
+        .flatten()
+}
+
+fn ids_of(columns: &Columns<'_>, name: &str) -> Result<Vec<Option<u64>>, StoreError> {
+    let array = columns.utf8(name)?;
+    (0..array.len())
+        .map(|row| match opt_str(array, row) {
+            None => Ok(None),
+            Some(text) => parse_id(&text).map(Some).ok_or_else(|| {
+                columns.invalid(
+                    name,
+                    format!("row {row}: {text:?} is not a 16-digit hex id"),
+                )
+            }),
+        })
+        .collect()
+}
+
+impl ColumnCodec<u64> for IdColumn {
+    fn data_type() -> DataType {
+        DataType::Utf8
+    }
+    const NULLABLE: bool = false;
+    fn to_array(values: Vec<u64>) -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(
+            values.into_iter().map(id_text),
+        ))
+    }
+    fn from_column(columns: &Columns<'_>, name: &str) -> Result<Vec<u64>, StoreError> {
+        ids_of(columns, name)?
+            .into_iter()
+            .enumerate()
+            .map(|(row, id)| columns.required(name, row, id))
+            .collect()
+    }
+}
+
+impl ColumnCodec<Option<u64>> for IdColumn {
+    fn data_type() -> DataType {
+        DataType::Utf8
+    }
+    const NULLABLE: bool = true;
+    fn to_array(values: Vec<Option<u64>>) -> ArrayRef {
+        Arc::new(StringArray::from(
+            values
+                .into_iter()
+                .map(|id| id.map(id_text))
+                .collect::<Vec<_>>(),
+        ))
+    }
+    fn from_column(columns: &Columns<'_>, name: &str) -> Result<Vec<Option<u64>>, StoreError> {
+        ids_of(columns, name)
+    }
+}
+
+/// The codec a field's `as ...` marker names (none: [`Plain`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! flat_codec {
+    () => {
+        $crate::store::flat::Plain
+    };
+    (id) => {
+        $crate::store::flat::IdColumn
+    };
+}
+
 /// Implements [`Record`](crate::store::Record) for a struct whose fields are all [`FlatValue`]s:
-/// one column per field, named after it, in the order listed.
+/// one column per field, named after it, in the order listed. A u64 field marked `as id` is
+/// an id or digest, stored as hex text ([`IdColumn`]).
 ///
 /// ```ignore
-/// flat_record!(SelectionRow, "ipc_selection", 1, [problem_id: u64, note: Option<String>]);
+/// flat_record!(SelectionRow, "ipc_selection", 1, [problem_id: u64 as id, note: Option<String>]);
 /// ```
 #[macro_export]
 macro_rules! flat_record {
-    ($ty:ty, $kind:literal, $version:literal, [$($field:ident : $fty:ty),+ $(,)?]) => {
+    ($ty:ty, $kind:literal, $version:literal, [$($field:ident : $fty:ty $(as $codec:ident)?),+ $(,)?]) => {
         impl $crate::store::Record for $ty {
             const KIND: &'static str = $kind;
             const SCHEMA_VERSION: u32 = $version;
@@ -131,8 +242,8 @@ macro_rules! flat_record {
                 ::std::sync::Arc::new(::arrow::datatypes::Schema::new(vec![$(
                     ::arrow::datatypes::Field::new(
                         stringify!($field),
-                        <$fty as $crate::store::flat::FlatValue>::data_type(),
-                        <$fty as $crate::store::flat::FlatValue>::NULLABLE,
+                        <$crate::flat_codec!($($codec)?) as $crate::store::flat::ColumnCodec<$fty>>::data_type(),
+                        <$crate::flat_codec!($($codec)?) as $crate::store::flat::ColumnCodec<$fty>>::NULLABLE,
                     )
                 ),+]))
             }
@@ -143,7 +254,7 @@ macro_rules! flat_record {
                 ::arrow::array::RecordBatch::try_new(
                     <Self as $crate::store::Record>::schema(),
                     vec![$(
-                        <$fty as $crate::store::flat::FlatValue>::to_array(
+                        <$crate::flat_codec!($($codec)?) as $crate::store::flat::ColumnCodec<$fty>>::to_array(
                             rows.iter().map(|row| row.$field.clone()).collect(),
                         )
                     ),+],
@@ -156,7 +267,7 @@ macro_rules! flat_record {
             ) -> Result<Vec<Self>, $crate::store::StoreError> {
                 let columns = $crate::store::record::Columns::new(batch, path);
                 $(
-                    let mut $field = <$fty as $crate::store::flat::FlatValue>::from_column(
+                    let mut $field = <$crate::flat_codec!($($codec)?) as $crate::store::flat::ColumnCodec<$fty>>::from_column(
                         &columns,
                         stringify!($field),
                     )?
@@ -191,8 +302,67 @@ mod tests {
         Row,
         "flat_test_row",
         1,
+        [id: u64 as id, count: u32, score: f64, kept: bool, text: String, parent: Option<u64> as id, note: Option<String>]
+    );
+
+    /// `Row` as it was written before ids became text.
+    #[derive(Debug, Clone, PartialEq)]
+    struct LegacyRow {
+        id: u64,
+        count: u32,
+        score: f64,
+        kept: bool,
+        text: String,
+        parent: Option<u64>,
+        note: Option<String>,
+    }
+
+    crate::flat_record!(
+        LegacyRow,
+        "flat_test_row",
+        1,
         [id: u64, count: u32, score: f64, kept: bool, text: String, parent: Option<u64>, note: Option<String>]
     );
+
+    #[test]
+    fn ids_are_hex_text_and_legacy_integer_ids_still_read() {
+        use arrow::array::AsArray;
+        let row = |id, parent| Row {
+            id,
+            count: 1,
+            score: 0.5,
+            kept: true,
+            text: "t".into(),
+            parent,
+            note: None,
+        };
+        let batch = <Row as crate::store::Record>::to_batch(&[row(u64::MAX - 1, None)]).unwrap();
+        assert_eq!(
+            batch.column(0).as_string::<i32>().value(0),
+            "fffffffffffffffe"
+        );
+        assert!(batch.column(5).is_null(0));
+
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = LegacyRow {
+            id: (1 << 63) + 5,
+            count: 1,
+            score: 0.5,
+            kept: true,
+            text: "t".into(),
+            parent: Some(7),
+            note: None,
+        };
+        Stage::<LegacyRow>::open(dir.path(), 0)
+            .unwrap()
+            .commit(std::slice::from_ref(&legacy))
+            .unwrap();
+        let back = Stage::<Row>::read(dir.path()).unwrap();
+        assert_eq!(back, vec![row((1 << 63) + 5, Some(7))]);
+        assert_eq!(super::parse_id("8000000000000005"), Some((1 << 63) + 5));
+        assert_eq!(super::parse_id("8000000000000005 "), None);
+        assert_eq!(super::parse_id("+000000000000005"), None);
+    }
 
     #[test]
     fn flat_rows_round_trip_through_parquet() {

@@ -35,7 +35,8 @@ impl<'a> Columns<'a> {
         Columns { batch, path }
     }
 
-    fn error(&self, column: &str, problem: impl Into<String>) -> StoreError {
+    /// An error naming the file and `column`.
+    pub fn invalid(&self, column: &str, problem: impl Into<String>) -> StoreError {
         StoreError::Column {
             path: self.path.to_path_buf(),
             column: column.to_string(),
@@ -46,14 +47,14 @@ impl<'a> Columns<'a> {
     fn get(&self, name: &str) -> Result<&'a ArrayRef, StoreError> {
         self.batch
             .column_by_name(name)
-            .ok_or_else(|| self.error(name, "missing"))
+            .ok_or_else(|| self.invalid(name, "missing"))
     }
 
     /// A Utf8 column.
     pub fn utf8(&self, name: &str) -> Result<&'a arrow::array::StringArray, StoreError> {
         self.get(name)?
             .as_string_opt::<i32>()
-            .ok_or_else(|| self.error(name, "expected Utf8"))
+            .ok_or_else(|| self.invalid(name, "expected Utf8"))
     }
 
     /// A primitive column (`UInt32Type`, `Float64Type`, ...).
@@ -63,14 +64,14 @@ impl<'a> Columns<'a> {
     ) -> Result<&'a arrow::array::PrimitiveArray<T>, StoreError> {
         self.get(name)?
             .as_primitive_opt::<T>()
-            .ok_or_else(|| self.error(name, format!("expected {}", T::DATA_TYPE)))
+            .ok_or_else(|| self.invalid(name, format!("expected {}", T::DATA_TYPE)))
     }
 
     /// A Boolean column.
     pub fn boolean(&self, name: &str) -> Result<&'a arrow::array::BooleanArray, StoreError> {
         self.get(name)?
             .as_boolean_opt()
-            .ok_or_else(|| self.error(name, "expected Boolean"))
+            .ok_or_else(|| self.invalid(name, "expected Boolean"))
     }
 
     /// A List<Utf8> column, row by row.
@@ -78,7 +79,7 @@ impl<'a> Columns<'a> {
         let list = self
             .get(name)?
             .as_list_opt::<i32>()
-            .ok_or_else(|| self.error(name, "expected List<Utf8>"))?;
+            .ok_or_else(|| self.invalid(name, "expected List<Utf8>"))?;
         (0..list.len())
             .map(|row| {
                 if list.is_null(row) {
@@ -87,7 +88,7 @@ impl<'a> Columns<'a> {
                 let values = list.value(row);
                 let strings = values
                     .as_string_opt::<i32>()
-                    .ok_or_else(|| self.error(name, "expected List<Utf8>"))?;
+                    .ok_or_else(|| self.invalid(name, "expected List<Utf8>"))?;
                 Ok(strings
                     .iter()
                     .map(|s| s.unwrap_or_default().to_string())
@@ -98,7 +99,7 @@ impl<'a> Columns<'a> {
 
     /// A non-null value or an error naming the row.
     pub fn required<T>(&self, name: &str, row: usize, value: Option<T>) -> Result<T, StoreError> {
-        value.ok_or_else(|| self.error(name, format!("null in row {row}")))
+        value.ok_or_else(|| self.invalid(name, format!("null in row {row}")))
     }
 }
 

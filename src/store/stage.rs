@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, new_null_array};
+use arrow::array::{AsArray, RecordBatch, new_null_array};
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -204,6 +204,15 @@ impl StageDir {
         for field in self.schema.fields() {
             match batch.column_by_name(field.name()) {
                 Some(col) if col.data_type() == field.data_type() => columns.push(col.clone()),
+                // Ids were UInt64 columns before they became hex text: read as their text.
+                Some(col) if is_legacy_id(col.data_type(), field.data_type()) => {
+                    let ids = col.as_primitive::<arrow::datatypes::UInt64Type>();
+                    columns.push(Arc::new(arrow::array::StringArray::from(
+                        ids.iter()
+                            .map(|id| id.map(super::flat::id_text))
+                            .collect::<Vec<_>>(),
+                    )))
+                }
                 Some(col) => {
                     return Err(column_err(
                         field.name(),
@@ -232,6 +241,13 @@ impl StageDir {
             }
         })
     }
+}
+
+/// A column written as UInt64 where the record now has Utf8: an id of a part written before ids
+/// became hex text (see [`super::flat::IdColumn`]).
+fn is_legacy_id(found: &arrow::datatypes::DataType, expected: &arrow::datatypes::DataType) -> bool {
+    use arrow::datatypes::DataType;
+    *found == DataType::UInt64 && *expected == DataType::Utf8
 }
 
 /// A stage folder of rows of one [`Record`] type.

@@ -111,7 +111,7 @@ fn check_row(row: &SftRow, vocab_size: usize) -> Result<(), String> {
             row.position_ids.len()
         ));
     }
-    if row.offsets.len() != row.source_ids.len()
+    if row.offsets.len() != row.problem_ids.len()
         || row.offsets.first() != Some(&0)
         || row.offsets.windows(2).any(|w| w[0] >= w[1])
         || row.offsets.last().is_some_and(|&o| o as usize >= n)
@@ -210,13 +210,13 @@ mod tests {
     fn targets_stay_inside_their_example() {
         let examples = vec![
             Example {
-                source_id: 1,
+                problem_id: 1,
                 input_ids: vec![10, 11, 12, 13],
                 prompt_len: 2,
             },
             // No prompt: its first token must not become a target of example 1's last token.
             Example {
-                source_id: 2,
+                problem_id: 2,
                 input_ids: vec![20, 21, 22],
                 prompt_len: 0,
             },

@@ -658,12 +658,12 @@ mod tests {
     fn batch(second: &[u32]) -> Batch {
         let examples = vec![
             Example {
-                source_id: 1,
+                problem_id: 1,
                 input_ids: vec![3, 7, 1, 9, 4, 2],
                 prompt_len: 2,
             },
             Example {
-                source_id: 2,
+                problem_id: 2,
                 input_ids: second.to_vec(),
                 prompt_len: 1,
             },

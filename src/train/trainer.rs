@@ -203,7 +203,7 @@ pub fn train(job: &TrainJob, reporter: &dyn Reporter) -> Result<TrainSummary, Tr
         method: cfg.method.name().to_string(),
         trainable_parameters: model.trainable_count(),
         rows: rows.len(),
-        examples: rows.iter().map(|r| r.source_ids.len()).sum(),
+        examples: rows.iter().map(|r| r.problem_ids.len()).sum(),
         epochs: cfg.epochs,
         steps: total,
         tokens: log.iter().map(|r| r.tokens).sum(),

@@ -52,13 +52,13 @@ pub struct GeneratedRunRow {
 crate::flat_record!(
     GeneratedRunRow,
     "rerank_generated_run",
-    1,
+    2,
     [
         problem_id: String,
         sample_index: u32,
         test_index: u32,
         outcome: String,
-        output_hash: Option<u64>,
+        output_hash: Option<u64> as id,
         detail: Option<String>,
     ]
 );

@@ -39,7 +39,7 @@ impl SftSink {
         let pairs: Vec<SftPair> = selections
             .iter()
             .map(|(s, prompt, code)| SftPair {
-                source_id: s.problem_id.0,
+                problem_id: s.problem_id.0,
                 user: prompt.clone(),
                 assistant: format!("```python\n{}\n```", code.trim_end()),
             })
