@@ -211,7 +211,7 @@ fn smoke_run_selects_solutions_and_writes_decodable_sft() {
     for row in &o.sft_rows {
         assert_eq!(row.input_ids.len(), row.labels.len());
         assert!(row.input_ids.len() <= 1024, "packed beyond sft.max_length");
-        for (source_id, span) in row.spans() {
+        for (problem_id_of_example, span) in row.spans() {
             let labels = &row.labels[span.clone()];
             let first = labels
                 .iter()
@@ -234,7 +234,7 @@ fn smoke_run_selects_solutions_and_writes_decodable_sft() {
                 .decode(&row.input_ids[span.start + first..span.end])
                 .unwrap();
             assert_eq!(row.position_ids[span.start], 0);
-            decoded.push((source_id, prompt, answer));
+            decoded.push((problem_id_of_example, prompt, answer));
         }
     }
     decoded.sort_by_key(|(id, _, _)| *id);
@@ -245,8 +245,8 @@ fn smoke_run_selects_solutions_and_writes_decodable_sft() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(messages.len(), o.selections.len());
-    for ((source_id, prompt, answer), s) in decoded.iter().zip(&o.selections) {
-        assert_eq!(*source_id, s.problem_id);
+    for ((problem_id_of_example, prompt, answer), s) in decoded.iter().zip(&o.selections) {
+        assert_eq!(*problem_id_of_example, s.problem_id);
         let fenced = format!("```python\n{}\n```", s.code.trim_end());
         assert!(
             answer.starts_with(&fenced),
@@ -513,6 +513,27 @@ fn a_run_that_selects_nothing_exits_3_with_its_top_rejections() {
             && !stderr.contains("top rejections: none"),
         "{stderr}"
     );
+    // Its empty tables still read: each holds one part with zero rows and the schema.
+    let iter = runs.path().join("smoke/iter-0");
+    for table in ["problem_set", "test_cases", "clusters", "selections", "sft"] {
+        let parts = std::fs::read_dir(iter.join(table))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".parquet")
+            })
+            .count();
+        assert_eq!(parts, 1, "{table}: one (empty) part");
+    }
+    assert!(
+        Stage::<SelectionRow>::read(&iter.join("selections"))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(read_sft(&iter.join("sft")).unwrap().is_empty());
 }
 
 /// Copies a folder tree.
@@ -726,7 +747,13 @@ fn ids_read_back_exactly_in_pandas_polars_and_hf_datasets() {
         Stage::<ClusterRow>::read(&iter.join("clusters"))
             .unwrap()
             .iter()
-            .map(|r| vec![hex(r.problem_id), hex(r.signature)])
+            .map(|r| {
+                vec![
+                    hex(r.problem_id),
+                    hex(r.signature),
+                    json!(r.members.iter().map(|&id| hex(id)).collect::<Vec<_>>()),
+                ]
+            })
             .collect(),
     );
     insert(
@@ -826,5 +853,50 @@ fn ids_read_back_exactly_in_pandas_polars_and_hf_datasets() {
                 "{tool} read {table}'s ids differently"
             );
         }
+    }
+}
+
+/// `clusters.members` lists each cluster's candidates (as many as its size, no candidate in two
+/// clusters, the selected candidate in the selected cluster), and every candidate that ran keeps
+/// its extracted code in `candidates.code` (the selection's code is its candidate's).
+#[test]
+fn clusters_list_their_members_and_candidates_keep_their_code() {
+    let _turn = turn();
+    let iter = reference().runs.join("smoke/iter-0");
+    let clusters = Stage::<ClusterRow>::read(&iter.join("clusters")).unwrap();
+    assert!(!clusters.is_empty());
+    let mut seen = HashSet::new();
+    for c in &clusters {
+        assert_eq!(
+            c.members.len(),
+            c.size as usize,
+            "cluster {:x}",
+            c.signature
+        );
+        assert!(c.members.windows(2).all(|w| w[0] < w[1]), "members sorted");
+        for &m in &c.members {
+            assert!(seen.insert(m), "candidate {m:x} is in two clusters");
+        }
+    }
+    let candidates = Stage::<ResponseRow>::read(&iter.join("candidates")).unwrap();
+    let code_of: std::collections::HashMap<u64, &str> = candidates
+        .iter()
+        .filter_map(|r| Some((r.record_id?, r.code.as_deref()?)))
+        .collect();
+    for r in &candidates {
+        assert_eq!(r.status == "ok", r.code.is_some(), "candidate row {r:?}");
+    }
+    for m in &seen {
+        assert!(code_of.contains_key(m), "member {m:x} has no code");
+    }
+    let selections = Stage::<SelectionRow>::read(&iter.join("selections")).unwrap();
+    assert!(!selections.is_empty());
+    for s in &selections {
+        let cluster = clusters
+            .iter()
+            .find(|c| c.problem_id == s.problem_id && c.signature == s.cluster)
+            .expect("the selected cluster");
+        assert!(cluster.selected && cluster.members.contains(&s.candidate_id));
+        assert_eq!(code_of[&s.candidate_id], s.code);
     }
 }

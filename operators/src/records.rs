@@ -128,7 +128,7 @@ pub struct Rating {
     /// The rated problem.
     pub problem_id: ProblemId,
     /// `Problem Quality Score: X`; problems below the configured threshold are dropped.
-    pub score: f32,
+    pub score: f64,
     /// Difficulty label as written by the model (free text, e.g. `easy`).
     pub difficulty: String,
     /// The rater's summary.

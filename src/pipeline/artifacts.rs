@@ -42,6 +42,9 @@ pub struct ResponseRow {
     /// `ok`, or the rejection reason's label.
     pub status: String,
     pub detail: String,
+    /// The program extracted from the completion (`candidates/` rows whose status is `ok`: the
+    /// code every test ran against); null elsewhere and in parts written before schema v2.
+    pub code: Option<String>,
 }
 
 flat_record!(
@@ -59,6 +62,7 @@ flat_record!(
         finish: String,
         status: String,
         detail: String,
+        code: Option<String>,
     ]
 );
 
@@ -279,13 +283,15 @@ pub struct ClusterRow {
     pub passed: u32,
     /// Whether the selection came from this cluster.
     pub selected: bool,
+    /// The candidates in the cluster (`candidates.record_id`, `executions.candidate_id`), sorted.
+    pub members: Vec<u64>,
 }
 
 flat_record!(
     ClusterRow,
     "ipc_cluster",
     2,
-    [problem_id: u64 as id, signature: u64 as id, size: u32, passed: u32, selected: bool]
+    [problem_id: u64 as id, signature: u64 as id, size: u32, passed: u32, selected: bool, members: Vec<u64> as ids]
 );
 
 /// The selected solution of a problem (`selections/`).

@@ -98,7 +98,7 @@ impl Results {
             .flat_map(|(d, tests)| test_check::test_case_rows(d, tests))
             .collect();
         write_table(iter_dir, "test_cases", &tests)?;
-        let clusters = selector::cluster_rows(&self.clusters, &self.selections);
+        let clusters = selector::cluster_rows(&self.clusters, &self.selections, &self.votes);
         write_table(iter_dir, "clusters", &clusters)?;
         write_table(
             iter_dir,
@@ -124,6 +124,8 @@ pub fn rejection_row(r: &Rejection) -> RejectionRow {
 /// Writes `rows` as the result table `iter_dir/name`, replacing an older one whole.
 fn write_table<R: Record>(iter_dir: &Path, name: &str, rows: &[R]) -> Result<(), StoreError> {
     replace_dir(&iter_dir.join(name), |building| {
-        Stage::<R>::open(building, 0)?.commit(rows).map(|_| ())
+        Stage::<R>::open(building, 0)?
+            .commit_table(rows)
+            .map(|_| ())
     })
 }

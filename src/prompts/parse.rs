@@ -403,7 +403,7 @@ pub struct ParsedProblem {
 /// A parsed `<RATING_START>` block.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedRating {
-    pub score: f32,
+    pub score: f64,
     pub difficulty: Option<String>,
     pub category: Option<String>,
     pub summary: String,
@@ -564,7 +564,7 @@ pub fn parse_rating(raw: &str) -> Result<ParsedRating, ParseRejection> {
         .unwrap_or_default()
         .trim_matches('*');
     let score = number
-        .parse::<f32>()
+        .parse::<f64>()
         .ok()
         .filter(|s| (0.0..=10.0).contains(s))
         .ok_or(())

@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, ListArray, ListBuilder, PrimitiveBuilder, RecordBatch, StringBuilder,
-    UInt32Array,
+    Array, ArrayRef, AsArray, ListArray, ListBuilder, PrimitiveBuilder, RecordBatch, UInt32Array,
 };
 use arrow::datatypes::{
     ArrowPrimitiveType, DataType, Field, Int64Type, Schema, SchemaRef, UInt32Type,
@@ -27,7 +26,7 @@ use serde::Serialize;
 use super::pack::{Example, PackedRow, pack};
 use crate::llm::chat::{ChatError, ChatTemplate, ChatTurn};
 use crate::llm::tokenizer::{Tokenizer, TokenizerError};
-use crate::store::flat::{id_text, parse_id};
+use crate::store::flat::{ColumnCodec, IdListColumn, id_text};
 use crate::store::record::Columns;
 use crate::store::{Record, Stage, StoreError, replace_dir, write_atomic};
 
@@ -168,6 +167,11 @@ pub fn write_sft(
                 shards.push(dir.join(path.file_name().unwrap_or_default()));
             }
         }
+        if shards.is_empty() {
+            // No selections: one empty shard, so the folder still reads (with its schema).
+            let path = stage.commit_table(&[])?;
+            shards.push(dir.join(path.file_name().unwrap_or_default()));
+        }
         Ok::<_, StoreError>(shards)
     })?;
     let tokens = packed.rows.iter().map(|r| r.input_ids.len()).sum();
@@ -212,21 +216,6 @@ fn list_column<T: ArrowPrimitiveType>(
     Arc::new(builder.finish())
 }
 
-fn problem_ids_column(rows: &[SftRow]) -> ArrayRef {
-    let mut builder = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
-        "item",
-        DataType::Utf8,
-        false,
-    )));
-    for row in rows {
-        for &id in &row.problem_ids {
-            builder.values().append_value(id_text(id));
-        }
-        builder.append(true);
-    }
-    Arc::new(builder.finish())
-}
-
 fn read_list<T: ArrowPrimitiveType>(
     batch: &RecordBatch,
     name: &str,
@@ -261,11 +250,7 @@ impl Record for SftRow {
             list_field::<UInt32Type>("input_ids"),
             list_field::<Int64Type>("labels"),
             list_field::<UInt32Type>("position_ids"),
-            Field::new(
-                "problem_ids",
-                DataType::List(Arc::new(Field::new("item", DataType::Utf8, false))),
-                false,
-            ),
+            Field::new("problem_ids", IdListColumn::data_type(), false),
             list_field::<UInt32Type>("offsets"),
             Field::new("num_tokens", DataType::UInt32, false),
         ]))
@@ -279,7 +264,7 @@ impl Record for SftRow {
                 list_column::<UInt32Type>(rows, |r| r.input_ids.clone()),
                 list_column::<Int64Type>(rows, |r| r.labels.clone()),
                 list_column::<UInt32Type>(rows, |r| r.position_ids.clone()),
-                problem_ids_column(rows),
+                IdListColumn::to_array(rows.iter().map(|r| r.problem_ids.clone()).collect()),
                 list_column::<UInt32Type>(rows, |r| r.offsets.clone()),
                 Arc::new(num_tokens),
             ],
@@ -290,22 +275,7 @@ impl Record for SftRow {
         let input_ids = read_list::<UInt32Type>(batch, "input_ids", path)?;
         let labels = read_list::<Int64Type>(batch, "labels", path)?;
         let position_ids = read_list::<UInt32Type>(batch, "position_ids", path)?;
-        let problem_ids = Columns::new(batch, path)
-            .utf8_lists("problem_ids")?
-            .into_iter()
-            .enumerate()
-            .map(|(row, ids)| {
-                ids.iter()
-                    .map(|text| {
-                        parse_id(text).ok_or_else(|| StoreError::Column {
-                            path: path.to_path_buf(),
-                            column: "problem_ids".into(),
-                            problem: format!("row {row}: {text:?} is not a 16-digit hex id"),
-                        })
-                    })
-                    .collect::<Result<Vec<u64>, _>>()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let problem_ids = IdListColumn::from_column(&Columns::new(batch, path), "problem_ids")?;
         let offsets = read_list::<UInt32Type>(batch, "offsets", path)?;
         Ok(input_ids
             .into_iter()

@@ -9,9 +9,10 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array,
+    Array, ArrayRef, BooleanArray, Float64Array, ListBuilder, StringArray, StringBuilder,
+    UInt32Array, UInt64Array,
 };
-use arrow::datatypes::{DataType, Float64Type, UInt32Type, UInt64Type};
+use arrow::datatypes::{DataType, Field, Float64Type, UInt32Type, UInt64Type};
 
 use super::StoreError;
 use super::record::{Columns, opt_primitive, opt_str};
@@ -212,6 +213,50 @@ impl ColumnCodec<Option<u64>> for IdColumn {
     }
 }
 
+/// A list of u64 ids stored as a list of hex texts (List<Utf8>), in order.
+pub struct IdListColumn;
+
+impl ColumnCodec<Vec<u64>> for IdListColumn {
+    fn data_type() -> DataType {
+        DataType::List(Arc::new(Field::new("item", DataType::Utf8, false)))
+    }
+    const NULLABLE: bool = false;
+    fn to_array(values: Vec<Vec<u64>>) -> ArrayRef {
+        let mut builder = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+            "item",
+            DataType::Utf8,
+            false,
+        )));
+        for ids in values {
+            for id in ids {
+                builder.values().append_value(id_text(id));
+            }
+            builder.append(true);
+        }
+        Arc::new(builder.finish())
+    }
+    fn from_column(columns: &Columns<'_>, name: &str) -> Result<Vec<Vec<u64>>, StoreError> {
+        columns
+            .utf8_lists(name)?
+            .into_iter()
+            .enumerate()
+            .map(|(row, texts)| {
+                texts
+                    .iter()
+                    .map(|text| {
+                        parse_id(text).ok_or_else(|| {
+                            columns.invalid(
+                                name,
+                                format!("row {row}: {text:?} is not a 16-digit hex id"),
+                            )
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
 /// The codec a field's `as ...` marker names (none: [`Plain`]).
 #[doc(hidden)]
 #[macro_export]
@@ -222,11 +267,15 @@ macro_rules! flat_codec {
     (id) => {
         $crate::store::flat::IdColumn
     };
+    (ids) => {
+        $crate::store::flat::IdListColumn
+    };
 }
 
 /// Implements [`Record`](crate::store::Record) for a struct whose fields are all [`FlatValue`]s:
 /// one column per field, named after it, in the order listed. A u64 field marked `as id` is
-/// an id or digest, stored as hex text ([`IdColumn`]).
+/// an id or digest, stored as hex text ([`IdColumn`]); a `Vec<u64>` marked `as ids`, a list of
+/// them ([`IdListColumn`]).
 ///
 /// ```ignore
 /// flat_record!(SelectionRow, "ipc_selection", 1, [problem_id: u64 as id, note: Option<String>]);

@@ -271,11 +271,18 @@ impl<R: Record> Stage<R> {
         if rows.is_empty() {
             return Ok(None);
         }
+        self.commit_table(rows).map(Some)
+    }
+
+    /// Commits `rows` as one part, an empty one included: a result table then always has a part
+    /// that carries its schema, so readers that glob `part-*.parquet` (polars, DuckDB, HF) work on a
+    /// table with no rows.
+    pub fn commit_table(&mut self, rows: &[R]) -> Result<PathBuf, StoreError> {
         let batch = R::to_batch(rows).map_err(|source| StoreError::Arrow {
             path: self.inner.dir.clone(),
             source,
         })?;
-        self.inner.commit(&batch).map(Some)
+        self.inner.commit(&batch)
     }
 
     /// Every committed row of the stage folder `dir`, in part order, without opening it for

@@ -13,7 +13,7 @@ import polars as pl
 it = sys.argv[1]
 ID_COLUMNS = {
     "selections": ["problem_id", "candidate_id", "cluster"],
-    "clusters": ["problem_id", "signature"],
+    "clusters": ["problem_id", "signature", "members"],
     "rejections": ["problem_id"],
     "problem_set": ["problem_id"],
     "test_cases": ["problem_id", "test_id"],
@@ -27,6 +27,8 @@ def plain(v):
     (a float where an id should be stays a float, so the comparison fails)."""
     if v is None:
         return None
+    if isinstance(v, (list, tuple)) or (hasattr(v, "tolist") and not hasattr(v, "item")) or getattr(v, "ndim", 0) == 1:
+        return [plain(x) for x in v]
     if isinstance(v, float) and v != v:
         return None
     if hasattr(v, "item"):

@@ -45,6 +45,7 @@ pub fn response_row(
         finish: completion.finish.label().to_string(),
         status,
         detail,
+        code: None,
     }
 }
 

@@ -25,7 +25,7 @@ pub fn request(prompts: &StagePrompts, draft: &Draft) -> Result<GenerationReques
 }
 
 /// Judges a rating completion: the rating, or why the problem is dropped.
-pub fn judge(draft: &Draft, completion: &Completion, min_score: f32) -> Result<Rating, Rejection> {
+pub fn judge(draft: &Draft, completion: &Completion, min_score: f64) -> Result<Rating, Rejection> {
     let id = Some(draft.problem.id);
     let answer = LlmStage::Ratings.answer(completion);
     let parsed = parse_rating(&answer).map_err(|r| parse_rejection(LlmStage::Ratings, id, r))?;

@@ -36,8 +36,13 @@ pub fn selection_config(config: &PipelineConfig) -> ConsensusConfig {
     config.selection.consensus()
 }
 
-/// The `clusters/` rows: every final cluster, marked when its problem's selection came from it.
-pub fn cluster_rows(clusters: &[(ClusterKey, u32)], selections: &[Selected]) -> Vec<ClusterRow> {
+/// The `clusters/` rows: every final cluster with its members (from the problems' `votes`),
+/// marked when its problem's selection came from it.
+pub fn cluster_rows(
+    clusters: &[(ClusterKey, u32)],
+    selections: &[Selected],
+    votes: &BTreeMap<ProblemId, VoteTally>,
+) -> Vec<ClusterRow> {
     let selected: BTreeMap<_, _> = selections
         .iter()
         .map(|(s, _, _)| (s.problem_id, s.cluster))
@@ -50,6 +55,11 @@ pub fn cluster_rows(clusters: &[(ClusterKey, u32)], selections: &[Selected]) -> 
             size: *size,
             passed: key.signature.passed(),
             selected: selected.get(&key.problem_id) == Some(&key.signature.digest()),
+            members: votes
+                .get(&key.problem_id)
+                .and_then(|tally| tally.members.get(&key.signature.digest()))
+                .cloned()
+                .unwrap_or_default(),
         })
         .collect()
 }
@@ -73,7 +83,7 @@ pub fn selection_rows(selections: &[Selected]) -> Vec<SelectionRow> {
 }
 
 /// How a problem's candidates fared before clustering (summed over the workers).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VoteTally {
     /// Candidates with a complete execution (a verdict).
     pub verdicts: u32,
@@ -81,13 +91,22 @@ pub struct VoteTally {
     pub met_rho: u32,
     /// Of those, the ones that vote (not failing every test).
     pub voters: u32,
+    /// The voters by their signature's digest (the clusters' members), each list sorted.
+    pub members: BTreeMap<u64, Vec<u64>>,
 }
 
 impl VoteTally {
     fn count(&mut self, verdict: &CandidateVerdict, config: &ConsensusConfig) {
         self.verdicts += 1;
         self.met_rho += u32::from(verdict.meets_rho(config.rho));
-        self.voters += u32::from(ucoder_operators::selection::votes(verdict, config));
+        if ucoder_operators::selection::votes(verdict, config) {
+            self.voters += 1;
+            add_member(
+                &mut self.members,
+                verdict.signature.digest(),
+                verdict.candidate_id.0,
+            );
+        }
     }
 
     /// Adds another worker's tally of the same problem.
@@ -95,6 +114,18 @@ impl VoteTally {
         self.verdicts += other.verdicts;
         self.met_rho += other.met_rho;
         self.voters += other.voters;
+        for (&signature, ids) in &other.members {
+            for &id in ids {
+                add_member(&mut self.members, signature, id);
+            }
+        }
+    }
+}
+
+fn add_member(members: &mut BTreeMap<u64, Vec<u64>>, signature: u64, candidate: u64) {
+    let ids = members.entry(signature).or_default();
+    if let Err(at) = ids.binary_search(&candidate) {
+        ids.insert(at, candidate);
     }
 }
 
@@ -122,7 +153,7 @@ pub fn unselected(
         if selected.contains(&problem) {
             continue;
         }
-        let tally = tallies.get(&problem).copied().unwrap_or_default();
+        let tally = tallies.get(&problem).cloned().unwrap_or_default();
         let clusters = voting.get(&problem).map_or(&[][..], Vec::as_slice);
         let largest = clusters.iter().map(|(size, _)| *size).max().unwrap_or(0);
         let (reason, detail) = if tally.verdicts == 0 {

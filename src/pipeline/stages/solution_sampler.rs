@@ -20,6 +20,7 @@ use ucoder_operators::{
 use super::ask::{ask_model, rejection, response_row};
 use super::test_check::Ready;
 use super::{Draft, LlmStage, StagePrompts, indexed_key};
+use crate::pipeline::artifacts::ResponseRow;
 use crate::pipeline::context::{Collector, GraphContext};
 use crate::pipeline::progress::Counters;
 use crate::prompts::PromptError;
@@ -184,14 +185,17 @@ pub fn wire<'s>(
             for (i, completion) in completions.iter().enumerate() {
                 let sample = (round as usize * round_size + i) as u32;
                 let judged = judge(&r.draft, sample, round, completion);
-                rows.push(response_row(
-                    key,
-                    id,
-                    i as u32,
-                    judged.as_ref().ok().map(|j| j.candidate.id.0),
-                    completion,
-                    judged.as_ref().map(|_| ()),
-                ));
+                rows.push(ResponseRow {
+                    code: judged.as_ref().ok().map(|j| j.candidate.code.clone()),
+                    ..response_row(
+                        key,
+                        id,
+                        i as u32,
+                        judged.as_ref().ok().map(|j| j.candidate.id.0),
+                        completion,
+                        judged.as_ref().map(|_| ()),
+                    )
+                });
                 match judged {
                     Ok(Judged {
                         candidate,

@@ -135,7 +135,7 @@ pub fn problem_row(draft: &Draft, tests: &[GeneratedTest]) -> ProblemRow {
         signature: p.signature.clone(),
         example: p.example.clone(),
         hint: p.hint.clone(),
-        score: f64::from(rating.score),
+        score: rating.score,
         difficulty: rating.difficulty,
         skeleton: draft.skeleton_code().to_string(),
         tests: tests.len() as u32,
