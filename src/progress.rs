@@ -23,6 +23,8 @@ pub trait Reporter: Send + Sync {
     fn gauges(&self, gauges: &[Gauge]);
     /// The gauges are final: stop drawing them.
     fn done(&self) {}
+    /// A line only a verbose run shows (`-v`): each item the funnel drops, as it drops it.
+    fn detail(&self, _line: &str) {}
 }
 
 /// A reporter that hands each note to a function (callers that show notes themselves: examples,

@@ -502,11 +502,23 @@ fn golden_fixture_matches_a_recorded_run() {
 fn a_run_that_selects_nothing_exits_3_with_its_top_rejections() {
     let _turn = turn();
     let runs = tempfile::tempdir().unwrap();
-    let out = command(runs.path(), &["--model", "smollm2-135m-instruct"])
+    let out = command(runs.path(), &["--model", "smollm2-135m-instruct", "-v"])
         .output()
         .expect("start ucoder-flow");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "stderr:\n{stderr}");
+    // -v tells each drop as it happens, as many as `rejections/` has rows.
+    let told = stderr
+        .lines()
+        .filter(|l| l.starts_with("[ucoder-flow] dropped"))
+        .count();
+    let rows = Stage::<RejectionRow>::read(&runs.path().join("smoke/iter-0/rejections"))
+        .unwrap()
+        .len();
+    assert!(
+        rows > 0 && told == rows,
+        "{told} lines for {rows} rows:\n{stderr}"
+    );
     assert!(
         stderr.contains("selected nothing")
             && stderr.contains("top rejections: ")
@@ -800,7 +812,7 @@ fn ids_read_back_exactly_in_pandas_polars_and_hf_datasets() {
         Stage::<ResponseRow>::read(&iter.join("candidates"))
             .unwrap()
             .iter()
-            .map(|r| vec![hex(r.key), opt(r.problem_id), opt(r.record_id)])
+            .map(|r| vec![hex(r.key), opt(r.problem_id), opt(r.candidate_id)])
             .collect(),
     );
     let sft = read_sft(&iter.join("sft")).unwrap();
@@ -881,7 +893,7 @@ fn clusters_list_their_members_and_candidates_keep_their_code() {
     let candidates = Stage::<ResponseRow>::read(&iter.join("candidates")).unwrap();
     let code_of: std::collections::HashMap<u64, &str> = candidates
         .iter()
-        .filter_map(|r| Some((r.record_id?, r.code.as_deref()?)))
+        .filter_map(|r| Some((r.candidate_id?, r.code.as_deref()?)))
         .collect();
     for r in &candidates {
         assert_eq!(r.status == "ok", r.code.is_some(), "candidate row {r:?}");

@@ -49,6 +49,7 @@ pub struct Renderer {
     prefix: &'static str,
     format: LogFormat,
     output: Mutex<Output>,
+    verbose: bool,
 }
 
 impl Renderer {
@@ -72,7 +73,14 @@ impl Renderer {
             prefix,
             format,
             output: Mutex::new(output),
+            verbose: false,
         }
+    }
+
+    /// Also shows the detail lines (`-v`).
+    pub fn verbose(mut self, on: bool) -> Self {
+        self.verbose = on;
+        self
     }
 
     /// Notes only, as plain `[prefix] line`, for commands without gauges.
@@ -89,14 +97,26 @@ fn bar_style() -> ProgressStyle {
     .progress_chars("=> ")
 }
 
-impl Reporter for Renderer {
-    fn note(&self, line: &str) {
+impl Renderer {
+    fn line(&self, event: &str, line: &str) {
         match self.format {
             LogFormat::Text => eprintln!("[{}] {line}", self.prefix),
             LogFormat::Json => eprintln!(
                 "{}",
-                serde_json::json!({"event": "note", "job": self.prefix, "message": line})
+                serde_json::json!({"event": event, "job": self.prefix, "message": line})
             ),
+        }
+    }
+}
+
+impl Reporter for Renderer {
+    fn note(&self, line: &str) {
+        self.line("note", line);
+    }
+
+    fn detail(&self, line: &str) {
+        if self.verbose {
+            self.line("detail", line);
         }
     }
 

@@ -24,6 +24,10 @@ pub struct RunArgs {
     /// No progress bars.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Also print every item the funnel drops, as it drops it (stage, reason, problem, detail;
+    /// the same as its `rejections/` row).
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
     /// Print the summary as JSON (what `<run>/summary.json` holds) instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -55,7 +59,7 @@ pub fn run(args: &RunArgs, format: LogFormat) -> anyhow::Result<()> {
     let summary = pipeline::run(
         &args.pipeline,
         &args.options(Some(trainer)),
-        Arc::new(Renderer::new("ucoder-flow", format, args.quiet)),
+        Arc::new(Renderer::new("ucoder-flow", format, args.quiet).verbose(args.verbose)),
     )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);

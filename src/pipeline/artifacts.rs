@@ -28,12 +28,14 @@ use crate::store::{Stage, StoreError};
 pub struct ResponseRow {
     /// The request's key within its stage (see `stages::RequestKey`).
     pub key: u64,
-    /// The problem the request is about (none for problem generation).
+    /// The problem the request is about; in `problems/`, the problem parsed from the completion
+    /// (none when it did not parse).
     pub problem_id: Option<u64>,
     /// Index of the completion within its request.
     pub sample: u32,
-    /// The id of the record parsed from it (problem, candidate), when it has one.
-    pub record_id: Option<u64>,
+    /// `candidates/`: the candidate parsed from the completion (none when it has no code, and in
+    /// the other stages). Parts written before schema v2 had `record_id` instead.
+    pub candidate_id: Option<u64>,
     pub text: String,
     pub tokens: u32,
     pub sum_logprob: f64,
@@ -55,7 +57,7 @@ flat_record!(
         key: u64 as id,
         problem_id: Option<u64> as id,
         sample: u32,
-        record_id: Option<u64> as id,
+        candidate_id: Option<u64> as id,
         text: String,
         tokens: u32,
         sum_logprob: f64,

@@ -19,6 +19,7 @@ use super::progress::Counters;
 use super::stages::selector::VoteTally;
 use super::stages::sft_sink::SftSink;
 use super::stages::{Draft, LlmStage, StagePrompts};
+use crate::progress::Reporter;
 use crate::sandbox::{Job, JobResult, Limits};
 use crate::sft::sink::SftSummary;
 
@@ -61,6 +62,8 @@ pub struct GraphContext {
     pub counters: Arc<Counters>,
     pub failure: Failure,
     pub sft: Arc<SftSink>,
+    /// Where each rejection is told as it happens ([`Reporter::detail`]).
+    pub reporter: Arc<dyn Reporter>,
 }
 
 impl GraphContext {
@@ -88,6 +91,8 @@ pub struct Collect {
     /// Selection changes: (selection, prompt, code) → diff (worker 0).
     pub selections: BTreeMap<(Selection, String, String), isize>,
     pub sft: Option<SftSummary>,
+    /// Told of each rejection as it is recorded (verbose runs show it).
+    pub reporter: Option<Arc<dyn Reporter>>,
 }
 
 /// The worker-local collectors, shared by the operators of one worker.
@@ -95,8 +100,19 @@ pub struct Collect {
 pub struct Collector(pub Rc<RefCell<Collect>>);
 
 impl Collector {
+    /// A worker's collectors that tell each rejection to `reporter` as it is recorded.
+    pub fn new(reporter: Arc<dyn Reporter>) -> Self {
+        let collector = Collector::default();
+        collector.0.borrow_mut().reporter = Some(reporter);
+        collector
+    }
+
     /// Records a rejected response or record.
     pub fn reject(&self, rejection: Rejection) {
-        self.0.borrow_mut().rejections.push(rejection);
+        let mut c = self.0.borrow_mut();
+        if let Some(reporter) = &c.reporter {
+            reporter.detail(&crate::pipeline::results::rejection_line(&rejection));
+        }
+        c.rejections.push(rejection);
     }
 }

@@ -37,7 +37,7 @@ use super::stages::{
 /// Returns this worker's part of the [`Results`].
 pub fn run_worker(worker: &mut timely::worker::Worker, ctx: &Arc<GraphContext>) -> Results {
     let operator_seconds = log_operator_time(worker);
-    let collect = Collector::default();
+    let collect = Collector::new(Arc::clone(&ctx.reporter));
     {
         let collect = collect.clone();
         let ctx = Arc::clone(ctx);

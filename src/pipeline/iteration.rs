@@ -132,6 +132,7 @@ pub fn run_iteration(
             max_length: config.sft.max_length,
             shard_rows: config.sft.shard_rows,
         }),
+        reporter: Arc::clone(reporter),
     });
 
     notes.note(&format!(
@@ -157,6 +158,13 @@ pub fn run_iteration(
     }
 
     let results = Results::gather(outputs, &config.selection.consensus());
+    for r in results
+        .rejections
+        .iter()
+        .filter(|r| r.stage == ucoder_operators::RecordStage::Selection)
+    {
+        notes.detail(&super::results::rejection_line(r));
+    }
     results.write(&iter_dir)?;
     super::dataset_card::write(&iter_dir, it.index)?;
     let mut summary = summarize(&config, it.split, &counters, &results, resumed);

@@ -110,6 +110,21 @@ impl Results {
     }
 }
 
+/// A rejection in one line (`-v`): stage, reason, problem, detail.
+pub fn rejection_line(r: &Rejection) -> String {
+    let problem = r
+        .problem_id
+        .map_or(String::new(), |p| format!(" of problem {:016x}", p.0));
+    let detail: String = r.detail.chars().take(240).collect();
+    let detail = detail.replace('\n', " ");
+    format!(
+        "dropped{problem} at {}: {}{}{detail}",
+        stage_label(r.stage),
+        r.reason.as_str(),
+        if detail.is_empty() { "" } else { ": " }
+    )
+}
+
 /// The `rejections/` row of a rejection.
 pub fn rejection_row(r: &Rejection) -> RejectionRow {
     RejectionRow {

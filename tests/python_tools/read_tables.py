@@ -18,7 +18,7 @@ ID_COLUMNS = {
     "problem_set": ["problem_id"],
     "test_cases": ["problem_id", "test_id"],
     "executions": ["problem_id", "candidate_id", "test_id", "output_hash"],
-    "candidates": ["key", "problem_id", "record_id"],
+    "candidates": ["key", "problem_id", "candidate_id"],
 }
 
 

@@ -21,12 +21,12 @@ use crate::prompts::PromptError;
 use crate::prompts::parse;
 use crate::store::{Record, Stage};
 
-/// The checkpoint row of `completion` (sample `sample` of request `key`), judged `status`.
+/// The checkpoint row of `completion` (sample `sample` of request `key` about `problem_id`),
+/// judged `status`; the candidate stage adds its `candidate_id` and `code`.
 pub fn response_row(
     key: u64,
     problem_id: Option<ProblemId>,
     sample: u32,
-    record_id: Option<u64>,
     completion: &Completion,
     status: Result<(), &Rejection>,
 ) -> ResponseRow {
@@ -38,7 +38,7 @@ pub fn response_row(
         key,
         problem_id: problem_id.map(|p| p.0),
         sample,
-        record_id,
+        candidate_id: None,
         text: completion.text.clone(),
         tokens: completion.logprobs.tokens,
         sum_logprob: completion.logprobs.sum_logprob,
@@ -212,7 +212,7 @@ pub fn ask_per_draft<'s>(
                 }
             };
             let judged = judge(&mut d, completion);
-            let row = response_row(key, id, 0, None, completion, judged.as_ref().map(|_| ()));
+            let row = response_row(key, id, 0, completion, judged.as_ref().map(|_| ()));
             match judged {
                 Ok(()) => (vec![d], vec![row]),
                 Err(r) => {

@@ -105,9 +105,8 @@ pub fn wire<'s>(
             let judged = judge(category, seed, completion);
             let row = response_row(
                 i,
-                None,
+                judged.as_ref().ok().map(|p| p.id),
                 0,
-                judged.as_ref().ok().map(|p| p.id.0),
                 completion,
                 judged.as_ref().map(|_| ()),
             );

@@ -186,15 +186,9 @@ pub fn wire<'s>(
                 let sample = (round as usize * round_size + i) as u32;
                 let judged = judge(&r.draft, sample, round, completion);
                 rows.push(ResponseRow {
+                    candidate_id: judged.as_ref().ok().map(|j| j.candidate.id.0),
                     code: judged.as_ref().ok().map(|j| j.candidate.code.clone()),
-                    ..response_row(
-                        key,
-                        id,
-                        i as u32,
-                        judged.as_ref().ok().map(|j| j.candidate.id.0),
-                        completion,
-                        judged.as_ref().map(|_| ()),
-                    )
+                    ..response_row(key, id, i as u32, completion, judged.as_ref().map(|_| ()))
                 });
                 match judged {
                     Ok(Judged {

@@ -231,7 +231,7 @@ pub fn wire<'s>(
                     let (tests, judged) = judge(&d, std::slice::from_ref(c), usize::MAX);
                     Counters::add(&counters.tests_parsed, tests.len() as u64);
                     let status = judged[0].as_ref().map(|_| ());
-                    let row = response_row(key, id, 0, None, c, status);
+                    let row = response_row(key, id, 0, c, status);
                     (vec![(d, b, Some(c.clone()))], vec![row])
                 }
                 Err(r) => {
