@@ -739,20 +739,17 @@ fn ids_read_back_exactly_in_pandas_polars_and_hf_datasets() {
     let iter = reference().runs.join("smoke/iter-0");
     let hex = |id: u64| json!(format!("{id:016x}"));
     let opt = |id: Option<u64>| id.map_or(Json::Null, hex);
-    let rows = |table: Vec<Vec<Json>>| table;
     let mut expected = serde_json::Map::new();
     let mut insert = |name: &str, table: Vec<Vec<Json>>| {
         expected.insert(name.to_string(), json!(table));
     };
     insert(
         "selections",
-        rows(
-            Stage::<SelectionRow>::read(&iter.join("selections"))
-                .unwrap()
-                .iter()
-                .map(|r| vec![hex(r.problem_id), hex(r.candidate_id), hex(r.cluster)])
-                .collect(),
-        ),
+        Stage::<SelectionRow>::read(&iter.join("selections"))
+            .unwrap()
+            .iter()
+            .map(|r| vec![hex(r.problem_id), hex(r.candidate_id), hex(r.cluster)])
+            .collect(),
     );
     insert(
         "clusters",

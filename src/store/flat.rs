@@ -161,17 +161,22 @@ pub fn parse_id(text: &str) -> Option<u64> {
         .flatten()
 }
 
+/// The id `text` in row `row` of the column `name`, or an error naming both.
+fn id_in(columns: &Columns<'_>, name: &str, row: usize, text: &str) -> Result<u64, StoreError> {
+    parse_id(text).ok_or_else(|| {
+        columns.invalid(
+            name,
+            format!("row {row}: {text:?} is not a 16-digit hex id"),
+        )
+    })
+}
+
 fn ids_of(columns: &Columns<'_>, name: &str) -> Result<Vec<Option<u64>>, StoreError> {
     let array = columns.utf8(name)?;
     (0..array.len())
         .map(|row| match opt_str(array, row) {
             None => Ok(None),
-            Some(text) => parse_id(&text).map(Some).ok_or_else(|| {
-                columns.invalid(
-                    name,
-                    format!("row {row}: {text:?} is not a 16-digit hex id"),
-                )
-            }),
+            Some(text) => id_in(columns, name, row, &text).map(Some),
         })
         .collect()
 }
@@ -243,14 +248,7 @@ impl ColumnCodec<Vec<u64>> for IdListColumn {
             .map(|(row, texts)| {
                 texts
                     .iter()
-                    .map(|text| {
-                        parse_id(text).ok_or_else(|| {
-                            columns.invalid(
-                                name,
-                                format!("row {row}: {text:?} is not a 16-digit hex id"),
-                            )
-                        })
-                    })
+                    .map(|text| id_in(columns, name, row, text))
                     .collect()
             })
             .collect()
