@@ -69,6 +69,127 @@ pub struct ModelConfig {
     /// Maximum new tokens per stage response unless a stage overrides it.
     #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
+    /// Where completions come from: `candle` (the in-process engine) or `openai` (an
+    /// OpenAI-compatible server, `[model.server]`; `name` still gives the tokenizer and chat
+    /// template, read without the weights).
+    #[serde(default)]
+    pub backend: ModelBackend,
+    /// `backend = "openai"`: where the server is and how it is reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerConfig>,
+}
+
+/// `[model.server]`: an OpenAI-compatible server (the pipeline's and the eval's `[model]` alike).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The base URL up to `/v1`, e.g. `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    /// The model name the server serves (default: the only one it lists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The environment variable holding the API key (the key is never written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Requests in flight at once, over all stages (default 8).
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// One request's time limit in seconds (default 600).
+    #[serde(default = "default_request_timeout_s")]
+    pub request_timeout_s: f64,
+    /// How long connection errors, timeouts, 429 and 5xx are retried, in seconds (default 600),
+    /// before the request fails.
+    #[serde(default = "default_retry_for_s")]
+    pub retry_for_s: f64,
+}
+
+impl ServerConfig {
+    /// The backend's settings.
+    pub fn settings(&self) -> crate::backends::ServerSettings {
+        crate::backends::ServerSettings {
+            base_url: self.base_url.clone(),
+            model: self.model.clone(),
+            api_key_env: self.api_key_env.clone(),
+            max_concurrency: self.max_concurrency,
+            request_timeout: std::time::Duration::from_secs_f64(self.request_timeout_s),
+            retry_for: std::time::Duration::from_secs_f64(self.retry_for_s),
+        }
+    }
+}
+
+/// Checks `[model] backend` against `[model.server]`.
+pub fn validate_backend(
+    backend: ModelBackend,
+    server: Option<&ServerConfig>,
+) -> Result<(), Invalid> {
+    match (backend, server) {
+        (ModelBackend::Candle, None) => Ok(()),
+        (ModelBackend::Candle, Some(_)) => Invalid::err(
+            "model.server",
+            "[model.server] is for backend = \"openai\"; set it, or remove the table",
+        ),
+        (ModelBackend::Openai, None) => Invalid::err(
+            "model.server",
+            "backend = \"openai\" needs [model.server] with base_url = \"http://HOST:PORT/v1\"",
+        ),
+        (ModelBackend::Openai, Some(s)) => {
+            if !(s.base_url.starts_with("http://") || s.base_url.starts_with("https://")) {
+                return Invalid::err(
+                    "model.server.base_url",
+                    "must start with http:// or https://",
+                );
+            }
+            if s.max_concurrency == 0 {
+                return Invalid::err("model.server.max_concurrency", "must be at least 1");
+            }
+            if !(s.request_timeout_s > 0.0 && s.request_timeout_s.is_finite()) {
+                return Invalid::err(
+                    "model.server.request_timeout_s",
+                    "must be a positive number of seconds",
+                );
+            }
+            if !(s.retry_for_s >= 0.0 && s.retry_for_s.is_finite()) {
+                return Invalid::err(
+                    "model.server.retry_for_s",
+                    "must be a number of seconds, 0 or more",
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `[model] backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelBackend {
+    /// The in-process candle engine.
+    #[default]
+    Candle,
+    /// An OpenAI-compatible server (`/v1/completions`).
+    Openai,
+}
+
+fn default_max_concurrency() -> usize {
+    8
+}
+
+fn default_request_timeout_s() -> f64 {
+    600.0
+}
+
+fn default_retry_for_s() -> f64 {
+    600.0
+}
+
+impl ModelConfig {
+    /// The server's settings when `backend = "openai"`.
+    pub fn server(&self) -> Option<crate::backends::ServerSettings> {
+        match self.backend {
+            ModelBackend::Openai => self.server.as_ref().map(ServerConfig::settings),
+            ModelBackend::Candle => None,
+        }
+    }
 }
 
 /// How the machine's cores are split between the LLM engine and the sandbox (candle's threads
@@ -377,6 +498,14 @@ impl Validate for PipelineConfig {
         }
         if self.model.max_tokens == 0 {
             return invalid("model.max_tokens", "must be at least 1");
+        }
+        validate_backend(self.model.backend, self.model.server.as_ref())?;
+        if self.model.backend == ModelBackend::Openai && self.train.is_some() {
+            return invalid(
+                "train",
+                "a server serves one fixed model, so iterations cannot move it to M_{t+1}: \
+                 leave [train] out (the run stops at the SFT shards) or use backend = \"candle\"",
+            );
         }
         if self.problems.count == 0 {
             return invalid("problems.count", "must be at least 1");

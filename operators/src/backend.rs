@@ -158,6 +158,12 @@ pub trait Generate: Send + 'static {
     fn generate(&mut self, requests: &[GenerationRequest]) -> Vec<Generation>;
 }
 
+impl<G: Generate + ?Sized> Generate for Box<G> {
+    fn generate(&mut self, requests: &[GenerationRequest]) -> Vec<Generation> {
+        (**self).generate(requests)
+    }
+}
+
 /// A candidate to run on its problem's whole test set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecJob {

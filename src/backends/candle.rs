@@ -16,7 +16,7 @@ use ucoder_operators::{
 };
 
 use super::StageClock;
-use crate::llm::{self, ChatTurn, Engine};
+use crate::llm::{self, ChatTurn, Engine, ModelText};
 
 /// One consumer's view of a shared engine.
 pub struct CandleGenerator {
@@ -37,10 +37,16 @@ fn backend_error(message: impl ToString) -> BackendError {
     }
 }
 
-/// The text `engine` continues for `prompt`: a chat rendered with the model's template (a final
-/// assistant message is a prefill, appended after the generation prompt so the model continues
-/// it; the judges put it back in front of the completion), text as it is.
+/// The text `engine` continues for `prompt` ([`render_with`] its tokenizer and template).
 pub fn render(engine: &Engine, prompt: &Prompt) -> Result<String, BackendError> {
+    render_with(engine.text(), prompt)
+}
+
+/// The text a model continues for `prompt`: a chat rendered with the model's template (a final
+/// assistant message is a prefill, appended after the generation prompt so the model continues
+/// it; the judges put it back in front of the completion), text as it is. Every backend renders
+/// through this one function.
+pub fn render_with(text: &ModelText, prompt: &Prompt) -> Result<String, BackendError> {
     let messages = match prompt {
         Prompt::Text(text) => return Ok(text.clone()),
         Prompt::Chat(messages) => messages,
@@ -60,9 +66,9 @@ pub fn render(engine: &Engine, prompt: &Prompt) -> Result<String, BackendError> 
             ChatTurn::new(role, m.content.as_str())
         })
         .collect();
-    let mut text = engine.chat_prompt(&turns).map_err(backend_error)?;
-    text.push_str(prefill);
-    Ok(text)
+    let mut rendered = text.chat_prompt(&turns).map_err(backend_error)?;
+    rendered.push_str(prefill);
+    Ok(rendered)
 }
 
 fn to_engine_request(

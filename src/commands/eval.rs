@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::progress::{LogFormat, Renderer};
 use crate::backends::RecordedCompletions;
 use crate::backends::sandbox::refusal_notes;
+use crate::config::ModelBackend;
 use crate::eval::{EvalConfig, EvalModel, Overrides, check, humaneval, rerank, runner};
 use crate::progress::Reporter;
 use crate::sandbox::SandboxPool;
@@ -101,7 +102,16 @@ pub fn run(args: &EvalArgs, format: LogFormat) -> anyhow::Result<()> {
         Some(path) => EvalModel::recorded(RecordedCompletions::load(path)?),
         None => {
             let source = crate::models::resolve(&config.model.name, &cache, &renderer)?;
-            EvalModel::engine(&source, &config)?
+            match (&config.model.backend, &config.model.server) {
+                (ModelBackend::Openai, Some(server)) => {
+                    let (model, notes) = EvalModel::server(&source, server)?;
+                    for note in notes {
+                        say(&note);
+                    }
+                    model
+                }
+                _ => EvalModel::engine(&source, &config)?,
+            }
         }
     };
     if let Some(path) = &args.dump_prompts {

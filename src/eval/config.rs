@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::prompt::PromptStyle;
 use crate::config::toml_file::{self, Invalid, TomlFileError, Validate};
-use crate::config::{SelectionConfig, TestStage};
+use crate::config::{ModelBackend, SelectionConfig, ServerConfig, TestStage, validate_backend};
 
 /// A whole eval configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +45,12 @@ pub struct EvalModelConfig {
     /// the eval, so all cores may go to the engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
+    /// `candle` (the in-process engine) or `openai` (the server in `[model.server]`), as in a
+    /// pipeline's `[model]`.
+    #[serde(default)]
+    pub backend: ModelBackend,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerConfig>,
 }
 
 fn default_style() -> PromptStyle {
@@ -278,6 +284,7 @@ impl Validate for EvalConfig {
                 "empty; name a registry model or a GGUF path".into(),
             ));
         }
+        validate_backend(self.model.backend, self.model.server.as_ref())?;
         if self.benchmark.path.is_none() && self.benchmark.name != "humaneval" {
             return Err(invalid(
                 "benchmark.name",

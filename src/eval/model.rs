@@ -14,8 +14,11 @@ use ucoder_operators::{
 use super::EvalError;
 use super::config::EvalConfig;
 use super::prompt::PromptSpec;
-use crate::backends::{CandleGenerator, RecordedCompletions, StageClock, candle};
-use crate::llm::{Engine, EngineOptions};
+use crate::backends::{
+    CandleGenerator, OpenAiGenerator, OpenAiServer, RecordedCompletions, StageClock, candle,
+};
+use crate::config::ServerConfig;
+use crate::llm::{Engine, EngineOptions, ModelText};
 use crate::models::ModelSource;
 
 /// Renders a problem's prompt (by problem id and what is to be said) to the model's text.
@@ -68,6 +71,34 @@ impl EvalModel {
         };
         let label = format!("ucoder-flow candle engine, {}", model.path().display());
         Ok(EvalModel::new(label, render, generator))
+    }
+
+    /// An OpenAI-compatible server (`[model.server]`); prompts rendered with `model`'s own
+    /// tokenizer and chat template (no weights are loaded). Returns what the server lacks too.
+    pub fn server(
+        model: &ModelSource,
+        server: &ServerConfig,
+    ) -> Result<(Self, Vec<String>), EvalError> {
+        let text = Arc::new(ModelText::load(model).map_err(|e| EvalError::Backend {
+            what: format!("loading {}", model.path().display()),
+            source: e.into(),
+        })?);
+        let connected =
+            OpenAiServer::connect(server.settings()).map_err(|e| EvalError::Backend {
+                what: "connecting to the model server".into(),
+                source: e.into(),
+            })?;
+        let label = format!(
+            "OpenAI-compatible server {} serving {}, prompts rendered with {}",
+            server.base_url,
+            connected.model(),
+            model.path().display()
+        );
+        let notes = connected.notes();
+        let clock = Arc::new(StageClock::new(Instant::now()));
+        let generator = OpenAiGenerator::new(connected, Arc::clone(&text), clock);
+        let render = move |_: &str, spec: &PromptSpec| candle::render_with(&text, &prompt(spec));
+        Ok((EvalModel::new(label, render, generator), notes))
     }
 
     /// Completions recorded by another engine, for the prompts they were recorded with.

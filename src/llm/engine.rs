@@ -20,12 +20,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::chat::{ChatError, ChatTemplate, ChatTurn};
+use super::chat::{ChatTemplate, ChatTurn};
 use super::error::LlmError;
 use super::gguf::GgufModel;
 use super::kv_cache::{KvSegment, SeqKv};
 use super::model::{Architecture, BatchKernels, LogitsWanted, Requantize, SeqInput, Transformer};
 use super::sampler::{Sampler, SamplerSettings, sample_all};
+use super::text::ModelText;
 use super::tokenizer::Tokenizer;
 use crate::models::ModelSource;
 
@@ -132,8 +133,7 @@ pub struct GenerationStats {
 /// A loaded model ready to generate.
 pub struct Engine {
     model: Transformer,
-    tokenizer: Tokenizer,
-    chat: Option<ChatTemplate>,
+    text: Arc<ModelText>,
     eos: Vec<u32>,
     opts: EngineOptions,
     context_length: usize,
@@ -204,7 +204,7 @@ impl Engine {
         let threads = resolve_threads(opts.threads);
         apply_thread_budget(threads)?;
         let start = Instant::now();
-        let (model, tokenizer, chat) = match source {
+        let (model, text) = match source {
             ModelSource::Gguf(path) => {
                 let gguf = GgufModel::open(path)?;
                 let content = gguf.content();
@@ -220,13 +220,7 @@ impl Engine {
                     path: path.clone(),
                     message,
                 })?;
-                let tokenizer = Tokenizer::from_gguf(content)?;
-                let chat = match ChatTemplate::from_gguf(content) {
-                    Ok(t) => Some(t),
-                    Err(ChatError::NoTemplate) => None,
-                    Err(e) => return Err(e.into()),
-                };
-                (model, tokenizer, chat)
+                (model, Arc::new(ModelText::from_gguf(content)?))
             }
             ModelSource::Safetensors(dir) => {
                 let model = Transformer::from_safetensors(dir, opts.requantize, opts.batch_kernels)
@@ -234,20 +228,10 @@ impl Engine {
                         path: dir.clone(),
                         message,
                     })?;
-                let tokenizer = Tokenizer::from_json_file(dir.join("tokenizer.json"))?;
-                let config = dir.join("tokenizer_config.json");
-                let chat = if config.is_file() {
-                    match ChatTemplate::from_tokenizer_config(&config) {
-                        Ok(t) => Some(t),
-                        Err(ChatError::NoTemplate) => None,
-                        Err(e) => return Err(e.into()),
-                    }
-                } else {
-                    None
-                };
-                (model, tokenizer, chat)
+                (model, Arc::new(ModelText::from_dir(dir)?))
             }
         };
+        let tokenizer = text.tokenizer();
         if tokenizer.vocab_size() > model.config().vocab_size {
             return Err(LlmError::InvalidModel {
                 path: source.path().to_path_buf(),
@@ -264,8 +248,7 @@ impl Engine {
         Ok(Engine {
             context_length,
             model,
-            tokenizer,
-            chat,
+            text,
             eos,
             opts: opts.clone(),
             threads,
@@ -276,7 +259,12 @@ impl Engine {
 
     /// The tokenizer built from the model file.
     pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
+        self.text.tokenizer()
+    }
+
+    /// The tokenizer and chat template.
+    pub fn text(&self) -> &Arc<ModelText> {
+        &self.text
     }
 
     /// The model's hyper-parameters.
@@ -317,23 +305,22 @@ impl Engine {
 
     /// Renders `messages` with the model's chat template, ending with the assistant's turn.
     pub fn chat_prompt(&self, messages: &[ChatTurn]) -> Result<String, LlmError> {
-        let chat = self.chat.as_ref().ok_or(ChatError::NoTemplate)?;
-        Ok(chat.render(messages, true)?)
+        self.text.chat_prompt(messages)
     }
 
     /// The model's chat template, when it has one.
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
-        self.chat.as_ref()
+        self.text.chat_template()
     }
 
     /// Whether the model has a chat template.
     pub fn has_chat_template(&self) -> bool {
-        self.chat.is_some()
+        self.text.chat_template().is_some()
     }
 
     /// Tokenizes a prompt as generation does (with the model's BOS when it wants one).
     pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>, LlmError> {
-        Ok(self.tokenizer.encode(prompt, true)?)
+        Ok(self.text.tokenizer().encode(prompt, true)?)
     }
 
     /// `n` completions of one prompt: the prompt is prefilled once and the samples decode as one
@@ -432,14 +419,14 @@ impl Engine {
                     text: String::new(),
                 };
                 let (t, lp) = row.sampler.sample(logits, params);
-                row.accept(t, lp, params, max_new[r], &self.eos, &self.tokenizer)?;
+                row.accept(t, lp, params, max_new[r], &self.eos, self.text.tokenizer())?;
                 stats.generated_tokens += 1;
                 unadmitted[r] -= 1;
                 if unadmitted[r] == 0 {
                     prefixes[r] = None;
                 }
                 if row.finished.is_some() {
-                    let (r, i, c) = row.into_completion(&self.tokenizer)?;
+                    let (r, i, c) = row.into_completion(self.text.tokenizer())?;
                     results[r][i] = Some(c);
                 } else {
                     active.push(row);
@@ -483,7 +470,7 @@ impl Engine {
                     &requests[r].params,
                     max_new[r],
                     &self.eos,
-                    &self.tokenizer,
+                    self.text.tokenizer(),
                 )?;
             }
             stats.generated_tokens += active.len();
@@ -493,7 +480,7 @@ impl Engine {
             let mut still = Vec::with_capacity(active.len());
             for row in active.drain(..) {
                 if row.finished.is_some() {
-                    let (r, i, c) = row.into_completion(&self.tokenizer)?;
+                    let (r, i, c) = row.into_completion(self.text.tokenizer())?;
                     results[r][i] = Some(c);
                 } else {
                     still.push(row);

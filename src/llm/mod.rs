@@ -5,6 +5,7 @@
 //! - [`gguf`]: opening and validating a GGUF file; typed metadata accessors.
 //! - [`tokenizer`]: byte-level BPE tokenizer from `tokenizer.ggml.*` metadata (or tokenizer.json).
 //! - [`chat`]: the model's chat template (`tokenizer.chat_template`) rendered with minijinja.
+//! - [`text`]: [`ModelText`], a model's tokenizer and chat template without its weights.
 //! - [`shape`]: the hyper-parameters that fix a model's tensor shapes.
 //! - [`model`]: the quantized qwen2/llama transformer with a ragged batched forward pass.
 //! - [`kernels`]: the packed-weight AVX-512 VNNI matmul (decode, dense sampling, prefill).
@@ -25,6 +26,7 @@ pub mod kv_cache;
 pub mod model;
 pub mod sampler;
 pub mod shape;
+pub mod text;
 pub mod tokenizer;
 pub mod weights;
 
@@ -35,4 +37,5 @@ pub use engine::{
 pub use error::LlmError;
 pub use model::{BatchKernels, Requantize};
 pub use sampler::SamplerSettings;
+pub use text::ModelText;
 pub use tokenizer::Tokenizer;

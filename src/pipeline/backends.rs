@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ucoder_operators::{
-    BackendError, BackendHandle, BackendPool, ExecJob, ExecuteService, Execution, GenerateService,
-    Generation, GenerationRequest,
+    BackendError, BackendHandle, BackendPool, ExecJob, ExecuteService, Execution, Generate,
+    GenerateService, Generation, GenerationRequest,
 };
 
 use super::PipelineError;
@@ -17,9 +17,12 @@ use super::cores::CoreSplit;
 use super::stages::LlmStage;
 use super::summary::StageTime;
 use crate::backends::sandbox::refusal_notes;
-use crate::backends::{CandleGenerator, ExecOptions, SandboxChecker, SandboxExecutor, StageClock};
+use crate::backends::{
+    CandleGenerator, ExecOptions, OpenAiGenerator, OpenAiServer, SandboxChecker, SandboxExecutor,
+    ServerSettings, StageClock,
+};
 use crate::config::PipelineConfig;
-use crate::llm::{Engine, EngineOptions};
+use crate::llm::{Engine, EngineOptions, ModelText};
 use crate::models::ModelSource;
 use crate::progress::Reporter;
 use crate::sandbox::{Job, JobResult, Limits, SandboxConfig, SandboxPool};
@@ -27,7 +30,8 @@ use crate::sandbox::{Job, JobResult, Limits, SandboxConfig, SandboxPool};
 /// The backends of one run: the engine (one pool thread per LLM stage), the sandbox executor
 /// pool and the sandbox check pool, with a clock per stage.
 pub struct Backends {
-    pub engine: Arc<Mutex<Engine>>,
+    /// The model's tokenizer and chat template (the SFT rows are rendered with them).
+    pub text: Arc<ModelText>,
     pub limits: Limits,
     llm: Vec<(Arc<StageClock>, BackendPool<GenerationRequest, Generation>)>,
     pub exec: BackendPool<ExecJob, Result<Execution, BackendError>>,
@@ -50,21 +54,11 @@ impl Backends {
             "cores: {} engine thread(s), {} sandbox worker(s), {} dataflow worker(s)",
             split.engine_threads, split.sandbox_workers, split.dataflow_workers
         ));
-        reporter.note(&format!("loading {}", source.path().display()));
-        let engine = Engine::load(
-            source,
-            &EngineOptions {
-                threads: Some(split.engine_threads),
-                ..Default::default()
-            },
-        )?;
-        if engine.chat_template().is_none() {
-            return Err(PipelineError::Invalid {
-                path: source.path().to_path_buf(),
-                why: "the model has no chat template; the IPC stages need an instruct model".into(),
-            });
-        }
-        let engine = Arc::new(Mutex::new(engine));
+        let origin = Instant::now();
+        let (text, generators) = match config.model.server() {
+            None => candle_generators(split, source, origin, reporter)?,
+            Some(settings) => server_generators(settings, source, origin, reporter)?,
+        };
         let limits = limits(config);
         let seeded = |hash_seed| {
             SandboxPool::new(SandboxConfig {
@@ -82,12 +76,10 @@ impl Backends {
             _ => None,
         };
 
-        let origin = Instant::now();
         let llm = LlmStage::ALL
             .iter()
-            .map(|stage| {
-                let clock = Arc::new(StageClock::new(origin));
-                let generator = CandleGenerator::new(Arc::clone(&engine), Arc::clone(&clock));
+            .zip(generators)
+            .map(|(stage, (clock, generator))| {
                 let pool =
                     BackendPool::spawn(stage.operator_name(), vec![GenerateService(generator)]);
                 (clock, pool)
@@ -128,7 +120,7 @@ impl Backends {
             reporter.note(&note);
         }
         Ok(Backends {
-            engine,
+            text,
             limits,
             llm,
             exec,
@@ -165,6 +157,87 @@ impl Backends {
         times.push(stage_time("executions", &self.exec_clock));
         times
     }
+}
+
+/// One generator per LLM stage (in [`LlmStage::ALL`] order), each with its clock.
+type StageGenerators = Vec<(Arc<StageClock>, Box<dyn Generate>)>;
+
+/// The in-process engine, loaded once and shared by every stage.
+fn candle_generators(
+    split: &CoreSplit,
+    source: &ModelSource,
+    origin: Instant,
+    reporter: &dyn Reporter,
+) -> Result<(Arc<ModelText>, StageGenerators), PipelineError> {
+    reporter.note(&format!("loading {}", source.path().display()));
+    let engine = Engine::load(
+        source,
+        &EngineOptions {
+            threads: Some(split.engine_threads),
+            ..Default::default()
+        },
+    )?;
+    let text = Arc::clone(engine.text());
+    require_chat_template(&text, source)?;
+    let engine = Arc::new(Mutex::new(engine));
+    let generators = per_stage(origin, |clock| {
+        Box::new(CandleGenerator::new(Arc::clone(&engine), clock))
+    });
+    Ok((text, generators))
+}
+
+/// An OpenAI-compatible server, probed once and shared by every stage; the prompts are rendered
+/// with `source`'s own tokenizer and chat template (no weights are loaded).
+fn server_generators(
+    settings: ServerSettings,
+    source: &ModelSource,
+    origin: Instant,
+    reporter: &dyn Reporter,
+) -> Result<(Arc<ModelText>, StageGenerators), PipelineError> {
+    let text = Arc::new(ModelText::load(source)?);
+    require_chat_template(&text, source)?;
+    reporter.note(&format!(
+        "model server {} (prompts rendered with the chat template of {})",
+        settings.base_url,
+        source.path().display()
+    ));
+    let server = OpenAiServer::connect(settings)?;
+    reporter.note(&format!("model server: serving {}", server.model()));
+    for note in server.notes() {
+        reporter.note(&note);
+    }
+    let generators = per_stage(origin, |clock| {
+        Box::new(OpenAiGenerator::new(
+            Arc::clone(&server),
+            Arc::clone(&text),
+            clock,
+        ))
+    });
+    Ok((text, generators))
+}
+
+/// One generator per LLM stage, each with a clock of its own.
+fn per_stage(
+    origin: Instant,
+    make: impl Fn(Arc<StageClock>) -> Box<dyn Generate>,
+) -> StageGenerators {
+    LlmStage::ALL
+        .iter()
+        .map(|_| {
+            let clock = Arc::new(StageClock::new(origin));
+            (Arc::clone(&clock), make(clock))
+        })
+        .collect()
+}
+
+fn require_chat_template(text: &ModelText, source: &ModelSource) -> Result<(), PipelineError> {
+    if text.chat_template().is_none() {
+        return Err(PipelineError::Invalid {
+            path: source.path().to_path_buf(),
+            why: "the model has no chat template; the IPC stages need an instruct model".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The sandbox limits of a run's jobs, from `[sandbox]`.

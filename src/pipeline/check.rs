@@ -13,7 +13,9 @@ use std::path::Path;
 use super::benchmark::Benchmark;
 use super::{RunOptions, load_settings, model_identity, result_settings};
 use crate::backends::sandbox::refusal_notes;
+use crate::backends::{OpenAiServer, ServerSettings};
 use crate::config::PipelineConfig;
+use crate::llm::ModelText;
 use crate::llm::{Engine, EngineOptions};
 use crate::models::{self, ModelSource};
 use crate::progress::Silent;
@@ -162,6 +164,10 @@ fn check_model(config: &PipelineConfig, report: &mut CheckReport) -> Option<Mode
             return None;
         }
     };
+    if let Some(settings) = config.model.server() {
+        check_server(settings, &source, report);
+        return Some(source);
+    }
     let options = EngineOptions {
         threads: Some(1),
         ..Default::default()
@@ -191,6 +197,49 @@ fn check_model(config: &PipelineConfig, report: &mut CheckReport) -> Option<Mode
         ),
     }
     Some(source)
+}
+
+/// A server run: the tokenizer and chat template load from `source`, and the server answers the
+/// probe the run starts with (what it lacks is a warning).
+fn check_server(settings: ServerSettings, source: &ModelSource, report: &mut CheckReport) {
+    match ModelText::load(source) {
+        Ok(text) if text.chat_template().is_some() => {}
+        Ok(_) => {
+            return report.add(
+                "model",
+                Finding::Failed,
+                format!(
+                    "{}: the model has no chat template; the IPC stages need an instruct model",
+                    source.path().display()
+                ),
+            );
+        }
+        Err(e) => {
+            return report.add(
+                "model",
+                Finding::Failed,
+                format!("{}: {e}", source.path().display()),
+            );
+        }
+    }
+    let url = settings.base_url.clone();
+    match OpenAiServer::connect(settings) {
+        Ok(server) => {
+            report.add(
+                "model",
+                Finding::Ok,
+                format!(
+                    "{url} serves {}; prompts rendered with the chat template of {}",
+                    server.model(),
+                    source.path().display()
+                ),
+            );
+            for note in server.notes() {
+                report.add("model", Finding::Warning, note);
+            }
+        }
+        Err(e) => report.add("model", Finding::Failed, e.to_string()),
+    }
 }
 
 /// Starts one worker with the run's limits and runs a program against a passing and a failing

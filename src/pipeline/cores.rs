@@ -55,6 +55,33 @@ impl CoreSplit {
             dataflow_workers: resources.dataflow_workers,
         })
     }
+
+    /// The split when completions come from a model server: no engine threads, and by default
+    /// every core runs a sandbox worker.
+    pub fn plan_without_engine(
+        resources: &ResourceConfig,
+        available: usize,
+    ) -> Result<Self, String> {
+        if resources.engine_threads.is_some() {
+            return Err(
+                "resources.engine_threads: no in-process engine runs with [model] backend = \"openai\"; remove it"
+                    .into(),
+            );
+        }
+        let with_engine = Self::plan(resources, available)?;
+        let sandbox_workers = resources.sandbox_workers.unwrap_or(with_engine.cores);
+        if sandbox_workers == 0 || sandbox_workers > with_engine.cores {
+            return Err(format!(
+                "resources.sandbox_workers = {sandbox_workers}: must be between 1 and cores ({})",
+                with_engine.cores
+            ));
+        }
+        Ok(CoreSplit {
+            engine_threads: 0,
+            sandbox_workers,
+            ..with_engine
+        })
+    }
 }
 
 #[cfg(test)]
@@ -72,6 +99,14 @@ mod tests {
             sandbox_workers: sandbox,
             dataflow_workers: 1,
         }
+    }
+
+    #[test]
+    fn a_server_run_gives_every_core_to_the_sandbox() {
+        let split = CoreSplit::plan_without_engine(&resources(None, None, None), 4).unwrap();
+        assert_eq!((split.engine_threads, split.sandbox_workers), (0, 4));
+        let err = CoreSplit::plan_without_engine(&resources(None, Some(1), None), 4).unwrap_err();
+        assert!(err.contains("engine_threads"), "{err}");
     }
 
     #[test]

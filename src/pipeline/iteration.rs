@@ -127,7 +127,7 @@ pub fn run_iteration(
         counters: Arc::clone(&counters),
         failure: failure.clone(),
         sft: Arc::new(SftSink {
-            engine: Arc::clone(&backends.engine),
+            text: Arc::clone(&backends.text),
             dir: iter_dir.join("sft"),
             max_length: config.sft.max_length,
             shard_rows: config.sft.shard_rows,

@@ -36,7 +36,7 @@ use self::iteration::{Iteration, run_iteration};
 use self::lineage::{ModelRecord, model_name};
 pub use self::summary::{LoopSummary, RunSummary};
 use self::training::{TrainStep, train_next_model};
-use crate::config::{ConfigError, PipelineConfig};
+use crate::config::{ConfigError, ModelBackend, PipelineConfig};
 use crate::eval::EvalError;
 use crate::llm::LlmError;
 use crate::models::{ModelError, ModelSource, weights_sha256};
@@ -62,6 +62,8 @@ pub enum PipelineError {
     Engine(#[from] LlmError),
     #[error("starting the sandbox: {0}")]
     Sandbox(#[from] SandboxError),
+    #[error("the model server {0}")]
+    Server(#[from] crate::backends::openai::ServerError),
     #[error(transparent)]
     Prompt(#[from] PromptError),
     #[error(transparent)]
@@ -230,7 +232,11 @@ fn load_settings(
         ));
     }
     let available = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let split = CoreSplit::plan(&config.resources, available).map_err(invalid)?;
+    let split = match config.model.backend {
+        ModelBackend::Candle => CoreSplit::plan(&config.resources, available),
+        ModelBackend::Openai => CoreSplit::plan_without_engine(&config.resources, available),
+    }
+    .map_err(invalid)?;
     Ok((config, split))
 }
 
@@ -244,6 +250,24 @@ fn result_settings(config: &PipelineConfig) -> serde_json::Value {
         map.remove("runs_dir");
         map.remove("iterations");
         map.remove("eval");
+        // Where the server is and how it is reached do not change what it answers.
+        if let Some(model) = map.get_mut("model").and_then(|m| m.as_object_mut()) {
+            if let Some(server) = model.get_mut("server").and_then(|s| s.as_object_mut()) {
+                for key in [
+                    "base_url",
+                    "api_key_env",
+                    "max_concurrency",
+                    "request_timeout_s",
+                    "retry_for_s",
+                ] {
+                    server.remove(key);
+                }
+            }
+            // Runs made before the server backend existed recorded no backend.
+            if config.model.backend == ModelBackend::Candle {
+                model.remove("backend");
+            }
+        }
         match &config.train {
             Some(train) => map.insert("train".into(), train.result_settings()),
             None => map.remove("train"),

@@ -8,21 +8,21 @@
 //! stops the run.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use differential_dataflow::VecCollection;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use super::selector::Selected;
-use crate::llm::Engine;
+use crate::llm::ModelText;
 use crate::pipeline::context::{Collector, Failure};
 use crate::sft::sink::{SftPair, SftSummary, write_sft};
 
 /// Where and how the SFT shards are written.
 pub struct SftSink {
-    /// The engine whose tokenizer and chat template render the examples.
-    pub engine: Arc<Mutex<Engine>>,
+    /// The tokenizer and chat template that render the examples.
+    pub text: Arc<ModelText>,
     /// `iter-<t>/sft`.
     pub dir: PathBuf,
     pub max_length: usize,
@@ -32,8 +32,8 @@ pub struct SftSink {
 impl SftSink {
     /// Writes the shards for the final `selections`.
     pub fn write(&self, selections: &[Selected]) -> Result<SftSummary, String> {
-        let engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        let template = engine
+        let template = self
+            .text
             .chat_template()
             .ok_or_else(|| "the model has no chat template".to_string())?;
         let pairs: Vec<SftPair> = selections
@@ -47,7 +47,7 @@ impl SftSink {
         write_sft(
             &self.dir,
             &pairs,
-            engine.tokenizer(),
+            self.text.tokenizer(),
             template,
             self.max_length,
             self.shard_rows,
