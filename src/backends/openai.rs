@@ -46,6 +46,8 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     /// How long transient failures (connection refused, timeouts, 429, 5xx) are retried.
     pub retry_for: Duration,
+    /// Ask for log-probabilities (f(r)); off for servers where they are slow to compute.
+    pub logprobs: bool,
 }
 
 /// Why the server could not be used at all.
@@ -213,8 +215,16 @@ impl OpenAiServer {
                     .into(),
             );
         }
-        self.logprobs = choices.iter().all(|c| c.logprobs.is_some());
-        if !self.logprobs {
+        let served = choices.iter().all(|c| c.logprobs.is_some());
+        self.logprobs = served && self.settings.logprobs;
+        if !self.settings.logprobs {
+            self.note(
+                "server: log-probabilities are off ([model.server] logprobs = false): f(r) is \
+                 unavailable, every completion's perplexity is recorded as 1, and r* ties fall to \
+                 the selector's next key"
+                    .into(),
+            );
+        } else if !served {
             self.note(
                 "server: it returns no log-probabilities: f(r) is unavailable, every \
                  completion's perplexity is recorded as 1, and r* ties fall to the selector's \
@@ -322,8 +332,10 @@ impl OpenAiServer {
                 "temperature": p.temperature,
                 "top_p": p.top_p,
                 "seed": derived_seed(p.seed, part),
-                "logprobs": 1,
             });
+            if self.logprobs {
+                body["logprobs"] = json!(1);
+            }
             if !p.stop.is_empty() {
                 body["stop"] = json!(p.stop);
             }
@@ -678,6 +690,7 @@ mod tests {
             max_concurrency: 2,
             request_timeout: Duration::from_secs(10),
             retry_for: Duration::from_secs(5),
+            logprobs: true,
         }
     }
 
@@ -756,6 +769,33 @@ mod tests {
             got.iter()
                 .all(|c| c.logprobs.tokens > 0 && c.logprobs.sum_logprob == 0.0)
         );
+    }
+
+    #[test]
+    fn logprobs_off_are_not_asked_for_and_the_run_is_told() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&asked);
+        let (url, _count) = serve(move |body| {
+            if body.get("logprobs").is_some() {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+            let asked_for = body.get("logprobs").is_some();
+            (200, choices(body["n"].as_u64().unwrap(), asked_for))
+        });
+        let mut s = settings(url);
+        s.logprobs = false;
+        let server = OpenAiServer::connect(s).unwrap();
+        assert!(!server.has_logprobs());
+        assert!(server.notes().join("\n").contains("logprobs = false"));
+        let probes = asked.load(Ordering::SeqCst);
+        let text = ModelText::load(&crate::models::test_model().unwrap()).unwrap();
+        let got = server.complete(&text, &request(2)).unwrap();
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            probes,
+            "completions must not ask for logprobs"
+        );
+        assert!(got.iter().all(|c| c.logprobs.sum_logprob == 0.0));
     }
 
     #[test]
