@@ -220,6 +220,17 @@ impl LogprobSummary {
     }
 }
 
+impl FromIterator<f64> for LogprobSummary {
+    /// The summary of a completion's per-token log-probabilities.
+    fn from_iter<I: IntoIterator<Item = f64>>(logprobs: I) -> Self {
+        let mut summary = LogprobSummary::default();
+        for logprob in logprobs {
+            summary.push(logprob);
+        }
+        summary
+    }
+}
+
 /// A perplexity value with a total order, so it can live in differential collections and decide
 /// ties deterministically. NaN is mapped to +∞ at construction (it can only come from a broken
 /// backend and must never win a tie-break).

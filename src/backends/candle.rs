@@ -91,10 +91,7 @@ fn to_engine_request(
 }
 
 fn from_engine_completion(completion: llm::Sample) -> Completion {
-    let mut logprobs = LogprobSummary::default();
-    for &l in &completion.logprobs {
-        logprobs.push(f64::from(l));
-    }
+    let logprobs: LogprobSummary = completion.logprobs.iter().map(|&l| f64::from(l)).collect();
     Completion {
         text: completion.text,
         logprobs,

@@ -70,7 +70,6 @@ pub struct OpenAiServer {
     /// Choices per request the server gives (halved when it refuses a larger `n`).
     max_n: AtomicU32,
     logprobs: bool,
-    seed_honoured: bool,
     permits: Permits,
     notes: Mutex<Vec<String>>,
 }
@@ -123,7 +122,6 @@ impl OpenAiServer {
             api_key,
             max_n: AtomicU32::new(u32::MAX),
             logprobs: true,
-            seed_honoured: true,
             permits: Permits::new(settings.max_concurrency.max(1)),
             notes: Mutex::new(Vec::new()),
         };
@@ -217,20 +215,16 @@ impl OpenAiServer {
         }
         let served = choices.iter().all(|c| c.logprobs.is_some());
         self.logprobs = served && self.settings.logprobs;
-        if !self.settings.logprobs {
-            self.note(
-                "server: log-probabilities are off ([model.server] logprobs = false): f(r) is \
-                 unavailable, every completion's perplexity is recorded as 1, and r* ties fall to \
-                 the selector's next key"
-                    .into(),
-            );
-        } else if !served {
-            self.note(
-                "server: it returns no log-probabilities: f(r) is unavailable, every \
-                 completion's perplexity is recorded as 1, and r* ties fall to the selector's \
-                 next key"
-                    .into(),
-            );
+        if !self.logprobs {
+            let why = if self.settings.logprobs {
+                "it returns no log-probabilities"
+            } else {
+                "log-probabilities are off ([model.server] logprobs = false)"
+            };
+            self.note(format!(
+                "server: {why}: f(r) is unavailable, every completion's perplexity is recorded \
+                 as 1, and r* ties fall to the selector's next key"
+            ));
         }
         let again = self
             .call_once(
@@ -240,8 +234,7 @@ impl OpenAiServer {
             )
             .map_err(|e| format!("probe completion: {}", describe(&e)))
             .and_then(|v| parse_choices(&v).map_err(|why| format!("probe completion: {why}")))?;
-        self.seed_honoured = again.first().map(|c| &c.text) == choices.first().map(|c| &c.text);
-        if !self.seed_honoured {
+        if again.first().map(|c| &c.text) != choices.first().map(|c| &c.text) {
             self.note(
                 "server: the same seed gave different samples: `seed` is not honoured, so \
                  this run's samples are not reproducible"
@@ -352,14 +345,17 @@ impl OpenAiServer {
                             quote(&answer.to_string())
                         )));
                     }
-                    if (choices.len() as u32) < n {
-                        self.cap_n(choices.len() as u32, n, "returned");
+                    let got = choices.len() as u32;
+                    if got < n {
+                        self.cap_n(got, n, &format!("returned {got}"));
                     }
                     for c in choices.into_iter().take(want as usize) {
                         out.push(self.completion(text, c));
                     }
                 }
-                Err(CallError::RefusedN(why)) if n > 1 => self.cap_n(n / 2, n, &why),
+                Err(CallError::RefusedN(why)) if n > 1 => {
+                    self.cap_n(n / 2, n, &format!("refused ({why})"))
+                }
                 Err(
                     CallError::RefusedN(why) | CallError::Fatal(why) | CallError::Transient(why),
                 ) => {
@@ -371,30 +367,20 @@ impl OpenAiServer {
         Ok(out)
     }
 
-    fn cap_n(&self, cap: u32, asked: u32, why: &str) {
-        let before = self.max_n.fetch_min(cap.max(1), Ordering::Relaxed);
-        if cap.max(1) < before {
+    /// Lowers the samples asked per request to `cap` (at least 1); says so when that is news.
+    /// `what` is what the server did when asked for `asked`.
+    fn cap_n(&self, cap: u32, asked: u32, what: &str) {
+        let cap = cap.max(1);
+        if cap < self.max_n.fetch_min(cap, Ordering::Relaxed) {
             self.note(format!(
-                "server: asked for n = {asked}, it {}; at most {} samples per request from now on",
-                if why == "returned" {
-                    format!("returned {cap}")
-                } else {
-                    format!("refused ({why})")
-                },
-                cap.max(1)
+                "server: asked for n = {asked}, it {what}; at most {cap} samples per request from now on"
             ));
         }
     }
 
     fn completion(&self, text: &ModelText, choice: Choice) -> Completion {
         let logprobs = match &choice.logprobs {
-            Some(lps) => {
-                let mut summary = LogprobSummary::default();
-                for &lp in lps {
-                    summary.push(lp);
-                }
-                summary
-            }
+            Some(lps) => lps.iter().copied().collect(),
             None => LogprobSummary {
                 tokens: text
                     .tokenizer()
@@ -459,10 +445,10 @@ fn parse_choices(answer: &Value) -> Result<Vec<Choice>, String> {
 /// The seed of the `part`-th HTTP request of one generation request (part 0 keeps the seed).
 fn derived_seed(seed: u64, part: u64) -> u64 {
     // splitmix64 of (seed, part); servers take seeds up to 2^63.
-    let mut z = seed ^ part.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     if part == 0 {
         return seed & (u64::MAX >> 1);
     }
+    let mut z = seed ^ part.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     (z ^ (z >> 31)) & (u64::MAX >> 1)

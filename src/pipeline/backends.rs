@@ -230,7 +230,11 @@ fn per_stage(
         .collect()
 }
 
-fn require_chat_template(text: &ModelText, source: &ModelSource) -> Result<(), PipelineError> {
+/// The IPC stages talk to the model in chats: a model without a chat template is refused.
+pub(super) fn require_chat_template(
+    text: &ModelText,
+    source: &ModelSource,
+) -> Result<(), PipelineError> {
     if text.chat_template().is_none() {
         return Err(PipelineError::Invalid {
             path: source.path().to_path_buf(),

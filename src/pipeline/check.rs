@@ -10,6 +10,7 @@
 
 use std::path::Path;
 
+use super::backends::require_chat_template;
 use super::benchmark::Benchmark;
 use super::{RunOptions, load_settings, model_identity, result_settings};
 use crate::backends::sandbox::refusal_notes;
@@ -172,29 +173,19 @@ fn check_model(config: &PipelineConfig, report: &mut CheckReport) -> Option<Mode
         threads: Some(1),
         ..Default::default()
     };
-    match Engine::load(&source, &options) {
-        Ok(engine) if engine.chat_template().is_none() => report.add(
-            "model",
-            Finding::Failed,
-            format!(
-                "{}: the model has no chat template; the IPC stages need an instruct model",
-                source.path().display()
-            ),
-        ),
-        Ok(engine) => report.add(
-            "model",
-            Finding::Ok,
-            format!(
+    let loaded = Engine::load(&source, &options)
+        .map_err(|e| format!("{}: {e}", source.path().display()))
+        .and_then(|engine| {
+            require_chat_template(engine.text(), &source).map_err(|e| e.to_string())?;
+            Ok(format!(
                 "{} loads (context {} tokens, chat template present)",
                 source.path().display(),
                 engine.context_length()
-            ),
-        ),
-        Err(e) => report.add(
-            "model",
-            Finding::Failed,
-            format!("{}: {e}", source.path().display()),
-        ),
+            ))
+        });
+    match loaded {
+        Ok(line) => report.add("model", Finding::Ok, line),
+        Err(why) => report.add("model", Finding::Failed, why),
     }
     Some(source)
 }
@@ -202,25 +193,11 @@ fn check_model(config: &PipelineConfig, report: &mut CheckReport) -> Option<Mode
 /// A server run: the tokenizer and chat template load from `source`, and the server answers the
 /// probe the run starts with (what it lacks is a warning).
 fn check_server(settings: ServerSettings, source: &ModelSource, report: &mut CheckReport) {
-    match ModelText::load(source) {
-        Ok(text) if text.chat_template().is_some() => {}
-        Ok(_) => {
-            return report.add(
-                "model",
-                Finding::Failed,
-                format!(
-                    "{}: the model has no chat template; the IPC stages need an instruct model",
-                    source.path().display()
-                ),
-            );
-        }
-        Err(e) => {
-            return report.add(
-                "model",
-                Finding::Failed,
-                format!("{}: {e}", source.path().display()),
-            );
-        }
+    let text = ModelText::load(source)
+        .map_err(|e| format!("{}: {e}", source.path().display()))
+        .and_then(|text| require_chat_template(&text, source).map_err(|e| e.to_string()));
+    if let Err(why) = text {
+        return report.add("model", Finding::Failed, why);
     }
     let url = settings.base_url.clone();
     match OpenAiServer::connect(settings) {
