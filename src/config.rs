@@ -608,6 +608,17 @@ mod tests {
         assert_eq!(ipc.selection.rho, 0.8);
         let smoke = PipelineConfig::load(&shipped("smoke.toml")).unwrap();
         assert!(smoke.sampling.n <= 8 && smoke.problems.count <= 4);
+        let server = PipelineConfig::load(&shipped("ipc-server.toml")).unwrap();
+        assert_eq!(server.model.backend, ModelBackend::Openai);
+        // Every pipeline file shipped loads (the eval files are the eval's, tested there).
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".toml") && !name.starts_with("humaneval") {
+                PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+        }
     }
 
     #[test]

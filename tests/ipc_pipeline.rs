@@ -1,7 +1,8 @@
 //! `ucoder-flow run pipelines/smoke.toml` end to end: the real default model, the real sandbox,
-//! real Parquet checkpoints. One uninterrupted run is the reference; a run on two timely workers
-//! and a run killed with SIGKILL (twice) and resumed must reach exactly its selections, clusters
-//! and SFT shards, and the resumed run must not regenerate committed work.
+//! real Parquet checkpoints. One uninterrupted run is the reference; a run on two processes of
+//! two timely workers each (one of them killed and both restarted) and a run killed with SIGKILL
+//! (twice) and resumed must reach exactly its selections, clusters and SFT shards, and the
+//! resumed runs must not regenerate committed work.
 //!
 //! The loop: a copy of the reference run extended to two iterations trains M1 on iteration 0's
 //! shards and generates iteration 1 with it, which the recorded log-probabilities prove.
@@ -266,13 +267,141 @@ fn smoke_run_selects_solutions_and_writes_decodable_sft() {
     }
 }
 
+/// A free port on 127.0.0.1 (bound, then released for a process of the cluster to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The worker indices whose parts are in a checkpoint folder.
+fn part_workers(dir: &Path) -> HashSet<u32> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("part-")?.get(..4)?.parse().ok()
+        })
+        .collect()
+}
+
+/// Two processes of two timely workers each (timely's cluster mode on 127.0.0.1): process 1 is
+/// SIGKILLed once candidates are committed, which must stop process 0 too (with an error, not a
+/// hang); the same two commands then resume and reach exactly the one-process reference, with
+/// nothing committed redone and both processes' workers having committed work.
 #[test]
-fn two_workers_select_exactly_what_one_worker_selects() {
+fn two_processes_select_exactly_what_one_process_selects_and_resume_after_a_kill() {
     let _turn = turn();
     let reference = reference();
     let dir = tempfile::tempdir().unwrap();
-    run_to_end(dir.path(), &["-w", "2"]);
-    assert_eq!(outcome(dir.path()), reference.outcome);
+    let runs = dir.path().join("runs");
+    let hostfile = dir.path().join("hosts.txt");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let start = |process: usize| {
+        let hostfile = hostfile.to_str().unwrap().to_string();
+        let process = process.to_string();
+        command(
+            &runs,
+            &[
+                "-w",
+                "2",
+                "--processes",
+                "2",
+                "--process",
+                &process,
+                "--hostfile",
+                &hostfile,
+            ],
+        )
+        .spawn()
+        .expect("start ucoder-flow")
+    };
+
+    let mut leader = start(0);
+    let mut follower = start(1);
+    let iter = runs.join("smoke/iter-0");
+    let deadline = Instant::now() + Duration::from_secs(1200);
+    let killed = loop {
+        if let Some(status) = follower.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "process 1 failed before it could be killed"
+            );
+            break false;
+        }
+        if has_part(&iter.join("candidates")) {
+            // `status` on a running run names the leader, which holds the run's lock.
+            let running = status(&runs);
+            assert!(
+                running.contains(&format!("running: process {}", leader.id())),
+                "{running}"
+            );
+            follower.kill().unwrap(); // SIGKILL
+            follower.wait().unwrap();
+            break true;
+        }
+        assert!(Instant::now() < deadline, "the cluster never sampled");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if killed {
+        // Process 0 cannot go on without process 1: it must stop, with an error, soon.
+        let stopped_by = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = leader.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < stopped_by,
+                "process 0 hangs after process 1 was killed"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let out = leader.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!status.success(), "process 0 succeeded without process 1");
+        assert!(stderr.contains("run the same command again"), "{stderr}");
+        leader = start(0);
+        follower = start(1);
+    }
+    let follower_out = follower.wait_with_output().unwrap();
+    let leader_out = leader.wait_with_output().unwrap();
+    for (process, out) in [(0, &leader_out), (1, &follower_out)] {
+        assert!(
+            out.status.success(),
+            "process {process} failed\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let follower_says = String::from_utf8_lossy(&follower_out.stdout);
+    assert!(
+        follower_says.contains("process 1: took part in 1 iteration(s)"),
+        "{follower_says}"
+    );
+    assert!(String::from_utf8_lossy(&leader_out.stdout).contains("2 processes"));
+
+    assert_eq!(outcome(&runs), reference.outcome);
+    assert_no_repeated_work(&runs);
+    // Both processes' workers (0, 1 on process 0; 2, 3 on process 1) executed candidates.
+    let workers = part_workers(&iter.join("executions"));
+    assert!(
+        workers.iter().any(|w| *w < 2) && workers.iter().any(|w| *w >= 2),
+        "execution parts by workers {workers:?}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(iter.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["processes"], 2);
+    assert_eq!(
+        summary["selections"],
+        reference.outcome.selections.len() as u64
+    );
 }
 
 /// Starts a run and SIGKILLs it once `ready(run folder)` holds (or returns false if the run ended
@@ -328,6 +457,21 @@ fn sigkilled_run_resumes_to_the_same_selections_without_redoing_work() {
     assert!(killed_in_tests || killed_in_sampling, "neither kill landed");
 
     let committed_before = assert_no_repeated_work(runs);
+    // `status` on the killed run: nobody writes it, iteration 0 is not complete, and what it
+    // committed is counted.
+    let killed = status(runs);
+    assert!(
+        killed.contains("stopped: no process is writing it"),
+        "{killed}"
+    );
+    assert!(killed.contains("iteration 0: not complete"), "{killed}");
+    let problems_committed: u64 = killed
+        .lines()
+        .find(|l| l.trim_start().starts_with("problems "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .expect("a problems row");
+    assert!(problems_committed > 0, "{killed}");
     let table = run_to_end(runs, &[]);
     assert!(table.contains("(resumed)"), "{table}");
     let replayed: u64 = table
@@ -347,6 +491,33 @@ fn sigkilled_run_resumes_to_the_same_selections_without_redoing_work() {
     let again = command(runs, &[]).output().unwrap();
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("is complete"));
+
+    // `status` on the finished run.
+    let finished = status(runs);
+    assert!(finished.contains("finished"), "{finished}");
+    assert!(
+        finished.contains(&format!(
+            "iteration 0: complete, {} selections",
+            reference.outcome.selections.len()
+        )),
+        "{finished}"
+    );
+}
+
+/// `ucoder-flow status` on the smoke run in `runs`.
+fn status(runs: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ucoder-flow"))
+        .arg("status")
+        .arg(runs.join("smoke"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "status failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 fn golden_dir() -> PathBuf {

@@ -8,7 +8,7 @@ use crate::pipeline::check::check;
 
 /// Runs the checks and prints them.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
-    let report = check(&args.pipeline, &args.options(None));
+    let report = check(&args.pipeline, &args.options(None)?);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

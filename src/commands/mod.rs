@@ -4,6 +4,7 @@
 //!
 //! - [`run`]: `ucoder-flow run` (and `ucoder-flow PIPELINE.toml`).
 //! - [`check`]: `ucoder-flow check`.
+//! - [`status`]: `ucoder-flow status`.
 //! - [`eval`]: `ucoder-flow eval`.
 //! - [`models`]: `ucoder-flow models list|fetch|export`.
 //! - [`llm`]: `ucoder-flow generate` and `ucoder-flow bench llm`.
@@ -18,6 +19,7 @@ pub mod models;
 pub mod progress;
 pub mod run;
 pub mod sandbox_bench;
+pub mod status;
 pub mod train;
 pub mod train_bench;
 
@@ -75,6 +77,9 @@ enum Command {
     /// Check a pipeline without running it: its settings, [eval], the model, the sandbox and
     /// the run folder (new, resumed, or refused).
     Check(run::RunArgs),
+    /// What a run folder holds: whether a process is writing it, what each iteration committed
+    /// per stage and what is left, the lineage, the last error. Reads only.
+    Status(status::StatusArgs),
     /// Manage models: list the registry, fetch weights into the cache.
     Models {
         #[command(subcommand)]
@@ -248,6 +253,7 @@ fn run(cli: Cli) -> Result<()> {
     match command {
         Command::Run(args) => run::run(&args, format),
         Command::Check(args) => check::run(&args),
+        Command::Status(args) => status::run(&args),
         Command::Generate(args) => Ok(llm::generate_command(&args)?),
         Command::Eval(args) => eval::run(&args, format),
         Command::Train(args) => train::run(&args, format),

@@ -33,11 +33,11 @@ pub struct Backends {
     /// The model's tokenizer and chat template (the SFT rows are rendered with them).
     pub text: Arc<ModelText>,
     pub limits: Limits,
-    llm: Vec<(Arc<StageClock>, BackendPool<GenerationRequest, Generation>)>,
+    llm: Vec<BackendPool<GenerationRequest, Generation>>,
     pub exec: BackendPool<ExecJob, Result<Execution, BackendError>>,
-    exec_clock: Arc<StageClock>,
     pub check: BackendPool<Job, Result<JobResult, BackendError>>,
-    check_clock: Arc<StageClock>,
+    /// The time each stage's backend spends.
+    pub clocks: StageClocks,
     /// The sandbox's isolation steps (`ok` or `refused: why`), for the summary.
     pub isolation: std::collections::BTreeMap<String, String>,
 }
@@ -76,13 +76,13 @@ impl Backends {
             _ => None,
         };
 
+        let mut clocks = Vec::new();
         let llm = LlmStage::ALL
             .iter()
             .zip(generators)
             .map(|(stage, (clock, generator))| {
-                let pool =
-                    BackendPool::spawn(stage.operator_name(), vec![GenerateService(generator)]);
-                (clock, pool)
+                clocks.push((stage.dir_name().to_string(), clock));
+                BackendPool::spawn(stage.operator_name(), vec![GenerateService(generator)])
             })
             .collect();
         let exec_clock = Arc::new(StageClock::new(origin));
@@ -119,43 +119,54 @@ impl Backends {
         for note in refusal_notes(&isolation) {
             reporter.note(&note);
         }
+        clocks.push(("sandbox checks".to_string(), check_clock));
+        clocks.push(("executions".to_string(), exec_clock));
         Ok(Backends {
             text,
             limits,
             llm,
             exec,
-            exec_clock,
             check,
-            check_clock,
+            clocks: StageClocks(clocks),
             isolation,
         })
     }
 
     /// One handle per LLM stage, in [`LlmStage::ALL`] order.
     pub fn llm_handles(&self) -> Vec<BackendHandle<GenerationRequest, Generation>> {
-        self.llm.iter().map(|(_, pool)| pool.handle()).collect()
+        self.llm.iter().map(BackendPool::handle).collect()
     }
 
     /// Stops the pools (once the graph that held their handles is gone) and returns the time
     /// each stage's backend spent: the LLM stages, the sandbox checks, the executions.
     pub fn shutdown(self) -> Vec<StageTime> {
-        let stage_time = |name: &str, clock: &StageClock| StageTime {
-            stage: name.to_string(),
-            requests: clock.requests(),
-            tokens: clock.tokens(),
-            busy_s: clock.busy().as_secs_f64(),
-            span_s: clock.span().as_secs_f64(),
-        };
-        let mut times = Vec::new();
-        for (stage, (clock, pool)) in LlmStage::ALL.iter().zip(self.llm) {
+        for pool in self.llm {
             let _ = pool.shutdown();
-            times.push(stage_time(stage.dir_name(), &clock));
         }
         let _ = self.exec.shutdown();
         let _ = self.check.shutdown();
-        times.push(stage_time("sandbox checks", &self.check_clock));
-        times.push(stage_time("executions", &self.exec_clock));
-        times
+        self.clocks.times()
+    }
+}
+
+/// The clock of every stage's backend, by stage name: the LLM stages (in [`LlmStage::ALL`]
+/// order), the sandbox checks, the executions.
+#[derive(Clone, Default)]
+pub struct StageClocks(Vec<(String, Arc<StageClock>)>);
+
+impl StageClocks {
+    /// The time each stage's backend has spent so far.
+    pub fn times(&self) -> Vec<StageTime> {
+        self.0
+            .iter()
+            .map(|(stage, clock)| StageTime {
+                stage: stage.clone(),
+                requests: clock.requests(),
+                tokens: clock.tokens(),
+                busy_s: clock.busy().as_secs_f64(),
+                span_s: clock.span().as_secs_f64(),
+            })
+            .collect()
     }
 }
 

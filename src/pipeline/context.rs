@@ -15,6 +15,7 @@ use ucoder_operators::{
 };
 
 use super::artifacts::{ExecutionMemo, ResponseMemo};
+use super::backends::StageClocks;
 use super::progress::Counters;
 use super::stages::selector::VoteTally;
 use super::stages::sft_sink::SftSink;
@@ -60,6 +61,10 @@ pub struct GraphContext {
     pub sample_rows: usize,
     pub exec_batch: usize,
     pub counters: Arc<Counters>,
+    /// The clock of every stage's backend in this process.
+    pub clocks: StageClocks,
+    /// Timely workers in this process (`-w`); the run's workers are these times the processes.
+    pub local_workers: usize,
     pub failure: Failure,
     pub sft: Arc<SftSink>,
     /// Where each rejection is told as it happens ([`Reporter::detail`]).

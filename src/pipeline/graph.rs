@@ -14,8 +14,9 @@
 //! worker ever blocks. Each LLM stage and the executor are `checkpointed`: a request whose answer
 //! is already in the stage's Parquet checkpoint is answered from there, and new answers are
 //! committed (one part per batch of replies) before their records move on. Everything after the
-//! problem filter is routed by problem id, so `-w N` changes where work runs, not what it
-//! produces.
+//! problem filter is routed by problem id, so `-w N` (and `--processes P`) change where work
+//! runs, not what it produces. After the graph, every worker's results go to worker 0
+//! ([`super::gather`]).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -27,15 +28,20 @@ use timely::dataflow::Scope;
 use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
 
 use super::context::{Collector, GraphContext};
+use super::gather::{Gathered, gather_at_worker_zero};
 use super::results::Results;
 use super::stages::{
     executor, near_duplicate_filter, problem_generator, rater, selector, sft_sink, skeleton_check,
     skeleton_writer, solution_sampler, test_assembler, test_check, test_generator,
 };
 
-/// Builds and runs the graph on one worker until the iteration is complete (or a failure).
-/// Returns this worker's part of the [`Results`].
-pub fn run_worker(worker: &mut timely::worker::Worker, ctx: &Arc<GraphContext>) -> Results {
+/// Builds and runs the graph on one worker until the iteration is complete, then gathers every
+/// worker's [`Results`] at worker 0 ([`gather_at_worker_zero`]). Returns what this worker
+/// gathered, or the first failure of the run.
+pub fn run_worker(
+    worker: &mut timely::worker::Worker,
+    ctx: &Arc<GraphContext>,
+) -> Result<Gathered, String> {
     let operator_seconds = log_operator_time(worker);
     let collect = Collector::new(Arc::clone(&ctx.reporter));
     {
@@ -45,30 +51,49 @@ pub fn run_worker(worker: &mut timely::worker::Worker, ctx: &Arc<GraphContext>) 
     }
     loop {
         let active = worker.step_or_park(Some(Duration::from_millis(50)));
-        if ctx.failure.get().is_some() || !active {
+        if let Some(message) = ctx.failure.get() {
+            return Err(message);
+        }
+        if !active {
             break;
         }
     }
-    let mut c = collect.0.borrow_mut();
-    Results {
-        ready: std::mem::take(&mut c.ready),
-        rejections: std::mem::take(&mut c.rejections),
-        votes: std::mem::take(&mut c.votes),
-        clusters: c
-            .clusters
-            .iter()
-            .filter(|(_, diff)| **diff > 0)
-            .map(|((key, size), _)| (key.clone(), *size as u32))
-            .collect(),
-        selections: c
-            .selections
-            .iter()
-            .filter(|(_, diff)| **diff > 0)
-            .map(|(s, _)| s.clone())
-            .collect(),
-        sft: c.sft.take(),
-        operator_seconds: operator_seconds.borrow().clone(),
-    }
+    // The process-wide figures travel once per process, with its first worker's part.
+    let first_of_process = worker.index() % ctx.local_workers == 0;
+    let part = {
+        let mut c = collect.0.borrow_mut();
+        Results {
+            ready: std::mem::take(&mut c.ready)
+                .into_iter()
+                .map(|(draft, tests)| (draft, tests.to_vec()))
+                .collect(),
+            rejections: std::mem::take(&mut c.rejections),
+            votes: std::mem::take(&mut c.votes),
+            clusters: c
+                .clusters
+                .iter()
+                .filter(|(_, diff)| **diff > 0)
+                .map(|((key, size), _)| (key.clone(), *size as u32))
+                .collect(),
+            selections: c
+                .selections
+                .iter()
+                .filter(|(_, diff)| **diff > 0)
+                .map(|(s, _)| s.clone())
+                .collect(),
+            sft: c.sft.take(),
+            operator_seconds: operator_seconds.borrow().clone(),
+            counters: match first_of_process {
+                true => ctx.counters.values(),
+                false => Default::default(),
+            },
+            stage_times: match first_of_process {
+                true => ctx.clocks.times(),
+                false => Vec::new(),
+            },
+        }
+    };
+    Ok(gather_at_worker_zero(worker, part))
 }
 
 /// Connects the stages on one worker.

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,9 +19,12 @@ use std::time::Instant;
 
 use super::artifacts::{ExecutionMemo, ResponseMemo};
 use super::backends::Backends;
+use super::cluster::Cluster;
 use super::context::{Failure, GraphContext};
+use super::gather::Gathered;
 use super::progress::{Counters, ProgressFeed};
 use super::results::{RESULT_DIRS, Results};
+use super::segments::{SegmentRecorder, Segments};
 use super::stages::sft_sink::SftSink;
 use super::stages::{LlmStage, StagePrompts, StageSettings, selector};
 use super::summary::{FunnelCounts, RunSummary, classify_operators, rejection_key};
@@ -45,6 +49,30 @@ pub struct Iteration<'a> {
     pub model: &'a ModelSource,
     /// `M<t>`, as the lineage names it.
     pub model_name: &'a str,
+    /// This process's place when the run spans several processes.
+    pub cluster: Option<&'a Cluster>,
+}
+
+/// What an iteration leaves to the loop.
+#[derive(Debug)]
+pub enum IterationOutcome {
+    /// The iteration's summary (a single process, or the leader of a cluster).
+    Summary(RunSummary),
+    /// A follower's part is done; the leader wrote the results.
+    Followed {
+        /// The SFT rows the leader wrote.
+        sft_rows: usize,
+    },
+}
+
+impl IterationOutcome {
+    /// The SFT rows the iteration wrote.
+    pub fn sft_rows(&self) -> usize {
+        match self {
+            IterationOutcome::Summary(summary) => summary.sft_rows,
+            IterationOutcome::Followed { sft_rows } => *sft_rows,
+        }
+    }
 }
 
 /// The name of iteration t's folder inside the run folder, and its manifest entry.
@@ -66,28 +94,34 @@ impl Iteration<'_> {
     pub fn dir(&self) -> PathBuf {
         self.run_dir.join(iteration_name(self.index))
     }
+
+    /// Whether this process writes the results (a single process, or the cluster's leader).
+    fn leads(&self) -> bool {
+        self.cluster.is_none_or(Cluster::is_leader)
+    }
 }
 
 /// Runs (or resumes) one iteration; see the module documentation.
 pub fn run_iteration(
     it: &Iteration<'_>,
     reporter: &Arc<dyn Reporter>,
-) -> Result<RunSummary, PipelineError> {
+) -> Result<IterationOutcome, PipelineError> {
     let started = Instant::now();
     let notes: &dyn Reporter = &**reporter;
     let iter_dir = it.dir();
-    let name = iteration_name(it.index);
-    if let Some(summary) = finished_summary(it.run_dir, &name, &iter_dir)? {
+    if let Some(summary) = finished_summary(it)? {
         notes.note(&format!(
             "{} is complete; its summary is in {}",
             iter_dir.display(),
             iter_dir.join("summary.json").display()
         ));
-        return Ok(summary);
+        return Ok(IterationOutcome::Summary(summary));
     }
     fs::create_dir_all(&iter_dir).map_err(StoreError::io(&iter_dir))?;
-    for dir in RESULT_DIRS {
-        remove_dir(&iter_dir.join(dir))?;
+    if it.leads() {
+        for dir in RESULT_DIRS {
+            remove_dir(&iter_dir.join(dir))?;
+        }
     }
     let mut config = it.config.clone();
     config.seed = iteration_seed(config.seed, it.index);
@@ -125,6 +159,8 @@ pub fn run_iteration(
         sample_rows: 64,
         exec_batch: (it.split.sandbox_workers * 4).max(4),
         counters: Arc::clone(&counters),
+        clocks: backends.clocks.clone(),
+        local_workers: it.split.dataflow_workers,
         failure: failure.clone(),
         sft: Arc::new(SftSink {
             text: Arc::clone(&backends.text),
@@ -147,17 +183,24 @@ pub fn run_iteration(
         config.problems.count as u64,
         Arc::clone(reporter),
     );
+    // The leader keeps the iteration's time over its segments (the followers' is in its gather).
+    let recorder = it
+        .leads()
+        .then(|| SegmentRecorder::start(&iter_dir, backends.clocks.clone(), started));
     let graph_started = Instant::now();
-    let outputs = run_graph(context, it.split.dataflow_workers)?;
+    let gathered = run_graph(context, it.split.dataflow_workers, it.cluster);
     let graph_wall = graph_started.elapsed().as_secs_f64();
     drop(feed);
+    let gathered = gathered?;
     let sandbox_isolation = backends.isolation.clone();
-    let stage_times = backends.shutdown();
-    if let Some(message) = failure.get() {
-        return Err(PipelineError::Stopped(message));
+    backends.shutdown();
+    if !it.leads() {
+        return Ok(IterationOutcome::Followed {
+            sft_rows: gathered.sft_rows,
+        });
     }
 
-    let results = Results::gather(outputs, &config.selection.consensus());
+    let results = Results::gather(gathered.parts, &config.selection.consensus());
     for r in results
         .rejections
         .iter()
@@ -167,32 +210,41 @@ pub fn run_iteration(
     }
     results.write(&iter_dir)?;
     super::dataset_card::write(&iter_dir, it.index)?;
+    let counters = Counters::sum([&results.counters]);
     let mut summary = summarize(&config, it.split, &counters, &results, resumed);
     summary.iteration = it.index;
     summary.model = it.model_name.to_string();
-    summary.stage_times = stage_times;
+    summary.processes = it.cluster.map_or(1, Cluster::processes);
     summary.sandbox_isolation = sandbox_isolation;
     summary.dataflow = classify_operators(&results.operator_seconds, graph_wall);
-    summary.wall_s = started.elapsed().as_secs_f64();
+    if let Some(recorder) = recorder {
+        recorder.finish(results.stage_times.clone())?;
+    }
+    let segments = Segments::read(&iter_dir)?;
+    let total = segments.total();
+    summary.segments = segments.0.len() as u32;
+    summary.segment_wall_s = started.elapsed().as_secs_f64();
+    summary.wall_s = total.wall_s.max(summary.segment_wall_s);
+    summary.stage_times = total.stage_times;
     summary.selections_per_hour =
         results.selections.len() as f64 / (summary.wall_s / 3600.0).max(1e-9);
     write_json_atomic(&iter_dir.join("summary.json"), &summary)?;
     mark_complete(it, &results, summary.sft_rows)?;
-    Ok(summary)
+    Ok(IterationOutcome::Summary(summary))
+}
+
+/// Whether the manifest marks iteration `index` complete.
+pub fn is_complete(run_dir: &Path, index: u32) -> Result<bool, StoreError> {
+    Ok(Manifest::load(run_dir)?
+        .and_then(|m| m.stages.get(&iteration_name(index)).cloned())
+        .and_then(|s| s.get("complete").and_then(|c| c.as_bool()))
+        == Some(true))
 }
 
 /// The summary of an iteration the manifest marks complete.
-fn finished_summary(
-    run_dir: &Path,
-    name: &str,
-    iter_dir: &Path,
-) -> Result<Option<RunSummary>, StoreError> {
-    let complete = Manifest::load(run_dir)?
-        .and_then(|m| m.stages.get(name).cloned())
-        .and_then(|s| s.get("complete").and_then(|c| c.as_bool()))
-        == Some(true);
-    if complete {
-        read_json::<RunSummary>(&iter_dir.join("summary.json"))
+fn finished_summary(it: &Iteration<'_>) -> Result<Option<RunSummary>, StoreError> {
+    if is_complete(it.run_dir, it.index)? {
+        read_json::<RunSummary>(&it.dir().join("summary.json"))
     } else {
         Ok(None)
     }
@@ -208,16 +260,71 @@ fn load_checkpoints(iter_dir: &Path) -> Result<(Vec<ResponseMemo>, ExecutionMemo
     Ok((memos, executions))
 }
 
-/// Runs the graph on `workers` timely workers until the iteration is complete (or a failure).
-fn run_graph(context: Arc<GraphContext>, workers: usize) -> Result<Vec<Results>, PipelineError> {
-    timely::execute(timely::Config::process(workers), move |worker| {
-        graph::run_worker(worker, &context)
-    })
-    .map_err(PipelineError::Timely)?
-    .join()
-    .into_iter()
-    .collect::<Result<Vec<_>, _>>()
-    .map_err(PipelineError::Timely)
+/// What a worker thread reports to [`run_graph`].
+type WorkerReport = Result<Gathered, String>;
+
+/// Runs the graph on this process's `workers` timely workers (alone, or with the other processes
+/// of `cluster`) until the iteration is complete, and returns what worker 0 gathered (the
+/// leader's) or, on the other workers' processes, the SFT row count.
+///
+/// Timely runs on a thread of its own, and each worker reports its outcome as it ends (a panic
+/// included, caught: that is how timely says a process of the cluster was lost). The first
+/// failure is returned at once, without waiting for timely to wind down: a cluster whose process
+/// died never does, and this process ending is what tells the other processes to stop.
+fn run_graph(
+    context: Arc<GraphContext>,
+    workers: usize,
+    cluster: Option<&Cluster>,
+) -> Result<Gathered, PipelineError> {
+    let config = super::cluster::timely_config(cluster, workers);
+    let (report, reports) = crossbeam_channel::unbounded::<WorkerReport>();
+    let timely = std::thread::Builder::new()
+        .name("timely".into())
+        .spawn(move || {
+            let start = report.clone();
+            let guards = timely::execute(config, move |worker| {
+                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                    graph::run_worker(worker, &context)
+                }))
+                .unwrap_or_else(|panic| {
+                    let why = format!(
+                        "a timely worker stopped ({}); when the run spans several processes, \
+                             one of them has stopped or cannot be reached",
+                        panic_text(&*panic)
+                    );
+                    context.failure.set(why.clone());
+                    Err(why)
+                });
+                let _ = report.send(outcome);
+            });
+            match guards {
+                Ok(guards) => drop(guards.join()),
+                Err(e) => drop(start.send(Err(format!("starting timely: {e}")))),
+            }
+        })
+        .map_err(|e| PipelineError::Timely(format!("spawning timely's thread: {e}")))?;
+    let mut gathered = None;
+    for _ in 0..workers {
+        let outcome = reports
+            .recv()
+            .map_err(|_| PipelineError::Timely("timely ended without its workers".into()))?;
+        match outcome.map_err(PipelineError::Stopped)? {
+            g if !g.parts.is_empty() => gathered = Some(g),
+            g => gathered = gathered.or(Some(g)),
+        }
+    }
+    // Every worker is done: timely winds down (the other processes' workers are done too).
+    let _ = timely.join();
+    Ok(gathered.unwrap_or_default())
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic".into())
 }
 
 /// Marks the iteration complete in the manifest, with the model it generated with.
@@ -286,10 +393,13 @@ fn summarize(
         iteration: 0,
         model: String::new(),
         wall_s: 0.0,
+        segment_wall_s: 0.0,
+        segments: 1,
         resumed,
         engine_threads: split.engine_threads,
         sandbox_workers: split.sandbox_workers,
         dataflow_workers: split.dataflow_workers,
+        processes: 1,
         counts: counts.clone(),
         rejections,
         cluster_sizes,

@@ -14,15 +14,19 @@ pub mod artifacts;
 pub mod backends;
 pub mod benchmark;
 pub mod check;
+pub mod cluster;
 pub mod context;
 pub mod cores;
 pub mod dataset_card;
+pub mod gather;
 pub mod graph;
 pub mod iteration;
 pub mod lineage;
 pub mod progress;
 pub mod results;
+pub mod segments;
 pub mod stages;
+pub mod status;
 pub mod summary;
 pub mod training;
 
@@ -32,7 +36,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use self::benchmark::Benchmark;
-use self::iteration::{Iteration, run_iteration};
+use self::cluster::Cluster;
+use self::iteration::{Iteration, IterationOutcome, run_iteration};
 use self::lineage::{ModelRecord, model_name};
 pub use self::summary::{LoopSummary, RunSummary};
 use self::training::{TrainStep, train_next_model};
@@ -43,6 +48,7 @@ use crate::models::{ModelError, ModelSource, weights_sha256};
 use crate::progress::Reporter;
 use crate::prompts::PromptError;
 use crate::sandbox::SandboxError;
+use crate::store::lock::RunLock;
 use crate::store::{Manifest, StoreError, write_json_atomic};
 
 pub use self::cores::CoreSplit;
@@ -68,6 +74,8 @@ pub enum PipelineError {
     Prompt(#[from] PromptError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Busy(#[from] crate::store::lock::LockError),
     #[error("the run stopped: {0} (committed work is kept; run the same command again to resume)")]
     Stopped(String),
     #[error("timely: {0}")]
@@ -87,20 +95,44 @@ pub struct RunOptions {
     pub runs_dir: Option<PathBuf>,
     /// Overrides `[model] name` (a registry name or a path).
     pub model: Option<String>,
+    /// Overrides `[model.server] base_url` (e.g. each process of a cluster its nearest server).
+    pub server_url: Option<String>,
     /// The program that runs the built-in trainer (default: this executable, which must be
     /// `ucoder-flow`).
     pub trainer: Option<TrainerProgram>,
+    /// This process's place when the run spans several processes (`--processes`).
+    pub cluster: Option<Cluster>,
 }
 
-/// Runs (or resumes) the pipeline in `path`, reporting notes and live gauges to `reporter`.
+/// How a run ended for this process.
+#[derive(Debug)]
+pub enum RunOutcome {
+    /// The run's summary (a single process, or the leader of a cluster).
+    Complete(LoopSummary),
+    /// A follower's share of the run is done; the leader (process 0) writes the results.
+    Followed {
+        process: usize,
+        run_dir: PathBuf,
+        /// Iterations this process took part in (or found complete).
+        iterations: u32,
+    },
+}
+
+/// Runs (or resumes) the pipeline in `path`, reporting notes and live gauges to `reporter`: the
+/// whole loop on one process or on the leader of a cluster, a follower's share on the others
+/// ([`cluster`]).
 pub fn run(
     path: &Path,
     options: &RunOptions,
     reporter: Arc<dyn Reporter>,
-) -> Result<LoopSummary, PipelineError> {
+) -> Result<RunOutcome, PipelineError> {
     let started = Instant::now();
     let notes: &dyn Reporter = &*reporter;
     let (config, split) = load_settings(path, options)?;
+    let cluster = options.cluster.as_ref().filter(|c| c.processes() > 1);
+    if let Some(follower) = cluster.filter(|c| !c.is_leader()) {
+        return follow(path, &config, &split, follower, &reporter);
+    }
     let benchmark = match &config.eval {
         Some(section) => Some(Benchmark::load(path, section, &split, notes)?),
         None => None,
@@ -108,78 +140,201 @@ pub fn run(
     let base = crate::models::resolve(&config.model.name, &crate::fetch::cache_dir(), notes)?;
     let run_dir = config.run_dir();
     fs::create_dir_all(&run_dir).map_err(StoreError::io(&run_dir))?;
+    let _writing = RunLock::acquire(&run_dir)?;
     Manifest::claim(
         &run_dir,
         "ipc",
         result_settings(&config),
         model_identity(&base),
     )?;
-
-    let mut summary = LoopSummary {
-        run: config.name.clone(),
-        iterations: Vec::new(),
-        models: Vec::new(),
-        stopped_early: None,
-        wall_s: 0.0,
+    let lead = Lead {
+        path,
+        config: &config,
+        split: &split,
+        options,
+        cluster,
+        run_dir: &run_dir,
+        benchmark: benchmark.as_ref(),
+        reporter: &reporter,
     };
-    let mut current = first_model(&run_dir, &base)?;
-    let mut source = base;
-    for t in 0..config.iterations {
-        if let Some(benchmark) = &benchmark {
-            benchmark.measure(&mut current, &source, &run_dir, notes)?;
+    let outcome = lead.run(base, started);
+    // Best effort: a failure to say how the run ended must not hide why it ended.
+    let error = outcome.as_ref().err().map(|e| e.to_string());
+    let _ = status::record_outcome(&run_dir, error.as_deref());
+    if cluster.is_some() {
+        let _ = cluster::announce(
+            &run_dir,
+            match error {
+                None => cluster::LeaderPhase::Finished,
+                Some(why) => cluster::LeaderPhase::Stopped { why },
+            },
+        );
+    }
+    outcome.map(RunOutcome::Complete)
+}
+
+/// The loop as a single process or the leader of a cluster runs it.
+struct Lead<'a> {
+    path: &'a Path,
+    config: &'a PipelineConfig,
+    split: &'a CoreSplit,
+    options: &'a RunOptions,
+    cluster: Option<&'a Cluster>,
+    run_dir: &'a Path,
+    benchmark: Option<&'a Benchmark>,
+    reporter: &'a Arc<dyn Reporter>,
+}
+
+impl Lead<'_> {
+    fn run(&self, base: ModelSource, started: Instant) -> Result<LoopSummary, PipelineError> {
+        let (config, run_dir, notes) = (self.config, self.run_dir, &**self.reporter);
+        let mut summary = LoopSummary {
+            run: config.name.clone(),
+            iterations: Vec::new(),
+            models: Vec::new(),
+            stopped_early: None,
+            wall_s: 0.0,
+        };
+        let mut current = first_model(run_dir, &base)?;
+        let mut source = base;
+        for t in 0..config.iterations {
+            if let Some(benchmark) = self.benchmark {
+                benchmark.measure(&mut current, &source, run_dir, notes)?;
+            }
+            if self.cluster.is_some() && !iteration::is_complete(run_dir, t)? {
+                cluster::announce(run_dir, cluster::LeaderPhase::Graph { iteration: t })?;
+            }
+            let it = Iteration {
+                config,
+                split: self.split,
+                pipeline: self.path,
+                run_dir,
+                index: t,
+                model: &source,
+                model_name: &current.name,
+                cluster: self.cluster,
+            };
+            let IterationOutcome::Summary(iteration) = run_iteration(&it, self.reporter)? else {
+                unreachable!("the leader's iteration has a summary");
+            };
+            let selected = iteration.sft_rows > 0;
+            summary.iterations.push(iteration);
+            if let Some(stop) = loop_stops(config, t, selected) {
+                summary.stopped_early = stop;
+                break;
+            }
+            let train = config.train.as_ref().expect("loop_stops checked");
+            let trainer = match &self.options.trainer {
+                Some(program) => program.clone(),
+                None => TrainerProgram::current(t)?,
+            };
+            let next = train_next_model(
+                &TrainStep {
+                    config: train,
+                    pipeline: self.path,
+                    run_dir,
+                    index: t,
+                    base: &source,
+                    seed: train.seed.unwrap_or(config.seed),
+                    program: &trainer,
+                },
+                notes,
+            )?;
+            source = ModelSource::Safetensors(next.path.clone());
+            summary.models.push(std::mem::replace(&mut current, next));
         }
+        if let Some(benchmark) = self.benchmark {
+            benchmark.measure(&mut current, &source, run_dir, notes)?;
+        }
+        summary.models.push(current);
+        summary.wall_s = started.elapsed().as_secs_f64();
+        write_json_atomic(&run_dir.join("summary.json"), &summary)?;
+        Ok(summary)
+    }
+}
+
+/// Whether the loop ends after iteration `t`: `Some(None)` as planned (no `[train]`, or the last
+/// iteration without training after it), `Some(Some(why))` early (nothing selected to train
+/// on), `None` to train the next model.
+fn loop_stops(config: &PipelineConfig, t: u32, selected: bool) -> Option<Option<String>> {
+    let train = config.train.as_ref()?;
+    let last = t + 1 == config.iterations;
+    if last && !train.after_last_iteration {
+        return Some(None);
+    }
+    if !selected {
+        return Some(Some(format!(
+            "iteration {t} selected nothing, so there is no data to train {} on",
+            model_name(t + 1)
+        )));
+    }
+    None
+}
+
+/// A follower's share of the loop: each iteration's graph with the leader, on the model the
+/// leader trained for it ([`cluster`]).
+fn follow(
+    path: &Path,
+    config: &PipelineConfig,
+    split: &CoreSplit,
+    me: &Cluster,
+    reporter: &Arc<dyn Reporter>,
+) -> Result<RunOutcome, PipelineError> {
+    let notes: &dyn Reporter = &**reporter;
+    let base = crate::models::resolve(&config.model.name, &crate::fetch::cache_dir(), notes)?;
+    let run_dir = config.run_dir();
+    let stale = cluster::leader_state(&run_dir)?;
+    cluster::wait_for_claim(
+        &run_dir,
+        &result_settings(config),
+        &model_identity(&base),
+        notes,
+    )?;
+    notes.note(&format!(
+        "process {} of {}: running with process 0 on {}",
+        me.process,
+        me.processes(),
+        run_dir.display()
+    ));
+    let mut iterations = 0;
+    for t in 0..config.iterations {
+        if !iteration::is_complete(&run_dir, t)? {
+            cluster::wait_for_leader(&run_dir, t, stale.as_ref(), notes)?;
+        }
+        let name = model_name(t);
+        let source = match t {
+            0 => base.clone(),
+            _ => {
+                let record = ModelRecord::load(&run_dir, &name)?.ok_or_else(|| {
+                    PipelineError::Stopped(format!(
+                        "process 0 started iteration {t} but {} has no record of {name}",
+                        run_dir.display()
+                    ))
+                })?;
+                ModelSource::Safetensors(record.path)
+            }
+        };
         let it = Iteration {
-            config: &config,
-            split: &split,
+            config,
+            split,
             pipeline: path,
             run_dir: &run_dir,
             index: t,
             model: &source,
-            model_name: &current.name,
+            model_name: &name,
+            cluster: Some(me),
         };
-        let iteration = run_iteration(&it, &reporter)?;
-        let selected = iteration.sft_rows > 0;
-        summary.iterations.push(iteration);
-        let Some(train) = &config.train else {
-            break;
-        };
-        let last = t + 1 == config.iterations;
-        if last && !train.after_last_iteration {
+        let outcome = run_iteration(&it, reporter)?;
+        iterations += 1;
+        if loop_stops(config, t, outcome.sft_rows() > 0).is_some() {
             break;
         }
-        if !selected {
-            summary.stopped_early = Some(format!(
-                "iteration {t} selected nothing, so there is no data to train {} on",
-                model_name(t + 1)
-            ));
-            break;
-        }
-        let trainer = match &options.trainer {
-            Some(program) => program.clone(),
-            None => TrainerProgram::current(t)?,
-        };
-        let next = train_next_model(
-            &TrainStep {
-                config: train,
-                pipeline: path,
-                run_dir: &run_dir,
-                index: t,
-                base: &source,
-                seed: train.seed.unwrap_or(config.seed),
-                program: &trainer,
-            },
-            notes,
-        )?;
-        source = ModelSource::Safetensors(next.path.clone());
-        summary.models.push(std::mem::replace(&mut current, next));
     }
-    if let Some(benchmark) = &benchmark {
-        benchmark.measure(&mut current, &source, &run_dir, notes)?;
-    }
-    summary.models.push(current);
-    summary.wall_s = started.elapsed().as_secs_f64();
-    write_json_atomic(&run_dir.join("summary.json"), &summary)?;
-    Ok(summary)
+    Ok(RunOutcome::Followed {
+        process: me.process,
+        run_dir,
+        iterations,
+    })
 }
 
 /// M_0's record: the pipeline's model, hashed once.
@@ -215,6 +370,16 @@ fn load_settings(
         path: path.to_path_buf(),
         why,
     };
+    if let Some(url) = &options.server_url {
+        let Some(server) = config.model.server.as_mut() else {
+            return Err(invalid(format!(
+                "--server-url {url}: the file's [model] backend is not \"openai\" (add [model] backend = \"openai\" and [model.server])"
+            )));
+        };
+        server.base_url = url.clone();
+        crate::config::validate_backend(config.model.backend, config.model.server.as_ref())
+            .map_err(|e| invalid(format!("--server-url: {}", e.why)))?;
+    }
     if let Some(workers) = options.workers {
         if workers == 0 {
             return Err(invalid(

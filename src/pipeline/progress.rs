@@ -2,15 +2,19 @@
 //! gauges fed from them to the caller's [`Reporter`] (problems, tests, candidates, executions).
 //! The closing table is in [`summary`](super::summary).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::progress::{Gauge, Reporter};
 
 /// Counters of a run, bumped by the operators.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counters {
     /// Problem requests answered (parsed or not).
     pub problems_answered: AtomicU64,
@@ -63,7 +67,28 @@ impl Counters {
     fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+
+    /// The counts by name, to be added to other processes' ([`Counters::sum`]).
+    pub fn values(&self) -> CounterValues {
+        serde_json::from_value(serde_json::to_value(self).expect("counters serialize"))
+            .expect("counters are numbers")
+    }
+
+    /// Counters holding the sums of `parts` (one per process of a cluster).
+    pub fn sum<'a>(parts: impl IntoIterator<Item = &'a CounterValues>) -> Counters {
+        let mut total = CounterValues::new();
+        for part in parts {
+            for (name, n) in part {
+                *total.entry(name.clone()).or_default() += n;
+            }
+        }
+        serde_json::from_value(serde_json::to_value(total).expect("counts serialize"))
+            .expect("the counts are this build's counters")
+    }
 }
+
+/// [`Counters`] by name, as they travel between the processes of a cluster.
+pub type CounterValues = BTreeMap<String, u64>;
 
 /// Feeds the run's gauges (problems, tests, candidates, executions) to a [`Reporter`] every
 /// 200 ms until dropped, then once more and [`Reporter::done`].
@@ -141,4 +166,27 @@ pub fn gauges(counters: &Counters, problems: u64) -> [Gauge; 4] {
             message: format!("test runs {}", c(&counters.test_runs)),
         },
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_of_several_processes_add_up_by_name() {
+        let (a, b) = (Counters::default(), Counters::default());
+        Counters::add(&a.test_runs, 40);
+        Counters::add(&a.samples, 2);
+        Counters::add(&b.test_runs, 2);
+        let values = a.values();
+        assert_eq!(values["test_runs"], 40);
+        assert!(
+            values.contains_key("replayed_executions"),
+            "every counter travels"
+        );
+        let total = Counters::sum([&values, &b.values()]);
+        assert_eq!(Counters::get(&total.test_runs), 42);
+        assert_eq!(Counters::get(&total.samples), 2);
+        assert_eq!(Counters::get(&Counters::sum([]).test_runs), 0);
+    }
 }

@@ -4,14 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use ucoder_operators::{ClusterKey, ConsensusConfig, GeneratedTest, ProblemId, Rejection};
 
 use super::artifacts::RejectionRow;
+use super::progress::{CounterValues, Counters};
 use super::stages::selector::{self, Selected, VoteTally};
 use super::stages::{Draft, test_check};
-use super::summary::stage_label;
+use super::summary::{StageTime, stage_label};
 use crate::sft::sink::SftSummary;
 use crate::store::{Record, Stage, StoreError, replace_dir};
 
@@ -27,10 +28,11 @@ pub const RESULT_DIRS: [&str; 7] = [
 ];
 
 /// Everything the workers decided: one worker's part, or (after [`Results::gather`]) all of it
-/// in a canonical order.
-#[derive(Debug, Default)]
+/// in a canonical order. A part travels to the leader's worker 0 as it is
+/// ([`super::gather`]), so everything but the SFT summary (the leader's own) is serializable.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Results {
-    pub ready: Vec<(Draft, Arc<[GeneratedTest]>)>,
+    pub ready: Vec<(Draft, Vec<GeneratedTest>)>,
     pub rejections: Vec<Rejection>,
     /// Per problem, how its candidates fared before clustering.
     pub votes: BTreeMap<ProblemId, VoteTally>,
@@ -39,16 +41,24 @@ pub struct Results {
     /// Final (selection, SFT prompt, selected code): from worker 0.
     pub selections: Vec<Selected>,
     /// What the SftSink wrote: from worker 0.
+    #[serde(skip)]
     pub sft: Option<SftSummary>,
     /// Seconds each operator was scheduled, summed over the workers.
     pub operator_seconds: BTreeMap<String, f64>,
+    /// The run's counters: from the first worker of each process, summed over the processes.
+    pub counters: CounterValues,
+    /// The time each stage's backend spent: from the first worker of each process, merged over
+    /// the processes ([`merge_stage_times`]).
+    pub stage_times: Vec<StageTime>,
 }
 
 impl Results {
     /// Merges the workers' outputs, files a `selection` rejection for each ready problem that
-    /// selected nothing, and sorts them, so the tables do not depend on `-w`.
+    /// selected nothing, and sorts them, so the tables do not depend on `-w` or the processes.
     pub fn gather(outputs: Vec<Results>, selection: &ConsensusConfig) -> Self {
         let mut r = Results::default();
+        let mut counters = Vec::new();
+        let mut stage_times = Vec::new();
         for out in outputs {
             r.ready.extend(out.ready);
             r.rejections.extend(out.rejections);
@@ -61,7 +71,11 @@ impl Results {
             for (name, s) in out.operator_seconds {
                 *r.operator_seconds.entry(name).or_default() += s;
             }
+            counters.push(out.counters);
+            stage_times.push(out.stage_times);
         }
+        r.counters = Counters::sum(&counters).values();
+        r.stage_times = merge_stage_times(stage_times);
         r.ready.sort_by_key(|(d, _)| d.problem.id);
         r.clusters.sort();
         let unselected = selector::unselected(
@@ -136,6 +150,24 @@ pub fn rejection_row(r: &Rejection) -> RejectionRow {
     }
 }
 
+/// The stage times of several processes as one: requests, tokens and busy seconds add up, the
+/// span is the longest (the processes run at once).
+pub fn merge_stage_times(processes: Vec<Vec<StageTime>>) -> Vec<StageTime> {
+    let mut merged: Vec<StageTime> = Vec::new();
+    for time in processes.into_iter().flatten() {
+        match merged.iter_mut().find(|m| m.stage == time.stage) {
+            Some(m) => {
+                m.requests += time.requests;
+                m.tokens += time.tokens;
+                m.busy_s += time.busy_s;
+                m.span_s = m.span_s.max(time.span_s);
+            }
+            None => merged.push(time),
+        }
+    }
+    merged
+}
+
 /// Writes `rows` as the result table `iter_dir/name`, replacing an older one whole.
 fn write_table<R: Record>(iter_dir: &Path, name: &str, rows: &[R]) -> Result<(), StoreError> {
     replace_dir(&iter_dir.join(name), |building| {
@@ -143,4 +175,40 @@ fn write_table<R: Record>(iter_dir: &Path, name: &str, rows: &[R]) -> Result<(),
             .commit_table(rows)
             .map(|_| ())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn time(stage: &str, requests: u64, busy_s: f64, span_s: f64) -> StageTime {
+        StageTime {
+            stage: stage.into(),
+            requests,
+            tokens: requests * 10,
+            busy_s,
+            span_s,
+        }
+    }
+
+    #[test]
+    fn stage_times_of_processes_add_up_over_the_longest_span() {
+        let merged = merge_stage_times(vec![
+            vec![
+                time("problems", 2, 1.0, 3.0),
+                time("executions", 5, 2.0, 4.0),
+            ],
+            vec![
+                time("problems", 3, 1.5, 5.0),
+                time("executions", 1, 0.5, 1.0),
+            ],
+        ]);
+        assert_eq!(
+            merged,
+            [
+                time("problems", 5, 2.5, 5.0),
+                time("executions", 6, 2.5, 4.0)
+            ]
+        );
+    }
 }

@@ -77,6 +77,14 @@ fn short_path(path: &std::path::Path) -> String {
         .join("/")
 }
 
+fn one_process() -> usize {
+    1
+}
+
+fn one_segment() -> u32 {
+    1
+}
+
 /// Wall and busy time of one stage.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StageTime {
@@ -101,11 +109,22 @@ pub struct RunSummary {
     /// The model the iteration generated with (`M<t>` of the run's lineage).
     #[serde(default)]
     pub model: String,
+    /// Seconds the iteration took, over all the segments it ran in ([`super::segments`]).
     pub wall_s: f64,
+    /// Seconds of the segment that finished it.
+    #[serde(default)]
+    pub segment_wall_s: f64,
+    /// Segments it ran in (1 unless it was stopped and resumed).
+    #[serde(default = "one_segment")]
+    pub segments: u32,
     pub resumed: bool,
     pub engine_threads: usize,
     pub sandbox_workers: usize,
     pub dataflow_workers: usize,
+    /// Processes of the cluster the iteration ran on (engine threads, sandbox and dataflow
+    /// workers are per process; the counts and stage times are the whole cluster's).
+    #[serde(default = "one_process")]
+    pub processes: usize,
     /// How many items reached each step, in graph order.
     pub counts: FunnelCounts,
     /// Rejections by `stage/reason`.
@@ -300,9 +319,19 @@ impl RunSummary {
         );
         let _ = writeln!(
             out,
-            "wall {:.1} s{}, engine threads {}, sandbox workers {}, dataflow workers {}",
+            "wall {:.1} s{}, {}engine threads {}, sandbox workers {}, dataflow workers {}",
             self.wall_s,
-            if self.resumed { " (resumed)" } else { "" },
+            match self.resumed {
+                false => String::new(),
+                true => format!(
+                    " (resumed) over {} segment(s), the last {:.1} s",
+                    self.segments, self.segment_wall_s
+                ),
+            },
+            match self.processes {
+                1 => String::new(),
+                p => format!("{p} processes, each with "),
+            },
             self.engine_threads,
             self.sandbox_workers,
             self.dataflow_workers
@@ -340,14 +369,19 @@ impl RunSummary {
         );
         let _ = writeln!(
             out,
-            "\n{:<18} {:>9} {:>9} {:>10} {:>10}",
-            "stage", "requests", "tokens", "busy s", "span s"
+            "\n{:<18} {:>9} {:>9} {:>10} {:>10}  {}",
+            "stage", "requests", "tokens", "busy s", "span s", "throughput (over the span)"
         );
         for t in &self.stage_times {
             let _ = writeln!(
                 out,
-                "{:<18} {:>9} {:>9} {:>10.1} {:>10.1}",
-                t.stage, t.requests, t.tokens, t.busy_s, t.span_s
+                "{:<18} {:>9} {:>9} {:>10.1} {:>10.1}  {}",
+                t.stage,
+                t.requests,
+                t.tokens,
+                t.busy_s,
+                t.span_s,
+                self.throughput(t)
             );
         }
         let refused: Vec<String> = self
@@ -390,6 +424,26 @@ sandbox isolation: {} steps ok{}",
             let _ = writeln!(out, "low yield: {warning}");
         }
         out
+    }
+}
+
+impl RunSummary {
+    /// A stage's rate over its span: generated tokens per second for the model's stages, test
+    /// runs (candidate × test) per second for the executions, jobs per second for the checks.
+    fn throughput(&self, t: &StageTime) -> String {
+        if t.span_s <= 0.0 {
+            return "-".into();
+        }
+        let per_s = |n: u64| n as f64 / t.span_s;
+        match t.stage.as_str() {
+            "executions" => format!(
+                "{:.1} test runs/s ({:.1} candidates/s)",
+                per_s(self.counts.test_runs),
+                per_s(t.requests)
+            ),
+            "sandbox checks" => format!("{:.1} jobs/s", per_s(t.requests)),
+            _ => format!("{:.1} tokens/s", per_s(t.tokens)),
+        }
     }
 }
 

@@ -16,9 +16,11 @@
 //! - [`stage`]: [`StageDir`] (untyped record batches) and [`Stage`] (typed rows) over one folder.
 //! - [`manifest`]: the run's `manifest.json` and the claim of a run folder (resume or refuse).
 //! - [`flat`]: the `flat_record!` macro for row types made only of scalar columns.
+//! - [`lock`]: `run.lock`, which process is writing a run folder.
 
 pub mod atomic;
 pub mod flat;
+pub mod lock;
 pub mod manifest;
 pub mod record;
 pub mod stage;

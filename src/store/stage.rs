@@ -55,6 +55,34 @@ pub struct StageDir {
     next_seq: u64,
 }
 
+/// Rows committed in the stage folder `dir` (0 when it does not exist), from the parts' Parquet
+/// footers: nothing is written and no data is read.
+pub fn committed_rows(dir: &Path) -> Result<u64, StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(StoreError::io(dir)(e)),
+    };
+    let mut rows = 0u64;
+    for entry in entries {
+        let entry = entry.map_err(StoreError::io(dir))?;
+        if parse_part_name(&entry.file_name().to_string_lossy()).is_none() {
+            continue;
+        }
+        let path = entry.path();
+        let file = File::open(&path).map_err(StoreError::io(&path))?;
+        let footer = parquet::file::reader::SerializedFileReader::new(file).map_err(|e| {
+            StoreError::DamagedPart {
+                path: path.clone(),
+                source: Box::new(e),
+            }
+        })?;
+        use parquet::file::reader::FileReader;
+        rows += footer.metadata().file_metadata().num_rows().max(0) as u64;
+    }
+    Ok(rows)
+}
+
 impl StageDir {
     /// Opens (creating it if needed) the stage folder `dir` for `worker`, removing that worker's
     /// leftover temp files from an interrupted run.

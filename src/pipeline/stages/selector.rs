@@ -83,7 +83,7 @@ pub fn selection_rows(selections: &[Selected]) -> Vec<SelectionRow> {
 }
 
 /// How a problem's candidates fared before clustering (summed over the workers).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VoteTally {
     /// Candidates with a complete execution (a verdict).
     pub verdicts: u32,
