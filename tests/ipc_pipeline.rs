@@ -389,11 +389,15 @@ fn two_processes_select_exactly_what_one_process_selects_and_resume_after_a_kill
 
     assert_eq!(outcome(&runs), reference.outcome);
     assert_no_repeated_work(&runs);
-    // Both processes' workers (0, 1 on process 0; 2, 3 on process 1) executed candidates.
-    let workers = part_workers(&iter.join("executions"));
+    // Both processes' workers (0, 1 on process 0; 2, 3 on process 1) committed work.
+    let workers: HashSet<u32> = LLM_STAGES
+        .iter()
+        .chain(&["executions"])
+        .flat_map(|stage| part_workers(&iter.join(stage)))
+        .collect();
     assert!(
         workers.iter().any(|w| *w < 2) && workers.iter().any(|w| *w >= 2),
-        "execution parts by workers {workers:?}"
+        "checkpoint parts by workers {workers:?}"
     );
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(iter.join("summary.json")).unwrap()).unwrap();

@@ -491,9 +491,7 @@ pub struct Rejection {
     pub raw: String,
     /// For an [`Unparseable`](RejectReason::Unparseable) response, the parser's own short label
     /// of what was wrong (e.g. `missing_block`); the summary counts rejections by it.
-    /// Not read back from serialized rejections (a label is a static string).
-    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
-    pub parser_label: Option<&'static str>,
+    pub parser_label: Option<String>,
 }
 
 #[cfg(test)]

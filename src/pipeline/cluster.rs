@@ -157,7 +157,7 @@ pub fn leader_state(run_dir: &Path) -> Result<Option<LeaderState>, StoreError> {
 /// Waits until the leader is about to run iteration `iteration`'s graph. `stale` is what the
 /// file held when this follower started: a stop or end it announced belongs to an earlier
 /// segment and is not waited on (an earlier announcement of the same iteration is taken: at
-/// worst timely knocks a little early). Notes the wait once a minute.
+/// worst timely knocks a little early). Notes a wait longer than 2 s, then once a minute.
 pub fn wait_for_leader(
     run_dir: &Path,
     iteration: u32,
@@ -185,7 +185,11 @@ pub fn wait_for_leader(
             },
             _ => {}
         }
-        if noted.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+        let due = match noted {
+            None => started.elapsed() >= Duration::from_secs(2),
+            Some(at) => at.elapsed() >= Duration::from_secs(60),
+        };
+        if due {
             notes.note(&format!(
                 "waiting for process 0 to start iteration {iteration} ({:.0} s so far; it measures and trains the models between iterations)",
                 started.elapsed().as_secs_f64()

@@ -85,13 +85,29 @@ pub fn gather_at_worker_zero(worker: &mut timely::worker::Worker, mut part: Resu
 mod tests {
     use super::*;
     use crate::sft::sink::SftSummary;
+    use ucoder_operators::{ProblemId, RecordStage, RejectReason, Rejection};
 
+    /// Three workers whose channels serialize every message (timely's binary allocator, as
+    /// between processes), so a part that does not survive bincode fails here.
     #[test]
     fn every_part_reaches_worker_zero_and_the_row_count_every_worker() {
-        let outcomes = timely::execute(timely::Config::process(3), |worker| {
+        let config = timely::Config {
+            communication: timely::CommunicationConfig::ProcessBinary(3),
+            worker: timely::WorkerConfig::default(),
+        };
+        let outcomes = timely::execute(config, |worker| {
             let mut part = Results::default();
             part.operator_seconds
                 .insert(format!("worker {}", worker.index()), 1.0);
+            part.rejections.push(Rejection {
+                stage: RecordStage::Problem,
+                problem_id: Some(ProblemId(worker.index() as u64)),
+                reason: RejectReason::Unparseable,
+                detail: "no block".into(),
+                raw: "…".into(),
+                parser_label: Some("missing_block".into()),
+            });
+            part.counters.insert("test_runs".into(), 5);
             if worker.index() == 0 {
                 part.sft = Some(SftSummary {
                     rows: 7,
@@ -117,6 +133,23 @@ mod tests {
             .collect();
         assert_eq!(names[0], ["worker 0", "worker 1", "worker 2"]);
         assert!(names[1].is_empty() && names[2].is_empty());
+        let rejections: Vec<&Rejection> = outcomes[0]
+            .parts
+            .iter()
+            .flat_map(|p| &p.rejections)
+            .collect();
+        assert_eq!(rejections.len(), 3);
+        assert!(
+            rejections
+                .iter()
+                .all(|r| r.parser_label.as_deref() == Some("missing_block"))
+        );
+        assert!(
+            outcomes[0]
+                .parts
+                .iter()
+                .all(|p| p.counters["test_runs"] == 5)
+        );
         assert_eq!(outcomes[0].parts[0].sft.as_ref().map(|s| s.rows), Some(7));
     }
 }

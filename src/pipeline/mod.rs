@@ -223,7 +223,10 @@ impl Lead<'_> {
                 summary.stopped_early = stop;
                 break;
             }
-            let train = config.train.as_ref().expect("loop_stops checked");
+            let train = config
+                .train
+                .as_ref()
+                .expect("loop_stops goes on only with [train]");
             let trainer = match &self.options.trainer {
                 Some(program) => program.clone(),
                 None => TrainerProgram::current(t)?,
@@ -257,7 +260,9 @@ impl Lead<'_> {
 /// iteration without training after it), `Some(Some(why))` early (nothing selected to train
 /// on), `None` to train the next model.
 fn loop_stops(config: &PipelineConfig, t: u32, selected: bool) -> Option<Option<String>> {
-    let train = config.train.as_ref()?;
+    let Some(train) = &config.train else {
+        return Some(None);
+    };
     let last = t + 1 == config.iterations;
     if last && !train.after_last_iteration {
         return Some(None);
@@ -454,6 +459,39 @@ fn model_identity(source: &ModelSource) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_loop_trains_only_with_train_and_data() {
+        let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/smoke.toml");
+        let mut config = PipelineConfig::load(&smoke).unwrap();
+        config.iterations = 2;
+        let train = config.train.clone().expect("smoke.toml trains");
+        assert_eq!(
+            loop_stops(&config, 0, true),
+            None,
+            "iteration 0 of 2 trains M1"
+        );
+        assert!(
+            loop_stops(&config, 0, false)
+                .is_some_and(|why| why.unwrap().contains("selected nothing")),
+            "nothing selected: nothing to train on"
+        );
+        config.train = Some(crate::train::TrainConfig {
+            after_last_iteration: false,
+            ..train
+        });
+        assert_eq!(
+            loop_stops(&config, 1, true),
+            Some(None),
+            "the last iteration"
+        );
+        config.train = None;
+        assert_eq!(
+            loop_stops(&config, 0, true),
+            Some(None),
+            "no [train]: one iteration"
+        );
+    }
 
     #[test]
     fn zero_dataflow_workers_on_the_command_line_are_refused() {

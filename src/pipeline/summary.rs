@@ -370,7 +370,7 @@ impl RunSummary {
         let _ = writeln!(
             out,
             "\n{:<18} {:>9} {:>9} {:>10} {:>10}  {}",
-            "stage", "requests", "tokens", "busy s", "span s", "throughput (over the span)"
+            "stage", "requests", "tokens", "busy s", "span s", "throughput (per busy second)"
         );
         for t in &self.stage_times {
             let _ = writeln!(
@@ -428,21 +428,23 @@ sandbox isolation: {} steps ok{}",
 }
 
 impl RunSummary {
-    /// A stage's rate over its span: generated tokens per second for the model's stages, test
-    /// runs (candidate × test) per second for the executions, jobs per second for the checks.
+    /// A stage's rate per second its backend was busy (what it can do, the figure to plan with):
+    /// generated tokens for the model's stages, test runs (candidate × test) for the executions,
+    /// jobs for the checks; for the executions also over their span, which includes waiting for
+    /// candidates.
     fn throughput(&self, t: &StageTime) -> String {
-        if t.span_s <= 0.0 {
+        if t.busy_s <= 0.0 {
             return "-".into();
         }
-        let per_s = |n: u64| n as f64 / t.span_s;
+        let per_busy_s = |n: u64| n as f64 / t.busy_s;
         match t.stage.as_str() {
             "executions" => format!(
-                "{:.1} test runs/s ({:.1} candidates/s)",
-                per_s(self.counts.test_runs),
-                per_s(t.requests)
+                "{:.0} test runs/s ({:.1}/s over the span)",
+                per_busy_s(self.counts.test_runs),
+                self.counts.test_runs as f64 / t.span_s.max(1e-9)
             ),
-            "sandbox checks" => format!("{:.1} jobs/s", per_s(t.requests)),
-            _ => format!("{:.1} tokens/s", per_s(t.tokens)),
+            "sandbox checks" => format!("{:.1} jobs/s", per_busy_s(t.requests)),
+            _ => format!("{:.1} tokens/s", per_busy_s(t.tokens)),
         }
     }
 }
@@ -452,7 +454,7 @@ impl RunSummary {
 pub fn rejection_key(r: &Rejection) -> String {
     let stage = stage_label(r.stage);
     let reason = r.reason.as_str();
-    match r.parser_label {
+    match &r.parser_label {
         Some(label) if r.reason == ucoder_operators::RejectReason::Unparseable => {
             format!("{stage}/{reason}/{label}")
         }
@@ -565,7 +567,7 @@ mod tests {
             reason,
             detail: "score 3: below".into(),
             raw: String::new(),
-            parser_label: label,
+            parser_label: label.map(str::to_string),
         }
     }
 

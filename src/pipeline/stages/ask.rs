@@ -75,7 +75,7 @@ pub fn parse_rejection(
 ) -> Rejection {
     let label = r.reason.label();
     Rejection {
-        parser_label: Some(label),
+        parser_label: Some(label.to_string()),
         ..rejection(
             stage,
             problem_id,

@@ -137,7 +137,7 @@ mod tests {
         cut_off.finish = FinishReason::Length;
         let cut = judge(Category::MultiDomain, 1, &cut_off).unwrap_err();
         assert_eq!(cut.reason, RejectReason::Unparseable);
-        assert_eq!(cut.parser_label, Some("unterminated_block"));
+        assert_eq!(cut.parser_label.as_deref(), Some("unterminated_block"));
         assert!(
             cut.detail.starts_with("unterminated_block: "),
             "{}",

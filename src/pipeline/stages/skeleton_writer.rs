@@ -107,6 +107,9 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(other.reason, RejectReason::MissingFunction);
-        assert_eq!(other.parser_label, Some("skeleton_missing_function"));
+        assert_eq!(
+            other.parser_label.as_deref(),
+            Some("skeleton_missing_function")
+        );
     }
 }
