@@ -123,7 +123,7 @@ fn trainer_forward_matches_the_engine_and_training_round_trips() {
         base: ModelSource::Safetensors(base.clone()),
         data: data.clone(),
         out: out.clone(),
-        config: config(TrainMethod::Full, 3, 1e-4),
+        config: config(TrainMethod::Full, 2, 1e-4),
         default_seed: 1,
         device: Device::Cpu,
     };

@@ -12,7 +12,7 @@ use super::artifacts::RejectionRow;
 use super::progress::{CounterValues, Counters};
 use super::stages::selector::{self, Selected, VoteTally};
 use super::stages::{Draft, test_check};
-use super::summary::{StageTime, stage_label};
+use super::summary::{StageTime, merge_stage_times, stage_label};
 use crate::sft::sink::SftSummary;
 use crate::store::{Record, Stage, StoreError, replace_dir};
 
@@ -48,7 +48,7 @@ pub struct Results {
     /// The run's counters: from the first worker of each process, summed over the processes.
     pub counters: CounterValues,
     /// The time each stage's backend spent: from the first worker of each process, merged over
-    /// the processes ([`merge_stage_times`]).
+    /// the processes (the processes run at once: the span is the longest).
     pub stage_times: Vec<StageTime>,
 }
 
@@ -75,7 +75,7 @@ impl Results {
             stage_times.push(out.stage_times);
         }
         r.counters = Counters::sum(&counters).values();
-        r.stage_times = merge_stage_times(stage_times);
+        r.stage_times = merge_stage_times(stage_times, f64::max);
         r.ready.sort_by_key(|(d, _)| d.problem.id);
         r.clusters.sort();
         let unselected = selector::unselected(
@@ -150,24 +150,6 @@ pub fn rejection_row(r: &Rejection) -> RejectionRow {
     }
 }
 
-/// The stage times of several processes as one: requests, tokens and busy seconds add up, the
-/// span is the longest (the processes run at once).
-pub fn merge_stage_times(processes: Vec<Vec<StageTime>>) -> Vec<StageTime> {
-    let mut merged: Vec<StageTime> = Vec::new();
-    for time in processes.into_iter().flatten() {
-        match merged.iter_mut().find(|m| m.stage == time.stage) {
-            Some(m) => {
-                m.requests += time.requests;
-                m.tokens += time.tokens;
-                m.busy_s += time.busy_s;
-                m.span_s = m.span_s.max(time.span_s);
-            }
-            None => merged.push(time),
-        }
-    }
-    merged
-}
-
 /// Writes `rows` as the result table `iter_dir/name`, replacing an older one whole.
 fn write_table<R: Record>(iter_dir: &Path, name: &str, rows: &[R]) -> Result<(), StoreError> {
     replace_dir(&iter_dir.join(name), |building| {
@@ -193,16 +175,19 @@ mod tests {
 
     #[test]
     fn stage_times_of_processes_add_up_over_the_longest_span() {
-        let merged = merge_stage_times(vec![
+        let merged = merge_stage_times(
             vec![
-                time("problems", 2, 1.0, 3.0),
-                time("executions", 5, 2.0, 4.0),
+                vec![
+                    time("problems", 2, 1.0, 3.0),
+                    time("executions", 5, 2.0, 4.0),
+                ],
+                vec![
+                    time("problems", 3, 1.5, 5.0),
+                    time("executions", 1, 0.5, 1.0),
+                ],
             ],
-            vec![
-                time("problems", 3, 1.5, 5.0),
-                time("executions", 1, 0.5, 1.0),
-            ],
-        ]);
+            f64::max,
+        );
         assert_eq!(
             merged,
             [

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::backends::StageClocks;
-use super::summary::StageTime;
+use super::summary::{StageTime, merge_stage_times};
 use crate::store::{StoreError, read_json, write_json_atomic};
 
 /// How often a running segment saves its figures.
@@ -140,22 +140,12 @@ impl Segments {
 
     /// All segments as one: wall times and every stage's figures added.
     pub fn total(&self) -> Segment {
-        let mut total = Segment::default();
-        for segment in &self.0 {
-            total.wall_s += segment.wall_s;
-            for time in &segment.stage_times {
-                match total.stage_times.iter_mut().find(|t| t.stage == time.stage) {
-                    Some(t) => {
-                        t.requests += time.requests;
-                        t.tokens += time.tokens;
-                        t.busy_s += time.busy_s;
-                        t.span_s += time.span_s;
-                    }
-                    None => total.stage_times.push(time.clone()),
-                }
-            }
+        Segment {
+            wall_s: self.0.iter().map(|s| s.wall_s).sum(),
+            stage_times: merge_stage_times(self.0.iter().map(|s| s.stage_times.clone()), |a, b| {
+                a + b
+            }),
         }
-        total
     }
 }
 

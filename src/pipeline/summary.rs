@@ -99,6 +99,28 @@ pub struct StageTime {
     pub span_s: f64,
 }
 
+/// Stage times of several sources as one: requests, tokens and busy seconds add up; spans
+/// combine with `span` (processes that ran at once: the longest; segments that ran one after
+/// another: the sum).
+pub fn merge_stage_times(
+    groups: impl IntoIterator<Item = Vec<StageTime>>,
+    span: fn(f64, f64) -> f64,
+) -> Vec<StageTime> {
+    let mut merged: Vec<StageTime> = Vec::new();
+    for time in groups.into_iter().flatten() {
+        match merged.iter_mut().find(|m| m.stage == time.stage) {
+            Some(m) => {
+                m.requests += time.requests;
+                m.tokens += time.tokens;
+                m.busy_s += time.busy_s;
+                m.span_s = span(m.span_s, time.span_s);
+            }
+            None => merged.push(time),
+        }
+    }
+    merged
+}
+
 /// The closing summary of a run (also written as `summary.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSummary {
