@@ -494,7 +494,14 @@ fn sigkilled_run_resumes_to_the_same_selections_without_redoing_work() {
     // A finished run is not redone: the same command reports it.
     let again = command(runs, &[]).output().unwrap();
     assert!(again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("is complete"));
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("is complete"), "{said}");
+    // Its plan now has a time estimate, from the rates its own iteration measured.
+    assert!(
+        said.contains("plan: at ") && said.contains("iter-0/summary.json"),
+        "{said}"
+    );
+    assert!(runs.join("smoke/plan.json").is_file());
 
     // `status` on the finished run.
     let finished = status(runs);

@@ -22,6 +22,7 @@ pub mod gather;
 pub mod graph;
 pub mod iteration;
 pub mod lineage;
+pub mod plan;
 pub mod progress;
 pub mod results;
 pub mod segments;
@@ -39,6 +40,7 @@ use self::benchmark::Benchmark;
 use self::cluster::Cluster;
 use self::iteration::{Iteration, IterationOutcome, run_iteration};
 use self::lineage::{ModelRecord, model_name};
+use self::plan::RunPlan;
 pub use self::summary::{LoopSummary, RunSummary};
 use self::training::{TrainStep, train_next_model};
 use crate::config::{ConfigError, ModelBackend, PipelineConfig};
@@ -147,6 +149,16 @@ pub fn run(
         result_settings(&config),
         model_identity(&base),
     )?;
+    let plan = RunPlan::new(
+        &config,
+        &model_identity(&base),
+        split.sandbox_workers,
+        cluster.map_or(1, Cluster::processes),
+    );
+    for line in plan.lines() {
+        notes.note(&line);
+    }
+    write_json_atomic(&run_dir.join("plan.json"), &plan)?;
     let lead = Lead {
         path,
         config: &config,
