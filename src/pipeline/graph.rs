@@ -59,7 +59,7 @@ pub fn run_worker(
         }
     }
     // The process-wide figures travel once per process, with its first worker's part.
-    let first_of_process = worker.index() % ctx.local_workers == 0;
+    let first_of_process = worker.index().is_multiple_of(ctx.local_workers);
     let part = {
         let mut c = collect.0.borrow_mut();
         Results {

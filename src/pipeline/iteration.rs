@@ -57,7 +57,7 @@ pub struct Iteration<'a> {
 #[derive(Debug)]
 pub enum IterationOutcome {
     /// The iteration's summary (a single process, or the leader of a cluster).
-    Summary(RunSummary),
+    Summary(Box<RunSummary>),
     /// A follower's part is done; the leader wrote the results.
     Followed {
         /// The SFT rows the leader wrote.
@@ -115,7 +115,7 @@ pub fn run_iteration(
             iter_dir.display(),
             iter_dir.join("summary.json").display()
         ));
-        return Ok(IterationOutcome::Summary(summary));
+        return Ok(IterationOutcome::Summary(Box::new(summary)));
     }
     fs::create_dir_all(&iter_dir).map_err(StoreError::io(&iter_dir))?;
     if it.leads() {
@@ -230,7 +230,7 @@ pub fn run_iteration(
         results.selections.len() as f64 / (summary.wall_s / 3600.0).max(1e-9);
     write_json_atomic(&iter_dir.join("summary.json"), &summary)?;
     mark_complete(it, &results, summary.sft_rows)?;
-    Ok(IterationOutcome::Summary(summary))
+    Ok(IterationOutcome::Summary(Box::new(summary)))
 }
 
 /// Whether the manifest marks iteration `index` complete.

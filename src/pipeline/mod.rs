@@ -230,7 +230,7 @@ impl Lead<'_> {
                 unreachable!("the leader's iteration has a summary");
             };
             let selected = iteration.sft_rows > 0;
-            summary.iterations.push(iteration);
+            summary.iterations.push(*iteration);
             if let Some(stop) = loop_stops(config, t, selected) {
                 summary.stopped_early = stop;
                 break;

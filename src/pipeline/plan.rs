@@ -195,7 +195,9 @@ fn stage_tokens(s: &RunSummary, stages: &[&str]) -> (u64, f64) {
     s.stage_times
         .iter()
         .filter(|t| stages.contains(&t.stage.as_str()))
-        .fold((0, 0.0), |(tokens, busy), t| (tokens + t.tokens, busy + t.busy_s))
+        .fold((0, 0.0), |(tokens, busy), t| {
+            (tokens + t.tokens, busy + t.busy_s)
+        })
 }
 
 fn tokens_per_unit(s: &RunSummary) -> Option<TokensPerUnit> {

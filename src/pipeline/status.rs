@@ -191,8 +191,8 @@ impl RunStatus {
             );
             let _ = writeln!(
                 out,
-                "  {:<12} {:>12} {:>14}  {}",
-                "stage", "committed", "at most left", "unit"
+                "  {:<12} {:>12} {:>14}  unit",
+                "stage", "committed", "at most left"
             );
             for s in &it.stages {
                 let left = match (it.complete, s.at_most) {

@@ -391,8 +391,8 @@ impl RunSummary {
         );
         let _ = writeln!(
             out,
-            "\n{:<18} {:>9} {:>9} {:>10} {:>10}  {}",
-            "stage", "requests", "tokens", "busy s", "span s", "throughput (per busy second)"
+            "\n{:<18} {:>9} {:>9} {:>10} {:>10}  throughput (per busy second)",
+            "stage", "requests", "tokens", "busy s", "span s"
         );
         for t in &self.stage_times {
             let _ = writeln!(
