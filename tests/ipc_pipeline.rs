@@ -60,11 +60,16 @@ fn command(runs: &Path, extra: &[&str]) -> Command {
 }
 
 fn run_to_end(runs: &Path, extra: &[&str]) -> String {
-    let out = command(runs, extra).output().expect("start ucoder-flow");
+    stdout_of_success(command(runs, extra), "run")
+}
+
+/// Runs `cmd` (ucoder-flow `what`), asserts it succeeded and returns its stdout.
+fn stdout_of_success(mut cmd: Command, what: &str) -> String {
+    let out = cmd.output().expect("start ucoder-flow");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "ucoder-flow run failed\nstdout:\n{stdout}\nstderr:\n{}",
+        "ucoder-flow {what} failed\nstdout:\n{stdout}\nstderr:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
@@ -517,18 +522,9 @@ fn sigkilled_run_resumes_to_the_same_selections_without_redoing_work() {
 
 /// `ucoder-flow status` on the smoke run in `runs`.
 fn status(runs: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ucoder-flow"))
-        .arg("status")
-        .arg(runs.join("smoke"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "status failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ucoder-flow"));
+    cmd.arg("status").arg(runs.join("smoke"));
+    stdout_of_success(cmd, "status")
 }
 
 fn golden_dir() -> PathBuf {

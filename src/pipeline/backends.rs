@@ -137,15 +137,14 @@ impl Backends {
         self.llm.iter().map(BackendPool::handle).collect()
     }
 
-    /// Stops the pools (once the graph that held their handles is gone) and returns the time
-    /// each stage's backend spent: the LLM stages, the sandbox checks, the executions.
-    pub fn shutdown(self) -> Vec<StageTime> {
+    /// Stops the pools (once the graph that held their handles is gone). The time each stage's
+    /// backend spent is read from [`Backends::clocks`] before (the graph's gather does).
+    pub fn shutdown(self) {
         for pool in self.llm {
             let _ = pool.shutdown();
         }
         let _ = self.exec.shutdown();
         let _ = self.check.shutdown();
-        self.clocks.times()
     }
 }
 

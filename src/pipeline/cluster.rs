@@ -142,9 +142,7 @@ pub fn announce(run_dir: &Path, phase: LeaderPhase) -> Result<(), StoreError> {
     let nonce = format!(
         "{}-{}",
         std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
+        crate::store::unix_time().as_nanos()
     );
     write_json_atomic(&run_dir.join(LEADER_FILE), &LeaderState { phase, nonce })
 }

@@ -24,7 +24,7 @@ use super::context::{Failure, GraphContext};
 use super::gather::Gathered;
 use super::progress::{Counters, ProgressFeed};
 use super::results::{RESULT_DIRS, Results};
-use super::segments::{SegmentRecorder, Segments};
+use super::segments::{IterationSegments, SegmentRecorder};
 use super::stages::sft_sink::SftSink;
 use super::stages::{LlmStage, StagePrompts, StageSettings, selector};
 use super::summary::{FunnelCounts, RunSummary, classify_operators, rejection_key};
@@ -139,7 +139,6 @@ pub fn run_iteration(
 
     let backends = Backends::start(&config, it.split, it.model, notes)?;
     let counters = Arc::new(Counters::default());
-    let failure = Failure::default();
     let context = Arc::new(GraphContext {
         stages: StagePrompts {
             prompts: Arc::new(PromptSet::builtin()?),
@@ -161,7 +160,7 @@ pub fn run_iteration(
         counters: Arc::clone(&counters),
         clocks: backends.clocks.clone(),
         local_workers: it.split.dataflow_workers,
-        failure: failure.clone(),
+        failure: Failure::default(),
         sft: Arc::new(SftSink {
             text: Arc::clone(&backends.text),
             dir: iter_dir.join("sft"),
@@ -210,7 +209,7 @@ pub fn run_iteration(
     }
     results.write(&iter_dir)?;
     super::dataset_card::write(&iter_dir, it.index)?;
-    let counters = Counters::sum([&results.counters]);
+    let counters = Counters::from_values(&results.counters);
     let mut summary = summarize(&config, it.split, &counters, &results, resumed);
     summary.iteration = it.index;
     summary.model = it.model_name.to_string();
@@ -220,7 +219,7 @@ pub fn run_iteration(
     if let Some(recorder) = recorder {
         recorder.finish(results.stage_times.clone())?;
     }
-    let segments = Segments::read(&iter_dir)?;
+    let segments = IterationSegments::read(&iter_dir)?;
     let total = segments.total();
     summary.segments = segments.0.len() as u32;
     summary.segment_wall_s = started.elapsed().as_secs_f64();

@@ -143,15 +143,11 @@ pub fn run(
     let run_dir = config.run_dir();
     fs::create_dir_all(&run_dir).map_err(StoreError::io(&run_dir))?;
     let _writing = RunLock::acquire(&run_dir)?;
-    Manifest::claim(
-        &run_dir,
-        "ipc",
-        result_settings(&config),
-        model_identity(&base),
-    )?;
+    let identity = model_identity(&base);
+    Manifest::claim(&run_dir, "ipc", result_settings(&config), identity.clone())?;
     let plan = RunPlan::new(
         &config,
-        &model_identity(&base),
+        &identity,
         split.sandbox_workers,
         cluster.map_or(1, Cluster::processes),
     );

@@ -74,15 +74,20 @@ impl Counters {
             .expect("counters are numbers")
     }
 
-    /// Counters holding the sums of `parts` (one per process of a cluster).
-    pub fn sum<'a>(parts: impl IntoIterator<Item = &'a CounterValues>) -> Counters {
+    /// The sums of `parts` (one per process of a cluster), by name.
+    pub fn sum<'a>(parts: impl IntoIterator<Item = &'a CounterValues>) -> CounterValues {
         let mut total = CounterValues::new();
         for part in parts {
             for (name, n) in part {
                 *total.entry(name.clone()).or_default() += n;
             }
         }
-        serde_json::from_value(serde_json::to_value(total).expect("counts serialize"))
+        total
+    }
+
+    /// Counters holding `values` ([`Counters::values`], [`Counters::sum`]).
+    pub fn from_values(values: &CounterValues) -> Counters {
+        serde_json::from_value(serde_json::to_value(values).expect("counts serialize"))
             .expect("the counts are this build's counters")
     }
 }
@@ -184,9 +189,12 @@ mod tests {
             values.contains_key("replayed_executions"),
             "every counter travels"
         );
-        let total = Counters::sum([&values, &b.values()]);
+        let total = Counters::from_values(&Counters::sum([&values, &b.values()]));
         assert_eq!(Counters::get(&total.test_runs), 42);
         assert_eq!(Counters::get(&total.samples), 2);
-        assert_eq!(Counters::get(&Counters::sum([]).test_runs), 0);
+        assert_eq!(
+            Counters::get(&Counters::from_values(&Counters::sum([])).test_runs),
+            0
+        );
     }
 }

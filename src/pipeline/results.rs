@@ -74,7 +74,7 @@ impl Results {
             counters.push(out.counters);
             stage_times.push(out.stage_times);
         }
-        r.counters = Counters::sum(&counters).values();
+        r.counters = Counters::sum(&counters);
         r.stage_times = merge_stage_times(stage_times, f64::max);
         r.ready.sort_by_key(|(d, _)| d.problem.id);
         r.clusters.sort();

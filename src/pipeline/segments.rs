@@ -4,7 +4,7 @@
 //!
 //! Contract: each segment of an iteration writes `iter-<t>/segments/<id>.json` (its wall time and
 //! its backends' stage times so far) every [`SAVE_EVERY`] while it runs, and once more at the end
-//! with the final figures, atomically. [`Segments::total`] adds up every segment of the folder:
+//! with the final figures, atomically. [`IterationSegments::total`] adds up every segment of the folder:
 //! wall times, requests, tokens, busy seconds and spans add (segments run one after another). A
 //! SIGKILL loses at most the last [`SAVE_EVERY`] of one segment's figures.
 
@@ -44,9 +44,7 @@ impl SegmentRecorder {
     pub fn start(iter_dir: &Path, clocks: StageClocks, started: Instant) -> SegmentRecorder {
         let id = format!(
             "{}-{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis()),
+            crate::store::unix_time().as_millis(),
             std::process::id()
         );
         let path = iter_dir.join("segments").join(format!("{id}.json"));
@@ -107,15 +105,17 @@ fn save(path: &Path, started: Instant, stage_times: Vec<StageTime>) -> Result<()
 }
 
 /// Every segment an iteration ran in.
-pub struct Segments(pub Vec<Segment>);
+pub struct IterationSegments(pub Vec<Segment>);
 
-impl Segments {
+impl IterationSegments {
     /// Reads `iter_dir/segments/`.
-    pub fn read(iter_dir: &Path) -> Result<Segments, StoreError> {
+    pub fn read(iter_dir: &Path) -> Result<IterationSegments, StoreError> {
         let dir = iter_dir.join("segments");
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Segments(Vec::new())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(IterationSegments(Vec::new()));
+            }
             Err(e) => {
                 return Err(StoreError::Io {
                     path: dir,
@@ -135,7 +135,7 @@ impl Segments {
                 segments.push(segment);
             }
         }
-        Ok(Segments(segments))
+        Ok(IterationSegments(segments))
     }
 
     /// All segments as one: wall times and every stage's figures added.
@@ -183,7 +183,7 @@ mod tests {
                 time("executions", 3, 5.0),
             ])
             .unwrap();
-        let total = Segments::read(dir.path()).unwrap().total();
+        let total = IterationSegments::read(dir.path()).unwrap().total();
         assert!(
             total.wall_s >= 600.0 && total.wall_s < 610.0,
             "{}",
@@ -193,6 +193,9 @@ mod tests {
             total.stage_times,
             [time("candidates", 48, 590.0), time("executions", 3, 5.0)]
         );
-        assert_eq!(Segments::read(&dir.path().join("none")).unwrap().0, []);
+        assert_eq!(
+            IterationSegments::read(&dir.path().join("none")).unwrap().0,
+            []
+        );
     }
 }

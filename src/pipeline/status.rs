@@ -255,7 +255,5 @@ impl Bounds {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::store::unix_time().as_secs()
 }

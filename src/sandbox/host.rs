@@ -195,10 +195,7 @@ impl ScratchDir {
     /// A fresh, not yet existing path in the system temp folder.
     pub fn for_worker(slot: usize) -> ScratchDir {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos = crate::store::unix_time().subsec_nanos();
         let name = format!(
             "ucoder-sandbox-{}-{slot}-{}-{nanos:08x}",
             std::process::id(),

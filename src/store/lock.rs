@@ -71,9 +71,7 @@ impl RunLock {
         let holder = Holder {
             pid: std::process::id(),
             host: host_name(),
-            since_unix_s: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            since_unix_s: super::unix_time().as_secs(),
             command: std::env::args().collect::<Vec<_>>().join(" "),
         };
         let text = serde_json::to_string(&holder).expect("a holder serializes");

@@ -106,6 +106,15 @@ pub enum StoreError {
     },
 }
 
+/// Time since the Unix epoch (zero on a clock set before it): the stamps and unique names of
+/// what the store and the runs write (lock holders, segment files, announcements, scratch
+/// folders).
+pub fn unix_time() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 impl StoreError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
         let path = path.into();
